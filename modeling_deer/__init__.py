@@ -1,0 +1,39 @@
+"""modeling_deer: DEER (Liang et al., ACL 2023) for Hugging Face transformers.
+
+Importing the package registers DEER with the Auto classes:
+`AutoConfig` -> DeerConfig, `AutoModel` -> DeerModel, `AutoModelForSeq2SeqLM` -> DeerForConditionalGeneration.
+Saved models also carry their modeling files, so they load with `trust_remote_code=True` without the package.
+"""
+
+from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM
+
+from .configuration_deer import DeerConfig
+from .generation_deer import DeerGenerateOutput, DeerGenerationConfig
+from .modeling_deer import (
+    DeerEncoderOutput,
+    DeerForConditionalGeneration,
+    DeerModel,
+    DeerPreTrainedModel,
+    DeerSeq2SeqLMOutput,
+)
+
+
+AutoConfig.register(DeerConfig.model_type, DeerConfig, exist_ok=True)
+AutoModel.register(DeerConfig, DeerModel, exist_ok=True)
+AutoModelForSeq2SeqLM.register(DeerConfig, DeerForConditionalGeneration, exist_ok=True)
+# save_pretrained writes `auto_map` into config.json and copies these modules next to the weights.
+DeerConfig.register_for_auto_class()
+DeerForConditionalGeneration.register_for_auto_class("AutoModelForSeq2SeqLM")
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DeerConfig",
+    "DeerEncoderOutput",
+    "DeerForConditionalGeneration",
+    "DeerGenerateOutput",
+    "DeerGenerationConfig",
+    "DeerModel",
+    "DeerPreTrainedModel",
+    "DeerSeq2SeqLMOutput",
+]

@@ -1,0 +1,564 @@
+"""DEER: one BERT-family masked LM that drafts a whole output in one pass (CTC), then edits it
+(delete, insert placeholders, fill), attending to a source encoded once.
+
+Reading order: `DeerEmbeddings`, `DeerAttention`, `DeerLayer`, `DeerModel.encode` / `DeerModel.target_pass` (how
+the source K/V cache is made and used), then `DeerForConditionalGeneration.forward` (the training objective). The
+decoding loop is in generation_deer.py.
+"""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.activations import ACT2FN
+from transformers.utils import ModelOutput, logging
+
+from .configuration_deer import DeerConfig
+from .convert_mlm import convert_mlm_to_deer
+from .edit_ops import (
+    apply_deletions,
+    compact,
+    ctc_best_alignment,
+    edit_oracle,
+    fill_placeholders,
+    glancing_mix,
+    insert_placeholders,
+    random_deletion,
+)
+from .generation_deer import DeerGenerationConfig, deer_generate
+
+
+logger = logging.get_logger(__name__)
+
+SOURCE_TOKEN_TYPE = 0
+TARGET_TOKEN_TYPE = 1  # where the backbone has two token types; otherwise 0
+
+
+@dataclass
+class DeerEncoderOutput(ModelOutput):
+    """The source, encoded once.
+
+    last_hidden_state: (batch, source_length, hidden) the backbone's final hidden states.
+    key_values: per layer, the (key, value) of the source tokens, each (batch, heads, source_length, head_dim):
+        every target pass attends to them instead of re-running the source.
+    attention_mask: (batch, source_length) bool, True on real source tokens.
+    """
+
+    last_hidden_state: torch.Tensor | None = None
+    key_values: tuple[tuple[torch.Tensor, torch.Tensor], ...] | None = None
+    attention_mask: torch.Tensor | None = None
+
+    def select_rows(self, rows: torch.Tensor) -> "DeerEncoderOutput":
+        """The same encoding for a subset of the batch (decoding drops finished rows)."""
+        return DeerEncoderOutput(
+            last_hidden_state=self.last_hidden_state[rows],
+            key_values=tuple((key[rows], value[rows]) for key, value in self.key_values),
+            attention_mask=self.attention_mask[rows],
+        )
+
+
+@dataclass
+class DeerSeq2SeqLMOutput(ModelOutput):
+    """Output of `DeerForConditionalGeneration.forward`.
+
+    loss: weighted sum of the components below (when `labels` are given).
+    ctc_loss, insertion_loss, word_loss, deletion_loss: DEER's four losses.
+    sparsity_loss: the pruning regulariser (when training with sparsity levels).
+    num_unfit_targets: rows whose target cannot fit the draft's frames; they are left out of the CTC loss.
+    encoder_last_hidden_state: (batch, source_length, hidden).
+    """
+
+    loss: torch.Tensor | None = None
+    ctc_loss: torch.Tensor | None = None
+    insertion_loss: torch.Tensor | None = None
+    word_loss: torch.Tensor | None = None
+    deletion_loss: torch.Tensor | None = None
+    sparsity_loss: torch.Tensor | None = None
+    num_unfit_targets: torch.Tensor | None = None
+    encoder_last_hidden_state: torch.Tensor | None = None
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Layers
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class DeerEmbeddings(nn.Module):
+    """Word + position + token type embeddings. Positions count the real tokens of each row from
+    `config.position_offset`, so source and target each start at the first position and padding never shifts them."""
+
+    def __init__(self, config: DeerConfig):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.position_offset = config.position_offset
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type: int) -> torch.Tensor:
+        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0) + self.position_offset
+        token_type = min(token_type, self.token_type_embeddings.num_embeddings - 1)
+        embeddings = (
+            self.word_embeddings(input_ids)
+            + self.position_embeddings(position_ids)
+            + self.token_type_embeddings.weight[token_type]
+        )
+        return self.dropout(self.LayerNorm(embeddings))
+
+
+class DeerAttention(nn.Module):
+    """Multi-head self-attention whose queries may also attend to cached keys/values of the source."""
+
+    def __init__(self, config: DeerConfig, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = config.head_dim
+        inner_size = num_heads * self.head_dim
+        self.query = nn.Linear(config.hidden_size, inner_size)
+        self.key = nn.Linear(config.hidden_size, inner_size)
+        self.value = nn.Linear(config.hidden_size, inner_size)
+        self.output = nn.Linear(inner_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.attention_dropout = config.attention_probs_dropout_prob
+
+    def _split_heads(self, states: torch.Tensor) -> torch.Tensor:
+        batch, length, _ = states.shape
+        return states.view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        key_mask: torch.Tensor,
+        source_key_value: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """
+        Args:
+            hidden_states: (batch, length, hidden).
+            key_mask: bool, True where a key may be attended: (batch, keys) or (batch, length, keys), with
+                keys = source_length + length when `source_key_value` is given, else length.
+            source_key_value: cached (key, value) of the source, each (batch, heads, source_length, head_dim).
+        Returns:
+            the new hidden states and this pass's own (key, value).
+        """
+        query = self._split_heads(self.query(hidden_states))
+        own_key_value = (self._split_heads(self.key(hidden_states)), self._split_heads(self.value(hidden_states)))
+        key, value = own_key_value
+        if source_key_value is not None:
+            key = torch.cat([source_key_value[0], key], dim=2)
+            value = torch.cat([source_key_value[1], value], dim=2)
+        mask = key_mask[:, None, None, :] if key_mask.dim() == 2 else key_mask[:, None]
+        context = F.scaled_dot_product_attention(
+            query, key, value, attn_mask=mask, dropout_p=self.attention_dropout if self.training else 0.0
+        )
+        context = context.transpose(1, 2).reshape(hidden_states.shape[0], hidden_states.shape[1], -1)
+        hidden_states = self.LayerNorm(hidden_states + self.dropout(self.output(context)))
+        return hidden_states, own_key_value
+
+
+class DeerFeedForward(nn.Module):
+    def __init__(self, config: DeerConfig, intermediate_size: int):
+        super().__init__()
+        self.up = nn.Linear(config.hidden_size, intermediate_size)
+        self.activation = ACT2FN[config.hidden_act]
+        self.down = nn.Linear(intermediate_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(hidden_states + self.dropout(self.down(self.activation(self.up(hidden_states)))))
+
+
+class DeerLayer(nn.Module):
+    def __init__(self, config: DeerConfig, layer_index: int):
+        super().__init__()
+        self.attention = DeerAttention(config, config.layer_num_heads[layer_index])
+        self.feed_forward = DeerFeedForward(config, config.layer_intermediate_sizes[layer_index])
+
+    def forward(self, hidden_states, key_mask, source_key_value=None):
+        hidden_states, own_key_value = self.attention(hidden_states, key_mask, source_key_value)
+        return self.feed_forward(hidden_states), own_key_value
+
+
+class DeerLMHead(nn.Module):
+    """BERT's MLM head: dense + activation + LayerNorm, then the decoder tied to the word embeddings."""
+
+    def __init__(self, config: DeerConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.activation = ACT2FN[config.hidden_act]
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.decoder = nn.Linear(config.hidden_size, config.vocab_size)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.LayerNorm(self.activation(self.dense(hidden_states))))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Models
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class DeerPreTrainedModel(PreTrainedModel):
+    config_class = DeerConfig
+    base_model_prefix = "model"
+    main_input_name = "input_ids"
+    _no_split_modules = ["DeerLayer"]
+    _supports_sdpa = True
+
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, DeerLMHead):
+            nn.init.zeros_(module.decoder.bias)
+
+
+class DeerModel(DeerPreTrainedModel):
+    """The shared backbone: embeddings and layers. `encode` runs the source; `target_pass` runs any target sequence
+    (placeholders, a draft, an edited sentence) against the source's cached keys/values."""
+
+    def __init__(self, config: DeerConfig):
+        super().__init__(config)
+        self.embeddings = DeerEmbeddings(config)
+        self.layers = nn.ModuleList(DeerLayer(config, i) for i in range(config.num_hidden_layers))
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.embeddings.word_embeddings
+
+    def set_input_embeddings(self, embeddings):
+        self.embeddings.word_embeddings = embeddings
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> DeerEncoderOutput:
+        """Source pass: the source attends to itself only. Keeps every layer's source keys/values."""
+        if attention_mask is None:
+            attention_mask = input_ids != self.config.pad_token_id
+        attention_mask = attention_mask.bool()
+        hidden_states = self.embeddings(input_ids, attention_mask, SOURCE_TOKEN_TYPE)
+        key_values = []
+        for layer in self.layers:
+            hidden_states, key_value = layer(hidden_states, attention_mask)
+            key_values.append(key_value)
+        return DeerEncoderOutput(
+            last_hidden_state=hidden_states, key_values=tuple(key_values), attention_mask=attention_mask
+        )
+
+    def target_pass(self, target_ids: torch.Tensor, encoder_output: DeerEncoderOutput) -> torch.Tensor:
+        """Target pass: target tokens attend to [cached source ; target]. Returns (batch, target_length, hidden)."""
+        target_mask = target_ids != self.config.pad_token_id
+        key_mask = torch.cat([encoder_output.attention_mask, target_mask], dim=1)
+        hidden_states = self.embeddings(target_ids, target_mask, TARGET_TOKEN_TYPE)
+        for layer, source_key_value in zip(self.layers, encoder_output.key_values):
+            hidden_states, _ = layer(hidden_states, key_mask, source_key_value)
+        return hidden_states
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs):
+        return self.encode(input_ids, attention_mask)
+
+
+class DeerForConditionalGeneration(DeerPreTrainedModel):
+    """DEER: the backbone plus its LM head (tied to the word embeddings), a placeholder-insertion head and a deletion
+    head. `forward(input_ids, attention_mask, labels)` computes the DEER objective; `generate` decodes."""
+
+    _tied_weights_keys = {"lm_head.decoder.weight": "model.embeddings.word_embeddings.weight"}
+    generation_config_class = DeerGenerationConfig
+
+    def __init__(self, config: DeerConfig):
+        super().__init__(config)
+        self.model = DeerModel(config)
+        self.lm_head = DeerLMHead(config)
+        # How many placeholders go between neighbours i and i+1, from concat(h_i, h_{i+1}).
+        self.insertion_head = nn.Linear(2 * config.hidden_size, config.max_insertions)
+        # Keep (0) or delete (1) each token.
+        self.deletion_head = nn.Linear(config.hidden_size, 2)
+        self.post_init()
+
+    @classmethod
+    def can_generate(cls) -> bool:
+        return True
+
+    @classmethod
+    def from_mlm(cls, pretrained_model_name_or_path, **config_overrides) -> "DeerForConditionalGeneration":
+        """Turn a BERT-, RoBERTa- or XLM-R-style masked LM (a local directory or a Hub id) into a DEER model.
+
+        Every backbone weight and the MLM head are copied; `config_overrides` set DEER fields (e.g.
+        `upsample_ratio=3`). A checkpoint without an MLM head (a plain encoder) loads with a warning: the head's
+        transform starts fresh and its decoder is tied to the word embeddings.
+        """
+        return convert_mlm_to_deer(cls, pretrained_model_name_or_path, **config_overrides)
+
+    def get_input_embeddings(self):
+        return self.model.embeddings.word_embeddings
+
+    def set_input_embeddings(self, embeddings):
+        self.model.embeddings.word_embeddings = embeddings
+
+    def get_output_embeddings(self):
+        return self.lm_head.decoder
+
+    def set_output_embeddings(self, embeddings):
+        self.lm_head.decoder = embeddings
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> DeerEncoderOutput:
+        return self.model.encode(input_ids, attention_mask)
+
+    def target_pass(self, target_ids: torch.Tensor, encoder_output: DeerEncoderOutput) -> torch.Tensor:
+        return self.model.target_pass(target_ids, encoder_output)
+
+    # -- input checks ---------------------------------------------------------------------------------------------
+
+    def _check_source(self, input_ids, attention_mask) -> torch.Tensor:
+        """Validate a source batch; returns its boolean attention mask."""
+        if not isinstance(input_ids, torch.Tensor) or input_ids.dtype not in (torch.int64, torch.int32):
+            raise TypeError(
+                f"input_ids must be an integer torch.Tensor of shape (batch, length), got {type(input_ids).__name__}"
+                + (f" of dtype {input_ids.dtype}" if isinstance(input_ids, torch.Tensor) else "")
+                + "; tokenize with return_tensors='pt'."
+            )
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must have shape (batch, length), got {tuple(input_ids.shape)}.")
+        if input_ids.shape[0] == 0 or input_ids.shape[1] == 0:
+            raise ValueError(f"input_ids is empty (shape {tuple(input_ids.shape)}): give at least one non-empty row.")
+        if attention_mask is None:
+            attention_mask = input_ids != self.config.pad_token_id
+        if attention_mask.shape != input_ids.shape:
+            raise ValueError(
+                f"attention_mask has shape {tuple(attention_mask.shape)} but input_ids has {tuple(input_ids.shape)}."
+            )
+        attention_mask = attention_mask.bool()
+        lengths = attention_mask.sum(1)
+        if (lengths == 0).any():
+            rows = (lengths == 0).nonzero().flatten().tolist()
+            raise ValueError(f"rows {rows} of input_ids are only padding: every row needs at least one token.")
+        longest = int(lengths.max())
+        if longest > self.config.max_sequence_length:
+            raise ValueError(
+                f"a source row has {longest} tokens but this model's position table holds "
+                f"{self.config.max_sequence_length}; tokenize with truncation=True, "
+                f"max_length={self.config.max_sequence_length}."
+            )
+        if int(input_ids.max()) >= self.config.vocab_size or int(input_ids.min()) < 0:
+            raise ValueError(f"input_ids holds ids outside the vocabulary [0, {self.config.vocab_size}).")
+        return attention_mask
+
+    # -- training objective ---------------------------------------------------------------------------------------
+
+    def draft_canvas(self, source_lengths: torch.Tensor) -> torch.Tensor:
+        """The draft input: bos, ceil(upsample_ratio * source_length) - 2 placeholders, eos; padded. (batch, frames)"""
+        config = self.config
+        lengths = torch.tensor([config.draft_length(int(n)) for n in source_lengths], device=source_lengths.device)
+        lengths = lengths.clamp(min=2)
+        positions = torch.arange(int(lengths.max()), device=source_lengths.device)
+        canvas = torch.full((len(lengths), len(positions)), config.placeholder_token_id, device=source_lengths.device)
+        canvas[:, 0] = config.bos_token_id
+        canvas = canvas.masked_fill(positions == (lengths[:, None] - 1), config.eos_token_id)
+        return canvas.masked_fill(positions >= lengths[:, None], config.pad_token_id)
+
+    def draft_frame_log_probs(self, draft: torch.Tensor, encoder_output: DeerEncoderOutput) -> torch.Tensor:
+        """Log-probabilities of the draft's frames (every position but bos and eos): (batch, frames - 2, vocab)."""
+        hidden_states = self.target_pass(draft, encoder_output)[:, 1:-1]
+        return self.lm_head(hidden_states).float().log_softmax(-1)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        **kwargs,
+    ) -> DeerSeq2SeqLMOutput:
+        """
+        Args:
+            input_ids, attention_mask: the source, (batch, source_length).
+            labels: the target `bos ... eos`, (batch, target_length), padded with -100 (or pad_token_id).
+            token_type_ids: accepted and ignored (source tokens use type 0, target tokens type 1).
+        Returns:
+            `DeerSeq2SeqLMOutput` with the loss and each of its components when `labels` are given.
+        """
+        attention_mask = self._check_source(input_ids, attention_mask)
+        encoder_output = self.encode(input_ids, attention_mask)
+        if labels is None:
+            return DeerSeq2SeqLMOutput(encoder_last_hidden_state=encoder_output.last_hidden_state)
+        targets = self._check_labels(labels)
+        return self._deer_loss(encoder_output, targets)
+
+    def _check_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        config = self.config
+        if labels.dim() != 2 or labels.shape[0] != 0 and labels.shape[1] < 2:
+            raise ValueError(f"labels must have shape (batch, length >= 2) holding bos ... eos; got {tuple(labels.shape)}.")
+        targets = labels.masked_fill(labels == -100, config.pad_token_id)
+        targets = compact(targets, targets != config.pad_token_id, config.pad_token_id)
+        lengths = (targets != config.pad_token_id).sum(1)
+        last = targets.gather(1, (lengths - 1).clamp(min=0)[:, None]).squeeze(1)
+        if (lengths < 2).any() or (targets[:, 0] != config.bos_token_id).any() or (last != config.eos_token_id).any():
+            raise ValueError(
+                f"every labels row must be bos ({config.bos_token_id}) ... eos ({config.eos_token_id}), padded with "
+                "-100: tokenize the targets with the special tokens added."
+            )
+        if (targets == config.placeholder_token_id).any():
+            raise ValueError(
+                f"labels contain the placeholder/mask token ({config.placeholder_token_id}), which DEER reserves."
+            )
+        if targets.shape[1] > config.max_sequence_length:
+            raise ValueError(
+                f"a labels row has {targets.shape[1]} tokens but the position table holds "
+                f"{config.max_sequence_length}; truncate the targets."
+            )
+        return targets
+
+    def _deer_loss(self, encoder_output: DeerEncoderOutput, targets: torch.Tensor) -> DeerSeq2SeqLMOutput:
+        config = self.config
+        pad, placeholder = config.pad_token_id, config.placeholder_token_id
+
+        # 1-3. Draft with glancing, then the CTC loss of the gold target's inner tokens over the draft frames.
+        draft = self.draft_canvas(encoder_output.attention_mask.sum(1))
+        frame_mask = draft[:, 1:-1] == placeholder
+        frame_lengths = frame_mask.sum(1)
+        positions = torch.arange(targets.shape[1], device=targets.device)
+        target_lengths = (targets != pad).sum(1)
+        gold_inner = compact(targets, (positions > 0) & (positions < target_lengths[:, None] - 1), pad)
+        inner_lengths = target_lengths - 2
+        with torch.no_grad():
+            frame_log_probs = self.draft_frame_log_probs(draft, _detached(encoder_output))
+            alignment, path_log_prob = ctc_best_alignment(
+                frame_log_probs, frame_lengths, gold_inner, inner_lengths, placeholder
+            )
+            fits = torch.isfinite(path_log_prob)
+            glanced_frames, _ = glancing_mix(
+                draft[:, 1:-1], frame_log_probs.argmax(-1), alignment, frame_mask & fits[:, None],
+                config.glancing_ratio if self.training else 0.0, placeholder,
+            )
+        glanced = torch.cat([draft[:, :1], glanced_frames, draft[:, -1:]], dim=1)
+        frame_log_probs = self.draft_frame_log_probs(glanced, encoder_output)
+        ctc_loss = _ctc_loss(frame_log_probs, frame_lengths, gold_inner, inner_lengths, fits, placeholder,
+                             config.ctc_label_smoothing)
+
+        # 4. Editing: y_del -> (insert placeholders) y_ph -> (fill) y_pred -> (delete) gold.
+        deleted = random_deletion(targets, pad)
+        insertions = edit_oracle(deleted, targets, pad)
+        hidden_states = self.target_pass(deleted, encoder_output)
+        insertion_logits = self.insertion_head(torch.cat([hidden_states[:, :-1], hidden_states[:, 1:]], dim=-1))
+        gap_mask = deleted[:, 1:] != pad
+        insertion_loss = _cross_entropy(
+            insertion_logits[gap_mask], insertions.insertion_counts.clamp(max=config.max_insertions - 1)[gap_mask],
+            config.insertion_label_smoothing,
+        )
+
+        with_placeholders = insert_placeholders(deleted, insertions.insertion_counts, placeholder, pad)
+        placeholder_mask = with_placeholders == placeholder
+        hidden_states = self.target_pass(with_placeholders, encoder_output)
+        word_logits = self.lm_head(hidden_states[placeholder_mask])
+        word_targets = insertions.inserted_tokens[insertions.inserted_tokens != pad]
+        word_loss = _cross_entropy(word_logits, word_targets, config.word_label_smoothing)
+
+        predicted = fill_placeholders(with_placeholders, word_logits.detach().argmax(-1), placeholder)
+        deletion_targets = edit_oracle(predicted, targets, pad).delete_mask
+        hidden_states = self.target_pass(predicted, encoder_output)
+        inner_mask = _inner_mask(predicted, pad)
+        deletion_loss = _cross_entropy(
+            self.deletion_head(hidden_states[inner_mask]), deletion_targets[inner_mask].long(),
+            config.deletion_label_smoothing,
+        )
+
+        loss = (
+            config.ctc_loss_weight * ctc_loss
+            + config.insertion_loss_weight * insertion_loss
+            + config.word_loss_weight * word_loss
+            + config.deletion_loss_weight * deletion_loss
+        )
+        return DeerSeq2SeqLMOutput(
+            loss=loss,
+            ctc_loss=ctc_loss.detach(),
+            insertion_loss=insertion_loss.detach(),
+            word_loss=word_loss.detach(),
+            deletion_loss=deletion_loss.detach(),
+            num_unfit_targets=(~fits).sum(),
+            encoder_last_hidden_state=encoder_output.last_hidden_state,
+        )
+
+    # -- decoding -------------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        generation_config: DeerGenerationConfig | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        **kwargs,
+    ):
+        """Decode: a CTC draft, then up to `max_iterations` rounds of delete / insert placeholders / fill.
+
+        Args:
+            input_ids, attention_mask: the source, (batch, source_length).
+            token_type_ids: accepted (a BERT tokenizer returns them) and ignored: DEER sets token types itself.
+            generation_config: defaults to `self.generation_config`; keyword arguments (`max_iterations=2`,
+                `eos_penalty=1.0`, `stop_when_unchanged=False`, `return_dict_in_generate=True`,
+                `output_history=True`) override it for this call.
+        Returns:
+            (batch, length) LongTensor of `bos ... eos` rows padded with pad_token_id, or a `DeerGenerateOutput`
+            with `sequences`, per-row `num_iterations` and, if asked, `history`.
+        """
+        generation_config = (generation_config or self.generation_config).updated(**kwargs)
+        attention_mask = self._check_source(input_ids, attention_mask)
+        return deer_generate(self, input_ids, attention_mask, generation_config)
+
+    def adjust_generation_fn(self, generation_config, from_auto_class, from_pipeline, pretrained_model_name_or_path,
+                             **kwargs):
+        """Called by `from_pretrained`: load generation_config.json as a `DeerGenerationConfig`."""
+        if generation_config is not None:
+            self.generation_config = DeerGenerationConfig(**generation_config.to_dict())
+            return
+        loading_kwargs = {
+            key: kwargs[key]
+            for key in ("cache_dir", "force_download", "proxies", "local_files_only", "token", "revision", "subfolder")
+            if key in kwargs
+        }
+        try:
+            self.generation_config = DeerGenerationConfig.from_pretrained(pretrained_model_name_or_path,
+                                                                          **loading_kwargs)
+        except OSError:
+            logger.info("No generation_config.json found: using the default DeerGenerationConfig.")
+
+
+def _detached(encoder_output: DeerEncoderOutput) -> DeerEncoderOutput:
+    return DeerEncoderOutput(
+        last_hidden_state=encoder_output.last_hidden_state.detach(),
+        key_values=tuple((key.detach(), value.detach()) for key, value in encoder_output.key_values),
+        attention_mask=encoder_output.attention_mask,
+    )
+
+
+def _inner_mask(tokens: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """True on every real token but the first (bos) and the last (eos) of each row."""
+    lengths = (tokens != pad_id).sum(1)
+    positions = torch.arange(tokens.shape[1], device=tokens.device)
+    return (positions > 0) & (positions < lengths[:, None] - 1)
+
+
+def _cross_entropy(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float) -> torch.Tensor:
+    """Mean cross-entropy; zero (with a graph) when there is nothing to predict."""
+    if targets.numel() == 0:
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits.float(), targets, label_smoothing=label_smoothing)
+
+
+def _ctc_loss(log_probs, frame_lengths, targets, target_lengths, fits, blank_id, label_smoothing) -> torch.Tensor:
+    """CTC loss per target token, mixed with the mean log-probability over the vocabulary (label smoothing), over
+    the rows whose target fits the frames. log_probs: (batch, frames, vocab)."""
+    if not fits.any():
+        return log_probs.sum() * 0.0
+    negative_log_likelihood = F.ctc_loss(
+        log_probs.transpose(0, 1), targets, frame_lengths, target_lengths, blank=blank_id, reduction="none",
+        zero_infinity=True,
+    )
+    negative_log_likelihood = negative_log_likelihood / target_lengths.clamp(min=1)
+    frame_mask = torch.arange(log_probs.shape[1], device=log_probs.device) < frame_lengths[:, None]
+    mean_log_prob = (log_probs.mean(-1) * frame_mask).sum(1) / frame_lengths.clamp(min=1)
+    per_row = (1 - label_smoothing) * negative_log_likelihood - label_smoothing * mean_log_prob
+    return per_row[fits].mean()
+
+
+__all__ = ["DeerForConditionalGeneration", "DeerModel", "DeerPreTrainedModel"]
