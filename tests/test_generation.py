@@ -1,0 +1,145 @@
+import pytest
+import torch
+
+from modeling_deer.edit_ops import ctc_collapse
+
+from conftest import BOS, EOS, MASK, PAD, random_batch, tiny_model
+
+
+@pytest.fixture(scope="module")
+def model():
+    # max_insertions=3 keeps a random model's outputs short enough to stay inside the position table.
+    return tiny_model(seed=3, max_insertions=3)
+
+
+def assert_bos_eos_rows(sequences):
+    for row in sequences.tolist():
+        row = row[: len(row) - row[::-1].index(EOS)] if EOS in row else row
+        assert row[0] == BOS and row[-1] == EOS
+        assert BOS not in row[1:] and EOS not in row[:-1] and MASK not in row and PAD not in row
+
+
+def test_deterministic_and_bos_eos(model):
+    source_ids, source_mask = random_batch(5, 14, seed=1)
+    first = model.generate(input_ids=source_ids, attention_mask=source_mask, max_iterations=3)
+    second = model.generate(input_ids=source_ids, attention_mask=source_mask, max_iterations=3)
+    assert torch.equal(first, second)
+    assert_bos_eos_rows(first)
+    assert first.dtype == torch.long
+
+
+@pytest.mark.parametrize("iterations", [0, 1, 3])
+def test_padded_batch_equals_each_row_alone(model, iterations):
+    source_ids, source_mask = random_batch(6, 16, seed=2)
+    batch = model.generate(input_ids=source_ids, attention_mask=source_mask, max_iterations=iterations)
+    for b in range(6):
+        n = int(source_mask[b].sum())
+        alone = model.generate(input_ids=source_ids[b : b + 1, :n], max_iterations=iterations)[0]
+        row = batch[b]
+        assert torch.equal(row[: len(alone)], alone) and (row[len(alone) :] == PAD).all()
+
+
+def test_zero_iterations_is_the_collapsed_draft(model):
+    source_ids, source_mask = random_batch(3, 10, seed=4)
+    with torch.no_grad():
+        encoder_output = model.encode(source_ids, source_mask)
+        canvas = model.draft_canvas(source_mask.sum(1))
+        logits = model.lm_head(model.target_pass(canvas, encoder_output))[:, 1:-1]
+        logits[..., [BOS, EOS, PAD]] = float("-inf")
+        frame_mask = canvas[:, 1:-1] == MASK
+        inner = ctc_collapse(logits.argmax(-1), frame_mask, MASK, PAD)
+    generated = model.generate(input_ids=source_ids, attention_mask=source_mask, max_iterations=0)
+    for b in range(3):
+        tokens = inner[b][inner[b] != PAD].tolist()
+        assert generated[b].tolist()[: len(tokens) + 2] == [BOS] + tokens + [EOS]
+
+
+def test_draft_canvas_shape():
+    model = tiny_model(upsample_ratio=2.0)
+    canvas = model.draft_canvas(torch.tensor([3, 1, 40]))
+    assert canvas[0].tolist()[:7] == [BOS, MASK, MASK, MASK, MASK, EOS, PAD]  # ceil(2 * 3) = 6 frames
+    assert canvas[1].tolist()[:3] == [BOS, EOS, PAD]
+    assert (canvas[2] != PAD).sum() == 64  # capped by the position table
+
+
+def test_output_dict_history_and_iteration_counts(model):
+    source_ids, source_mask = random_batch(4, 12, seed=5)
+    output = model.generate(
+        input_ids=source_ids, attention_mask=source_mask, max_iterations=4,
+        return_dict_in_generate=True, output_history=True,
+    )
+    assert len(output.history) == 1 + int(output.num_iterations.max())
+    assert torch.equal(output.history[-1], output.sequences)
+    assert ((output.num_iterations >= 1) & (output.num_iterations <= 4)).all()
+    exact = model.generate(input_ids=source_ids, attention_mask=source_mask, max_iterations=4,
+                           stop_when_unchanged=False, return_dict_in_generate=True)
+    assert (exact.num_iterations == 4).all()
+    # A row stops only when a round changes nothing, so running on gives the same output.
+    assert torch.equal(exact.sequences, output.sequences)
+
+
+def test_generation_config_of_the_model_is_not_changed_by_a_call(model):
+    before = model.generation_config.max_iterations
+    model.generate(input_ids=random_batch(1, 5)[0], max_iterations=1)
+    assert model.generation_config.max_iterations == before
+
+
+def test_bad_input_gives_clear_errors(model):
+    ids, mask = random_batch(2, 6)
+    with pytest.raises(ValueError, match="empty"):
+        model.generate(input_ids=torch.zeros(0, 5, dtype=torch.long))
+    with pytest.raises(ValueError, match="only padding"):
+        model.generate(input_ids=torch.tensor([[BOS, 5, EOS], [PAD, PAD, PAD]]))
+    with pytest.raises(ValueError, match="max_length=64"):
+        model.generate(input_ids=torch.full((1, 65), 5))
+    with pytest.raises(ValueError, match="max_iterations"):
+        model.generate(input_ids=ids, max_iterations=-1)
+    with pytest.raises(ValueError, match="num_beams"):
+        model.generate(input_ids=ids, num_beams=4)
+    with pytest.raises(TypeError, match="input_ids"):
+        model.generate(input_ids=[[BOS, 5, EOS]])
+    with pytest.raises(TypeError, match="input_ids"):
+        model.generate(input_ids=ids.float())
+    with pytest.raises(ValueError, match="vocabulary"):
+        model.generate(input_ids=torch.tensor([[BOS, 999, EOS]]))
+    with pytest.raises(ValueError, match="attention_mask"):
+        model.generate(input_ids=ids, attention_mask=mask[:, :3])
+
+
+def test_longest_source_the_position_table_allows_still_generates(model):
+    ids = torch.full((1, 64), 7)
+    ids[0, 0], ids[0, -1] = BOS, EOS
+    output = model.generate(input_ids=ids, max_iterations=2)
+    assert output.shape[1] <= 64
+    assert_bos_eos_rows(output)
+
+
+def settling_model():
+    """A random model nudged towards "insert nothing", so that rows settle after different numbers of rounds."""
+    model = tiny_model(seed=3, max_insertions=3)
+    with torch.no_grad():
+        model.insertion_head.bias[0] += 0.4
+    return model
+
+
+def test_rows_stop_when_unchanged_and_the_shrinking_batch_matches_rows_alone():
+    model = settling_model()
+    source_ids, source_mask = random_batch(8, 14, seed=11)
+    output = model.generate(input_ids=source_ids, attention_mask=source_mask, max_iterations=6,
+                            return_dict_in_generate=True, output_history=True)
+    counts = output.num_iterations
+    assert counts.min() < counts.max() < 6  # rows finished at different rounds, all before the budget
+    # The last round of every row changed nothing.
+    for b in range(8):
+        k = int(counts[b])
+        before, after = output.history[k - 1][b], output.history[k][b]
+        width = max(len(before), len(after))
+        pad = lambda row: torch.nn.functional.pad(row, (0, width - len(row)), value=PAD)
+        assert torch.equal(pad(before), pad(after))
+        alone = model.generate(input_ids=source_ids[b : b + 1, : int(source_mask[b].sum())], max_iterations=6,
+                               return_dict_in_generate=True)
+        assert alone.num_iterations.item() == k
+        assert torch.equal(output.sequences[b, : alone.sequences.shape[1]], alone.sequences[0])
+    exact = model.generate(input_ids=source_ids, attention_mask=source_mask, max_iterations=6,
+                           stop_when_unchanged=False, return_dict_in_generate=True)
+    assert (exact.num_iterations == 6).all() and torch.equal(exact.sequences, output.sequences)

@@ -1,0 +1,218 @@
+import logging
+
+import pytest
+import torch
+from transformers import (
+    AutoTokenizer,
+    BertConfig,
+    BertForMaskedLM,
+    BertModel,
+    RobertaConfig,
+    RobertaForMaskedLM,
+    XLMRobertaConfig,
+    XLMRobertaForMaskedLM,
+)
+
+from modeling_deer import DeerForConditionalGeneration
+
+from conftest import BOS, EOS, MASK, PAD, load_pairs, random_batch, tiny_model
+
+
+# -- faithfulness: the converted model is the MLM ---------------------------------------------------------------------
+
+
+def assert_same_mlm_logits(model, mlm, input_ids, attention_mask, atol=1e-4):
+    with torch.no_grad():
+        ours = model.lm_head(model.encode(input_ids, attention_mask).last_hidden_state)
+        theirs = mlm(input_ids=input_ids, attention_mask=attention_mask).logits
+    real = attention_mask.bool()
+    assert (ours[real] - theirs[real]).abs().max().item() < atol
+
+
+def test_real_tiny_bert_logits_match(tiny_bert_path):
+    model = DeerForConditionalGeneration.from_mlm(tiny_bert_path).eval()
+    mlm = BertForMaskedLM.from_pretrained(tiny_bert_path).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert_path)
+    batch = tokenizer(
+        [pair["target"] for pair in load_pairs("validation")[:6]], return_tensors="pt", padding=True
+    )
+    assert_same_mlm_logits(model, mlm, batch.input_ids, batch.attention_mask)
+    assert model.config.bos_token_id == tokenizer.cls_token_id
+    assert model.config.placeholder_token_id == tokenizer.mask_token_id
+    assert model.lm_head.decoder.weight is model.model.embeddings.word_embeddings.weight
+
+
+ROBERTA_STYLE = [
+    (RobertaConfig, RobertaForMaskedLM),
+    (XLMRobertaConfig, XLMRobertaForMaskedLM),
+]
+
+
+@pytest.mark.parametrize("config_class, model_class", ROBERTA_STYLE)
+def test_tiny_roberta_style_logits_match(tmp_path, config_class, model_class):
+    torch.manual_seed(0)
+    config = config_class(
+        vocab_size=60, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+        max_position_embeddings=40, pad_token_id=1, bos_token_id=0, eos_token_id=2, type_vocab_size=1,
+    )
+    mlm = model_class(config).eval()
+    mlm.save_pretrained(tmp_path)
+    # <s>=0 <pad>=1 </s>=2 <mask>=3, given explicitly since the directory holds no tokenizer.
+    model = DeerForConditionalGeneration.from_mlm(
+        tmp_path, bos_token_id=0, pad_token_id=1, eos_token_id=2, placeholder_token_id=3
+    ).eval()
+    assert model.config.position_offset == 2  # RoBERTa positions start after the padding index
+    assert model.config.max_sequence_length == 38
+    ids = torch.randint(4, 60, (3, 38))
+    lengths = torch.tensor([38, 20, 5])
+    mask = torch.arange(38) < lengths[:, None]
+    ids = ids.masked_fill(~mask, 1)
+    assert_same_mlm_logits(model, mlm, ids, mask.long())
+
+
+def test_tiny_bert_with_type_ids_and_untied_decoder(tmp_path):
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=64, max_position_embeddings=32, tie_word_embeddings=False)
+    mlm = BertForMaskedLM(config).eval()
+    mlm.save_pretrained(tmp_path)
+    model = DeerForConditionalGeneration.from_mlm(
+        tmp_path, bos_token_id=BOS, eos_token_id=EOS, pad_token_id=PAD, placeholder_token_id=MASK
+    ).eval()
+    ids, mask = random_batch(3, 20)
+    assert_same_mlm_logits(model, mlm, ids, mask.long())
+
+
+def test_plain_encoder_loads_with_a_warning(minilm_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="modeling_deer"):
+        model = DeerForConditionalGeneration.from_mlm(minilm_path).eval()
+    assert "no MLM head" in caplog.text
+    encoder = BertModel.from_pretrained(minilm_path).eval()
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path)
+    batch = tokenizer(["In the beginning was the Word.", "God said"], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        ours = model.encode(batch.input_ids, batch.attention_mask).last_hidden_state
+        theirs = encoder(**batch).last_hidden_state
+    real = batch.attention_mask.bool()
+    assert (ours[real] - theirs[real]).abs().max().item() < 1e-4
+    assert model.lm_head.decoder.weight is model.model.embeddings.word_embeddings.weight
+
+
+def test_unsupported_checkpoint_is_refused(tmp_path):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=30)).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="from_mlm supports"):
+        DeerForConditionalGeneration.from_mlm(tmp_path)
+
+
+# -- the source K/V cache ---------------------------------------------------------------------------------------------
+
+
+def joint_pass(model, source_ids, source_mask, target_ids):
+    """[source ; target] through the layers at once, with DEER's mask: source queries see only source keys."""
+    embeddings = model.model.embeddings
+    target_mask = target_ids != PAD
+    hidden = torch.cat([embeddings(source_ids, source_mask, 0), embeddings(target_ids, target_mask, 1)], dim=1)
+    source_length = source_ids.shape[1]
+    total = hidden.shape[1]
+    key_is_real = torch.cat([source_mask, target_mask], dim=1)
+    query_is_source = torch.arange(total) < source_length
+    key_is_target = torch.arange(total) >= source_length
+    allowed = ~(query_is_source[:, None] & key_is_target[None, :])
+    mask = key_is_real[:, None, :] & allowed[None]
+    for layer in model.model.layers:
+        hidden, _ = layer(hidden, mask)
+    return hidden[:, :source_length], hidden[:, source_length:]
+
+
+def test_cached_target_pass_equals_joint_pass():
+    model = tiny_model()
+    source_ids, source_mask = random_batch(4, 12, seed=1)
+    target_ids, target_mask = random_batch(4, 9, seed=2)
+    with torch.no_grad():
+        encoder_output = model.encode(source_ids, source_mask)
+        cached = model.target_pass(target_ids, encoder_output)
+        joint_source, joint_target = joint_pass(model, source_ids, source_mask, target_ids)
+    assert (encoder_output.last_hidden_state - joint_source)[source_mask].abs().max() < 1e-5
+    assert (cached - joint_target)[target_mask].abs().max() < 1e-5
+
+
+# -- training ----------------------------------------------------------------------------------------------------------
+
+
+def test_loss_components_are_finite_and_unfit_rows_are_counted():
+    model = tiny_model().train()
+    source_ids, source_mask = random_batch(3, 10, seed=3)
+    source_ids[2, 2:] = PAD  # row 2: source bos eos -> a draft of 4 frames, 2 of them for tokens
+    source_ids[2, 1] = EOS
+    source_mask = source_ids != PAD
+    labels, _ = random_batch(3, 8, seed=4, min_length=8)  # 6 inner tokens cannot fit 2 frames
+    labels = labels.masked_fill(labels == PAD, -100)
+    output = model(input_ids=source_ids, attention_mask=source_mask, labels=labels)
+    for name in ("loss", "ctc_loss", "insertion_loss", "word_loss", "deletion_loss"):
+        assert torch.isfinite(getattr(output, name)), name
+    assert output.num_unfit_targets.item() == 1
+
+
+def test_all_rows_unfit_still_gives_a_finite_loss():
+    model = tiny_model().train()
+    source_ids = torch.tensor([[BOS, EOS]])
+    labels = torch.tensor([[BOS, 5, 6, 7, 8, EOS]])
+    output = model(input_ids=source_ids, labels=labels)
+    assert torch.isfinite(output.loss) and output.num_unfit_targets.item() == 1
+    output.loss.backward()
+
+
+def test_gradients_reach_the_backbone_and_every_head():
+    model = tiny_model().train()
+    source_ids, source_mask = random_batch(4, 10, seed=5)
+    labels, _ = random_batch(4, 7, seed=6, min_length=4)
+    model(input_ids=source_ids, attention_mask=source_mask, labels=labels.masked_fill(labels == PAD, -100)).loss.backward()
+    for name in (
+        "model.embeddings.word_embeddings.weight",
+        "model.embeddings.position_embeddings.weight",
+        "model.layers.0.attention.query.weight",
+        "model.layers.1.feed_forward.down.weight",
+        "lm_head.dense.weight",
+        "lm_head.decoder.bias",
+        "insertion_head.weight",
+        "deletion_head.weight",
+    ):
+        grad = model.get_parameter(name).grad
+        assert grad is not None and grad.abs().sum() > 0, name
+
+
+def test_labels_are_checked():
+    model = tiny_model()
+    source_ids, _ = random_batch(2, 6)
+    with pytest.raises(ValueError, match="bos"):
+        model(input_ids=source_ids, labels=torch.tensor([[5, 6, EOS], [BOS, 6, EOS]]))
+    with pytest.raises(ValueError, match="placeholder"):
+        model(input_ids=source_ids, labels=torch.tensor([[BOS, MASK, EOS], [BOS, 6, EOS]]))
+
+
+def test_fine_tuning_on_eight_real_pairs_halves_the_loss_and_reproduces_one(tiny_bert_path):
+    """The real tiny BERT, fine-tuned on 8 short real verse pairs, memorises them."""
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert_path)
+    pairs = sorted(load_pairs("train"), key=lambda pair: len(pair["source"]) + len(pair["target"]))[:8]
+    source = tokenizer([pair["source"] for pair in pairs], return_tensors="pt", padding=True)
+    labels = tokenizer([pair["target"] for pair in pairs], return_tensors="pt", padding=True).input_ids
+    labels = labels.masked_fill(labels == tokenizer.pad_token_id, -100)
+    model = DeerForConditionalGeneration.from_mlm(tiny_bert_path, glancing_ratio=0.3).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(200):
+        loss = model(input_ids=source.input_ids, attention_mask=source.attention_mask, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
+    assert last < first / 2, (first, last)
+    model.eval()
+    generated = model.generate(input_ids=source.input_ids, attention_mask=source.attention_mask, max_iterations=2)
+    outputs = tokenizer.batch_decode(generated, skip_special_tokens=True)
+    references = tokenizer.batch_decode(labels.masked_fill(labels == -100, 0), skip_special_tokens=True)
+    assert sum(o == r for o, r in zip(outputs, references)) >= 1, list(zip(outputs, references))

