@@ -264,6 +264,8 @@ class DeerForConditionalGeneration(DeerPreTrainedModel):
 
     _tied_weights_keys = {"lm_head.decoder.weight": "model.embeddings.word_embeddings.weight"}
     generation_config_class = DeerGenerationConfig
+    # The loss is a mean over the batch: the Trainer must scale it under gradient accumulation itself.
+    accepts_loss_kwargs = False
 
     def __init__(self, config: DeerConfig):
         super().__init__(config)

@@ -36,6 +36,11 @@ def split_of_book(book: int) -> str:
     return "train"
 
 
+def _clean(text: str) -> str:
+    # Some versions write the apostrophe as a backtick ("God`s Spirit").
+    return text.replace("`", "'").strip()
+
+
 def load_bible_pairs(task: str, database_path: str | None = None) -> dict[str, list[dict]]:
     """Verse-aligned pairs of `task`, split by book: {"train": [...], "validation": [...], "test": [...]}, each
     pair a dict with `source`, `target` and its reference `book`, `chapter`, `verse`."""
@@ -54,7 +59,7 @@ def load_bible_pairs(task: str, database_path: str | None = None) -> dict[str, l
         connection.close()
     splits = {name: [] for name in SPLITS}
     for book, chapter, verse, source, target in rows:
-        source, target = source.strip(), target.strip()
+        source, target = _clean(source), _clean(target)
         if source and target:
             splits[split_of_book(book)].append(
                 {"source": source, "target": target, "book": book, "chapter": chapter, "verse": verse}
