@@ -85,7 +85,8 @@ def main():
                          "ms_per_sentence": 1000 * seconds / batch_size})
 
     print(f"model: {model_name}; {torch.get_num_threads()} threads; median of {args.repeats} after warm-up")
-    print(f"training step (batch 16, forward + backward + AdamW): {1000 * step_seconds:.0f} ms")
+    print(f"training step (batch 16, source {tuple(train_batch['input_ids'].shape)}, labels "
+          f"{tuple(train_batch['labels'].shape)}, forward + backward + AdamW): {1000 * step_seconds:.0f} ms")
     print("| iterations | batch | ms per generate call | ms per sentence |")
     print("|---:|---:|---:|---:|")
     for row in rows:
