@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
+from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.utils import ModelOutput, logging
 
@@ -28,6 +29,16 @@ from .edit_ops import (
     random_deletion,
 )
 from .generation_deer import DeerGenerationConfig, deer_generate
+from .pruning_deer import (
+    SparsityReport,
+    check_level,
+    head_parameter_count,
+    linear,
+    neuron_parameter_count,
+    prune_linear,
+    select_units,
+    unit_gates,
+)
 
 
 logger = logging.get_logger(__name__)
@@ -110,20 +121,26 @@ class DeerEmbeddings(nn.Module):
 
 
 class DeerAttention(nn.Module):
-    """Multi-head self-attention whose queries may also attend to cached keys/values of the source."""
+    """Multi-head self-attention whose queries may also attend to cached keys/values of the source.
+
+    `head_scores` rank the heads for pruning; `head_gate` (set by the model, None = every head on) multiplies each
+    head's output by 0 or 1. A layer may have no head left: its attention then adds only the output bias.
+    """
 
     def __init__(self, config: DeerConfig, num_heads: int):
         super().__init__()
         self.num_heads = num_heads
         self.head_dim = config.head_dim
         inner_size = num_heads * self.head_dim
-        self.query = nn.Linear(config.hidden_size, inner_size)
-        self.key = nn.Linear(config.hidden_size, inner_size)
-        self.value = nn.Linear(config.hidden_size, inner_size)
-        self.output = nn.Linear(inner_size, config.hidden_size)
+        self.query = linear(config.hidden_size, inner_size)
+        self.key = linear(config.hidden_size, inner_size)
+        self.value = linear(config.hidden_size, inner_size)
+        self.output = linear(inner_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.attention_dropout = config.attention_probs_dropout_prob
+        self.head_scores = nn.Parameter(torch.zeros(num_heads))
+        self.head_gate: torch.Tensor | None = None
 
     def _split_heads(self, states: torch.Tensor) -> torch.Tensor:
         batch, length, _ = states.shape
@@ -154,22 +171,47 @@ class DeerAttention(nn.Module):
         context = F.scaled_dot_product_attention(
             query, key, value, attn_mask=mask, dropout_p=self.attention_dropout if self.training else 0.0
         )
+        if self.head_gate is not None:
+            context = context * self.head_gate[None, :, None, None]
         context = context.transpose(1, 2).reshape(hidden_states.shape[0], hidden_states.shape[1], -1)
         hidden_states = self.LayerNorm(hidden_states + self.dropout(self.output(context)))
         return hidden_states, own_key_value
 
+    def prune_heads(self, keep: torch.Tensor):
+        """Remove the heads where `keep` is False from the weights, in place."""
+        rows = (keep[:, None].expand(-1, self.head_dim)).flatten()
+        self.query = prune_linear(self.query, rows, dim=0)
+        self.key = prune_linear(self.key, rows, dim=0)
+        self.value = prune_linear(self.value, rows, dim=0)
+        self.output = prune_linear(self.output, rows, dim=1)
+        self.head_scores = nn.Parameter(self.head_scores.detach()[keep])
+        self.num_heads = int(keep.sum())
+
 
 class DeerFeedForward(nn.Module):
+    """The FFN. `neuron_scores` rank its neurons for pruning; `neuron_gate` (None = all on) switches them."""
+
     def __init__(self, config: DeerConfig, intermediate_size: int):
         super().__init__()
-        self.up = nn.Linear(config.hidden_size, intermediate_size)
+        self.up = linear(config.hidden_size, intermediate_size)
         self.activation = ACT2FN[config.hidden_act]
-        self.down = nn.Linear(intermediate_size, config.hidden_size)
+        self.down = linear(intermediate_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.neuron_scores = nn.Parameter(torch.zeros(intermediate_size))
+        self.neuron_gate: torch.Tensor | None = None
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.LayerNorm(hidden_states + self.dropout(self.down(self.activation(self.up(hidden_states)))))
+        activations = self.activation(self.up(hidden_states))
+        if self.neuron_gate is not None:
+            activations = activations * self.neuron_gate
+        return self.LayerNorm(hidden_states + self.dropout(self.down(activations)))
+
+    def prune_neurons(self, keep: torch.Tensor):
+        """Remove the neurons where `keep` is False from the weights, in place."""
+        self.up = prune_linear(self.up, keep, dim=0)
+        self.down = prune_linear(self.down, keep, dim=1)
+        self.neuron_scores = nn.Parameter(self.neuron_scores.detach()[keep])
 
 
 class DeerLayer(nn.Module):
@@ -212,7 +254,12 @@ class DeerPreTrainedModel(PreTrainedModel):
     def _init_weights(self, module):
         super()._init_weights(module)
         if isinstance(module, DeerLMHead):
-            nn.init.zeros_(module.decoder.bias)
+            init.zeros_(module.decoder.bias)
+        elif isinstance(module, DeerAttention):
+            # Equal scores: until training separates them, ties are broken by position (earlier first).
+            init.zeros_(module.head_scores)
+        elif isinstance(module, DeerFeedForward):
+            init.zeros_(module.neuron_scores)
 
 
 class DeerModel(DeerPreTrainedModel):
@@ -275,6 +322,8 @@ class DeerForConditionalGeneration(DeerPreTrainedModel):
         self.insertion_head = nn.Linear(2 * config.hidden_size, config.max_insertions)
         # Keep (0) or delete (1) each token.
         self.deletion_head = nn.Linear(config.hidden_size, 2)
+        # The level `set_sparsity` masks to (evaluation); a physically pruned model starts at its own level.
+        self.sparsity_level = config.pruned_sparsity
         self.post_init()
 
     @classmethod
@@ -380,11 +429,22 @@ class DeerForConditionalGeneration(DeerPreTrainedModel):
             `DeerSeq2SeqLMOutput` with the loss and each of its components when `labels` are given.
         """
         attention_mask = self._check_source(input_ids, attention_mask)
-        encoder_output = self.encode(input_ids, attention_mask)
-        if labels is None:
-            return DeerSeq2SeqLMOutput(encoder_last_hidden_state=encoder_output.last_hidden_state)
-        targets = self._check_labels(labels)
-        return self._deer_loss(encoder_output, targets)
+        targets = self._check_labels(labels) if labels is not None else None
+        # Training with sparsity levels: this step runs at a sampled level, with straight-through gates.
+        sample_level = self.training and bool(self.config.sparsity_levels)
+        if sample_level:
+            levels = self.config.sparsity_levels
+            level = max(levels[int(torch.randint(len(levels), ()))], self.config.pruned_sparsity)
+            self._apply_level(level, straight_through=True)
+        try:
+            encoder_output = self.encode(input_ids, attention_mask)
+            if targets is None:
+                return DeerSeq2SeqLMOutput(encoder_last_hidden_state=encoder_output.last_hidden_state)
+            sparsity_loss = self.sparsity_regularizer() if sample_level else None
+            return self._deer_loss(encoder_output, targets, sparsity_loss)
+        finally:
+            if sample_level:
+                self._apply_level(self.sparsity_level)
 
     def _check_labels(self, labels: torch.Tensor) -> torch.Tensor:
         config = self.config
@@ -410,7 +470,8 @@ class DeerForConditionalGeneration(DeerPreTrainedModel):
             )
         return targets
 
-    def _deer_loss(self, encoder_output: DeerEncoderOutput, targets: torch.Tensor) -> DeerSeq2SeqLMOutput:
+    def _deer_loss(self, encoder_output: DeerEncoderOutput, targets: torch.Tensor,
+                   sparsity_loss: torch.Tensor | None = None) -> DeerSeq2SeqLMOutput:
         config = self.config
         pad, placeholder = config.pad_token_id, config.placeholder_token_id
 
@@ -470,15 +531,119 @@ class DeerForConditionalGeneration(DeerPreTrainedModel):
             + config.word_loss_weight * word_loss
             + config.deletion_loss_weight * deletion_loss
         )
+        if sparsity_loss is not None:
+            loss = loss + sparsity_loss
         return DeerSeq2SeqLMOutput(
             loss=loss,
             ctc_loss=ctc_loss.detach(),
             insertion_loss=insertion_loss.detach(),
             word_loss=word_loss.detach(),
             deletion_loss=deletion_loss.detach(),
+            sparsity_loss=sparsity_loss.detach() if sparsity_loss is not None else None,
             num_unfit_targets=(~fits).sum(),
             encoder_last_hidden_state=encoder_output.last_hidden_state,
         )
+
+    # -- dynamic pruning (the pieces are in pruning_deer.py) ---------------------------------------------------------
+
+    def _select_units(self, level: float) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Heads and neurons that `level` keeps, per layer, counted against the unpruned model."""
+        config, layers = self.config, self.model.layers
+        heads = select_units([layer.attention.head_scores for layer in layers],
+                             config.num_attention_heads * config.num_hidden_layers, level)
+        neurons = select_units([layer.feed_forward.neuron_scores for layer in layers],
+                               config.intermediate_size * config.num_hidden_layers, level)
+        return heads, neurons
+
+    def _apply_level(self, level: float, straight_through: bool = False):
+        """Set every layer's gates for `level`; none at all at the model's own (pruned) level."""
+        layers = self.model.layers
+        if level == self.config.pruned_sparsity and not straight_through:
+            for layer in layers:
+                layer.attention.head_gate = layer.feed_forward.neuron_gate = None
+            return
+        heads, neurons = self._select_units(level)
+        for layer, keep_heads, keep_neurons in zip(layers, heads, neurons):
+            layer.attention.head_gate = unit_gates(layer.attention.head_scores, keep_heads, straight_through)
+            layer.feed_forward.neuron_gate = unit_gates(layer.feed_forward.neuron_scores, keep_neurons,
+                                                        straight_through)
+
+    def _check_reachable(self, level, action: str) -> float:
+        level = check_level(level)
+        if level < self.config.pruned_sparsity:
+            raise ValueError(
+                f"{action}({level:g}) after prune_to({self.config.pruned_sparsity:g}): a pruned model cannot grow "
+                "back; reload the unpruned checkpoint."
+            )
+        return level
+
+    def set_sparsity(self, level: float) -> "DeerForConditionalGeneration":
+        """Mask the model to sparsity `level` (0 = everything on) without touching the weights: evaluate every level
+        from one loaded model. Returns the model."""
+        self.sparsity_level = self._check_reachable(level, "set_sparsity")
+        self._apply_level(self.sparsity_level)
+        return self
+
+    @torch.no_grad()
+    def prune_to(self, level: float) -> "DeerForConditionalGeneration":
+        """Remove, in place, the heads and FFN neurons that `level` drops: the weight matrices shrink, so the model is
+        really smaller and faster. The config records the new shapes (save/load keeps them); the surviving scores
+        stay, so a later `prune_to` at a higher level works. Returns the model."""
+        level = self._check_reachable(level, "prune_to")
+        heads, neurons = self._select_units(level)
+        for layer, keep_heads, keep_neurons in zip(self.model.layers, heads, neurons):
+            layer.attention.prune_heads(keep_heads)
+            layer.feed_forward.prune_neurons(keep_neurons)
+        self.config.layer_num_heads = [layer.attention.num_heads for layer in self.model.layers]
+        self.config.layer_intermediate_sizes = [layer.feed_forward.up.out_features for layer in self.model.layers]
+        self.config.pruned_sparsity = level
+        self.sparsity_level = level
+        self._apply_level(level)
+        return self
+
+    def sparsity_report(self) -> SparsityReport:
+        """Heads and FFN neurons kept per layer at the current level (masks included), with parameter totals."""
+        config = self.config
+        heads, neurons = self._select_units(self.sparsity_level)
+        heads_per_layer = [int(keep.sum()) for keep in heads]
+        neurons_per_layer = [int(keep.sum()) for keep in neurons]
+        per_head = head_parameter_count(config.hidden_size, config.head_dim)
+        per_neuron = neuron_parameter_count(config.hidden_size)
+        return SparsityReport(
+            heads_per_layer=heads_per_layer,
+            neurons_per_layer=neurons_per_layer,
+            original_heads_per_layer=config.num_attention_heads,
+            original_neurons_per_layer=config.intermediate_size,
+            attention_parameters=per_head * sum(heads_per_layer),
+            ffn_parameters=per_neuron * sum(neurons_per_layer),
+            original_attention_parameters=per_head * config.num_attention_heads * config.num_hidden_layers,
+            original_ffn_parameters=per_neuron * config.intermediate_size * config.num_hidden_layers,
+            level=self.sparsity_level,
+        )
+
+    def pruning_scores(self) -> list[nn.Parameter]:
+        return [score for layer in self.model.layers
+                for score in (layer.attention.head_scores, layer.feed_forward.neuron_scores)]
+
+    def sparsity_regularizer(self) -> torch.Tensor:
+        """sparsity_weight * mean(sigmoid(score)) over every head and neuron score."""
+        scores = torch.cat([score.flatten() for score in self.pruning_scores()])
+        return self.config.sparsity_weight * torch.sigmoid(scores).mean()
+
+    def optimizer_parameter_groups(self, weight_decay: float = 0.0, score_learning_rate: float | None = None):
+        """Parameter groups for an optimizer: the pruning scores apart (no weight decay, their own learning rate
+        when `score_learning_rate` is given), biases and LayerNorms without weight decay."""
+        score_ids = {id(score) for score in self.pruning_scores()}
+        decay, no_decay = [], []
+        for name, parameter in self.named_parameters():
+            if id(parameter) in score_ids or not parameter.requires_grad:
+                continue
+            (no_decay if name.endswith("bias") or "LayerNorm" in name else decay).append(parameter)
+        score_group = {"params": self.pruning_scores(), "weight_decay": 0.0}
+        if score_learning_rate is not None:
+            score_group["lr"] = score_learning_rate
+        return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0},
+                score_group]
 
     # -- decoding -------------------------------------------------------------------------------------------------
 

@@ -14,6 +14,9 @@ from conftest import random_batch, tiny_model
 
 def test_save_and_load_give_identical_generations(tmp_path):
     model = tiny_model(seed=7, max_insertions=3)
+    with torch.no_grad():  # no parameter keeps its initial value, so a re-initialisation on load cannot hide
+        for parameter in model.parameters():
+            parameter.add_(0.01 * torch.randn_like(parameter))
     model.generation_config.max_iterations = 2
     source_ids, source_mask = random_batch(3, 10, seed=8)
     expected = model.generate(input_ids=source_ids, attention_mask=source_mask)

@@ -1,0 +1,221 @@
+import copy
+
+import pytest
+import torch
+from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+from modeling_deer import DeerForConditionalGeneration
+from modeling_deer.pruning_deer import head_parameter_count, neuron_parameter_count, select_units
+
+from conftest import PAD, load_pairs, random_batch, tiny_model
+
+LEVELS = (0.25, 0.5, 0.75)
+
+
+def scored_model(seed=0, **overrides):
+    """A tiny model whose pruning scores are random (as after training), so rankings are not decided by ties."""
+    model = tiny_model(seed=seed, max_insertions=3, num_hidden_layers=3, **overrides)
+    generator = torch.Generator().manual_seed(seed + 100)
+    with torch.no_grad():
+        for score in model.pruning_scores():
+            score.copy_(torch.randn(score.shape, generator=generator))
+    return model
+
+
+def prunable_parameters(model):
+    """Parameters actually held by attention heads and FFN neurons (q, k, v, o without o's bias; up, down without
+    down's bias)."""
+    total = 0
+    for layer in model.model.layers:
+        attention, ffn = layer.attention, layer.feed_forward
+        total += sum(p.numel() for m in (attention.query, attention.key, attention.value) for p in m.parameters())
+        total += attention.output.weight.numel() + ffn.up.weight.numel() + ffn.up.bias.numel()
+        total += ffn.down.weight.numel()
+    return total
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_each_level_removes_the_requested_share(level):
+    model = scored_model()
+    config = model.config
+    report = model.set_sparsity(level).sparsity_report()
+    head_size = head_parameter_count(config.hidden_size, config.head_dim)
+    neuron_size = neuron_parameter_count(config.hidden_size)
+    removed_attention = report.original_attention_parameters - report.attention_parameters
+    removed_ffn = report.original_ffn_parameters - report.ffn_parameters
+    assert abs(removed_attention - level * report.original_attention_parameters) <= head_size
+    assert abs(removed_ffn - level * report.original_ffn_parameters) <= neuron_size
+    # The report counts what physical pruning really leaves.
+    unpruned = prunable_parameters(model)
+    pruned = prunable_parameters(copy.deepcopy(model).prune_to(level))
+    assert unpruned - pruned == removed_attention + removed_ffn
+    assert "attention parameters kept" in str(report)
+
+
+def test_levels_are_nested_and_ties_are_broken_by_position():
+    model = scored_model()
+    previous = None
+    for level in (0.0, 0.25, 0.5, 0.75):
+        heads, neurons = model._select_units(level)
+        kept = torch.cat(heads + neurons)
+        if previous is not None:
+            assert not (kept & ~previous).any()  # every unit kept here was kept at the lower level
+        previous = kept
+    tied = select_units([torch.zeros(3), torch.zeros(3)], original_total=6, level=0.5)
+    assert [keep.tolist() for keep in tied] == [[True, True, True], [False, False, False]]
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_masks_and_physical_pruning_agree(level):
+    model = scored_model(seed=1)
+    source_ids, source_mask = random_batch(4, 12, seed=2)
+    target_ids, _ = random_batch(4, 9, seed=3)
+    model.set_sparsity(level)
+    with torch.no_grad():
+        masked_states = model.target_pass(target_ids, model.encode(source_ids, source_mask))
+    masked_ids = model.generate(input_ids=source_ids, attention_mask=source_mask, max_iterations=2)
+    pruned = copy.deepcopy(model).prune_to(level)
+    with torch.no_grad():
+        pruned_states = pruned.target_pass(target_ids, pruned.encode(source_ids, source_mask))
+    real = target_ids != PAD
+    assert (masked_states - pruned_states)[real].abs().max() < 1e-5
+    assert torch.equal(masked_ids, pruned.generate(input_ids=source_ids, attention_mask=source_mask, max_iterations=2))
+    assert sum(p.numel() for p in pruned.parameters()) < sum(p.numel() for p in model.parameters())
+
+
+def test_set_sparsity_zero_restores_the_full_model():
+    model = scored_model(seed=2)
+    source_ids, source_mask = random_batch(3, 10, seed=4)
+
+    def states():
+        with torch.no_grad():
+            return model.encode(source_ids, source_mask).last_hidden_state
+
+    full_states = states()
+    full_ids = model.generate(input_ids=source_ids, attention_mask=source_mask, max_iterations=2)
+    model.set_sparsity(0.75)
+    assert (states() - full_states)[source_mask].abs().max() > 1e-2
+    model.set_sparsity(0.0)
+    assert torch.equal(states(), full_states)
+    assert torch.equal(model.generate(input_ids=source_ids, attention_mask=source_mask, max_iterations=2), full_ids)
+
+
+def test_pruned_model_round_trips(tmp_path):
+    model = scored_model(seed=3).prune_to(0.5)
+    source_ids, source_mask = random_batch(3, 10, seed=5)
+    expected = model.generate(input_ids=source_ids, attention_mask=source_mask, max_iterations=2)
+    model.save_pretrained(tmp_path)
+    for loaded in (DeerForConditionalGeneration.from_pretrained(tmp_path), AutoModelForSeq2SeqLM.from_pretrained(tmp_path)):
+        assert loaded.config.layer_num_heads == model.config.layer_num_heads
+        assert loaded.config.layer_intermediate_sizes == model.config.layer_intermediate_sizes
+        assert loaded.config.pruned_sparsity == 0.5
+        assert sum(p.numel() for p in loaded.parameters()) == sum(p.numel() for p in model.parameters())
+        assert torch.equal(loaded.generate(input_ids=source_ids, attention_mask=source_mask, max_iterations=2),
+                           expected)
+    # Surviving scores were saved: the loaded model prunes further exactly like the original.
+    further = DeerForConditionalGeneration.from_pretrained(tmp_path).prune_to(0.75)
+    assert further.config.layer_num_heads == copy.deepcopy(model).prune_to(0.75).config.layer_num_heads
+
+
+def test_pruning_only_goes_one_way():
+    model = scored_model(seed=4).prune_to(0.5)
+    with pytest.raises(ValueError, match=r"prune_to\(0.25\) after prune_to\(0.5\): a pruned model cannot grow back"):
+        model.prune_to(0.25)
+    with pytest.raises(ValueError, match="cannot grow back"):
+        model.set_sparsity(0.0)
+    model.prune_to(0.75)
+    assert model.config.pruned_sparsity == 0.75
+    assert model.sparsity_report().attention_share_kept == pytest.approx(0.25, abs=1 / 12)
+
+
+def test_a_layer_with_no_head_and_no_neuron_runs(tmp_path):
+    model = scored_model(seed=5)
+    with torch.no_grad():
+        model.model.layers[1].attention.head_scores.fill_(-10.0)
+        model.model.layers[1].feed_forward.neuron_scores.fill_(-10.0)
+    model.prune_to(0.5)  # 6 of 12 heads and 96 of 192 neurons go: all of layer 1's first
+    assert model.config.layer_num_heads[1] == 0 and model.config.layer_intermediate_sizes[1] == 0
+    source_ids, source_mask = random_batch(2, 8, seed=6)
+    expected = model.generate(input_ids=source_ids, attention_mask=source_mask, max_iterations=2)
+    labels, _ = random_batch(2, 6, seed=7)
+    model.train()
+    model(input_ids=source_ids, attention_mask=source_mask, labels=labels.masked_fill(labels == PAD, -100)).loss.backward()
+    model.eval()
+    model.save_pretrained(tmp_path)
+    loaded = DeerForConditionalGeneration.from_pretrained(tmp_path)
+    assert torch.equal(loaded.generate(input_ids=source_ids, attention_mask=source_mask, max_iterations=2), expected)
+
+
+@pytest.mark.parametrize("level", [-0.1, 1.0, 1.5, float("nan")])
+def test_invalid_levels_raise_value_error(level):
+    model = tiny_model()
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        model.set_sparsity(level)
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        model.prune_to(level)
+
+
+@pytest.mark.parametrize("level", ["0.5", None, True, [0.5]])
+def test_non_numeric_levels_raise_type_error(level):
+    with pytest.raises(TypeError, match="number"):
+        tiny_model().set_sparsity(level)
+
+
+def test_training_with_levels_reports_the_regulariser_and_trains_the_scores():
+    model = tiny_model(sparsity_levels=[0.0, 0.5, 0.75], sparsity_weight=10.0).train()
+    source_ids, source_mask = random_batch(3, 10, seed=8)
+    labels, _ = random_batch(3, 7, seed=9, min_length=4)
+    output = model(input_ids=source_ids, attention_mask=source_mask, labels=labels.masked_fill(labels == PAD, -100))
+    assert output.sparsity_loss.item() == pytest.approx(10.0 * 0.5)  # scores start at 0: sigmoid = 0.5
+    components = output.ctc_loss + output.insertion_loss + output.word_loss + output.deletion_loss
+    assert output.loss.item() == pytest.approx((components + output.sparsity_loss).item(), rel=1e-5)
+    output.loss.backward()
+    for score in model.pruning_scores():
+        assert score.grad is not None and score.grad.abs().sum() > 0
+    # After the step the model is back at its evaluation level (no gates left behind).
+    assert all(layer.attention.head_gate is None for layer in model.model.layers)
+    # Without levels there is no regulariser.
+    assert tiny_model().train()(input_ids=source_ids, labels=labels.masked_fill(labels == PAD, -100)).sparsity_loss is None
+
+
+def test_optimizer_groups_give_the_scores_their_own_learning_rate():
+    model = tiny_model()
+    groups = model.optimizer_parameter_groups(weight_decay=0.01, score_learning_rate=0.1)
+    assert groups[-1]["lr"] == 0.1 and groups[-1]["weight_decay"] == 0.0
+    assert {id(p) for p in groups[-1]["params"]} == {id(p) for p in model.pruning_scores()}
+    grouped = [id(p) for group in groups for p in group["params"]]
+    assert sorted(grouped) == sorted(id(p) for p in model.parameters())  # every parameter once
+    torch.optim.AdamW(groups, lr=1e-3)
+
+
+def test_short_run_on_real_pairs_lowers_the_loss_at_every_level(tiny_bert_path):
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert_path)
+    pairs = sorted(load_pairs("train"), key=lambda pair: len(pair["source"]) + len(pair["target"]))[:16]
+    source = tokenizer([pair["source"] for pair in pairs], return_tensors="pt", padding=True)
+    labels = tokenizer([pair["target"] for pair in pairs], return_tensors="pt", padding=True).input_ids
+    labels = labels.masked_fill(labels == tokenizer.pad_token_id, -100)
+    model = DeerForConditionalGeneration.from_mlm(tiny_bert_path, sparsity_levels=[0.0, 0.25, 0.5, 0.75])
+
+    def losses():
+        model.eval()
+        values = {}
+        for level in (0.0,) + LEVELS:
+            model.set_sparsity(level)
+            torch.manual_seed(1)  # the same random deletions at every evaluation
+            with torch.no_grad():
+                values[level] = model(input_ids=source.input_ids, attention_mask=source.attention_mask,
+                                      labels=labels).loss.item()
+        model.set_sparsity(0.0)
+        return values
+
+    before = losses()
+    optimizer = torch.optim.AdamW(model.optimizer_parameter_groups(score_learning_rate=1e-2), lr=1e-3)
+    model.train()
+    for _ in range(40):
+        model(input_ids=source.input_ids, attention_mask=source.attention_mask, labels=labels).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    after = losses()
+    for level in before:
+        assert after[level] < before[level], (level, before, after)
