@@ -111,10 +111,6 @@ class DeerConfig(PreTrainedConfig):
         """Longest source, and longest target, the position table allows."""
         return self.max_position_embeddings - self.position_offset
 
-    def draft_length(self, source_length: int) -> int:
-        """Frames of the draft (bos and eos included) for a source of `source_length` tokens."""
-        return min(math.ceil(self.upsample_ratio * source_length), self.max_sequence_length)
-
     # -- validation ----------------------------------------------------------------------------------------------
 
     def _check_values(self):

@@ -396,11 +396,16 @@ class DeerForConditionalGeneration(DeerPreTrainedModel):
 
     # -- training objective ---------------------------------------------------------------------------------------
 
+    def draft_lengths(self, source_lengths: torch.Tensor) -> torch.Tensor:
+        """Frames of each row's draft, bos and eos included: ceil(upsample_ratio * source_length), at least 2, at most
+        the position table. (float64, like Python's floats, so the rounding is exact.)"""
+        lengths = torch.ceil(source_lengths.double() * self.config.upsample_ratio).long()
+        return lengths.clamp(min=2, max=self.config.max_sequence_length)
+
     def draft_canvas(self, source_lengths: torch.Tensor) -> torch.Tensor:
-        """The draft input: bos, ceil(upsample_ratio * source_length) - 2 placeholders, eos; padded. (batch, frames)"""
+        """The draft input: bos, draft_length - 2 placeholders, eos; padded. (batch, frames)"""
         config = self.config
-        lengths = torch.tensor([config.draft_length(int(n)) for n in source_lengths], device=source_lengths.device)
-        lengths = lengths.clamp(min=2)
+        lengths = self.draft_lengths(source_lengths)
         positions = torch.arange(int(lengths.max()), device=source_lengths.device)
         canvas = torch.full((len(lengths), len(positions)), config.placeholder_token_id, device=source_lengths.device)
         canvas[:, 0] = config.bos_token_id

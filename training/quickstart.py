@@ -7,8 +7,8 @@
 
     python -m training.quickstart [--max_steps 300] [--output_dir outputs/quickstart]
 
-References are normalised the way the uncased model writes: passed through the tokenizer and back (lowercase,
-accents stripped, WordPiece spacing), so BLEU does not punish what the vocabulary cannot express.
+References are normalised as everywhere in the project (training/metrics): passed through the tokenizer and back
+(lowercase, accents stripped, WordPiece spacing), so BLEU does not punish what the vocabulary cannot express.
 """
 
 import argparse
@@ -17,7 +17,6 @@ import os
 import random
 import time
 
-import sacrebleu
 import torch
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer, Trainer, TrainingArguments
@@ -25,6 +24,8 @@ from transformers import AutoTokenizer, Trainer, TrainingArguments
 from modeling_deer import DeerForConditionalGeneration
 from training.bible import load_bible_pairs
 from training.data import DeerDataCollator, tokenize_pairs
+from training.generate import generate_texts
+from training.metrics import normalize, score
 
 
 def tiny_bert_path() -> str:
@@ -34,28 +35,11 @@ def tiny_bert_path() -> str:
     return os.path.join(os.path.dirname(spec.origin), "model")
 
 
-def normalise(tokenizer, texts: list[str]) -> list[str]:
-    """Text as the uncased model can write it: tokenised and decoded back."""
-    ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
-    return tokenizer.batch_decode(ids, skip_special_tokens=True)
-
-
 def fitting_pairs(tokenizer, pairs, max_length: int) -> list[dict]:
     """The pairs whose source and target both fit in `max_length` tokens (specials included)."""
     sources = tokenizer([pair["source"] for pair in pairs])["input_ids"]
     targets = tokenizer([pair["target"] for pair in pairs])["input_ids"]
     return [pair for pair, s, t in zip(pairs, sources, targets) if len(s) <= max_length and len(t) <= max_length]
-
-
-def translate(model, tokenizer, sources, max_iterations, batch_size=32, max_source_length=128):
-    outputs = []
-    for start in range(0, len(sources), batch_size):
-        batch = tokenizer(sources[start : start + batch_size], return_tensors="pt", padding=True, truncation=True,
-                          max_length=max_source_length)
-        ids = model.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                             max_iterations=max_iterations)
-        outputs += tokenizer.batch_decode(ids, skip_special_tokens=True)
-    return outputs
 
 
 def main():
@@ -107,16 +91,15 @@ def main():
 
     test = random.Random(args.seed).sample(splits["test"], min(args.num_eval, len(splits["test"])))
     sources = [pair["source"] for pair in test]
-    references = normalise(tokenizer, [pair["target"] for pair in test])
+    references = normalize(tokenizer, [pair["target"] for pair in test])
     print(f"3/3 translating {len(test)} held-out verses of John (at most {args.max_length} tokens) "
           "at 0, 1 and 2 iterations")
     results = {}
     for iterations in tqdm((0, 1, 2), desc="iterations"):
         started = time.perf_counter()
-        hypotheses = translate(model, tokenizer, sources, iterations)
+        hypotheses = generate_texts(model, tokenizer, sources, iterations, batch_size=32, progress=False)
         seconds = time.perf_counter() - started
-        bleu = sacrebleu.corpus_bleu(hypotheses, [references]).score
-        results[iterations] = (hypotheses, bleu, 1000 * seconds / len(sources))
+        results[iterations] = (hypotheses, score(hypotheses, references), 1000 * seconds / len(sources))
 
     for index in range(3):
         print(f"\nsource:    {sources[index]}\nreference: {references[index]}")
@@ -124,9 +107,9 @@ def main():
             print(f"{iterations} iterations: {hypotheses[index]}")
     print(f"\nfine-tuning: {args.max_steps} steps at batch {args.batch_size} in {train_seconds:.0f} s "
           f"({torch.get_num_threads()} threads); model saved to {args.output_dir}")
-    print(f"{'iterations':>10} | {'BLEU':>6} | ms per sentence (batch 32)")
-    for iterations, (_, bleu, milliseconds) in results.items():
-        print(f"{iterations:>10} | {bleu:6.2f} | {milliseconds:.1f}")
+    print(f"{'iterations':>10} | {'BLEU':>6} | {'chrF':>6} | ms per sentence (batch 32)")
+    for iterations, (_, scores, milliseconds) in results.items():
+        print(f"{iterations:>10} | {scores['bleu']:6.2f} | {scores['chrf']:6.2f} | {milliseconds:.1f}")
 
 
 if __name__ == "__main__":

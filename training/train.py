@@ -1,0 +1,280 @@
+"""Fine-tune DEER with the transformers Trainer, on one process or several (`accelerate launch`).
+
+    python -m training.train \
+        --model_name_or_path PATH            # a BERT-family MLM (converted with from_mlm) or a DEER checkpoint
+        --train_file train.jsonl --validation_file validation.jsonl   # JSON lines, CSV or TSV
+        --output_dir outputs/run --max_steps 1000 --per_device_train_batch_size 32 \
+        --do_train --do_eval --eval_strategy steps --eval_steps 500 \
+        --predict_with_generate --generation_max_iterations 2
+
+    accelerate launch --multi_gpu --num_processes 2 -m training.train ... --use_cpu   # several processes, gloo
+    torchrun --nproc_per_node 2 -m training.train ... --use_cpu                         # the same without accelerate
+
+(accelerate's `--cpu` flag starts several processes only through mpirun with --mpirun_hostfile; without MPI it
+runs one process. Its `--multi_gpu` launcher is torchrun, and `--use_cpu` keeps every process on the CPU.)
+
+Every standard `Seq2SeqTrainingArguments` flag works (`--resume_from_checkpoint`, `--save_steps`, `--seed`, ...).
+The tokenizer is saved with the model; metrics go to `*_results.json` in the output directory. Evaluation by
+generation reports BLEU, chrF and ROUGE-L against references normalised as training/metrics/__init__.py says.
+"""
+
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+
+import datasets
+import torch
+import transformers
+from transformers import (
+    AutoConfig,
+    AutoTokenizer,
+    HfArgumentParser,
+    Seq2SeqTrainer,
+    Seq2SeqTrainingArguments,
+    TrainerCallback,
+)
+
+from modeling_deer import DeerForConditionalGeneration
+from training.data import DeerDataCollator
+from training.metrics import score
+
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str = field(metadata={"help": "A BERT-family masked LM (directory or Hub id), converted "
+                                                      "with from_mlm, or an existing DEER checkpoint."})
+    tokenizer_name: str | None = field(default=None, metadata={"help": "Defaults to model_name_or_path."})
+    upsample_ratio: float | None = field(default=None, metadata={"help": "Draft frames per source token."})
+    glancing_start: float = field(default=0.5, metadata={"help": "Glancing ratio at the first step."})
+    glancing_end: float = field(default=0.2, metadata={"help": "Glancing ratio at the last step (linear)."})
+    sparsity_levels: list[float] = field(default_factory=list, metadata={
+        "help": "Pruning levels sampled during training, e.g. 0 0.25 0.5 0.75. Empty: no pruning scores trained."})
+    sparsity_weight: float | None = field(default=None, metadata={"help": "Weight of the score regulariser."})
+    score_learning_rate: float | None = field(default=None, metadata={
+        "help": "Learning rate of the pruning scores (default: --learning_rate)."})
+
+
+@dataclass
+class DataArguments:
+    train_file: str | None = field(default=None, metadata={"help": "JSON lines, CSV or TSV."})
+    validation_file: str | None = field(default=None, metadata={"help": "JSON lines, CSV or TSV."})
+    source_column: str = field(default="source")
+    target_column: str = field(default="target")
+    max_train_samples: int | None = field(default=None)
+    max_eval_samples: int | None = field(default=None)
+    max_source_length: int = field(default=128, metadata={"help": "Longer sources are truncated."})
+    max_target_length: int = field(default=128, metadata={"help": "Longer targets are truncated."})
+    generation_max_iterations: int = field(default=2, metadata={"help": "Edit rounds when evaluating by generation."})
+
+
+class GlancingScheduleCallback(TrainerCallback):
+    """Anneals `config.glancing_ratio` linearly from `start` to `end` over the run (DEER: 0.5 -> 0.2). It depends
+    only on the global step, so a resumed run follows the same schedule."""
+
+    def __init__(self, start: float = 0.5, end: float = 0.2):
+        self.start, self.end = start, end
+
+    def ratio(self, step: int, max_steps: int) -> float:
+        return self.start + (self.end - self.start) * min(1.0, step / max(1, max_steps))
+
+    def on_step_begin(self, args, state, control, model=None, **kwargs):
+        model.config.glancing_ratio = self.ratio(state.global_step, state.max_steps)
+
+
+class DeerTrainer(Seq2SeqTrainer):
+    """Seq2SeqTrainer with DEER's pieces: the pruning scores' own learning rate, every loss component (and the
+    glancing ratio) in the logs, and evaluation by `generate(max_iterations=...)`."""
+
+    def __init__(self, *args, score_learning_rate=None, generation_max_iterations=2, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.score_learning_rate = score_learning_rate
+        self.generation_max_iterations = generation_max_iterations
+        self._component_sums, self._component_count = {}, 0
+
+    def create_optimizer(self, model=None):
+        if self.optimizer is None:
+            optimizer_class, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, self.model)
+            groups = self.model.optimizer_parameter_groups(self.args.weight_decay, self.score_learning_rate)
+            groups = [group for group in groups if any(p.requires_grad for p in group["params"])]
+            self.optimizer = optimizer_class(groups, **optimizer_kwargs)
+        return self.optimizer
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        outputs = model(**inputs)
+        if model.training:
+            for name in ("ctc_loss", "insertion_loss", "word_loss", "deletion_loss", "sparsity_loss"):
+                value = getattr(outputs, name, None)
+                if value is not None:
+                    self._component_sums[name] = self._component_sums.get(name, 0.0) + float(value)
+            self._component_count += 1
+        return (outputs.loss, outputs) if return_outputs else outputs.loss
+
+    def log(self, logs, *args, **kwargs):
+        if "loss" in logs and self._component_count:
+            for name, total in self._component_sums.items():
+                logs[name] = round(total / self._component_count, 4)
+            logs["glancing_ratio"] = round(self.model.config.glancing_ratio, 4)
+            self._component_sums, self._component_count = {}, 0
+        super().log(logs, *args, **kwargs)
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None, **gen_kwargs):
+        if not self.args.predict_with_generate or prediction_loss_only:
+            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad():
+            loss = model(**inputs).loss.detach() if "labels" in inputs else None
+        generated = self.accelerator.unwrap_model(model).generate(
+            input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+            max_iterations=self.generation_max_iterations,
+        )
+        return loss, generated, inputs.get("labels")
+
+
+# -- data ---------------------------------------------------------------------------------------------------------------
+
+
+def check_text_file(path: str):
+    """Clear errors before `datasets` sees the file: missing, empty, not UTF-8."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"data file {path} does not exist.")
+    with open(path, "rb") as handle:
+        raw = handle.read()
+    if not raw.strip():
+        raise ValueError(f"data file {path} is empty.")
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"data file {path} is not UTF-8 (byte {error.start}: {raw[error.start:error.start + 1]!r}); "
+                         "re-encode it, e.g. `iconv -t UTF-8`.") from None
+
+
+def load_split(path: str, source_column: str, target_column: str, max_samples: int | None) -> datasets.Dataset:
+    check_text_file(path)
+    extension = path.rsplit(".", 1)[-1].lower()
+    if extension in ("json", "jsonl"):
+        dataset = datasets.load_dataset("json", data_files=path, split="train")
+    elif extension in ("csv", "tsv"):
+        dataset = datasets.load_dataset("csv", data_files=path, split="train",
+                                        delimiter="\t" if extension == "tsv" else ",")
+    else:
+        raise ValueError(f"data file {path}: use .jsonl, .json, .csv or .tsv.")
+    for column in (source_column, target_column):
+        if column not in dataset.column_names:
+            raise ValueError(f"data file {path} has columns {dataset.column_names}, not '{column}'; "
+                             "set --source_column / --target_column.")
+    if len(dataset) == 0:
+        raise ValueError(f"data file {path} holds no rows.")
+    if max_samples is not None:
+        dataset = dataset.select(range(min(max_samples, len(dataset))))
+    return dataset
+
+
+def tokenize_split(dataset, tokenizer, data_args: DataArguments) -> datasets.Dataset:
+    def tokenize(batch):
+        for column in (data_args.source_column, data_args.target_column):
+            missing = [i for i, text in enumerate(batch[column]) if not isinstance(text, str)]
+            if missing:
+                raise ValueError(f"column '{column}' has rows without text (e.g. {batch[column][missing[0]]!r}).")
+        sources = tokenizer(batch[data_args.source_column], truncation=True, max_length=data_args.max_source_length)
+        targets = tokenizer(batch[data_args.target_column], truncation=True, max_length=data_args.max_target_length)
+        return {"input_ids": sources["input_ids"], "labels": targets["input_ids"]}
+
+    return dataset.map(tokenize, batched=True, remove_columns=dataset.column_names, desc="tokenizing")
+
+
+# -- model --------------------------------------------------------------------------------------------------------------
+
+
+def load_model(model_args: ModelArguments) -> DeerForConditionalGeneration:
+    overrides = {"glancing_ratio": model_args.glancing_start, "sparsity_levels": list(model_args.sparsity_levels)}
+    if model_args.upsample_ratio is not None:
+        overrides["upsample_ratio"] = model_args.upsample_ratio
+    if model_args.sparsity_weight is not None:
+        overrides["sparsity_weight"] = model_args.sparsity_weight
+    if AutoConfig.from_pretrained(model_args.model_name_or_path).model_type == "deer":
+        model = DeerForConditionalGeneration.from_pretrained(model_args.model_name_or_path)
+        for name, value in overrides.items():
+            setattr(model.config, name, value)
+        model.config._check_values()
+    else:
+        model = DeerForConditionalGeneration.from_mlm(model_args.model_name_or_path, **overrides)
+    # Scores that no level uses get no gradient: freeze them (several processes require every trained parameter
+    # to take part in each step).
+    for scores in model.pruning_scores():
+        scores.requires_grad_(bool(model.config.sparsity_levels))
+    return model
+
+
+def main(argv=None):
+    parser = HfArgumentParser((ModelArguments, DataArguments, Seq2SeqTrainingArguments))
+    if argv is None and len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
+        model_args, data_args, training_args = parser.parse_json_file(os.path.abspath(sys.argv[1]))
+    else:
+        model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO,
+                        handlers=[logging.StreamHandler(sys.stdout)])
+    transformers.utils.logging.set_verbosity_warning()
+    if training_args.do_train and not data_args.train_file:
+        raise SystemExit("error: --do_train needs --train_file")
+    if training_args.do_eval and not data_args.validation_file:
+        raise SystemExit("error: --do_eval needs --validation_file")
+    transformers.set_seed(training_args.seed)
+    logger.info(f"world size {training_args.world_size}, process {training_args.process_index}")
+
+    tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path)
+    model = load_model(model_args)
+    limit = model.config.max_sequence_length
+    if max(data_args.max_source_length, data_args.max_target_length) > limit:
+        raise SystemExit(f"error: --max_source_length/--max_target_length must be at most {limit} for this model")
+
+    with training_args.main_process_first(desc="loading and tokenizing"):
+        train_dataset = eval_dataset = None
+        if training_args.do_train:
+            train_dataset = tokenize_split(load_split(data_args.train_file, data_args.source_column,
+                                                      data_args.target_column, data_args.max_train_samples),
+                                           tokenizer, data_args)
+        if training_args.do_eval:
+            eval_dataset = tokenize_split(load_split(data_args.validation_file, data_args.source_column,
+                                                     data_args.target_column, data_args.max_eval_samples),
+                                          tokenizer, data_args)
+
+    def compute_metrics(evaluation):
+        predictions, labels = evaluation.predictions, evaluation.label_ids
+        predictions = torch.as_tensor(predictions).masked_fill(torch.as_tensor(predictions) < 0, tokenizer.pad_token_id)
+        labels = torch.as_tensor(labels).masked_fill(torch.as_tensor(labels) < 0, tokenizer.pad_token_id)
+        # Decoding the label ids writes each reference the way the model's tokenizer writes it (the normalisation).
+        return score(tokenizer.batch_decode(predictions, skip_special_tokens=True),
+                     tokenizer.batch_decode(labels, skip_special_tokens=True))
+
+    trainer = DeerTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=tokenizer,
+        data_collator=DeerDataCollator(tokenizer.pad_token_id),
+        compute_metrics=compute_metrics if training_args.predict_with_generate else None,
+        callbacks=[GlancingScheduleCallback(model_args.glancing_start, model_args.glancing_end)],
+        score_learning_rate=model_args.score_learning_rate,
+        generation_max_iterations=data_args.generation_max_iterations,
+    )
+
+    if training_args.do_train:
+        result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+        trainer.save_model()
+        trainer.log_metrics("train", result.metrics)
+        trainer.save_metrics("train", result.metrics)
+        trainer.save_state()
+    if training_args.do_eval:
+        metrics = trainer.evaluate(metric_key_prefix="eval")
+        trainer.log_metrics("eval", metrics)
+        trainer.save_metrics("eval", metrics)
+    return trainer
+
+
+if __name__ == "__main__":
+    main()
