@@ -41,6 +41,12 @@ class DeerConfig(PreTrainedConfig):
         glancing_ratio (`float`, defaults to 0.5): share of the draft's mismatches revealed to the model during
             training. A training callback anneals it (DEER: 0.5 -> 0.2).
 
+    Vocabulary trimming (`DeerForConditionalGeneration.trim_vocabulary`):
+        vocabulary_ids (`list[int]`, optional): the token ids the embeddings and LM head keep, in row order. The
+            tokenizer is unchanged: ids outside the list read as `unk_token_id` and are never generated. `None`: the
+            whole vocabulary.
+        unk_token_id (`int`, optional): [UNK]/<unk>.
+
     Pruning (used by pruning_deer.py):
         sparsity_levels (`list[float]`, defaults to []): levels sampled during training, each in [0, 1).
         sparsity_weight (`float`, defaults to 10.0): weight of the mean(sigmoid(score)) regulariser.
@@ -69,6 +75,8 @@ class DeerConfig(PreTrainedConfig):
     bos_token_id: int | None = 101
     eos_token_id: int | None = 102
     placeholder_token_id: int | None = 103
+    unk_token_id: int | None = None
+    vocabulary_ids: list[int] | None = None
 
     upsample_ratio: float = 2.0
     max_insertions: int = 256
@@ -107,6 +115,11 @@ class DeerConfig(PreTrainedConfig):
         return self.hidden_size // self.num_attention_heads
 
     @property
+    def embedding_rows(self) -> int:
+        """Rows of the embedding matrix and outputs of the LM head: the kept vocabulary."""
+        return len(self.vocabulary_ids) if self.vocabulary_ids is not None else self.vocab_size
+
+    @property
     def max_sequence_length(self) -> int:
         """Longest source, and longest target, the position table allows."""
         return self.max_position_embeddings - self.position_offset
@@ -133,6 +146,16 @@ class DeerConfig(PreTrainedConfig):
             value = getattr(self, field)
             require(isinstance(value, int) and 0 <= value < self.vocab_size, field,
                     f"a token id in [0, vocab_size) = [0, {self.vocab_size})")
+        require(self.unk_token_id is None or isinstance(self.unk_token_id, int) and 0 <= self.unk_token_id < self.vocab_size,
+                "unk_token_id", f"None or a token id in [0, vocab_size) = [0, {self.vocab_size})")
+        if self.vocabulary_ids is not None:
+            kept = self.vocabulary_ids
+            require(isinstance(kept, (list, tuple)) and all(isinstance(t, int) for t in kept)
+                    and list(kept) == sorted(set(kept)) and kept and 0 <= kept[0] and kept[-1] < self.vocab_size
+                    and {self.pad_token_id, self.bos_token_id, self.eos_token_id, self.placeholder_token_id,
+                         self.unk_token_id} <= set(kept),
+                    "vocabulary_ids", "None or sorted distinct token ids in [0, vocab_size) that include the "
+                    "special tokens and unk_token_id")
         special = [self.pad_token_id, self.bos_token_id, self.eos_token_id, self.placeholder_token_id]
         require(len(set(special)) == 4, "placeholder_token_id",
                 f"distinct from pad, bos and eos (got pad, bos, eos, placeholder = {special})")

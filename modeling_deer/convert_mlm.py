@@ -97,6 +97,7 @@ def _special_token_ids(pretrained_model_name_or_path, config_overrides) -> dict:
             if value is None:
                 raise ValueError(f"the tokenizer of {pretrained_model_name_or_path} has no {attribute}; pass {name}.")
             token_ids[name] = value
+    config_overrides.setdefault("unk_token_id", tokenizer.unk_token_id)
     return token_ids
 
 

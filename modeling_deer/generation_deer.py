@@ -139,8 +139,8 @@ def _draft(model, encoder_output) -> torch.Tensor:
     hidden_states = model.target_pass(draft, encoder_output)[:, 1:-1]
     logits = model.lm_head(hidden_states[frame_mask])  # only real frames go through the LM head
     # The blank (placeholder) is a legal frame output; bos, eos and pad are not.
-    logits[:, [config.bos_token_id, config.eos_token_id, config.pad_token_id]] = float("-inf")
-    frame_tokens = draft[:, 1:-1].masked_scatter(frame_mask, logits.argmax(-1))
+    logits[:, model.token_rows([config.bos_token_id, config.eos_token_id, config.pad_token_id])] = float("-inf")
+    frame_tokens = draft[:, 1:-1].masked_scatter(frame_mask, model.row_tokens(logits.argmax(-1)))
     inner = ctc_collapse(frame_tokens, frame_mask, config.placeholder_token_id, config.pad_token_id)
     return _wrap(inner, config)
 
@@ -169,8 +169,8 @@ def _refine(model, tokens: torch.Tensor, encoder_output, eos_penalty: float) -> 
     if placeholder_mask.any():
         hidden_states = model.target_pass(tokens, encoder_output)
         logits = model.lm_head(hidden_states[placeholder_mask])
-        logits[:, [config.bos_token_id, config.eos_token_id, pad, placeholder]] = float("-inf")
-        tokens = fill_placeholders(tokens, logits.argmax(-1), placeholder)
+        logits[:, model.token_rows([config.bos_token_id, config.eos_token_id, pad, placeholder])] = float("-inf")
+        tokens = fill_placeholders(tokens, model.row_tokens(logits.argmax(-1)), placeholder)
     return tokens
 
 

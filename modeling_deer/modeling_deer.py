@@ -96,24 +96,50 @@ class DeerSeq2SeqLMOutput(ModelOutput):
 # --------------------------------------------------------------------------------------------------------------------
 
 
+def vocabulary_maps(config: DeerConfig) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """For a trimmed vocabulary: token id -> embedding row (ids not kept read as unk), and row -> token id."""
+    if config.vocabulary_ids is None:
+        return None, None
+    row_to_token = torch.tensor(config.vocabulary_ids, dtype=torch.long)
+    token_to_row = torch.full((config.vocab_size,), config.vocabulary_ids.index(config.unk_token_id), dtype=torch.long)
+    token_to_row[row_to_token] = torch.arange(len(row_to_token))
+    return token_to_row, row_to_token
+
+
 class DeerEmbeddings(nn.Module):
     """Word + position + token type embeddings. Positions count the real tokens of each row from
-    `config.position_offset`, so source and target each start at the first position and padding never shifts them."""
+    `config.position_offset`, so source and target each start at the first position and padding never shifts them.
+
+    With a trimmed vocabulary (`trim_vocabulary`) the word embedding has one row per kept token: `rows` and `tokens`
+    translate between the tokenizer's ids and those rows. Everything else in the model works in tokenizer ids."""
 
     def __init__(self, config: DeerConfig):
         super().__init__()
-        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        token_to_row, row_to_token = vocabulary_maps(config)
+        kept = config.vocabulary_ids
+        pad_row = config.pad_token_id if kept is None else kept.index(config.pad_token_id)
+        self.word_embeddings = nn.Embedding(config.embedding_rows, config.hidden_size, padding_idx=pad_row)
         self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.position_offset = config.position_offset
+        self.register_buffer("token_to_row", token_to_row, persistent=False)
+        self.register_buffer("row_to_token", row_to_token, persistent=False)
+
+    def rows(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """Tokenizer ids -> embedding rows (the same numbers unless the vocabulary is trimmed)."""
+        return token_ids if self.token_to_row is None else self.token_to_row[token_ids]
+
+    def tokens(self, rows: torch.Tensor) -> torch.Tensor:
+        """Embedding rows (e.g. an argmax of the LM head) -> tokenizer ids."""
+        return rows if self.row_to_token is None else self.row_to_token[rows]
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type: int) -> torch.Tensor:
         position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0) + self.position_offset
         token_type = min(token_type, self.token_type_embeddings.num_embeddings - 1)
         embeddings = (
-            self.word_embeddings(input_ids)
+            self.word_embeddings(self.rows(input_ids))
             + self.position_embeddings(position_ids)
             + self.token_type_embeddings.weight[token_type]
         )
@@ -233,7 +259,7 @@ class DeerLMHead(nn.Module):
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
         self.activation = ACT2FN[config.hidden_act]
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.decoder = nn.Linear(config.hidden_size, config.vocab_size)
+        self.decoder = nn.Linear(config.hidden_size, config.embedding_rows)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.LayerNorm(self.activation(self.dense(hidden_states))))
@@ -260,6 +286,10 @@ class DeerPreTrainedModel(PreTrainedModel):
             init.zeros_(module.head_scores)
         elif isinstance(module, DeerFeedForward):
             init.zeros_(module.neuron_scores)
+        elif isinstance(module, DeerEmbeddings) and module.token_to_row is not None:
+            token_to_row, row_to_token = vocabulary_maps(self.config)
+            init.copy_(module.token_to_row, token_to_row)
+            init.copy_(module.row_to_token, row_to_token)
 
 
 class DeerModel(DeerPreTrainedModel):
@@ -354,6 +384,15 @@ class DeerForConditionalGeneration(DeerPreTrainedModel):
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> DeerEncoderOutput:
         return self.model.encode(input_ids, attention_mask)
+
+    def token_rows(self, token_ids) -> torch.Tensor:
+        """Tokenizer ids -> LM head rows (identity unless the vocabulary is trimmed)."""
+        token_ids = torch.as_tensor(token_ids, device=self.lm_head.decoder.bias.device)
+        return self.model.embeddings.rows(token_ids)
+
+    def row_tokens(self, rows: torch.Tensor) -> torch.Tensor:
+        """LM head rows (e.g. an argmax) -> tokenizer ids."""
+        return self.model.embeddings.tokens(rows)
 
     def target_pass(self, target_ids: torch.Tensor, encoder_output: DeerEncoderOutput) -> torch.Tensor:
         return self.model.target_pass(target_ids, encoder_output)
@@ -488,19 +527,21 @@ class DeerForConditionalGeneration(DeerPreTrainedModel):
         target_lengths = (targets != pad).sum(1)
         gold_inner = compact(targets, (positions > 0) & (positions < target_lengths[:, None] - 1), pad)
         inner_lengths = target_lengths - 2
+        # The LM head scores rows: the CTC targets and blank are mapped to rows, its choices back to tokens.
+        gold_rows, blank_row = self.token_rows(gold_inner), int(self.token_rows(placeholder))
         with torch.no_grad():
             frame_log_probs = self.draft_frame_log_probs(draft, _detached(encoder_output))
             alignment, path_log_prob = ctc_best_alignment(
-                frame_log_probs, frame_lengths, gold_inner, inner_lengths, placeholder
+                frame_log_probs, frame_lengths, gold_rows, inner_lengths, blank_row
             )
             fits = torch.isfinite(path_log_prob)
             glanced_frames, _ = glancing_mix(
-                draft[:, 1:-1], frame_log_probs.argmax(-1), alignment, frame_mask & fits[:, None],
-                config.glancing_ratio if self.training else 0.0, placeholder,
+                draft[:, 1:-1], self.row_tokens(frame_log_probs.argmax(-1)), self.row_tokens(alignment),
+                frame_mask & fits[:, None], config.glancing_ratio if self.training else 0.0, placeholder,
             )
         glanced = torch.cat([draft[:, :1], glanced_frames, draft[:, -1:]], dim=1)
         frame_log_probs = self.draft_frame_log_probs(glanced, encoder_output)
-        ctc_loss = _ctc_loss(frame_log_probs, frame_lengths, gold_inner, inner_lengths, fits, placeholder,
+        ctc_loss = _ctc_loss(frame_log_probs, frame_lengths, gold_rows, inner_lengths, fits, blank_row,
                              config.ctc_label_smoothing)
 
         # 4. Editing: y_del -> (insert placeholders) y_ph -> (fill) y_pred -> (delete) gold.
@@ -519,9 +560,10 @@ class DeerForConditionalGeneration(DeerPreTrainedModel):
         hidden_states = self.target_pass(with_placeholders, encoder_output)
         word_logits = self.lm_head(hidden_states[placeholder_mask])
         word_targets = insertions.inserted_tokens[insertions.inserted_tokens != pad]
-        word_loss = _cross_entropy(word_logits, word_targets, config.word_label_smoothing)
+        word_loss = _cross_entropy(word_logits, self.token_rows(word_targets), config.word_label_smoothing)
 
-        predicted = fill_placeholders(with_placeholders, word_logits.detach().argmax(-1), placeholder)
+        predicted = fill_placeholders(with_placeholders, self.row_tokens(word_logits.detach().argmax(-1)),
+                                      placeholder)
         deletion_targets = edit_oracle(predicted, targets, pad).delete_mask
         hidden_states = self.target_pass(predicted, encoder_output)
         inner_mask = _inner_mask(predicted, pad)
@@ -548,6 +590,46 @@ class DeerForConditionalGeneration(DeerPreTrainedModel):
             num_unfit_targets=(~fits).sum(),
             encoder_last_hidden_state=encoder_output.last_hidden_state,
         )
+
+    # -- vocabulary trimming ----------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def trim_vocabulary(self, token_ids) -> "DeerForConditionalGeneration":
+        """Keep only `token_ids` (plus the special tokens and unk) in the embeddings and the LM head, in place: the
+        LM head, the largest matrix of a small model, shrinks to the tokens a task uses (DEER trims XLM-R's 250k
+        vocabulary this way). The tokenizer is unchanged; `config.vocabulary_ids` maps rows to its ids and is saved
+        with the model. Ids not kept read as unk on input and are never generated. Returns the model."""
+        config = self.config
+        if config.unk_token_id is None:
+            raise ValueError("trim_vocabulary needs config.unk_token_id (the token that ids not kept read as); set it "
+                             "from the tokenizer: model.config.unk_token_id = tokenizer.unk_token_id.")
+        token_ids = torch.as_tensor(token_ids if isinstance(token_ids, torch.Tensor) else list(token_ids)).flatten()
+        if token_ids.numel() and (token_ids.min() < 0 or token_ids.max() >= config.vocab_size):
+            raise ValueError(f"trim_vocabulary: token ids must be in [0, {config.vocab_size}).")
+        special = {config.pad_token_id, config.bos_token_id, config.eos_token_id, config.placeholder_token_id,
+                   config.unk_token_id}
+        keep = set(token_ids.tolist()) | special
+        if config.vocabulary_ids is not None:  # trimmed before: what is gone stays gone
+            keep &= set(config.vocabulary_ids)
+        keep = sorted(keep)
+        rows = self.token_rows(keep)
+        old_embeddings, old_decoder = self.get_input_embeddings(), self.lm_head.decoder
+        device, dtype = old_embeddings.weight.device, old_embeddings.weight.dtype
+        config.vocabulary_ids = keep
+        embeddings = nn.Embedding(len(keep), config.hidden_size, padding_idx=keep.index(config.pad_token_id),
+                                  device=device, dtype=dtype)
+        embeddings.weight.copy_(old_embeddings.weight[rows])
+        decoder = nn.Linear(config.hidden_size, len(keep), device=device, dtype=dtype)
+        decoder.weight.copy_(old_decoder.weight[rows])
+        decoder.bias.copy_(old_decoder.bias[rows])
+        self.set_input_embeddings(embeddings)
+        self.lm_head.decoder = decoder
+        token_to_row, row_to_token = vocabulary_maps(config)
+        self.model.embeddings.token_to_row = token_to_row.to(device)
+        self.model.embeddings.row_to_token = row_to_token.to(device)
+        if config.tie_word_embeddings:
+            self.tie_weights()
+        return self
 
     # -- dynamic pruning (the pieces are in pruning_deer.py) ---------------------------------------------------------
 

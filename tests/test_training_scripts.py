@@ -115,12 +115,14 @@ def test_evaluation_by_generation_reports_bleu(tmp_path, tiny_bert_path):
                         "no", "--validation_file", VALIDATION_FILE, "--max_eval_samples", "8",
                         "--per_device_eval_batch_size", "4", "--predict_with_generate",
                         "--generation_max_iterations", "1", "--sparsity_levels", "0", "0.5",
-                        "--score_learning_rate", "0.01"))
+                        "--score_learning_rate", "0.01", "--trim_vocabulary"))
     metrics = json.loads((output / "eval_results.json").read_text())
     assert {"eval_bleu", "eval_chrf", "eval_rougeL", "eval_loss"} <= set(metrics)
     assert 0 <= metrics["eval_bleu"] <= 100
     saved = json.loads((output / "config.json").read_text())
     assert saved["sparsity_levels"] == [0.0, 0.5] and saved["model_type"] == "deer"
+    # Trimmed to the fixture's tokens: far fewer rows than the 30,522 of the tokenizer.
+    assert 1000 < len(saved["vocabulary_ids"]) < 10000 and saved["vocab_size"] == 30522
 
 
 def test_two_processes_train_with_accelerate(tmp_path, tiny_bert_path):

@@ -56,6 +56,9 @@ class ModelArguments:
     sparsity_weight: float | None = field(default=None, metadata={"help": "Weight of the score regulariser."})
     score_learning_rate: float | None = field(default=None, metadata={
         "help": "Learning rate of the pruning scores (default: --learning_rate)."})
+    trim_vocabulary: bool = field(default=False, metadata={
+        "help": "Shrink the embeddings and LM head to the tokens of the training data (sources and targets): a "
+                "faster model that can only write those tokens. The tokenizer is unchanged."})
 
 
 @dataclass
@@ -241,6 +244,19 @@ def main(argv=None):
             eval_dataset = tokenize_split(load_split(data_args.validation_file, data_args.source_column,
                                                      data_args.target_column, data_args.max_eval_samples),
                                           tokenizer, data_args)
+
+    if model_args.trim_vocabulary:
+        if train_dataset is None:
+            raise SystemExit("error: --trim_vocabulary needs --do_train and --train_file (it keeps their tokens)")
+        if model.config.unk_token_id is None:
+            model.config.unk_token_id = tokenizer.unk_token_id
+        used = set()
+        for column in ("input_ids", "labels"):
+            for ids in train_dataset[column]:
+                used.update(ids)
+        before = model.config.embedding_rows
+        model.trim_vocabulary(sorted(used))
+        logger.info(f"vocabulary trimmed to the training data's tokens: {before} -> {model.config.embedding_rows}")
 
     def compute_metrics(evaluation):
         predictions, labels = evaluation.predictions, evaluation.label_ids
