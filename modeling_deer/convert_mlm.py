@@ -23,6 +23,12 @@ logger = logging.get_logger(__name__)
 
 # model_type -> how positions are numbered: BERT from 0, RoBERTa-style after the padding index.
 SUPPORTED_MODEL_TYPES = {"bert": "bert", "roberta": "roberta", "xlm-roberta": "roberta", "camembert": "roberta"}
+# Fields that BertConfig, RobertaConfig and XLMRobertaConfig share with DeerConfig, copied as they are.
+ARCHITECTURE_FIELDS = (
+    "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "hidden_act",
+    "hidden_dropout_prob", "attention_probs_dropout_prob", "max_position_embeddings", "type_vocab_size",
+    "initializer_range", "layer_norm_eps",
+)
 SPECIAL_TOKENS = {  # DEER's name -> the tokenizer attribute that holds it
     "bos_token_id": "cls_token_id",
     "eos_token_id": "sep_token_id",
@@ -56,18 +62,7 @@ def convert_mlm_to_deer(model_class, pretrained_model_name_or_path, **config_ove
 
     token_ids = _special_token_ids(pretrained_model_name_or_path, config_overrides)
     config = DeerConfig(
-        vocab_size=source_config.vocab_size,
-        hidden_size=source_config.hidden_size,
-        num_hidden_layers=source_config.num_hidden_layers,
-        num_attention_heads=source_config.num_attention_heads,
-        intermediate_size=source_config.intermediate_size,
-        hidden_act=source_config.hidden_act,
-        hidden_dropout_prob=source_config.hidden_dropout_prob,
-        attention_probs_dropout_prob=source_config.attention_probs_dropout_prob,
-        max_position_embeddings=source_config.max_position_embeddings,
-        type_vocab_size=source_config.type_vocab_size,
-        initializer_range=source_config.initializer_range,
-        layer_norm_eps=source_config.layer_norm_eps,
+        **{name: getattr(source_config, name) for name in ARCHITECTURE_FIELDS},
         position_offset=token_ids["pad_token_id"] + 1 if style == "roberta" else 0,
         tie_word_embeddings=getattr(source_config, "tie_word_embeddings", True),
         **token_ids,

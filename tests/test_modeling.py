@@ -15,7 +15,7 @@ from transformers import (
 
 from modeling_deer import DeerForConditionalGeneration
 
-from conftest import BOS, EOS, MASK, PAD, load_pairs, random_batch, tiny_model
+from conftest import BOS, EOS, MASK, PAD, load_pairs, random_batch, shortest_real_pairs, tiny_model
 
 
 # -- faithfulness: the converted model is the MLM ---------------------------------------------------------------------
@@ -196,10 +196,7 @@ def test_fine_tuning_on_eight_real_pairs_halves_the_loss_and_reproduces_one(tiny
     """The real tiny BERT, fine-tuned on 8 short real verse pairs, memorises them."""
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert_path)
-    pairs = sorted(load_pairs("train"), key=lambda pair: len(pair["source"]) + len(pair["target"]))[:8]
-    source = tokenizer([pair["source"] for pair in pairs], return_tensors="pt", padding=True)
-    labels = tokenizer([pair["target"] for pair in pairs], return_tensors="pt", padding=True).input_ids
-    labels = labels.masked_fill(labels == tokenizer.pad_token_id, -100)
+    source, labels = shortest_real_pairs(tokenizer, 8)
     model = DeerForConditionalGeneration.from_mlm(tiny_bert_path, glancing_ratio=0.3).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     losses = []

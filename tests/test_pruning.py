@@ -7,7 +7,7 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 from modeling_deer import DeerForConditionalGeneration
 from modeling_deer.pruning_deer import head_parameter_count, neuron_parameter_count, select_units
 
-from conftest import PAD, load_pairs, random_batch, tiny_model
+from conftest import PAD, random_batch, shortest_real_pairs, tiny_model
 
 LEVELS = (0.25, 0.5, 0.75)
 
@@ -191,10 +191,7 @@ def test_optimizer_groups_give_the_scores_their_own_learning_rate():
 def test_short_run_on_real_pairs_lowers_the_loss_at_every_level(tiny_bert_path):
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert_path)
-    pairs = sorted(load_pairs("train"), key=lambda pair: len(pair["source"]) + len(pair["target"]))[:16]
-    source = tokenizer([pair["source"] for pair in pairs], return_tensors="pt", padding=True)
-    labels = tokenizer([pair["target"] for pair in pairs], return_tensors="pt", padding=True).input_ids
-    labels = labels.masked_fill(labels == tokenizer.pad_token_id, -100)
+    source, labels = shortest_real_pairs(tokenizer, 16)
     model = DeerForConditionalGeneration.from_mlm(tiny_bert_path, sparsity_levels=[0.0, 0.25, 0.5, 0.75])
 
     def losses():

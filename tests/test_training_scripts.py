@@ -174,3 +174,11 @@ def test_metrics_and_normalisation(tiny_bert_path):
     assert score(["a b c d"], ["w x y z"])["bleu"] == pytest.approx(0)
     with pytest.raises(ValueError, match="references"):
         score(["a"], [])
+
+
+def test_time_limit_stops_training_and_still_saves(tmp_path, tiny_bert_path):
+    output = tmp_path / "limited"
+    train_main(run_args(output, tiny_bert_path, "--do_train", "--max_steps", "50", "--save_strategy", "no",
+                        "--max_train_minutes", "0"))
+    assert json.loads((output / "trainer_state.json").read_text())["global_step"] == 1
+    assert (output / "model.safetensors").exists()

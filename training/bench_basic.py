@@ -10,8 +10,6 @@ median of `--repeats` runs after warm-up, with a fixed thread count, all in one 
 import argparse
 import json
 import os
-import statistics
-import time
 
 import torch
 from transformers import AutoTokenizer
@@ -20,17 +18,7 @@ from modeling_deer import DeerForConditionalGeneration
 from training.bible import load_bible_pairs
 from training.data import DeerDataCollator, tokenize_pairs
 from training.quickstart import tiny_bert_path
-
-
-def median_seconds(function, repeats: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        function()
-    timings = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        function()
-        timings.append(time.perf_counter() - started)
-    return statistics.median(timings)
+from training.timing import interleaved_medians
 
 
 def main():
@@ -66,23 +54,22 @@ def main():
 
     model.train()
     state = {name: tensor.clone() for name, tensor in model.state_dict().items()}
-    step_seconds = median_seconds(train_step, args.repeats)
+    step_seconds = interleaved_medians({"step": train_step}, args.repeats)["step"] / 1000
     model.load_state_dict(state)
     model.eval()
 
     test_sources = [pair["source"] for pair in splits["test"][:32]]
     batch_1 = tokenizer(test_sources[:1], return_tensors="pt")
     batch_32 = tokenizer(test_sources, return_tensors="pt", padding=True)
-    rows = []
-    for iterations in (0, 1, 2):
-        for batch_size, batch in ((1, batch_1), (32, batch_32)):
-            seconds = median_seconds(
-                lambda: model.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                                       max_iterations=iterations, stop_when_unchanged=False),
-                args.repeats,
-            )
-            rows.append({"iterations": iterations, "batch_size": batch_size, "ms_per_call": 1000 * seconds,
-                         "ms_per_sentence": 1000 * seconds / batch_size})
+    calls = {
+        (iterations, batch_size): (lambda batch=batch, iterations=iterations: model.generate(
+            input_ids=batch.input_ids, attention_mask=batch.attention_mask, max_iterations=iterations,
+            stop_when_unchanged=False))
+        for iterations in (0, 1, 2) for batch_size, batch in ((1, batch_1), (32, batch_32))
+    }
+    rows = [{"iterations": iterations, "batch_size": batch_size, "ms_per_call": milliseconds,
+             "ms_per_sentence": milliseconds / batch_size}
+            for (iterations, batch_size), milliseconds in interleaved_medians(calls, args.repeats).items()]
 
     print(f"model: {model_name}; {torch.get_num_threads()} threads; median of {args.repeats} after warm-up")
     print(f"training step (batch 16, source {tuple(train_batch['input_ids'].shape)}, labels "

@@ -19,15 +19,14 @@ import argparse
 import json
 import os
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 import torch
 
 from modeling_deer import DeerConfig, DeerForConditionalGeneration
+from training.timing import interleaved_medians
 
 
 SHAPES = {
@@ -89,22 +88,17 @@ def peak_memory(checkpoint: str) -> dict:
 
 
 def interleaved_latencies(models: dict, repeats: int) -> dict:
-    """Median ms of each model's generate for every (iterations, batch) setting. Within a repeat the models run one
-    after another, so a drift of the machine's speed touches every level alike."""
+    """Median ms of each model's generate for every (iterations, batch) setting, the levels taking turns."""
     sources = sources_batch()
     results = {level: {} for level in models}
     for iterations in (0, 2):
         for batch_size in (1, 32):
             batch = sources[:batch_size]
-            timings = {level: [] for level in models}
-            for repeat in range(repeats + 1):  # the first round is the warm-up
-                for level, model in models.items():
-                    started = time.perf_counter()
-                    model.generate(input_ids=batch, max_iterations=iterations, stop_when_unchanged=False)
-                    if repeat:
-                        timings[level].append(time.perf_counter() - started)
-            for level in models:
-                results[level][f"latency_ms_b{batch_size}_it{iterations}"] = 1000 * statistics.median(timings[level])
+            calls = {level: (lambda model=model: model.generate(input_ids=batch, max_iterations=iterations,
+                                                                stop_when_unchanged=False))
+                     for level, model in models.items()}
+            for level, milliseconds in interleaved_medians(calls, repeats).items():
+                results[level][f"latency_ms_b{batch_size}_it{iterations}"] = milliseconds
     return results
 
 

@@ -21,6 +21,7 @@ generation reports BLEU, chrF and ROUGE-L against references normalised as train
 import logging
 import os
 import sys
+import time
 from dataclasses import dataclass, field
 
 import datasets
@@ -56,6 +57,8 @@ class ModelArguments:
     sparsity_weight: float | None = field(default=None, metadata={"help": "Weight of the score regulariser."})
     score_learning_rate: float | None = field(default=None, metadata={
         "help": "Learning rate of the pruning scores (default: --learning_rate)."})
+    max_train_minutes: float | None = field(default=None, metadata={
+        "help": "Stop training after this many minutes of wall time (then save as usual), whatever --max_steps says."})
     trim_vocabulary: bool = field(default=False, metadata={
         "help": "Shrink the embeddings and LM head to the tokens of the training data (sources and targets): a "
                 "faster model that can only write those tokens. The tokenizer is unchanged."})
@@ -86,6 +89,26 @@ class GlancingScheduleCallback(TrainerCallback):
 
     def on_step_begin(self, args, state, control, model=None, **kwargs):
         model.config.glancing_ratio = self.ratio(state.global_step, state.max_steps)
+
+
+class TimeLimitCallback(TrainerCallback):
+    """Stops training once `minutes` of wall time have passed since it began. With several processes they agree on
+    the step (the earliest one any process reached the limit at), so none waits forever for the others."""
+
+    def __init__(self, minutes: float):
+        self.seconds = 60 * minutes
+        self.deadline = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.deadline = time.monotonic() + self.seconds
+
+    def on_step_end(self, args, state, control, **kwargs):
+        stop = torch.tensor(float(time.monotonic() >= self.deadline))
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(stop, op=torch.distributed.ReduceOp.MAX)
+        if stop.item():
+            logger.info(f"time limit reached at step {state.global_step}: stopping")
+            control.should_training_stop = True
 
 
 class DeerTrainer(Seq2SeqTrainer):
@@ -274,7 +297,8 @@ def main(argv=None):
         processing_class=tokenizer,
         data_collator=DeerDataCollator(tokenizer.pad_token_id),
         compute_metrics=compute_metrics if training_args.predict_with_generate else None,
-        callbacks=[GlancingScheduleCallback(model_args.glancing_start, model_args.glancing_end)],
+        callbacks=[GlancingScheduleCallback(model_args.glancing_start, model_args.glancing_end)]
+        + ([TimeLimitCallback(model_args.max_train_minutes)] if model_args.max_train_minutes else []),
         score_learning_rate=model_args.score_learning_rate,
         generation_max_iterations=data_args.generation_max_iterations,
     )
