@@ -182,3 +182,22 @@ def test_time_limit_stops_training_and_still_saves(tmp_path, tiny_bert_path):
                         "--max_train_minutes", "0"))
     assert json.loads((output / "trainer_state.json").read_text())["global_step"] == 1
     assert (output / "model.safetensors").exists()
+
+
+def test_evaluate_script_scores_each_split_and_iteration_count(tmp_path, tiny_bert_path, monkeypatch):
+    from training import evaluate
+
+    model_dir = tmp_path / "model"
+    train_main(run_args(model_dir, tiny_bert_path, "--do_train", "--max_steps", "2", "--save_strategy", "no"))
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    for split in ("validation", "test"):
+        shutil.copy(os.path.join(FIXTURES, f"bible-de-en.{split}.jsonl"), data_dir / f"{split}.jsonl")
+    output = tmp_path / "scores.json"
+    monkeypatch.setattr(sys, "argv", ["evaluate", "--model", str(model_dir), "--data_dir", str(data_dir),
+                                      "--iterations", "0", "1", "--output", str(output)])
+    evaluate.main()
+    rows = json.loads(output.read_text())["rows"]
+    assert [(row["split"], row["iterations"]) for row in rows] == [
+        ("validation", 0), ("validation", 1), ("test", 0), ("test", 1)]
+    assert all(0 <= row["bleu"] <= 100 and row["sentences"] == 50 for row in rows)

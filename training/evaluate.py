@@ -1,0 +1,59 @@
+"""Score a DEER checkpoint on a prepared task's validation and test splits at several iteration counts.
+
+    python -m training.evaluate --model DIR --data_dir data/bible-de-en [--iterations 0 1 2 4] [--sparsity 0]
+        [--output results/NAME.json]
+
+Prints BLEU, chrF and ROUGE-L per split and iteration count (references normalised as training/metrics says) and
+the generation time; writes them as JSON with `--output`.
+"""
+
+import argparse
+import json
+import os
+import time
+
+import torch
+from transformers import AutoTokenizer
+
+from modeling_deer import DeerForConditionalGeneration
+from training.generate import generate_texts, read_inputs
+from training.metrics import normalize, score
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--data_dir", required=True, help="a directory from training.prepare_data")
+    parser.add_argument("--splits", nargs="+", default=["validation", "test"])
+    parser.add_argument("--iterations", nargs="+", type=int, default=[0, 1, 2, 4])
+    parser.add_argument("--sparsity", type=float, default=0.0)
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--output", default=None)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    model = DeerForConditionalGeneration.from_pretrained(args.model).eval().set_sparsity(args.sparsity)
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    rows = []
+    for split in args.splits:
+        sources, targets = read_inputs(os.path.join(args.data_dir, f"{split}.jsonl"), "source", "target")
+        references = normalize(tokenizer, targets)
+        for iterations in args.iterations:
+            started = time.perf_counter()
+            outputs = generate_texts(model, tokenizer, sources, iterations, args.batch_size, progress=False)
+            seconds = time.perf_counter() - started
+            rows.append({"split": split, "iterations": iterations, "sentences": len(sources), "seconds": seconds,
+                         **score(outputs, references), "example": outputs[0]})
+            print(f"{split:>10} | {iterations} iterations | BLEU {rows[-1]['bleu']:6.2f} | chrF "
+                  f"{rows[-1]['chrf']:6.2f} | ROUGE-L {rows[-1]['rougeL']:6.2f} | {seconds:6.1f} s for "
+                  f"{len(sources)} sentences", flush=True)
+    if args.output:
+        with open(args.output, "w") as handle:
+            json.dump({"model": args.model, "sparsity": args.sparsity, "threads": torch.get_num_threads(),
+                       "rows": rows}, handle, indent=2)
+
+
+if __name__ == "__main__":
+    main()
