@@ -143,3 +143,14 @@ def test_rows_stop_when_unchanged_and_the_shrinking_batch_matches_rows_alone():
     exact = model.generate(input_ids=source_ids, attention_mask=source_mask, max_iterations=6,
                            stop_when_unchanged=False, return_dict_in_generate=True)
     assert (exact.num_iterations == 6).all() and torch.equal(exact.sequences, output.sequences)
+
+
+def test_half_precision_generates_and_trains():
+    model = tiny_model(seed=3, max_insertions=3).to(torch.bfloat16)
+    source_ids, source_mask = random_batch(3, 10, seed=1)
+    assert_bos_eos_rows(model.generate(input_ids=source_ids, attention_mask=source_mask, max_iterations=2))
+    labels, _ = random_batch(3, 6, seed=2)
+    model.train()
+    loss = model(input_ids=source_ids, attention_mask=source_mask, labels=labels.masked_fill(labels == PAD, -100)).loss
+    assert torch.isfinite(loss)
+    loss.backward()
