@@ -71,7 +71,7 @@ def convert_mlm_to_deer(model_class, pretrained_model_name_or_path, **config_ove
     model = model_class(config)
     _copy_weights(model, mlm, style, has_mlm_head)
     model.name_or_path = str(pretrained_model_name_or_path)
-    return model
+    return model.eval()  # like from_pretrained; the Trainer switches to training mode itself
 
 
 def _special_token_ids(pretrained_model_name_or_path, config_overrides) -> dict:

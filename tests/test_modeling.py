@@ -30,7 +30,8 @@ def assert_same_mlm_logits(model, mlm, input_ids, attention_mask, atol=1e-4):
 
 
 def test_real_tiny_bert_logits_match(tiny_bert_path):
-    model = DeerForConditionalGeneration.from_mlm(tiny_bert_path).eval()
+    model = DeerForConditionalGeneration.from_mlm(tiny_bert_path)
+    assert not model.training  # like from_pretrained
     mlm = BertForMaskedLM.from_pretrained(tiny_bert_path).eval()
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert_path)
     batch = tokenizer(
