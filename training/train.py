@@ -298,7 +298,7 @@ def main(argv=None):
         data_collator=DeerDataCollator(tokenizer.pad_token_id),
         compute_metrics=compute_metrics if training_args.predict_with_generate else None,
         callbacks=[GlancingScheduleCallback(model_args.glancing_start, model_args.glancing_end)]
-        + ([TimeLimitCallback(model_args.max_train_minutes)] if model_args.max_train_minutes else []),
+        + ([TimeLimitCallback(model_args.max_train_minutes)] if model_args.max_train_minutes is not None else []),
         score_learning_rate=model_args.score_learning_rate,
         generation_max_iterations=data_args.generation_max_iterations,
     )
