@@ -3,6 +3,7 @@
 Conventions: a batch of token sequences is a LongTensor (batch, length), each row left-aligned and padded on the
 right with `pad_id`. Every function returns new tensors, with columns that are padding in every row trimmed.
 
+    inner_mask              every token but bos and eos
     ctc_collapse            draft frames -> tokens (merge repeats, drop blanks)
     ctc_best_alignment      Viterbi: the most likely CTC path of a target through the draft frames
     glancing_mix            reveal some aligned gold tokens in the draft input (training)
@@ -35,6 +36,13 @@ def compact(values: torch.Tensor, keep: torch.Tensor, pad_value) -> torch.Tensor
     out = values.new_full((batch, width + 1), pad_value)
     out.scatter_(1, column, values)
     return out[:, :width]
+
+
+def inner_mask(tokens: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """(batch, length) bool: True on every real token but each row's first and last (its bos and eos)."""
+    lengths = (tokens != pad_id).sum(1)
+    positions = torch.arange(tokens.shape[1], device=tokens.device)
+    return (positions > 0) & (positions < lengths[:, None] - 1)
 
 
 def ctc_collapse(frame_tokens: torch.Tensor, frame_mask: torch.Tensor, blank_id: int, pad_id: int) -> torch.Tensor:
@@ -166,9 +174,7 @@ def random_deletion(tokens: torch.Tensor, pad_id: int, generator: torch.Generato
     Returns:
         (batch, length') the rows with k inner tokens removed, k uniform in {0, ..., number of inner tokens}.
     """
-    lengths = (tokens != pad_id).sum(1)
-    positions = torch.arange(tokens.shape[1], device=tokens.device)
-    inner = (positions > 0) & (positions < lengths[:, None] - 1)
+    inner = inner_mask(tokens, pad_id)
     num_inner = inner.sum(1)
     num_delete = (torch.rand(num_inner.shape, generator=generator, device=tokens.device) * (num_inner + 1)).floor()
     num_delete = torch.minimum(num_delete.long(), num_inner)

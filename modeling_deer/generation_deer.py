@@ -12,10 +12,12 @@ import torch
 from transformers import GenerationConfig
 from transformers.utils import ModelOutput, logging
 
-from .edit_ops import apply_deletions, ctc_collapse, fill_placeholders, insert_placeholders
+from .edit_ops import apply_deletions, ctc_collapse, fill_placeholders, inner_mask, insert_placeholders
 
 
 logger = logging.get_logger(__name__)
+
+OPTIONS = ("max_iterations", "eos_penalty", "stop_when_unchanged", "return_dict_in_generate", "output_history")
 
 
 class DeerGenerationConfig(GenerationConfig):
@@ -49,10 +51,7 @@ class DeerGenerationConfig(GenerationConfig):
         self.transformers_version = kwargs.pop("transformers_version", None)
         kwargs.pop("_commit_hash", None)
         if kwargs:
-            raise ValueError(
-                f"DeerGenerationConfig got unknown options {sorted(kwargs)}; DEER's options are max_iterations, "
-                "eos_penalty, stop_when_unchanged, return_dict_in_generate and output_history."
-            )
+            raise ValueError(f"DeerGenerationConfig got unknown options {sorted(kwargs)}; DEER's are {OPTIONS}.")
         self.validate()
 
     def validate(self, strict=False, **kwargs):
@@ -75,12 +74,9 @@ class DeerGenerationConfig(GenerationConfig):
 
     def updated(self, **overrides) -> "DeerGenerationConfig":
         """A copy with `overrides` applied and validated (the model's own config is never changed)."""
-        unknown = sorted(key for key in overrides if key not in self.__dict__ or key.startswith("_"))
+        unknown = sorted(key for key in overrides if key not in OPTIONS)
         if unknown:
-            raise ValueError(
-                f"generate() got unknown options {unknown}; DEER's options are max_iterations, eos_penalty, "
-                "stop_when_unchanged, return_dict_in_generate and output_history."
-            )
+            raise ValueError(f"generate() got unknown options {unknown}; DEER's are {OPTIONS}.")
         config = copy.deepcopy(self)
         for key, value in overrides.items():
             setattr(config, key, value)
@@ -152,10 +148,7 @@ def _refine(model, tokens: torch.Tensor, encoder_output, eos_penalty: float) -> 
 
     # a. Delete: never bos or eos; rows of two tokens have nothing to delete.
     hidden_states = model.target_pass(tokens, encoder_output)
-    lengths = (tokens != pad).sum(1)
-    positions = torch.arange(tokens.shape[1], device=tokens.device)
-    inner = (positions > 0) & (positions < lengths[:, None] - 1)
-    delete = inner & (model.deletion_head(hidden_states).argmax(-1) == 1)
+    delete = inner_mask(tokens, pad) & (model.deletion_head(hidden_states).argmax(-1) == 1)
     tokens = apply_deletions(tokens, delete, pad)
 
     # b. Insert placeholders: a count per gap between neighbours, the total capped by the position table.

@@ -25,6 +25,7 @@ from .edit_ops import (
     edit_oracle,
     fill_placeholders,
     glancing_mix,
+    inner_mask,
     insert_placeholders,
     random_deletion,
 )
@@ -523,10 +524,8 @@ class DeerForConditionalGeneration(DeerPreTrainedModel):
         draft = self.draft_canvas(encoder_output.attention_mask.sum(1))
         frame_mask = draft[:, 1:-1] == placeholder
         frame_lengths = frame_mask.sum(1)
-        positions = torch.arange(targets.shape[1], device=targets.device)
-        target_lengths = (targets != pad).sum(1)
-        gold_inner = compact(targets, (positions > 0) & (positions < target_lengths[:, None] - 1), pad)
-        inner_lengths = target_lengths - 2
+        gold_inner = compact(targets, inner_mask(targets, pad), pad)
+        inner_lengths = (targets != pad).sum(1) - 2
         # The LM head scores rows: the CTC targets and blank are mapped to rows, its choices back to tokens.
         gold_rows, blank_row = self.token_rows(gold_inner), int(self.token_rows(placeholder))
         with torch.no_grad():
@@ -566,10 +565,9 @@ class DeerForConditionalGeneration(DeerPreTrainedModel):
                                       placeholder)
         deletion_targets = edit_oracle(predicted, targets, pad).delete_mask
         hidden_states = self.target_pass(predicted, encoder_output)
-        inner_mask = _inner_mask(predicted, pad)
+        inner = inner_mask(predicted, pad)
         deletion_loss = _cross_entropy(
-            self.deletion_head(hidden_states[inner_mask]), deletion_targets[inner_mask].long(),
-            config.deletion_label_smoothing,
+            self.deletion_head(hidden_states[inner]), deletion_targets[inner].long(), config.deletion_label_smoothing
         )
 
         loss = (
@@ -783,13 +781,6 @@ def _detached(encoder_output: DeerEncoderOutput) -> DeerEncoderOutput:
         key_values=tuple((key.detach(), value.detach()) for key, value in encoder_output.key_values),
         attention_mask=encoder_output.attention_mask,
     )
-
-
-def _inner_mask(tokens: torch.Tensor, pad_id: int) -> torch.Tensor:
-    """True on every real token but the first (bos) and the last (eos) of each row."""
-    lengths = (tokens != pad_id).sum(1)
-    positions = torch.arange(tokens.shape[1], device=tokens.device)
-    return (positions > 0) & (positions < lengths[:, None] - 1)
 
 
 def _cross_entropy(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float) -> torch.Tensor:

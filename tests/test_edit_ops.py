@@ -13,6 +13,7 @@ from modeling_deer.edit_ops import (
     edit_oracle,
     fill_placeholders,
     glancing_mix,
+    inner_mask,
     insert_placeholders,
     random_deletion,
 )
@@ -32,6 +33,11 @@ def test_compact():
     values = torch.tensor([[5, 6, 7, 8], [9, 10, 11, 12]])
     keep = torch.tensor([[True, False, True, False], [False, False, False, True]])
     assert compact(values, keep, 0).tolist() == [[5, 7], [12, 0]]
+
+
+def test_inner_mask():
+    tokens = rows([B, 5, 6, E], [B, E])
+    assert inner_mask(tokens, P).tolist() == [[False, True, True, False], [False, False, False, False]]
 
 
 def test_ctc_collapse_merges_repeats_then_drops_blanks():

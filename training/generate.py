@@ -23,8 +23,7 @@ from training.train import check_text_file, load_split
 
 def read_inputs(path: str, source_column: str, target_column: str) -> tuple[list[str], list[str] | None]:
     if path.rsplit(".", 1)[-1].lower() in ("jsonl", "json", "csv", "tsv"):
-        check_text_file(path)
-        dataset = load_split(path, source_column, source_column, None)
+        dataset = load_split(path, source_column, source_column, None)  # checks the file too
         targets = dataset[target_column] if target_column in dataset.column_names else None
         return dataset[source_column], targets
     check_text_file(path)
