@@ -149,10 +149,11 @@ def _refine(model, tokens: torch.Tensor, encoder_output, eos_penalty: float) -> 
     # a. Delete: never bos or eos; rows of two tokens have nothing to delete.
     hidden_states = model.target_pass(tokens, encoder_output)
     delete = inner_mask(tokens, pad) & (model.deletion_head(hidden_states).argmax(-1) == 1)
-    tokens = apply_deletions(tokens, delete, pad)
+    if delete.any():  # otherwise the sequences, and so their hidden states, are unchanged: reuse them
+        tokens = apply_deletions(tokens, delete, pad)
+        hidden_states = model.target_pass(tokens, encoder_output)
 
     # b. Insert placeholders: a count per gap between neighbours, the total capped by the position table.
-    hidden_states = model.target_pass(tokens, encoder_output)
     insertion_logits = model.insertion_head(torch.cat([hidden_states[:, :-1], hidden_states[:, 1:]], dim=-1))
     insertion_logits[..., 0] -= eos_penalty
     tokens = insert_placeholders(tokens, insertion_logits.argmax(-1), placeholder, pad, config.max_sequence_length)
