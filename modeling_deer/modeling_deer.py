@@ -19,7 +19,6 @@ from transformers.utils import ModelOutput, logging
 from .configuration_deer import DeerConfig
 from .convert_mlm import convert_mlm_to_deer
 from .edit_ops import (
-    apply_deletions,
     compact,
     ctc_best_alignment,
     edit_oracle,
