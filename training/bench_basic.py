@@ -17,7 +17,7 @@ from transformers import AutoTokenizer
 from modeling_deer import DeerForConditionalGeneration
 from training.bible import load_bible_pairs
 from training.data import DeerDataCollator, tokenize_pairs
-from training.quickstart import tiny_bert_path
+from training.bible import tiny_bert_path
 from training.timing import interleaved_medians
 
 

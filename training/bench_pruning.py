@@ -18,7 +18,6 @@ fills when it inserts). Rounds are forced with `stop_when_unchanged=False`. Sour
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -26,7 +25,7 @@ import tempfile
 import torch
 
 from modeling_deer import DeerConfig, DeerForConditionalGeneration
-from training.timing import interleaved_medians
+from training.timing import interleaved_medians, peak_rss_mb, reset_peak_rss
 
 
 SHAPES = {
@@ -62,21 +61,6 @@ def sources_batch() -> torch.Tensor:
     sources = torch.randint(1000, 30000, (32, SOURCE_LENGTH), generator=generator)
     sources[:, 0], sources[:, -1] = 101, 102
     return sources
-
-
-def reset_peak_rss():
-    """Linux keeps a process's peak RSS across fork and exec (getrusage(2)), so a child started by a large parent
-    would report the parent's peak: reset this process's high-water mark first."""
-    with open("/proc/self/clear_refs", "w") as handle:
-        handle.write("5")
-
-
-def peak_rss_mb() -> float:
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def peak_memory(checkpoint: str) -> dict:

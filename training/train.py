@@ -20,6 +20,7 @@ generation reports BLEU, chrF and ROUGE-L against references normalised as train
 
 import logging
 import os
+import shlex
 import sys
 import time
 from dataclasses import dataclass, field
@@ -59,6 +60,9 @@ class ModelArguments:
         "help": "Learning rate of the pruning scores (default: --learning_rate)."})
     max_train_minutes: float | None = field(default=None, metadata={
         "help": "Stop training after this many minutes of wall time (then save as usual), whatever --max_steps says."})
+    random_init: bool = field(default=False, metadata={
+        "help": "Ablation: the same shape, special tokens and tokenizer as the converted MLM, but every weight drawn "
+                "afresh (seeded by --seed): what the pretrained MLM is worth."})
     trim_vocabulary: bool = field(default=False, metadata={
         "help": "Shrink the embeddings and LM head to the tokens of the training data (sources and targets): a "
                 "faster model that can only write those tokens. The tokenizer is unchanged."})
@@ -160,6 +164,13 @@ class DeerTrainer(Seq2SeqTrainer):
         return loss, generated, inputs.get("labels")
 
 
+def save_command(output_dir: str, module: str, argv: list[str] | None):
+    """The command that made a run, as `run_command.txt` in its output directory (the benchmark reports it)."""
+    argv = sys.argv[1:] if argv is None else argv
+    with open(os.path.join(output_dir, "run_command.txt"), "w") as handle:
+        handle.write(f"python -m {module} {shlex.join(argv)}\n")
+
+
 # -- data ---------------------------------------------------------------------------------------------------------------
 
 
@@ -228,6 +239,9 @@ def load_model(model_args: ModelArguments) -> DeerForConditionalGeneration:
         model.config._check_values()
     else:
         model = DeerForConditionalGeneration.from_mlm(model_args.model_name_or_path, **overrides)
+    if model_args.random_init:
+        model = DeerForConditionalGeneration(model.config)  # post_init draws every weight afresh
+        logger.info("random_init: every weight is drawn afresh (the MLM gives only the shape and the specials)")
     # Scores that no level uses get no gradient: freeze them (several processes require every trained parameter
     # to take part in each step).
     for scores in model.pruning_scores():
@@ -309,6 +323,8 @@ def main(argv=None):
         trainer.log_metrics("train", result.metrics)
         trainer.save_metrics("train", result.metrics)
         trainer.save_state()
+        if trainer.is_world_process_zero():
+            save_command(training_args.output_dir, "training.train", argv)
     if training_args.do_eval:
         metrics = trainer.evaluate(metric_key_prefix="eval")
         trainer.log_metrics("eval", metrics)

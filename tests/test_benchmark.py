@@ -1,0 +1,132 @@
+"""The trade-off pieces: the autoregressive reference (training.train_ar), the random-init ablation, the short-pair
+data filter and the benchmark grid (JSON rows, markdown, plot)."""
+
+import json
+import os
+
+import pytest
+import torch
+from transformers import AutoTokenizer, EncoderDecoderModel
+
+from modeling_deer import DeerForConditionalGeneration
+from training.benchmark import main as benchmark_main
+from training.benchmark import non_embedding_parameters
+from training.prepare_data import fitting_pairs, prepare
+from training.train import main as train_main
+from training.train_ar import main as train_ar_main
+
+from conftest import FIXTURES
+from test_training_scripts import TRAIN_FILE, run_args
+
+
+@pytest.fixture(scope="module")
+def trained_pair(tmp_path_factory, tiny_bert_path):
+    """A DEER run (with pruning levels) and a BERT2BERT run of the same steps on the same data: 3 steps each."""
+    root = tmp_path_factory.mktemp("runs")
+    common = ("--do_train", "--max_steps", "3", "--save_strategy", "no")
+    train_main(run_args(root / "deer", tiny_bert_path, *common, "--sparsity_levels", "0", "0.5"))
+    train_ar_main(run_args(root / "ar", tiny_bert_path, *common))
+    # Three steps leave the insertion head untrained: make it insert at most two per slot, so decoding stays quick.
+    deer = DeerForConditionalGeneration.from_pretrained(root / "deer")
+    with torch.no_grad():
+        deer.insertion_head.bias[3:] = -1e4
+    deer.save_pretrained(root / "deer")
+    return root
+
+
+def test_ar_reference_is_warm_started_from_the_mlm_and_writes_its_command(trained_pair, tiny_bert_path):
+    model = EncoderDecoderModel.from_pretrained(trained_pair / "ar")
+    tokenizer = AutoTokenizer.from_pretrained(trained_pair / "ar")
+    assert model.config.decoder_start_token_id == tokenizer.cls_token_id
+    assert model.generation_config.eos_token_id == tokenizer.sep_token_id
+    assert model.config.decoder.add_cross_attention and model.config.decoder.is_decoder
+    assert json.loads((trained_pair / "ar" / "trainer_state.json").read_text())["global_step"] == 3
+    command = (trained_pair / "ar" / "run_command.txt").read_text()
+    assert command.startswith("python -m training.train_ar ") and "--max_steps 3" in command
+    # Greedy decoding starts from [CLS] and stops at [SEP] or the trained length.
+    batch = tokenizer(["Im Anfang war das Wort."], return_tensors="pt")
+    ids = model.generate(**batch, do_sample=False, num_beams=1)
+    assert ids[0, 0] == tokenizer.cls_token_id and ids.shape[1] <= model.generation_config.max_length
+
+
+def test_ar_labels_drop_the_leading_bos(tmp_path, tiny_bert_path):
+    trainer = train_ar_main(run_args(tmp_path, tiny_bert_path, "--do_train", "--max_steps", "1",
+                                     "--save_strategy", "no"))
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert_path)
+    first = trainer.train_dataset[0]["labels"]
+    assert first[0] != tokenizer.cls_token_id and first[-1] == tokenizer.sep_token_id
+
+
+def test_random_init_ablation_keeps_the_shape_but_not_the_weights(tmp_path, tiny_bert_path):
+    train_main(run_args(tmp_path, tiny_bert_path, "--do_train", "--max_steps", "1", "--save_strategy", "no",
+                        "--random_init", "--learning_rate", "1e-9"))
+    ablated = DeerForConditionalGeneration.from_pretrained(tmp_path)
+    converted = DeerForConditionalGeneration.from_mlm(tiny_bert_path)
+    assert non_embedding_parameters(ablated) == non_embedding_parameters(converted)
+    assert ablated.config.bos_token_id == converted.config.bos_token_id
+    for (name, mine), (_, theirs) in zip(ablated.named_parameters(), converted.named_parameters()):
+        if mine.numel() > 1000:  # every real weight matrix differs (tiny biases may both be zero)
+            assert not torch.allclose(mine, theirs), name
+
+
+def test_short_pair_filter_counts_tokens_with_specials(tmp_path, tiny_bert_path):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert_path)
+    pairs = [{"source": "a b c", "target": "d e"}, {"source": "a " * 40, "target": "d"}]
+    assert fitting_pairs(tokenizer, pairs, 5) == pairs[:1]  # [CLS] a b c [SEP]
+    assert fitting_pairs(tokenizer, pairs, 4) == []
+    sizes = prepare("bible-de-en", str(tmp_path), max_length=16, tokenizer=tokenizer)
+    assert 0 < sizes["test"] < 879
+    with open(tmp_path / "test.jsonl", encoding="utf-8") as handle:
+        rows = [json.loads(line) for line in handle]
+    assert all(len(tokenizer(row["source"]).input_ids) <= 16 for row in rows)
+
+
+def test_benchmark_writes_the_grid_table_and_plot(trained_pair, tmp_path):
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    with open(os.path.join(FIXTURES, "bible-de-en.test.jsonl"), encoding="utf-8") as handle:
+        (data_dir / "test.jsonl").write_text(handle.read(), encoding="utf-8")
+    output = tmp_path / "results" / "bible-de-en-tiny.json"
+    benchmark_main(["--task", "bible-de-en", "--data_dir", str(data_dir), "--deer", str(trained_pair / "deer"),
+                    "--ar", str(trained_pair / "ar"), "--deer_random", str(trained_pair / "deer"),
+                    "--iterations", "0", "2", "--sparsities", "0", "0.5", "--repeats", "1", "--b1_sentences", "2",
+                    "--threads", "1", "--max_eval_samples", "32", "--output", str(output)])
+    report = json.loads(output.read_text())
+    rows = report["rows"]
+    assert len(rows) == 2 * 2 * 2 + 1
+    assert [row["system"] for row in rows].count("ar") == 1
+    for row in rows:
+        for key in ("system", "iterations", "sparsity", "bleu", "chrf", "latency_ms_b1", "latency_ms_b32",
+                    "peak_rss_mb", "params_nonembedding"):
+            assert key in row, key
+        assert row["latency_ms_b1"] > 0 and row["latency_ms_b32"] > 0 and row["peak_rss_mb"] > 50
+    deer = {(row["init"], row["sparsity"], row["iterations"]): row for row in rows if row["system"] == "deer"}
+    assert deer[("pretrained", 0.5, 0)]["params_nonembedding"] < deer[("pretrained", 0.0, 0)]["params_nonembedding"]
+    ar = next(row for row in rows if row["system"] == "ar")
+    assert ar["params_nonembedding"] > deer[("pretrained", 0.0, 0)]["params_nonembedding"]  # encoder + decoder
+    assert report["training_steps"] == {"deer": 3, "deer_random": 3, "ar": 3}
+    assert report["runs"]["ar"]["command"].startswith("python -m training.train_ar")
+    assert report["hardware"]["threads"] == 1 and report["test_pairs"] == 32
+    table = (tmp_path / "results" / "bible-de-en-tiny.md").read_text()
+    assert table.count("\n") == 2 + len(rows) and "AR (BERT2BERT, greedy)" in table
+    assert (tmp_path / "results" / "bible-de-en-tiny.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_benchmark_refuses_bad_settings(trained_pair, tmp_path, capsys):
+    base = ["--task", "bible-de-en", "--data_dir", str(tmp_path), "--deer", str(trained_pair / "deer"),
+            "--ar", str(trained_pair / "ar"), "--output", str(tmp_path / "x.json")]
+    for extra, message in ((["--sparsities", "1.0"], "sparsities"), (["--iterations", "-1"], "iterations"),
+                           (["--repeats", "0"], "at least 1")):
+        with pytest.raises(SystemExit):
+            benchmark_main(base + extra)
+        assert message in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        benchmark_main(base[:2])
+    assert "required" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        benchmark_main(["--task", "bible-de-en", "--data_dir", str(tmp_path), "--deer", str(tmp_path / "missing"),
+                        "--ar", str(trained_pair / "ar"), "--output", str(tmp_path / "x.json")])
+    assert "not a checkpoint directory" in capsys.readouterr().err
+    (tmp_path / "test.jsonl").write_text('{"source": "a", "target": "b"}\n')
+    with pytest.raises(SystemExit, match="needs 32"):
+        benchmark_main(base)

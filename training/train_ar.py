@@ -1,0 +1,149 @@
+"""The autoregressive reference: a BERT2BERT `EncoderDecoderModel` warm-started from the same masked LM as DEER,
+fine-tuned on the same data with `Seq2SeqTrainer`; it decodes greedily with its KV cache.
+
+    python -m training.train_ar \
+        --model_name_or_path PATH            # the BERT-family MLM the DEER run started from
+        --train_file train.jsonl --validation_file validation.jsonl \
+        --output_dir runs/ar --max_steps 1000 --per_device_train_batch_size 16 --do_train
+
+It takes the same data flags as `training.train` (and every `Seq2SeqTrainingArguments` flag), so the two runs can be
+given identical steps, batch size, learning rate and data. The encoder and the decoder both start from the MLM
+(the decoder's cross-attention is new, randomly initialised); the decoder's LM head is the MLM's. The decoder starts
+from the tokenizer's bos ([CLS] / <s>) and learns to end with its eos ([SEP] / </s>).
+"""
+
+import logging
+import os
+import sys
+import warnings
+from dataclasses import dataclass, field
+
+import torch
+import transformers
+from transformers import (
+    AutoTokenizer,
+    DataCollatorForSeq2Seq,
+    EncoderDecoderModel,
+    HfArgumentParser,
+    Seq2SeqTrainer,
+    Seq2SeqTrainingArguments,
+)
+
+from training.metrics import score
+from training.train import DataArguments, TimeLimitCallback, load_split, save_command, tokenize_split
+
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ARModelArguments:
+    model_name_or_path: str = field(metadata={"help": "A BERT-family masked LM (directory or Hub id), the encoder "
+                                                      "and the decoder both start from it; or an EncoderDecoderModel "
+                                                      "checkpoint to go on training."})
+    tokenizer_name: str | None = field(default=None, metadata={"help": "Defaults to model_name_or_path."})
+    max_train_minutes: float | None = field(default=None, metadata={
+        "help": "Stop training after this many minutes of wall time (then save as usual), whatever --max_steps says."})
+
+
+def special_ids(tokenizer) -> tuple[int, int, int]:
+    """(bos, eos, pad) of a BERT-family tokenizer: [CLS]/[SEP]/[PAD] or <s>/</s>/<pad>."""
+    bos = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
+    eos = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
+    if bos is None or eos is None or tokenizer.pad_token_id is None:
+        raise ValueError(f"tokenizer {tokenizer.name_or_path} needs cls/bos, sep/eos and pad tokens.")
+    return bos, eos, tokenizer.pad_token_id
+
+
+def load_model(model_args: ARModelArguments, tokenizer, max_target_length: int) -> EncoderDecoderModel:
+    path = model_args.model_name_or_path
+    if transformers.AutoConfig.from_pretrained(path).model_type == "encoder-decoder":
+        return EncoderDecoderModel.from_pretrained(path)
+    model = EncoderDecoderModel.from_encoder_decoder_pretrained(path, path)
+    bos, eos, pad = special_ids(tokenizer)
+    for config in (model.config, model.generation_config):
+        config.decoder_start_token_id, config.eos_token_id, config.pad_token_id = bos, eos, pad
+    model.config.vocab_size = model.config.decoder.vocab_size
+    model.generation_config.max_length = max_target_length
+    model.generation_config.num_beams = 1
+    model.generation_config.do_sample = False
+    return model
+
+
+def drop_bos(dataset):
+    """Labels [bos w1 .. wn eos] -> [w1 .. wn eos]: the model shifts them right behind decoder_start (= bos)."""
+    return dataset.map(lambda row: {"labels": row["labels"][1:]}, desc="labels")
+
+
+def main(argv=None):
+    parser = HfArgumentParser((ARModelArguments, DataArguments, Seq2SeqTrainingArguments))
+    if argv is None and len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
+        model_args, data_args, training_args = parser.parse_json_file(os.path.abspath(sys.argv[1]))
+    else:
+        model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO,
+                        handlers=[logging.StreamHandler(sys.stdout)])
+    transformers.utils.logging.set_verbosity_error()  # the new cross-attention weights are expected, not news
+    # EncoderDecoderModel warns on every step with labels that its loss moved out of the decoder in v4.12.
+    warnings.filterwarnings("ignore", message="Version v4.12.0 introduces", category=FutureWarning)
+    if training_args.do_train and not data_args.train_file:
+        raise SystemExit("error: --do_train needs --train_file")
+    if training_args.do_eval and not data_args.validation_file:
+        raise SystemExit("error: --do_eval needs --validation_file")
+    transformers.set_seed(training_args.seed)
+    logger.info(f"world size {training_args.world_size}, process {training_args.process_index}")
+
+    tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path)
+    model = load_model(model_args, tokenizer, data_args.max_target_length)
+    limit = model.config.encoder.max_position_embeddings
+    if max(data_args.max_source_length, data_args.max_target_length) > limit:
+        raise SystemExit(f"error: --max_source_length/--max_target_length must be at most {limit} for this model")
+    if training_args.generation_max_length is None:
+        training_args.generation_max_length = data_args.max_target_length
+
+    with training_args.main_process_first(desc="loading and tokenizing"):
+        train_dataset = eval_dataset = None
+        if training_args.do_train:
+            train_dataset = drop_bos(tokenize_split(load_split(data_args.train_file, data_args.source_column,
+                                                               data_args.target_column, data_args.max_train_samples),
+                                                    tokenizer, data_args))
+        if training_args.do_eval:
+            eval_dataset = drop_bos(tokenize_split(load_split(data_args.validation_file, data_args.source_column,
+                                                              data_args.target_column, data_args.max_eval_samples),
+                                                   tokenizer, data_args))
+
+    def compute_metrics(evaluation):
+        predictions = torch.as_tensor(evaluation.predictions)
+        labels = torch.as_tensor(evaluation.label_ids)
+        predictions = predictions.masked_fill(predictions < 0, tokenizer.pad_token_id)
+        labels = labels.masked_fill(labels < 0, tokenizer.pad_token_id)
+        return score(tokenizer.batch_decode(predictions, skip_special_tokens=True),
+                     tokenizer.batch_decode(labels, skip_special_tokens=True))
+
+    trainer = Seq2SeqTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=tokenizer,
+        data_collator=DataCollatorForSeq2Seq(tokenizer, model=None, label_pad_token_id=-100),
+        compute_metrics=compute_metrics if training_args.predict_with_generate else None,
+        callbacks=[TimeLimitCallback(model_args.max_train_minutes)] if model_args.max_train_minutes is not None else [],
+    )
+    if training_args.do_train:
+        result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+        trainer.save_model()
+        trainer.log_metrics("train", result.metrics)
+        trainer.save_metrics("train", result.metrics)
+        trainer.save_state()
+        if trainer.is_world_process_zero():
+            save_command(training_args.output_dir, "training.train_ar", argv)
+    if training_args.do_eval:
+        metrics = trainer.evaluate(metric_key_prefix="eval")
+        trainer.log_metrics("eval", metrics)
+        trainer.save_metrics("eval", metrics)
+    return trainer
+
+
+if __name__ == "__main__":
+    main()
