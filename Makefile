@@ -45,21 +45,24 @@ test-slow: venv
 	$(OFFLINE) $(PY) -m pytest -q -m slow
 
 # The README's trade-off results for one task (TASK=bible-de-en or bible-kjv-bbe): as the demo, for STEPS steps on
-# one thread each (two tasks can train side by side), plus the ablation: the same DEER run from random weights. Then
-# the grid, on a quiet machine, with the random-init rows.
+# one thread each (two tasks can train side by side), plus the ablation: the same DEER run from random weights. DEER
+# trains with its vocabulary trimmed to the training data's tokens (the AR model keeps the full vocabulary). Logs go
+# to runs/$(TASK)/*.log. Then the grid, on a quiet machine, with the random-init rows.
 TASK ?= bible-de-en
-STEPS ?= 800
-RUN_FLAGS = --train_file data/$(TASK)-32/train.jsonl --max_steps $(STEPS) --warmup_steps 80 --disable_tqdm true \
-	$(TRAIN_FLAGS)
+STEPS ?= 3000
+RUN_FLAGS = --train_file data/$(TASK)-32/train.jsonl --max_steps $(STEPS) --warmup_steps $$(($(STEPS) / 10)) \
+	--disable_tqdm true $(TRAIN_FLAGS)
+DEER_FLAGS = --sparsity_levels 0 0.25 0.5 0.75 --score_learning_rate 1e-2 --trim_vocabulary
 
 real-runs: venv
+	mkdir -p runs/$(TASK)
 	$(OFFLINE) $(PY) -m training.prepare_data --task $(TASK) --output_dir data/$(TASK)-32 --max_length 32
 	$(OFFLINE) OMP_NUM_THREADS=1 $(PY) -m training.train --model_name_or_path $(TINY_BERT) \
-		--output_dir runs/$(TASK)/deer --sparsity_levels 0 0.25 0.5 0.75 $(RUN_FLAGS)
+		--output_dir runs/$(TASK)/deer $(DEER_FLAGS) $(RUN_FLAGS) > runs/$(TASK)/deer.log 2>&1
 	$(OFFLINE) OMP_NUM_THREADS=1 $(PY) -m training.train --model_name_or_path $(TINY_BERT) --random_init \
-		--output_dir runs/$(TASK)/deer-random --sparsity_levels 0 0.25 0.5 0.75 $(RUN_FLAGS)
+		--output_dir runs/$(TASK)/deer-random $(DEER_FLAGS) $(RUN_FLAGS) > runs/$(TASK)/deer-random.log 2>&1
 	$(OFFLINE) OMP_NUM_THREADS=1 $(PY) -m training.train_ar --model_name_or_path $(TINY_BERT) \
-		--output_dir runs/$(TASK)/ar $(RUN_FLAGS)
+		--output_dir runs/$(TASK)/ar $(RUN_FLAGS) > runs/$(TASK)/ar.log 2>&1
 
 real-bench: venv
 	$(OFFLINE) $(PY) -m training.benchmark --task $(TASK) --data_dir data/$(TASK)-32 --deer runs/$(TASK)/deer \

@@ -195,6 +195,78 @@ def save_command(output_dir: str, module: str, argv: list[str] | None):
         handle.write(f"python -m {module} {shlex.join(argv)}\n")
 
 
+# -- what the DEER and the autoregressive scripts share -----------------------------------------------------------------
+
+
+def parse_arguments(dataclass_types: tuple, argv: list[str] | None):
+    """Command-line flags (or one .json file of them) into the dataclasses; logging set up; the data flags checked.
+    Among the dataclasses must be DataArguments and Seq2SeqTrainingArguments."""
+    parser = HfArgumentParser(dataclass_types)
+    if argv is None and len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
+        parsed = parser.parse_json_file(os.path.abspath(sys.argv[1]))
+    else:
+        parsed = parser.parse_args_into_dataclasses(args=argv)
+    data_args = next(args for args in parsed if isinstance(args, DataArguments))
+    training_args = next(args for args in parsed if isinstance(args, Seq2SeqTrainingArguments))
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO,
+                        handlers=[logging.StreamHandler(sys.stdout)])
+    if training_args.do_train and not data_args.train_file:
+        raise SystemExit("error: --do_train needs --train_file")
+    if training_args.do_eval and not data_args.validation_file:
+        raise SystemExit("error: --do_eval needs --validation_file")
+    transformers.set_seed(training_args.seed)
+    logger.info(f"world size {training_args.world_size}, process {training_args.process_index}")
+    return parsed
+
+
+def load_datasets(data_args: DataArguments, training_args, tokenizer, transform=None):
+    """The tokenized train and validation splits that the flags ask for (None where not asked); `transform`, if
+    given, maps each."""
+    transform = transform or (lambda dataset: dataset)
+    splits = []
+    with training_args.main_process_first(desc="loading and tokenizing"):
+        for wanted, path, max_samples in ((training_args.do_train, data_args.train_file, data_args.max_train_samples),
+                                          (training_args.do_eval, data_args.validation_file,
+                                           data_args.max_eval_samples)):
+            splits.append(transform(tokenize_split(load_split(path, data_args.source_column, data_args.target_column,
+                                                              max_samples), tokenizer, data_args))
+                          if wanted else None)
+    return splits
+
+
+def generation_metrics(tokenizer):
+    """`compute_metrics` for evaluation by generation: BLEU, chrF and ROUGE-L of the decoded predictions against the
+    decoded label ids (decoding them writes each reference the way the tokenizer writes it: the normalisation)."""
+
+    def compute_metrics(evaluation):
+        predictions, labels = torch.as_tensor(evaluation.predictions), torch.as_tensor(evaluation.label_ids)
+        predictions = predictions.masked_fill(predictions < 0, tokenizer.pad_token_id)
+        labels = labels.masked_fill(labels < 0, tokenizer.pad_token_id)
+        return score(tokenizer.batch_decode(predictions, skip_special_tokens=True),
+                     tokenizer.batch_decode(labels, skip_special_tokens=True))
+
+    return compute_metrics
+
+
+def train_and_evaluate(trainer, training_args, module: str, argv: list[str] | None) -> dict | None:
+    """Train (resuming if asked), save the model, metrics, state and the command; then evaluate if asked. Returns
+    the evaluation metrics."""
+    if training_args.do_train:
+        result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+        trainer.save_model()
+        trainer.log_metrics("train", result.metrics)
+        trainer.save_metrics("train", result.metrics)
+        trainer.save_state()
+        if trainer.is_world_process_zero():
+            save_command(training_args.output_dir, module, argv)
+    metrics = None
+    if training_args.do_eval:
+        metrics = trainer.evaluate(metric_key_prefix="eval")
+        trainer.log_metrics("eval", metrics)
+        trainer.save_metrics("eval", metrics)
+    return metrics
+
+
 # -- data ---------------------------------------------------------------------------------------------------------------
 
 
@@ -274,22 +346,11 @@ def load_model(model_args: ModelArguments) -> DeerForConditionalGeneration:
 
 
 def main(argv=None):
-    parser = HfArgumentParser((ModelArguments, DataArguments, CardArguments, Seq2SeqTrainingArguments))
-    if argv is None and len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
-        model_args, data_args, card_args, training_args = parser.parse_json_file(os.path.abspath(sys.argv[1]))
-    else:
-        model_args, data_args, card_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    model_args, data_args, card_args, training_args = parse_arguments(
+        (ModelArguments, DataArguments, CardArguments, Seq2SeqTrainingArguments), argv)
     # --push_to_hub pushes once, at the end, with the tokenizer and a model card (not the Trainer's checkpoints).
     push, training_args.push_to_hub = training_args.push_to_hub, False
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO,
-                        handlers=[logging.StreamHandler(sys.stdout)])
     transformers.utils.logging.set_verbosity_warning()
-    if training_args.do_train and not data_args.train_file:
-        raise SystemExit("error: --do_train needs --train_file")
-    if training_args.do_eval and not data_args.validation_file:
-        raise SystemExit("error: --do_eval needs --validation_file")
-    transformers.set_seed(training_args.seed)
-    logger.info(f"world size {training_args.world_size}, process {training_args.process_index}")
 
     tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path)
     model = load_model(model_args)
@@ -297,16 +358,7 @@ def main(argv=None):
     if max(data_args.max_source_length, data_args.max_target_length) > limit:
         raise SystemExit(f"error: --max_source_length/--max_target_length must be at most {limit} for this model")
 
-    with training_args.main_process_first(desc="loading and tokenizing"):
-        train_dataset = eval_dataset = None
-        if training_args.do_train:
-            train_dataset = tokenize_split(load_split(data_args.train_file, data_args.source_column,
-                                                      data_args.target_column, data_args.max_train_samples),
-                                           tokenizer, data_args)
-        if training_args.do_eval:
-            eval_dataset = tokenize_split(load_split(data_args.validation_file, data_args.source_column,
-                                                     data_args.target_column, data_args.max_eval_samples),
-                                          tokenizer, data_args)
+    train_dataset, eval_dataset = load_datasets(data_args, training_args, tokenizer)
 
     if model_args.trim_vocabulary:
         if train_dataset is None:
@@ -321,14 +373,6 @@ def main(argv=None):
         model.trim_vocabulary(sorted(used))
         logger.info(f"vocabulary trimmed to the training data's tokens: {before} -> {model.config.embedding_rows}")
 
-    def compute_metrics(evaluation):
-        predictions, labels = evaluation.predictions, evaluation.label_ids
-        predictions = torch.as_tensor(predictions).masked_fill(torch.as_tensor(predictions) < 0, tokenizer.pad_token_id)
-        labels = torch.as_tensor(labels).masked_fill(torch.as_tensor(labels) < 0, tokenizer.pad_token_id)
-        # Decoding the label ids writes each reference the way the model's tokenizer writes it (the normalisation).
-        return score(tokenizer.batch_decode(predictions, skip_special_tokens=True),
-                     tokenizer.batch_decode(labels, skip_special_tokens=True))
-
     trainer = DeerTrainer(
         model=model,
         args=training_args,
@@ -336,26 +380,14 @@ def main(argv=None):
         eval_dataset=eval_dataset,
         processing_class=tokenizer,
         data_collator=DeerDataCollator(tokenizer.pad_token_id),
-        compute_metrics=compute_metrics if training_args.predict_with_generate else None,
+        compute_metrics=generation_metrics(tokenizer) if training_args.predict_with_generate else None,
         callbacks=[GlancingScheduleCallback(model_args.glancing_start, model_args.glancing_end)]
         + ([TimeLimitCallback(model_args.max_train_minutes)] if model_args.max_train_minutes is not None else []),
         score_learning_rate=model_args.score_learning_rate,
         generation_max_iterations=data_args.generation_max_iterations,
     )
 
-    if training_args.do_train:
-        result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-        trainer.save_model()
-        trainer.log_metrics("train", result.metrics)
-        trainer.save_metrics("train", result.metrics)
-        trainer.save_state()
-        if trainer.is_world_process_zero():
-            save_command(training_args.output_dir, "training.train", argv)
-    metrics = None
-    if training_args.do_eval:
-        metrics = trainer.evaluate(metric_key_prefix="eval")
-        trainer.log_metrics("eval", metrics)
-        trainer.save_metrics("eval", metrics)
+    metrics = train_and_evaluate(trainer, training_args, "training.train", argv)
     if push and trainer.is_world_process_zero():
         push_run(model, tokenizer, training_args, card_args, metrics)
     return trainer

@@ -12,28 +12,27 @@ given identical steps, batch size, learning rate and data. The encoder and the d
 from the tokenizer's bos ([CLS] / <s>) and learns to end with its eos ([SEP] / </s>).
 """
 
-import logging
-import os
-import sys
 import warnings
 from dataclasses import dataclass, field
 
-import torch
 import transformers
 from transformers import (
     AutoTokenizer,
     DataCollatorForSeq2Seq,
     EncoderDecoderModel,
-    HfArgumentParser,
     Seq2SeqTrainer,
     Seq2SeqTrainingArguments,
 )
 
-from training.metrics import score
-from training.train import DataArguments, TimeLimitCallback, load_split, save_command, tokenize_split
+from training.train import (
+    DataArguments,
+    TimeLimitCallback,
+    generation_metrics,
+    load_datasets,
+    parse_arguments,
+    train_and_evaluate,
+)
 
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -76,22 +75,11 @@ def drop_bos(dataset):
 
 
 def main(argv=None):
-    parser = HfArgumentParser((ARModelArguments, DataArguments, Seq2SeqTrainingArguments))
-    if argv is None and len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
-        model_args, data_args, training_args = parser.parse_json_file(os.path.abspath(sys.argv[1]))
-    else:
-        model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO,
-                        handlers=[logging.StreamHandler(sys.stdout)])
+    model_args, data_args, training_args = parse_arguments(
+        (ARModelArguments, DataArguments, Seq2SeqTrainingArguments), argv)
     transformers.utils.logging.set_verbosity_error()  # the new cross-attention weights are expected, not news
     # EncoderDecoderModel warns on every step with labels that its loss moved out of the decoder in v4.12.
     warnings.filterwarnings("ignore", message="Version v4.12.0 introduces", category=FutureWarning)
-    if training_args.do_train and not data_args.train_file:
-        raise SystemExit("error: --do_train needs --train_file")
-    if training_args.do_eval and not data_args.validation_file:
-        raise SystemExit("error: --do_eval needs --validation_file")
-    transformers.set_seed(training_args.seed)
-    logger.info(f"world size {training_args.world_size}, process {training_args.process_index}")
 
     tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path)
     model = load_model(model_args, tokenizer, data_args.max_target_length)
@@ -101,24 +89,7 @@ def main(argv=None):
     if training_args.generation_max_length is None:
         training_args.generation_max_length = data_args.max_target_length
 
-    with training_args.main_process_first(desc="loading and tokenizing"):
-        train_dataset = eval_dataset = None
-        if training_args.do_train:
-            train_dataset = drop_bos(tokenize_split(load_split(data_args.train_file, data_args.source_column,
-                                                               data_args.target_column, data_args.max_train_samples),
-                                                    tokenizer, data_args))
-        if training_args.do_eval:
-            eval_dataset = drop_bos(tokenize_split(load_split(data_args.validation_file, data_args.source_column,
-                                                              data_args.target_column, data_args.max_eval_samples),
-                                                   tokenizer, data_args))
-
-    def compute_metrics(evaluation):
-        predictions = torch.as_tensor(evaluation.predictions)
-        labels = torch.as_tensor(evaluation.label_ids)
-        predictions = predictions.masked_fill(predictions < 0, tokenizer.pad_token_id)
-        labels = labels.masked_fill(labels < 0, tokenizer.pad_token_id)
-        return score(tokenizer.batch_decode(predictions, skip_special_tokens=True),
-                     tokenizer.batch_decode(labels, skip_special_tokens=True))
+    train_dataset, eval_dataset = load_datasets(data_args, training_args, tokenizer, transform=drop_bos)
 
     trainer = Seq2SeqTrainer(
         model=model,
@@ -127,21 +98,10 @@ def main(argv=None):
         eval_dataset=eval_dataset,
         processing_class=tokenizer,
         data_collator=DataCollatorForSeq2Seq(tokenizer, model=None, label_pad_token_id=-100),
-        compute_metrics=compute_metrics if training_args.predict_with_generate else None,
+        compute_metrics=generation_metrics(tokenizer) if training_args.predict_with_generate else None,
         callbacks=[TimeLimitCallback(model_args.max_train_minutes)] if model_args.max_train_minutes is not None else [],
     )
-    if training_args.do_train:
-        result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-        trainer.save_model()
-        trainer.log_metrics("train", result.metrics)
-        trainer.save_metrics("train", result.metrics)
-        trainer.save_state()
-        if trainer.is_world_process_zero():
-            save_command(training_args.output_dir, "training.train_ar", argv)
-    if training_args.do_eval:
-        metrics = trainer.evaluate(metric_key_prefix="eval")
-        trainer.log_metrics("eval", metrics)
-        trainer.save_metrics("eval", metrics)
+    train_and_evaluate(trainer, training_args, "training.train_ar", argv)
     return trainer
 
 
