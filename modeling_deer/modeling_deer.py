@@ -445,6 +445,18 @@ class DeerForConditionalGeneration(DeerPreTrainedModel):
     def target_pass(self, target_ids: torch.Tensor, encoder_output: DeerEncoderOutput) -> torch.Tensor:
         return self.model.target_pass(target_ids, encoder_output)
 
+    def compile_passes(self, **compile_kwargs) -> "DeerForConditionalGeneration":
+        """Compile the two backbone passes that every decoding round and training step runs (`encode` and
+        `target_pass`) with `torch.compile`, in place; `compile_kwargs` go to it (default `dynamic=True`: lengths
+        change every round). The first calls at new shapes compile (tens of seconds on a CPU); the outputs equal the
+        eager ones up to float rounding. Mostly worth it on a GPU, where it removes per-operation launch costs.
+        Returns the model."""
+        compile_kwargs.setdefault("dynamic", True)
+        # Instance attributes shadow the methods, so every caller (generate, forward) takes the compiled versions.
+        self.model.encode = torch.compile(DeerModel.encode.__get__(self.model), **compile_kwargs)
+        self.model.target_pass = torch.compile(DeerModel.target_pass.__get__(self.model), **compile_kwargs)
+        return self
+
     # -- input checks ---------------------------------------------------------------------------------------------
 
     def _check_source(self, input_ids, attention_mask) -> torch.Tensor:
