@@ -144,16 +144,22 @@ print("package load ok")
 """
 
 
-@pytest.mark.parametrize("pruned", [False, True], ids=["unpruned", "pruned"])
-def test_push_then_load_without_the_package_gives_identical_generations(hub, real_model_dir, pruned, tiny_bert_path):
+TRIM = "model.trim_vocabulary(range(1000, 9000))"
+
+
+@pytest.mark.parametrize("pruned, trimmed", [(False, False), (True, False), (True, True)],
+                         ids=["unpruned", "pruned", "pruned-trimmed"])
+def test_push_then_load_without_the_package_gives_identical_generations(hub, real_model_dir, pruned, trimmed,
+                                                                        tiny_bert_path):
     from transformers import AutoTokenizer
 
     tmp = real_model_dir
-    repo = f"me/deer-{'pruned' if pruned else 'full'}"
+    repo = f"me/deer-{'pruned' if pruned else 'full'}{'-trimmed' if trimmed else ''}"
     paths = dict(model=str(tmp / "model"), inputs=str(tmp / "inputs.pt"), expected=str(tmp / "expected.pt"),
                  generated=str(tmp / "generated.pt"), repo=repo)
     env = hub_env(hub.url, tmp / "hf")
-    pushed = run_python(PUSH.format(prepare="model.prune_to(0.5)" if pruned else "", **paths), env, REPOSITORY)
+    prepare = "\n".join([TRIM] * trimmed + ["model.prune_to(0.5)"] * pruned)
+    pushed = run_python(PUSH.format(prepare=prepare, **paths), env, REPOSITORY)
     assert pushed.returncode == 0, pushed.stderr[-3000:]
 
     files = hub.files(repo)
@@ -172,6 +178,9 @@ def test_push_then_load_without_the_package_gives_identical_generations(hub, rea
     assert loaded.returncode == 0, loaded.stderr[-3000:]
     assert torch.equal(torch.load(tmp / "generated.pt"), torch.load(tmp / "expected.pt"))
     reference = DeerForConditionalGeneration.from_pretrained(tmp / "model")
+    if trimmed:
+        exec(TRIM, {"model": reference})
+        assert config["vocabulary_ids"] == reference.config.vocabulary_ids and len(config["vocabulary_ids"]) < 9000
     if pruned:
         reference.prune_to(0.5)
         assert config["pruned_sparsity"] == 0.5 and config["layer_num_heads"] == reference.config.layer_num_heads
