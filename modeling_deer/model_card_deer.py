@@ -14,10 +14,13 @@ METRIC_NAMES = {"bleu": "BLEU", "chrf": "chrF", "rougeL": "ROUGE-L"}
 TASK_TYPES = {"bible-de-en": "translation", "bible-kjv-bbe": "text2text-generation"}
 
 
+RUN_LABELS = {"deer": "DEER", "deer_random": "DEER (random init)", "deer_distilled": "DEER (distilled data)",
+              "ar": "AR (BERT2BERT, greedy)"}
+
+
 def system_label(row: dict) -> str:
-    if row["system"] == "ar":
-        return "AR (BERT2BERT, greedy)"
-    return "DEER" + (" (random init)" if row.get("init") == "random" else "")
+    """A benchmark row's system as the tables and plots name it (its `run`: deer, deer_random, ...)."""
+    return RUN_LABELS.get(row.get("run"), "AR (BERT2BERT, greedy)" if row["system"] == "ar" else "DEER")
 
 
 def results_table(rows: list[dict], metrics: list[str] | tuple[str, ...]) -> str:
@@ -38,12 +41,13 @@ def results_table(rows: list[dict], metrics: list[str] | tuple[str, ...]) -> str
     return "\n".join(lines)
 
 
-def _eval_results(report: dict) -> list[EvalResult]:
-    """One model-index entry per (metric, iterations, sparsity) of the DEER model itself (not the ablation or AR)."""
+def _eval_results(report: dict, run: str) -> list[EvalResult]:
+    """One model-index entry per (metric, iterations, sparsity) of the card's own model: the report's rows of `run`
+    (not the other runs or the AR model)."""
     task = report["task"]
     results = []
     for row in report["rows"]:
-        if row["system"] != "deer" or row.get("init", "pretrained") != "pretrained":
+        if row["system"] != "deer" or row.get("run", "deer") != run:
             continue
         for metric in report["metrics"]:
             results.append(EvalResult(
@@ -76,14 +80,16 @@ def build_model_card(
     language: list[str] | None = None,
     license: str = "apache-2.0",
     reports: list[dict] | None = None,
+    run: str = "deer",
     trainer_metrics: dict | None = None,
     tags: list[str] | None = None,
     description: str | None = None,
 ) -> ModelCard:
     """A card for `model` (a DeerForConditionalGeneration). `reports`: benchmark JSON reports (one per task);
+    `run`: which of a report's runs this model is (deer, deer_distilled, ...): its rows go into the model-index;
     `trainer_metrics`: a Trainer's evaluation metrics (`eval_bleu`, ...) on `datasets[0]`."""
     reports = list(reports or [])
-    eval_results = [result for report in reports for result in _eval_results(report)]
+    eval_results = [result for report in reports for result in _eval_results(report, run)]
     if trainer_metrics and datasets:
         eval_results += _trainer_eval_results(trainer_metrics, datasets[0])
     config = model.config

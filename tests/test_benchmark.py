@@ -14,6 +14,8 @@ from training.benchmark import main as benchmark_main
 from training.benchmark import non_embedding_parameters
 from training.prepare_data import fitting_pairs, prepare
 from training.train import main as train_main
+from training.distill import main as distill_main
+from training.train_ar import ar_generate_texts, load_ar
 from training.train_ar import main as train_ar_main
 from training.tune_generation import main as tune_main
 
@@ -91,26 +93,29 @@ def test_benchmark_writes_the_grid_table_and_plot(trained_pair, tmp_path):
     output = tmp_path / "results" / "bible-de-en-tiny.json"
     benchmark_main(["--task", "bible-de-en", "--data_dir", str(data_dir), "--deer", str(trained_pair / "deer"),
                     "--ar", str(trained_pair / "ar"), "--deer_random", str(trained_pair / "deer"),
+                    "--deer_distilled", str(trained_pair / "deer"),
                     "--iterations", "0", "2", "--sparsities", "0", "0.5", "--repeats", "1", "--b1_sentences", "2",
                     "--threads", "1", "--max_eval_samples", "32", "--output", str(output)])
     report = json.loads(output.read_text())
     rows = report["rows"]
-    assert len(rows) == 2 * 2 * 2 + 1
+    assert len(rows) == 3 * 2 * 2 + 1
     assert [row["system"] for row in rows].count("ar") == 1
     for row in rows:
         for key in ("system", "iterations", "sparsity", "bleu", "chrf", "latency_ms_b1", "latency_ms_b32",
                     "peak_rss_mb", "params_nonembedding"):
             assert key in row, key
         assert row["latency_ms_b1"] > 0 and row["latency_ms_b32"] > 0 and row["peak_rss_mb"] > 50
-    deer = {(row["init"], row["sparsity"], row["iterations"]): row for row in rows if row["system"] == "deer"}
-    assert deer[("pretrained", 0.5, 0)]["params_nonembedding"] < deer[("pretrained", 0.0, 0)]["params_nonembedding"]
+    deer = {(row["run"], row["sparsity"], row["iterations"]): row for row in rows if row["system"] == "deer"}
+    assert {run for run, _, _ in deer} == {"deer", "deer_random", "deer_distilled"}
+    assert deer[("deer", 0.5, 0)]["params_nonembedding"] < deer[("deer", 0.0, 0)]["params_nonembedding"]
     ar = next(row for row in rows if row["system"] == "ar")
-    assert ar["params_nonembedding"] > deer[("pretrained", 0.0, 0)]["params_nonembedding"]  # encoder + decoder
-    assert report["training_steps"] == {"deer": 3, "deer_random": 3, "ar": 3}
+    assert ar["params_nonembedding"] > deer[("deer", 0.0, 0)]["params_nonembedding"]  # encoder + decoder
+    assert report["training_steps"] == {"deer": 3, "deer_random": 3, "deer_distilled": 3, "ar": 3}
     assert report["runs"]["ar"]["command"].startswith("python -m training.train_ar")
     assert report["hardware"]["threads"] == 1 and report["test_pairs"] == 32
     table = (tmp_path / "results" / "bible-de-en-tiny.md").read_text()
     assert table.count("\n") == 2 + len(rows) and "AR (BERT2BERT, greedy)" in table
+    assert "| DEER (distilled data) |" in table and "| DEER (random init) |" in table
     assert (tmp_path / "results" / "bible-de-en-tiny.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -152,3 +157,25 @@ def test_tune_generation_saves_the_best_eos_penalty_on_validation(trained_pair, 
         with pytest.raises(SystemExit):
             tune_main(["--model", str(model_dir), "--validation_file", VALIDATION_FILE, *extra])
         assert message in capsys.readouterr().err
+
+
+def test_distill_replaces_targets_with_the_teachers_outputs(trained_pair, tmp_path, capsys):
+    source_file, output = tmp_path / "train.jsonl", tmp_path / "distilled" / "train.jsonl"
+    with open(TRAIN_FILE, encoding="utf-8") as handle:
+        rows = [json.loads(line) for line in handle][:10]
+    source_file.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    distill_main(["--teacher", str(trained_pair / "ar"), "--input", str(source_file), "--output", str(output),
+                  "--batch_size", "4", "--threads", "1"])
+    distilled = [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines()]
+    assert [row["source"] for row in distilled] == [row["source"] for row in rows]
+    assert [row["reference"] for row in distilled] == [row["target"] for row in rows]
+    assert all(row["target"].strip() and row["book"] == original["book"] for row, original in zip(distilled, rows))
+    # The targets are the teacher's greedy outputs, in the input order.
+    teacher, tokenizer = load_ar(str(trained_pair / "ar")), AutoTokenizer.from_pretrained(trained_pair / "ar")
+    expected = ar_generate_texts(teacher, tokenizer, [rows[3]["source"]], batch_size=1)[0]
+    assert distilled[3]["target"] in (expected, rows[3]["target"])  # an empty output keeps its reference
+    assert "10 targets distilled" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        distill_main(["--teacher", str(trained_pair / "ar"), "--input", str(source_file), "--output",
+                      str(source_file)])
+    assert "must differ" in capsys.readouterr().err

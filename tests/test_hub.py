@@ -21,13 +21,13 @@ REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def fake_report(task="bible-de-en") -> dict:
     rows = []
-    for init in ("pretrained", "random"):
+    for run in ("deer", "deer_random"):
         for sparsity in (0.0, 0.5):
             for iterations in (0, 2):
-                rows.append({"system": "deer", "init": init, "sparsity": sparsity, "iterations": iterations,
+                rows.append({"system": "deer", "run": run, "sparsity": sparsity, "iterations": iterations,
                              "bleu": 1.0 + iterations, "chrf": 10.0, "rougeL": 20.0, "latency_ms_b1": 5.0,
                              "latency_ms_b32": 1.0, "peak_rss_mb": 500.0, "params_nonembedding": 1000})
-    rows.append({"system": "ar", "init": "pretrained", "sparsity": 0.0, "iterations": None, "bleu": 4.0,
+    rows.append({"system": "ar", "run": "ar", "sparsity": 0.0, "iterations": None, "bleu": 4.0,
                  "chrf": 12.0, "rougeL": 25.0, "latency_ms_b1": 50.0, "latency_ms_b32": 2.0, "peak_rss_mb": 450.0,
                  "params_nonembedding": 2000})
     return {"task": task, "test_pairs": 190, "metrics": ["bleu", "chrf"], "repeats": 5,

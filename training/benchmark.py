@@ -14,7 +14,9 @@ with each iteration count, and for the BERT2BERT reference (greedy, KV cache):
                its turn within each round, --threads threads, all in this one run;
   memory       peak resident memory of a fresh process that loads the checkpoint (pruned) and decodes that batch of
                32; non-embedding parameters (embedding tables and the tied output projection left out).
-With --deer_random, the same DEER run from randomly initialised weights (the ablation) gets the same grid.
+With --deer_random (the same DEER run from randomly initialised weights: the ablation) and --deer_distilled (DEER
+trained on the AR model's outputs, training.distill), those runs get the same grid. Each row's `run` says which run
+it is: deer, deer_random, deer_distilled or ar.
 
 It writes the JSON (`rows`, plus hardware, commands and training steps), a markdown table next to it (.md) and a plot
 of quality against batch-1 latency (.png): one curve per pruning level, the AR model as a point.
@@ -30,14 +32,15 @@ import sys
 
 import torch
 from tqdm.auto import tqdm
-from transformers import AutoTokenizer, EncoderDecoderModel
+from transformers import AutoTokenizer
 
 from modeling_deer import DeerForConditionalGeneration
-from modeling_deer.model_card_deer import METRIC_NAMES, results_table
+from modeling_deer.model_card_deer import METRIC_NAMES, results_table, system_label
 from training.generate import generate_texts
 from training.metrics import normalize, score
 from training.timing import interleaved_medians, peak_rss_mb, reset_peak_rss
 from training.train import load_split
+from training.train_ar import ar_generate, ar_generate_texts, load_ar
 
 QUALITY = {"bible-de-en": ("bleu", "chrf"), "bible-kjv-bbe": ("rougeL", "bleu")}
 
@@ -50,28 +53,6 @@ def load_deer(path: str, sparsity: float) -> DeerForConditionalGeneration:
     if sparsity > 0:
         model.prune_to(sparsity)
     return model
-
-
-def load_ar(path: str) -> EncoderDecoderModel:
-    return EncoderDecoderModel.from_pretrained(path).eval()
-
-
-def ar_generate(model: EncoderDecoderModel, input_ids, attention_mask):
-    """Greedy decoding with the KV cache, at most the length the model was trained to write."""
-    return model.generate(input_ids=input_ids, attention_mask=attention_mask, do_sample=False, num_beams=1,
-                          max_length=model.generation_config.max_length)
-
-
-def ar_generate_texts(model, tokenizer, sources: list[str], batch_size: int) -> list[str]:
-    outputs = []
-    limit = model.config.encoder.max_position_embeddings
-    for start in range(0, len(sources), batch_size):
-        batch = tokenizer(sources[start : start + batch_size], return_tensors="pt", padding=True, truncation=True,
-                          max_length=limit)
-        with torch.no_grad():
-            ids = ar_generate(model, batch.input_ids, batch.attention_mask)
-        outputs += tokenizer.batch_decode(ids, skip_special_tokens=True)
-    return outputs
 
 
 def non_embedding_parameters(model) -> int:
@@ -172,16 +153,17 @@ def plot(rows: list[dict], metric: str, title: str, path: str):
     figure, axis = plt.subplots(figsize=(7, 4.5))
     deer = [row for row in rows if row["system"] == "deer"]
     levels = sorted({row["sparsity"] for row in deer})
-    # The ablation as one curve (unpruned), so that the figure stays readable; the table has all of it.
-    for init, style, sparsities in (("pretrained", "-o", levels), ("random", ":x", levels[:1])):
+    # The other runs as one curve each (unpruned), so that the figure stays readable; the table has all of it.
+    for run, style, sparsities in (("deer", "-o", levels), ("deer_distilled", "--s", levels[:1]),
+                                   ("deer_random", ":x", levels[:1])):
         for sparsity in sparsities:
-            curve = sorted((row for row in deer if row["init"] == init and row["sparsity"] == sparsity),
+            curve = sorted((row for row in deer if row["run"] == run and row["sparsity"] == sparsity),
                            key=lambda row: row["iterations"])
             if not curve:
                 continue
             xs, ys = [row["latency_ms_b1"] for row in curve], [row[metric] for row in curve]
-            name = f"DEER{' random init' if init == 'random' else ''}, sparsity {sparsity:g}"
-            line, = axis.plot(xs, ys, style, label=name, alpha=1.0 if init == "pretrained" else 0.6)
+            line, = axis.plot(xs, ys, style, label=f"{system_label(curve[0])}, sparsity {sparsity:g}",
+                              alpha=1.0 if run != "deer_random" else 0.6)
             for row, x, y in zip(curve, xs, ys):
                 axis.annotate(str(row["iterations"]), (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7,
                               color=line.get_color())
@@ -208,6 +190,7 @@ def parse_args(argv=None):
     parser.add_argument("--deer", help="a DEER checkpoint (with its tokenizer)")
     parser.add_argument("--ar", help="an EncoderDecoderModel checkpoint (training.train_ar)")
     parser.add_argument("--deer_random", default=None, help="the ablation: DEER trained from random weights")
+    parser.add_argument("--deer_distilled", default=None, help="DEER trained on the AR model's outputs")
     parser.add_argument("--iterations", type=int, nargs="+", default=[0, 1, 2, 4])
     parser.add_argument("--sparsities", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75])
     parser.add_argument("--max_eval_samples", type=int, default=None, help="the first N test pairs (default: all)")
@@ -228,7 +211,7 @@ def parse_args(argv=None):
             parser.error("--sparsities must be in [0, 1)")
         if args.repeats < 1 or args.b1_sentences < 1 or args.threads < 1:
             parser.error("--repeats, --b1_sentences and --threads must be at least 1")
-        for path in (args.deer, args.ar, args.deer_random):
+        for path in (args.deer, args.ar, args.deer_random, args.deer_distilled):
             if path is not None and not os.path.isdir(path):
                 parser.error(f"{path} is not a checkpoint directory")
     return args
@@ -249,17 +232,20 @@ def main(argv=None):
     tokenizer = AutoTokenizer.from_pretrained(args.deer)
     references = normalize(tokenizer, targets)
     b1_sources, b32_sources = sources[: args.b1_sentences], sources[:32]
+    runs = {name: path for name, path in (("deer", args.deer), ("deer_random", args.deer_random),
+                                          ("deer_distilled", args.deer_distilled), ("ar", args.ar)) if path}
 
-    systems = []  # every (system, init, sparsity, iterations) cell, sharing loaded models
-    deer_runs = [("pretrained", args.deer)] + ([("random", args.deer_random)] if args.deer_random else [])
-    for init, path in deer_runs:
+    systems = []  # every (run, sparsity, iterations) cell, sharing loaded models
+    for run, path in runs.items():
+        if run == "ar":
+            systems.append({"system": "ar", "run": run, "path": path, "sparsity": 0.0, "iterations": None,
+                            "model": load_ar(path)})
+            continue
         for sparsity in args.sparsities:
             model = load_deer(path, sparsity)
             for iterations in args.iterations:
-                systems.append({"system": "deer", "init": init, "path": path, "sparsity": sparsity,
+                systems.append({"system": "deer", "run": run, "path": path, "sparsity": sparsity,
                                 "iterations": iterations, "model": model})
-    systems.append({"system": "ar", "init": "pretrained", "path": args.ar, "sparsity": 0.0, "iterations": None,
-                    "model": load_ar(args.ar)})
 
     rows, outputs = [], {}
     for system in tqdm(systems, desc="quality (test split)"):
@@ -270,7 +256,7 @@ def main(argv=None):
                                         progress=False)
         outputs[id(system)] = hypotheses
         scores = score(hypotheses, references)
-        rows.append({key: system[key] for key in ("system", "init", "sparsity", "iterations")}
+        rows.append({key: system[key] for key in ("system", "run", "sparsity", "iterations")}
                     | {name: scores[name] for name in ("bleu", "chrf", "rougeL")}
                     | {"params_nonembedding": non_embedding_parameters(system["model"]),
                        "example": hypotheses[0]})
@@ -305,8 +291,7 @@ def main(argv=None):
         "repeats": args.repeats,
         "b1_sentences": len(b1_sources),
         "commands": {"benchmark": "python -m training.benchmark " + shlex.join(sys.argv[1:] if argv is None else argv)},
-        "runs": {name: run_info(path) for name, path in
-                 (("deer", args.deer), ("deer_random", args.deer_random), ("ar", args.ar)) if path},
+        "runs": {name: run_info(path) for name, path in runs.items()},
         "rows": rows,
     }
     report["training_steps"] = {name: run.get("steps") for name, run in report["runs"].items()}
@@ -324,9 +309,10 @@ def main(argv=None):
     for example in range(min(args.examples, len(sources))):
         print(f"\nsource:    {sources[example]}\nreference: {references[example]}")
         for index, system in enumerate(systems):
-            if (system["init"] == "pretrained" and system["sparsity"] == args.sparsities[0]) or index == ar_index:
-                name = "AR" if index == ar_index else f"DEER, {system['iterations']} iterations"
-                print(f"{name:>21}: {outputs[id(system)][example]}")
+            if system["run"] in ("deer", "deer_distilled") and system["sparsity"] == args.sparsities[0] or (
+                    index == ar_index):
+                name = "AR" if index == ar_index else f"{system_label(system)}, {system['iterations']} iterations"
+                print(f"{name:>37}: {outputs[id(system)][example]}")
     print(f"\n{args.task}, {len(sources)} test pairs, {report['hardware']['threads']} threads, "
           f"training steps {report['training_steps']}")
     print(table)

@@ -24,6 +24,8 @@ def main(argv=None):
     parser.add_argument("--model", required=True, help="a DEER checkpoint directory")
     parser.add_argument("--name", required=True, help="the model's name / Hub repo id")
     parser.add_argument("--results", nargs="*", default=[], help="benchmark JSON reports (training.benchmark)")
+    parser.add_argument("--run", default="deer", help="which run of the reports this model is (deer, "
+                        "deer_distilled, ...): its rows go into the model-index")
     parser.add_argument("--base_model", default=None, help="Hub id of the MLM it was fine-tuned from")
     parser.add_argument("--datasets", nargs="*", default=None)
     parser.add_argument("--language", nargs="*", default=None)
@@ -39,7 +41,7 @@ def main(argv=None):
         with open(path) as handle:
             reports.append(json.load(handle))
     card = build_model_card(model, model_name=args.name, base_model=args.base_model, datasets=args.datasets,
-                            language=args.language, license=args.license, reports=reports,
+                            language=args.language, license=args.license, reports=reports, run=args.run,
                             description=args.description)
     output = args.output or os.path.join(args.model, "README.md")
     card.save(output)

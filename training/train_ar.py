@@ -15,6 +15,7 @@ from the tokenizer's bos ([CLS] / <s>) and learns to end with its eos ([SEP] / <
 import warnings
 from dataclasses import dataclass, field
 
+import torch
 import transformers
 from transformers import (
     AutoTokenizer,
@@ -67,6 +68,28 @@ def load_model(model_args: ARModelArguments, tokenizer, max_target_length: int) 
     model.generation_config.num_beams = 1
     model.generation_config.do_sample = False
     return model
+
+
+def load_ar(path: str) -> EncoderDecoderModel:
+    return EncoderDecoderModel.from_pretrained(path).eval()
+
+
+def ar_generate(model: EncoderDecoderModel, input_ids, attention_mask):
+    """Greedy decoding with the KV cache, at most the length the model was trained to write."""
+    return model.generate(input_ids=input_ids, attention_mask=attention_mask, do_sample=False, num_beams=1,
+                          max_length=model.generation_config.max_length)
+
+
+def ar_generate_texts(model, tokenizer, sources: list[str], batch_size: int) -> list[str]:
+    outputs = []
+    limit = model.config.encoder.max_position_embeddings
+    for start in range(0, len(sources), batch_size):
+        batch = tokenizer(sources[start : start + batch_size], return_tensors="pt", padding=True, truncation=True,
+                          max_length=limit)
+        with torch.no_grad():
+            ids = ar_generate(model, batch.input_ids, batch.attention_mask)
+        outputs += tokenizer.batch_decode(ids, skip_special_tokens=True)
+    return outputs
 
 
 def drop_bos(dataset):
