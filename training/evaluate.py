@@ -1,7 +1,7 @@
 """Score a DEER checkpoint on a prepared task's validation and test splits at several iteration counts.
 
     python -m training.evaluate --model DIR --data_dir data/bible-de-en [--iterations 0 1 2 4] [--sparsity 0]
-        [--output results/NAME.json]
+        [--eos_penalty 0] [--output results/NAME.json]
 
 Prints BLEU, chrF and ROUGE-L per split and iteration count (references normalised as training/metrics says) and
 the generation time; writes them as JSON with `--output`.
@@ -27,6 +27,7 @@ def main():
     parser.add_argument("--splits", nargs="+", default=["validation", "test"])
     parser.add_argument("--iterations", nargs="+", type=int, default=[0, 1, 2, 4])
     parser.add_argument("--sparsity", type=float, default=0.0)
+    parser.add_argument("--eos_penalty", type=float, default=None, help="default: the model's generation config")
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--output", default=None)
@@ -35,6 +36,8 @@ def main():
         torch.set_num_threads(args.threads)
 
     model = DeerForConditionalGeneration.from_pretrained(args.model).eval().set_sparsity(args.sparsity)
+    if args.eos_penalty is not None:
+        model.generation_config.eos_penalty = args.eos_penalty
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     rows = []
     for split in args.splits:
@@ -52,6 +55,7 @@ def main():
     if args.output:
         with open(args.output, "w") as handle:
             json.dump({"model": args.model, "sparsity": args.sparsity, "threads": torch.get_num_threads(),
+                       "eos_penalty": model.generation_config.eos_penalty,
                        "rows": rows}, handle, indent=2)
 
 
