@@ -1,8 +1,8 @@
 """DEER decoding: a one-pass CTC draft, then rounds of delete / insert placeholders / fill.
 
-Follow one row: `deer_generate` encodes the source once, `_draft` runs one target pass over bos + placeholders + eos
-and collapses the LM head's argmax (CTC), then each round of `_refine` runs three target passes over the rows that
-are still changing, all against the same cached source keys/values.
+Follow one row: `_draft` encodes the source and, in the same pass, runs bos + placeholders + eos (the source's keys
+and values are kept), then collapses the LM head's argmax (CTC); each round of `_refine` runs two or three target
+passes over the rows that are still changing, all against those cached source keys/values.
 """
 
 import copy
@@ -98,8 +98,7 @@ class DeerGenerateOutput(ModelOutput):
 def deer_generate(model, input_ids, attention_mask, generation_config: DeerGenerationConfig):
     config = model.config
     pad = config.pad_token_id
-    encoder_output = model.encode(input_ids, attention_mask)
-    sequences = _draft(model, encoder_output)
+    encoder_output, sequences = _draft(model, input_ids, attention_mask)
     batch = sequences.shape[0]
     num_iterations = torch.zeros(batch, dtype=torch.long, device=sequences.device)
     history = [sequences] if generation_config.output_history else None
@@ -127,18 +126,20 @@ def deer_generate(model, input_ids, attention_mask, generation_config: DeerGener
     return sequences
 
 
-def _draft(model, encoder_output) -> torch.Tensor:
-    """One pass over bos + placeholders + eos; CTC-collapse the argmax of each frame; wrap in bos ... eos."""
+def _draft(model, input_ids, attention_mask):
+    """Encode the source and run bos + placeholders + eos in the same pass; CTC-collapse the argmax of each frame;
+    wrap in bos ... eos. Returns the source's encoder output (its K/V cache, for the edit rounds) and the draft."""
     config = model.config
-    draft = model.draft_canvas(encoder_output.attention_mask.sum(1))
+    draft = model.draft_canvas(attention_mask.sum(1))
     frame_mask = draft[:, 1:-1] == config.placeholder_token_id
-    hidden_states = model.target_pass(draft, encoder_output)[:, 1:-1]
+    encoder_output, hidden_states = model.model.encode_and_target_pass(input_ids, attention_mask, draft)
+    hidden_states = hidden_states[:, 1:-1]
     logits = model.lm_head(hidden_states[frame_mask])  # only real frames go through the LM head
     # The blank (placeholder) is a legal frame output; bos, eos and pad are not.
     logits[:, model.token_rows([config.bos_token_id, config.eos_token_id, config.pad_token_id])] = float("-inf")
     frame_tokens = draft[:, 1:-1].masked_scatter(frame_mask, model.row_tokens(logits.argmax(-1)))
     inner = ctc_collapse(frame_tokens, frame_mask, config.placeholder_token_id, config.pad_token_id)
-    return _wrap(inner, config)
+    return encoder_output, _wrap(inner, config)
 
 
 def _refine(model, tokens: torch.Tensor, encoder_output, eos_penalty: float) -> torch.Tensor:

@@ -333,6 +333,29 @@ class DeerModel(DeerPreTrainedModel):
             hidden_states, _ = layer(hidden_states, key_mask, source_key_value)
         return hidden_states
 
+    def encode_and_target_pass(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                               target_ids: torch.Tensor) -> tuple[DeerEncoderOutput, torch.Tensor]:
+        """`encode` and then `target_pass` in one pass over [source ; target], with the same results: source queries
+        attend to source keys only, target queries to both. Fewer, larger matrix products than two passes (on a CPU
+        at batch 1 the split costs a BERT-base draft ~15 %); decoding uses it for the draft, whose target is known
+        before the source is encoded. Returns the encoder output (the source K/V cache) and the target's states."""
+        attention_mask = attention_mask.bool()
+        target_mask = target_ids != self.config.pad_token_id
+        source_length = input_ids.shape[1]
+        hidden_states = torch.cat([self.embeddings(input_ids, attention_mask, SOURCE_TOKEN_TYPE),
+                                   self.embeddings(target_ids, target_mask, TARGET_TOKEN_TYPE)], dim=1)
+        is_target = torch.arange(hidden_states.shape[1], device=input_ids.device) >= source_length
+        sees = is_target[:, None] | ~is_target[None, :]  # (queries, keys): a source query never sees the target
+        key_mask = torch.cat([attention_mask, target_mask], dim=1)[:, None, :] & sees[None]
+        key_values = []
+        for layer in self.layers:
+            hidden_states, (key, value) = layer(hidden_states, key_mask)
+            # Copies, so that the target's keys and values are not kept alive by the cache.
+            key_values.append((key[:, :, :source_length].contiguous(), value[:, :, :source_length].contiguous()))
+        encoder_output = DeerEncoderOutput(last_hidden_state=hidden_states[:, :source_length],
+                                           key_values=tuple(key_values), attention_mask=attention_mask)
+        return encoder_output, hidden_states[:, source_length:]
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs):
         return self.encode(input_ids, attention_mask)
 
@@ -446,15 +469,15 @@ class DeerForConditionalGeneration(DeerPreTrainedModel):
         return self.model.target_pass(target_ids, encoder_output)
 
     def compile_passes(self, **compile_kwargs) -> "DeerForConditionalGeneration":
-        """Compile the two backbone passes that every decoding round and training step runs (`encode` and
-        `target_pass`) with `torch.compile`, in place; `compile_kwargs` go to it (default `dynamic=True`: lengths
+        """Compile the backbone passes that every decoding round and training step runs (`encode`, `target_pass`
+        and the draft's `encode_and_target_pass`) with `torch.compile`, in place; `compile_kwargs` go to it (default `dynamic=True`: lengths
         change every round). The first calls at new shapes compile (tens of seconds on a CPU); the outputs equal the
         eager ones up to float rounding. Mostly worth it on a GPU, where it removes per-operation launch costs.
         Returns the model."""
         compile_kwargs.setdefault("dynamic", True)
         # Instance attributes shadow the methods, so every caller (generate, forward) takes the compiled versions.
-        self.model.encode = torch.compile(DeerModel.encode.__get__(self.model), **compile_kwargs)
-        self.model.target_pass = torch.compile(DeerModel.target_pass.__get__(self.model), **compile_kwargs)
+        for name in ("encode", "target_pass", "encode_and_target_pass"):
+            setattr(self.model, name, torch.compile(getattr(DeerModel, name).__get__(self.model), **compile_kwargs))
         return self
 
     # -- input checks ---------------------------------------------------------------------------------------------

@@ -147,6 +147,23 @@ def test_cached_target_pass_equals_joint_pass():
     assert (cached - joint_target)[target_mask].abs().max() < 1e-5
 
 
+def test_encode_and_target_pass_in_one_pass_equals_the_two_passes():
+    model = tiny_model()
+    source_ids, source_mask = random_batch(4, 12, seed=1)
+    target_ids, target_mask = random_batch(4, 9, seed=2)
+    with torch.no_grad():
+        encoder_output = model.encode(source_ids, source_mask)
+        cached = model.target_pass(target_ids, encoder_output)
+        joint_output, joint_target = model.model.encode_and_target_pass(source_ids, source_mask, target_ids)
+    assert (encoder_output.last_hidden_state - joint_output.last_hidden_state)[source_mask].abs().max() < 1e-5
+    assert (cached - joint_target)[target_mask].abs().max() < 1e-5
+    assert torch.equal(joint_output.attention_mask, source_mask)
+    for (key, value), (joint_key, joint_value) in zip(encoder_output.key_values, joint_output.key_values):
+        real = source_mask[:, None, :, None].expand_as(key)
+        assert (key - joint_key)[real].abs().max() < 1e-5 and (value - joint_value)[real].abs().max() < 1e-5
+        assert joint_key.is_contiguous()
+
+
 # -- training ----------------------------------------------------------------------------------------------------------
 
 
