@@ -135,7 +135,7 @@ def joint_pass(model, source_ids, source_mask, target_ids):
     return hidden[:, :source_length], hidden[:, source_length:]
 
 
-def test_cached_target_pass_equals_joint_pass():
+def test_cached_target_pass_and_the_drafts_joint_pass_equal_a_joint_pass():
     model = tiny_model()
     source_ids, source_mask = random_batch(4, 12, seed=1)
     target_ids, target_mask = random_batch(4, 9, seed=2)
@@ -145,15 +145,8 @@ def test_cached_target_pass_equals_joint_pass():
         joint_source, joint_target = joint_pass(model, source_ids, source_mask, target_ids)
     assert (encoder_output.last_hidden_state - joint_source)[source_mask].abs().max() < 1e-5
     assert (cached - joint_target)[target_mask].abs().max() < 1e-5
-
-
-def test_encode_and_target_pass_in_one_pass_equals_the_two_passes():
-    model = tiny_model()
-    source_ids, source_mask = random_batch(4, 12, seed=1)
-    target_ids, target_mask = random_batch(4, 9, seed=2)
+    # The draft's encode_and_target_pass is that joint pass inside the model, and keeps the same source cache.
     with torch.no_grad():
-        encoder_output = model.encode(source_ids, source_mask)
-        cached = model.target_pass(target_ids, encoder_output)
         joint_output, joint_target = model.model.encode_and_target_pass(source_ids, source_mask, target_ids)
     assert (encoder_output.last_hidden_state - joint_output.last_hidden_state)[source_mask].abs().max() < 1e-5
     assert (cached - joint_target)[target_mask].abs().max() < 1e-5
