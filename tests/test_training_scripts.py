@@ -195,11 +195,12 @@ def test_evaluate_script_scores_each_split_and_iteration_count(tmp_path, tiny_be
         shutil.copy(os.path.join(FIXTURES, f"bible-de-en.{split}.jsonl"), data_dir / f"{split}.jsonl")
     output = tmp_path / "scores.json"
     monkeypatch.setattr(sys, "argv", ["evaluate", "--model", str(model_dir), "--data_dir", str(data_dir),
-                                      "--iterations", "0", "1", "--eos_penalty", "0.5", "--output", str(output)])
+                                      "--iterations", "0", "1", "--sparsity", "0", "0.5", "--eos_penalty", "0.5",
+                                      "--output", str(output)])
     evaluate.main()
     report = json.loads(output.read_text())
     rows = report["rows"]
     assert report["eos_penalty"] == 0.5
-    assert [(row["split"], row["iterations"]) for row in rows] == [
-        ("validation", 0), ("validation", 1), ("test", 0), ("test", 1)]
+    assert [(row["split"], row["sparsity"], row["iterations"]) for row in rows] == [
+        (split, sparsity, iterations) for split in ("validation", "test") for sparsity in (0, 0.5) for iterations in (0, 1)]
     assert all(0 <= row["bleu"] <= 100 and row["sentences"] == 50 for row in rows)

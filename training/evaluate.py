@@ -1,9 +1,9 @@
 """Score a DEER checkpoint on a prepared task's validation and test splits at several iteration counts.
 
-    python -m training.evaluate --model DIR --data_dir data/bible-de-en [--iterations 0 1 2 4] [--sparsity 0]
+    python -m training.evaluate --model DIR --data_dir data/bible-de-en [--iterations 0 1 2 4] [--sparsity 0 0.5]
         [--eos_penalty 0] [--output results/NAME.json]
 
-Prints BLEU, chrF and ROUGE-L per split and iteration count (references normalised as training/metrics says) and
+Prints BLEU, chrF and ROUGE-L per split, pruning level and iteration count (references normalised as training/metrics says) and
 the generation time; writes them as JSON with `--output`.
 """
 
@@ -26,7 +26,7 @@ def main():
     parser.add_argument("--data_dir", required=True, help="a directory from training.prepare_data")
     parser.add_argument("--splits", nargs="+", default=["validation", "test"])
     parser.add_argument("--iterations", nargs="+", type=int, default=[0, 1, 2, 4])
-    parser.add_argument("--sparsity", type=float, default=0.0)
+    parser.add_argument("--sparsity", nargs="+", type=float, default=[0.0], help="pruning levels (set_sparsity)")
     parser.add_argument("--eos_penalty", type=float, default=None, help="default: the model's generation config")
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=None)
@@ -35,7 +35,9 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    model = DeerForConditionalGeneration.from_pretrained(args.model).eval().set_sparsity(args.sparsity)
+    model = DeerForConditionalGeneration.from_pretrained(args.model).eval()
+    for sparsity in args.sparsity:  # an impossible level fails here, before any decoding
+        model.set_sparsity(sparsity)
     if args.eos_penalty is not None:
         model.generation_config.eos_penalty = args.eos_penalty
     tokenizer = AutoTokenizer.from_pretrained(args.model)
@@ -43,18 +45,21 @@ def main():
     for split in args.splits:
         sources, targets = read_inputs(os.path.join(args.data_dir, f"{split}.jsonl"), "source", "target")
         references = normalize(tokenizer, targets)
-        for iterations in args.iterations:
-            started = time.perf_counter()
-            outputs = generate_texts(model, tokenizer, sources, iterations, args.batch_size, progress=False)
-            seconds = time.perf_counter() - started
-            rows.append({"split": split, "iterations": iterations, "sentences": len(sources), "seconds": seconds,
-                         **score(outputs, references), "example": outputs[0]})
-            print(f"{split:>10} | {iterations} iterations | BLEU {rows[-1]['bleu']:6.2f} | chrF "
-                  f"{rows[-1]['chrf']:6.2f} | ROUGE-L {rows[-1]['rougeL']:6.2f} | {seconds:6.1f} s for "
-                  f"{len(sources)} sentences", flush=True)
+        for sparsity in args.sparsity:
+            model.set_sparsity(sparsity)
+            for iterations in args.iterations:
+                started = time.perf_counter()
+                outputs = generate_texts(model, tokenizer, sources, iterations, args.batch_size, progress=False)
+                seconds = time.perf_counter() - started
+                rows.append({"split": split, "sparsity": sparsity, "iterations": iterations,
+                             "sentences": len(sources), "seconds": seconds, **score(outputs, references),
+                             "example": outputs[0]})
+                print(f"{split:>10} | sparsity {sparsity:g} | {iterations} iterations | BLEU {rows[-1]['bleu']:6.2f} "
+                      f"| chrF {rows[-1]['chrf']:6.2f} | ROUGE-L {rows[-1]['rougeL']:6.2f} | {seconds:6.1f} s for "
+                      f"{len(sources)} sentences", flush=True)
     if args.output:
         with open(args.output, "w") as handle:
-            json.dump({"model": args.model, "sparsity": args.sparsity, "threads": torch.get_num_threads(),
+            json.dump({"model": args.model, "threads": torch.get_num_threads(),
                        "eos_penalty": model.generation_config.eos_penalty,
                        "rows": rows}, handle, indent=2)
 
