@@ -470,10 +470,10 @@ class DeerForConditionalGeneration(DeerPreTrainedModel):
 
     def compile_passes(self, **compile_kwargs) -> "DeerForConditionalGeneration":
         """Compile the backbone passes that every decoding round and training step runs (`encode`, `target_pass`
-        and the draft's `encode_and_target_pass`) with `torch.compile`, in place; `compile_kwargs` go to it (default `dynamic=True`: lengths
-        change every round). The first calls at new shapes compile (tens of seconds on a CPU); the outputs equal the
-        eager ones up to float rounding. Mostly worth it on a GPU, where it removes per-operation launch costs.
-        Returns the model."""
+        and the draft's `encode_and_target_pass`) with `torch.compile`, in place; `compile_kwargs` go to it (default
+        `dynamic=True`: lengths change every round). The first calls at new shapes compile (tens of seconds on a
+        CPU); the outputs equal the eager ones up to float rounding. Mostly worth it on a GPU, where it removes
+        per-operation launch costs. Returns the model."""
         compile_kwargs.setdefault("dynamic", True)
         # Instance attributes shadow the methods, so every caller (generate, forward) takes the compiled versions.
         for name in ("encode", "target_pass", "encode_and_target_pass"):

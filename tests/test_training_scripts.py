@@ -202,5 +202,6 @@ def test_evaluate_script_scores_each_split_and_iteration_count(tmp_path, tiny_be
     rows = report["rows"]
     assert report["eos_penalty"] == 0.5
     assert [(row["split"], row["sparsity"], row["iterations"]) for row in rows] == [
-        (split, sparsity, iterations) for split in ("validation", "test") for sparsity in (0, 0.5) for iterations in (0, 1)]
+        (split, sparsity, iterations)
+        for split in ("validation", "test") for sparsity in (0, 0.5) for iterations in (0, 1)]
     assert all(0 <= row["bleu"] <= 100 and row["sentences"] == 50 for row in rows)

@@ -91,7 +91,7 @@ def main():
     for row in rows:
         print(f"| {row['iterations']} | {row['batch_size']} | {row['ms_per_call']:.1f} | "
               f"{row['ms_per_sentence']:.2f} |" + (f" {row['ms_per_call_compiled']:.1f} |" if args.compile else ""))
-    if compile_seconds is not None:
+    if args.compile:
         print(f"compile_passes() and the first call at each shape: {compile_seconds:.0f} s")
     if args.output:
         with open(args.output, "w") as handle:

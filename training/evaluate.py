@@ -3,8 +3,8 @@
     python -m training.evaluate --model DIR --data_dir data/bible-de-en [--iterations 0 1 2 4] [--sparsity 0 0.5]
         [--eos_penalty 0] [--output results/NAME.json]
 
-Prints BLEU, chrF and ROUGE-L per split, pruning level and iteration count (references normalised as training/metrics says) and
-the generation time; writes them as JSON with `--output`.
+Prints BLEU, chrF and ROUGE-L per split, pruning level and iteration count (references normalised as
+training/metrics says) and the generation time; writes them as JSON with `--output`.
 """
 
 import argparse
