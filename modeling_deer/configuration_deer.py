@@ -40,6 +40,19 @@ class DeerConfig(PreTrainedConfig):
         deletion_label_smoothing (0.0): label smoothing of each loss, in [0, 1).
         glancing_ratio (`float`, defaults to 0.5): share of the draft's mismatches revealed to the model during
             training. A training callback anneals it (DEER: 0.5 -> 0.2).
+        draft_input (`str`, defaults to "source"): what the draft's frames read. "source": frame j of F reads the
+            embedding of inner source token floor(j * n / F) (plus its own position), so the frames cover the
+            output evenly; "placeholder": every frame reads the placeholder (the paper's canvas), which on real text
+            makes the model write token i at frame ~i and leaves most frames unused.
+        separate_blank_head (`bool`, defaults to True): the CTC blank's score comes from its own output row (a
+            `blank_head` on the LM head's features) instead of the placeholder's row, which is tied to the
+            placeholder's input embedding and starts far behind every word. `calibrate_blank` starts it level
+            with the best word on real data.
+        blank_calibrated (`bool`, defaults to False): set by `calibrate_blank`.
+        draft_edit_ratio (`float`, defaults to 0.5): share of each batch's rows whose edit losses are computed on the
+            model's own draft (deletions: draft -> gold's common subsequence, then the insertions and words that
+            complete it), as decoding meets them; the other rows use the paper's inputs made from the gold target
+            (random deletion). 0 = the paper.
 
     Vocabulary trimming (`DeerForConditionalGeneration.trim_vocabulary`):
         vocabulary_ids (`list[int]`, optional): the token ids the embeddings and LM head keep, in row order. The
@@ -89,6 +102,10 @@ class DeerConfig(PreTrainedConfig):
     word_label_smoothing: float = 0.1
     deletion_label_smoothing: float = 0.0
     glancing_ratio: float = 0.5
+    draft_input: str = "source"
+    separate_blank_head: bool = True
+    blank_calibrated: bool = False
+    draft_edit_ratio: float = 0.5
 
     sparsity_levels: list[float] | None = None
     sparsity_weight: float = 10.0
@@ -173,6 +190,11 @@ class DeerConfig(PreTrainedConfig):
             value = getattr(self, field)
             require(is_number(value) and 0 <= value < 1, field, "a number in [0, 1)")
         require(is_number(self.glancing_ratio) and 0 <= self.glancing_ratio <= 1, "glancing_ratio", "a number in [0, 1]")
+        require(self.draft_input in ("source", "placeholder"), "draft_input", "'source' or 'placeholder'")
+        for field in ("separate_blank_head", "blank_calibrated"):
+            require(isinstance(getattr(self, field), bool), field, "True or False")
+        require(is_number(self.draft_edit_ratio) and 0 <= self.draft_edit_ratio <= 1, "draft_edit_ratio",
+                "a number in [0, 1]")
         require(isinstance(self.sparsity_levels, (list, tuple))
                 and all(is_number(level) and 0 <= level < 1 for level in self.sparsity_levels),
                 "sparsity_levels", "a list of numbers in [0, 1)")

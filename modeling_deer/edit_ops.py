@@ -4,6 +4,9 @@ Conventions: a batch of token sequences is a LongTensor (batch, length), each ro
 right with `pad_id`. Every function returns new tensors, with columns that are padding in every row trimmed.
 
     inner_mask              every token but bos and eos
+    add_bos_eos             wrap each row's tokens in bos ... eos
+    choose_rows             per row, one of two batches
+    source_anchored_frames  the draft's input frames: the source's tokens spread evenly over the frames
     ctc_collapse            draft frames -> tokens (merge repeats, drop blanks)
     ctc_best_alignment      Viterbi: the most likely CTC path of a target through the draft frames
     glancing_mix            reveal some aligned gold tokens in the draft input (training)
@@ -43,6 +46,49 @@ def inner_mask(tokens: torch.Tensor, pad_id: int) -> torch.Tensor:
     lengths = (tokens != pad_id).sum(1)
     positions = torch.arange(tokens.shape[1], device=tokens.device)
     return (positions > 0) & (positions < lengths[:, None] - 1)
+
+
+def add_bos_eos(inner: torch.Tensor, bos_id: int, eos_id: int, pad_id: int) -> torch.Tensor:
+    """(batch, length) left-aligned tokens -> (batch, length + 2) rows `bos tokens eos`, padded with `pad_id`."""
+    lengths = (inner != pad_id).sum(1)
+    column = inner.new_empty((inner.shape[0], 1))  # (not inner[:, :1]: a batch of empty rows has no column)
+    tokens = torch.cat([column.fill_(bos_id), inner, column.clone().fill_(pad_id)], dim=1)
+    return tokens.scatter(1, (lengths + 1)[:, None], eos_id)
+
+
+def choose_rows(use_first: torch.Tensor, first: torch.Tensor, second: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """Row b of `first` where `use_first[b]`, else row b of `second`; both (batch, *) padded with `pad_id`. Returns
+    (batch, width) with the columns that are padding in every row trimmed."""
+    width = max(first.shape[1], second.shape[1])
+    first = torch.nn.functional.pad(first, (0, width - first.shape[1]), value=pad_id)
+    second = torch.nn.functional.pad(second, (0, width - second.shape[1]), value=pad_id)
+    chosen = torch.where(use_first[:, None], first, second)
+    kept = int((chosen != pad_id).sum(1).max()) if chosen.shape[0] else 0
+    return chosen[:, :kept]
+
+
+def source_anchored_frames(source_ids: torch.Tensor, source_mask: torch.Tensor, num_frames: torch.Tensor,
+                           fallback_id: int) -> torch.Tensor:
+    """The draft's input when it reads the source: frame j of F reads inner source token floor(j * n / F) of the
+    n between the source's first and last token (its bos and eos), so the frames cover the source evenly and in
+    order (as in CTC decoders that read the upsampled source). Rows with no inner source token read `fallback_id`.
+
+    Args:
+        source_ids: (batch, source_length), real tokens where `source_mask` is True (either side may be padded).
+        num_frames: (batch,) frames per row, F.
+    Returns:
+        (batch, max F) frame tokens; frames past a row's F hold `fallback_id`.
+
+    Example: inner source `a b c` over 6 frames reads `a a b b c c`; over 2 frames `a b`.
+    """
+    real = compact(source_ids, source_mask.bool(), fallback_id)  # left-aligned real tokens
+    num_inner = (source_mask.sum(1) - 2).clamp(min=0)
+    frames = torch.arange(int(num_frames.max()) if len(num_frames) else 0, device=source_ids.device)
+    index = 1 + frames[None, :] * num_inner[:, None] // num_frames.clamp(min=1)[:, None]
+    index = index.clamp(max=max(real.shape[1] - 1, 0))
+    tokens = real.gather(1, index) if real.shape[1] else torch.full_like(index, fallback_id)
+    usable = (num_inner[:, None] > 0) & (frames[None, :] < num_frames[:, None])
+    return torch.where(usable, tokens, torch.full_like(tokens, fallback_id))
 
 
 def ctc_collapse(frame_tokens: torch.Tensor, frame_mask: torch.Tensor, blank_id: int, pad_id: int) -> torch.Tensor:

@@ -6,18 +6,19 @@ passes over the rows that are still changing, all against those cached source ke
 """
 
 import copy
+import math
 from dataclasses import dataclass
 
 import torch
 from transformers import GenerationConfig
 from transformers.utils import ModelOutput, logging
 
-from .edit_ops import apply_deletions, ctc_collapse, fill_placeholders, inner_mask, insert_placeholders
+from .edit_ops import add_bos_eos, apply_deletions, ctc_collapse, fill_placeholders, inner_mask, insert_placeholders
 
 
 logger = logging.get_logger(__name__)
 
-OPTIONS = ("max_iterations", "eos_penalty", "stop_when_unchanged", "return_dict_in_generate", "output_history")
+OPTIONS = ("max_iterations", "eos_penalty", "blank_penalty", "stop_when_unchanged", "return_dict_in_generate", "output_history")
 
 
 class DeerGenerationConfig(GenerationConfig):
@@ -27,6 +28,9 @@ class DeerGenerationConfig(GenerationConfig):
         max_iterations (`int`, defaults to 4): edit rounds after the draft; 0 returns the collapsed CTC draft.
         eos_penalty (`float`, defaults to 0.0): subtracted from the insertion head's "insert nothing" score; larger
             values give longer outputs.
+        blank_penalty (`float`, defaults to 0.0): subtracted from the CTC blank's score at every draft frame; larger
+            values give longer drafts (the draft's length control, as `eos_penalty` is the edit rounds'). Choose
+            both on validation data (`training.tune_generation`).
         stop_when_unchanged (`bool`, defaults to True): a row whose output did not change in a round is finished.
             False runs exactly `max_iterations` rounds on every row (for timings independent of the weights).
         return_dict_in_generate (`bool`, defaults to False): return a `DeerGenerateOutput` instead of the ids.
@@ -40,6 +44,7 @@ class DeerGenerationConfig(GenerationConfig):
         # autoregressive knobs (num_beams, top_k, max_new_tokens, ...) have no meaning here.
         self.max_iterations = kwargs.pop("max_iterations", 4)
         self.eos_penalty = kwargs.pop("eos_penalty", 0.0)
+        self.blank_penalty = kwargs.pop("blank_penalty", 0.0)
         self.stop_when_unchanged = kwargs.pop("stop_when_unchanged", True)
         self.return_dict_in_generate = kwargs.pop("return_dict_in_generate", False)
         self.output_history = kwargs.pop("output_history", False)
@@ -57,8 +62,10 @@ class DeerGenerationConfig(GenerationConfig):
     def validate(self, strict=False, **kwargs):
         if isinstance(self.max_iterations, bool) or not isinstance(self.max_iterations, int) or self.max_iterations < 0:
             raise ValueError(f"max_iterations must be an integer >= 0 (0 = draft only), got {self.max_iterations!r}.")
-        if isinstance(self.eos_penalty, bool) or not isinstance(self.eos_penalty, (int, float)):
-            raise ValueError(f"eos_penalty must be a number, got {self.eos_penalty!r}.")
+        for name in ("eos_penalty", "blank_penalty"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}.")
         for name in ("stop_when_unchanged", "return_dict_in_generate", "output_history"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}.")
@@ -98,7 +105,7 @@ class DeerGenerateOutput(ModelOutput):
 def deer_generate(model, input_ids, attention_mask, generation_config: DeerGenerationConfig):
     config = model.config
     pad = config.pad_token_id
-    encoder_output, sequences = _draft(model, input_ids, attention_mask)
+    encoder_output, sequences = _draft(model, input_ids, attention_mask, generation_config.blank_penalty)
     batch = sequences.shape[0]
     num_iterations = torch.zeros(batch, dtype=torch.long, device=sequences.device)
     history = [sequences] if generation_config.output_history else None
@@ -126,20 +133,22 @@ def deer_generate(model, input_ids, attention_mask, generation_config: DeerGener
     return sequences
 
 
-def _draft(model, input_ids, attention_mask):
-    """Encode the source and run bos + placeholders + eos in the same pass; CTC-collapse the argmax of each frame;
-    wrap in bos ... eos. Returns the source's encoder output (its K/V cache, for the edit rounds) and the draft."""
+def _draft(model, input_ids, attention_mask, blank_penalty: float):
+    """Encode the source and run bos + frames + eos in the same pass; CTC-collapse the argmax of each frame (the
+    blank's score lowered by `blank_penalty`); wrap in bos ... eos. Returns the source's encoder output (its K/V
+    cache, for the edit rounds) and the draft."""
     config = model.config
-    draft = model.draft_canvas(attention_mask.sum(1))
-    frame_mask = draft[:, 1:-1] == config.placeholder_token_id
+    draft = model.draft_canvas(input_ids, attention_mask)
+    frame_mask = inner_mask(draft, config.pad_token_id)[:, 1:-1]
     encoder_output, hidden_states = model.model.encode_and_target_pass(input_ids, attention_mask, draft)
     hidden_states = hidden_states[:, 1:-1]
-    logits = model.lm_head(hidden_states[frame_mask])  # only real frames go through the LM head
+    logits = model.draft_logits(hidden_states[frame_mask])  # only real frames go through the LM head
     # The blank (placeholder) is a legal frame output; bos, eos and pad are not.
     logits[:, model.token_rows([config.bos_token_id, config.eos_token_id, config.pad_token_id])] = float("-inf")
+    logits[:, model.token_rows(config.placeholder_token_id)] -= blank_penalty
     frame_tokens = draft[:, 1:-1].masked_scatter(frame_mask, model.row_tokens(logits.argmax(-1)))
     inner = ctc_collapse(frame_tokens, frame_mask, config.placeholder_token_id, config.pad_token_id)
-    return encoder_output, _wrap(inner, config)
+    return encoder_output, add_bos_eos(inner, config.bos_token_id, config.eos_token_id, config.pad_token_id)
 
 
 def _refine(model, tokens: torch.Tensor, encoder_output, eos_penalty: float) -> torch.Tensor:
@@ -167,16 +176,6 @@ def _refine(model, tokens: torch.Tensor, encoder_output, eos_penalty: float) -> 
         logits[:, model.token_rows([config.bos_token_id, config.eos_token_id, pad, placeholder])] = float("-inf")
         tokens = fill_placeholders(tokens, model.row_tokens(logits.argmax(-1)), placeholder)
     return tokens
-
-
-def _wrap(inner: torch.Tensor, config) -> torch.Tensor:
-    """bos + each row's tokens + eos, padded."""
-    lengths = (inner != config.pad_token_id).sum(1)
-    batch = inner.shape[0]
-    bos = torch.full((batch, 1), config.bos_token_id, dtype=inner.dtype, device=inner.device)
-    pad = torch.full((batch, 1), config.pad_token_id, dtype=inner.dtype, device=inner.device)
-    tokens = torch.cat([bos, inner, pad], dim=1)
-    return tokens.scatter(1, (lengths + 1)[:, None], config.eos_token_id)
 
 
 def _trim(tokens: torch.Tensor, pad_id: int) -> torch.Tensor:

@@ -21,14 +21,19 @@ from transformers.utils import ModelOutput, logging
 from .configuration_deer import DeerConfig
 from .convert_mlm import convert_mlm_to_deer
 from .edit_ops import (
+    add_bos_eos,
+    apply_deletions,
+    choose_rows,
     compact,
     ctc_best_alignment,
+    ctc_collapse,
     edit_oracle,
     fill_placeholders,
     glancing_mix,
     inner_mask,
     insert_placeholders,
     random_deletion,
+    source_anchored_frames,
 )
 from .generation_deer import DeerGenerationConfig, deer_generate
 from .pruning_deer import (
@@ -263,8 +268,12 @@ class DeerLMHead(nn.Module):
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.decoder = nn.Linear(config.hidden_size, config.embedding_rows)
 
+    def transform(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """The features the decoder (and the blank head) score."""
+        return self.LayerNorm(self.activation(self.dense(hidden_states)))
+
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.LayerNorm(self.activation(self.dense(hidden_states))))
+        return self.decoder(self.transform(hidden_states))
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -283,6 +292,10 @@ class DeerPreTrainedModel(PreTrainedModel):
         super()._init_weights(module)
         if isinstance(module, DeerLMHead):
             init.zeros_(module.decoder.bias)
+        elif isinstance(module, nn.Linear) and module is getattr(self, "blank_head", None):
+            # No opinion until calibrate_blank sets the bias from real data.
+            init.zeros_(module.weight)
+            init.zeros_(module.bias)
         elif isinstance(module, DeerAttention):
             # Equal scores: until training separates them, ties are broken by position (earlier first).
             init.zeros_(module.head_scores)
@@ -377,6 +390,8 @@ class DeerForConditionalGeneration(DeerPreTrainedModel):
         self.insertion_head = nn.Linear(2 * config.hidden_size, config.max_insertions)
         # Keep (0) or delete (1) each token.
         self.deletion_head = nn.Linear(config.hidden_size, 2)
+        # The CTC blank's own score in the draft, from the LM head's features (see DeerConfig.separate_blank_head).
+        self.blank_head = nn.Linear(config.hidden_size, 1) if config.separate_blank_head else None
         # The level `set_sparsity` masks to (evaluation); a physically pruned model starts at its own level.
         self.sparsity_level = config.pruned_sparsity
         self.post_init()
@@ -524,20 +539,70 @@ class DeerForConditionalGeneration(DeerPreTrainedModel):
         lengths = torch.ceil(source_lengths.double() * self.config.upsample_ratio).long()
         return lengths.clamp(min=2, max=self.config.max_sequence_length)
 
-    def draft_canvas(self, source_lengths: torch.Tensor) -> torch.Tensor:
-        """The draft input: bos, draft_length - 2 placeholders, eos; padded. (batch, frames)"""
+    def draft_canvas(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The draft input for a source batch: bos, draft_length - 2 frames, eos; padded. (batch, draft_length)
+        The frames read the placeholder, or the source's tokens spread evenly over them (`config.draft_input`)."""
         config = self.config
-        lengths = self.draft_lengths(source_lengths)
-        positions = torch.arange(int(lengths.max()), device=source_lengths.device)
-        canvas = torch.full((len(lengths), len(positions)), config.placeholder_token_id, device=source_lengths.device)
+        lengths = self.draft_lengths(attention_mask.sum(1))
+        positions = torch.arange(int(lengths.max()), device=input_ids.device)
+        if config.draft_input == "source":
+            frames = source_anchored_frames(input_ids, attention_mask, lengths - 2, config.placeholder_token_id)
+            frames = torch.nn.functional.pad(frames, (1, len(positions) - 1 - frames.shape[1]),
+                                             value=config.placeholder_token_id)
+        else:
+            frames = torch.full((len(lengths), len(positions)), config.placeholder_token_id, device=input_ids.device)
+        canvas = frames.clone()
         canvas[:, 0] = config.bos_token_id
         canvas = canvas.masked_fill(positions == (lengths[:, None] - 1), config.eos_token_id)
         return canvas.masked_fill(positions >= lengths[:, None], config.pad_token_id)
 
+    def draft_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """LM-head scores of draft frames (..., hidden) -> (..., embedding rows), the blank's from its own head when
+        the model has one."""
+        features = self.lm_head.transform(hidden_states)
+        logits = self.lm_head.decoder(features)
+        if self.blank_head is None:
+            return logits
+        blank_row = self.token_rows([self.config.placeholder_token_id])
+        return logits.index_copy(-1, blank_row, self.blank_head(features).to(logits.dtype))
+
     def draft_frame_log_probs(self, draft: torch.Tensor, encoder_output: DeerEncoderOutput) -> torch.Tensor:
         """Log-probabilities of the draft's frames (every position but bos and eos): (batch, frames - 2, vocab)."""
         hidden_states = self.target_pass(draft, encoder_output)[:, 1:-1]
-        return self.lm_head(hidden_states).float().log_softmax(-1)
+        return self.draft_logits(hidden_states).float().log_softmax(-1)
+
+    @torch.no_grad()
+    def calibrate_blank(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                        force: bool = False) -> float:
+        """Start the CTC blank level with the best word: set the blank's bias so that, over the draft frames of
+        these (real, training) sources, its mean score equals the mean of each frame's best word score. A converted
+        MLM has no score for "nothing here"; a blank far behind every word is learned too slowly (Adam moves a bias
+        by about the learning rate per step), and drafts then merge neighbouring words. Run once, on a few dozen
+        training sources, before training (`training.train` does); a calibrated model (`config.blank_calibrated`)
+        is left alone unless `force`. Returns the bias set (or the current one)."""
+        config = self.config
+        if self.blank_head is None:
+            raise ValueError("calibrate_blank needs a model with separate_blank_head=True.")
+        if config.blank_calibrated and not force:
+            return float(self.blank_head.bias)
+        attention_mask = self._check_source(input_ids, attention_mask)
+        was_training = self.training
+        self.eval()
+        try:
+            draft = self.draft_canvas(input_ids, attention_mask)
+            encoder_output, hidden_states = self.model.encode_and_target_pass(input_ids, attention_mask, draft)
+            frames = hidden_states[:, 1:-1][inner_mask(draft, config.pad_token_id)[:, 1:-1]]
+            features = self.lm_head.transform(frames)
+            words = self.lm_head.decoder(features)
+            excluded = [config.placeholder_token_id, config.bos_token_id, config.eos_token_id, config.pad_token_id]
+            words[:, self.token_rows(excluded)] = float("-inf")
+            blank_without_bias = features @ self.blank_head.weight[0]
+            bias = float((words.max(-1).values - blank_without_bias).mean())
+        finally:
+            self.train(was_training)
+        self.blank_head.bias.fill_(bias)
+        config.blank_calibrated = True
+        return bias
 
     def forward(
         self,
@@ -568,7 +633,7 @@ class DeerForConditionalGeneration(DeerPreTrainedModel):
             if targets is None:
                 return DeerSeq2SeqLMOutput(encoder_last_hidden_state=encoder_output.last_hidden_state)
             sparsity_loss = self.sparsity_regularizer() if sample_level else None
-            return self._deer_loss(encoder_output, targets, sparsity_loss)
+            return self._deer_loss(input_ids, attention_mask, encoder_output, targets, sparsity_loss)
         finally:
             if sample_level:
                 self._apply_level(self.sparsity_level)
@@ -597,14 +662,14 @@ class DeerForConditionalGeneration(DeerPreTrainedModel):
             )
         return targets
 
-    def _deer_loss(self, encoder_output: DeerEncoderOutput, targets: torch.Tensor,
-                   sparsity_loss: torch.Tensor | None = None) -> DeerSeq2SeqLMOutput:
+    def _deer_loss(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, encoder_output: DeerEncoderOutput,
+                   targets: torch.Tensor, sparsity_loss: torch.Tensor | None = None) -> DeerSeq2SeqLMOutput:
         config = self.config
         pad, placeholder = config.pad_token_id, config.placeholder_token_id
 
         # 1-3. Draft with glancing, then the CTC loss of the gold target's inner tokens over the draft frames.
-        draft = self.draft_canvas(encoder_output.attention_mask.sum(1))
-        frame_mask = draft[:, 1:-1] == placeholder
+        draft = self.draft_canvas(input_ids, attention_mask)
+        frame_mask = inner_mask(draft, pad)[:, 1:-1]
         frame_lengths = frame_mask.sum(1)
         gold_inner = compact(targets, inner_mask(targets, pad), pad)
         inner_lengths = (targets != pad).sum(1) - 2
@@ -621,12 +686,60 @@ class DeerForConditionalGeneration(DeerPreTrainedModel):
                 frame_mask & fits[:, None], config.glancing_ratio if self.training else 0.0, placeholder,
             )
         glanced = torch.cat([draft[:, :1], glanced_frames, draft[:, -1:]], dim=1)
-        frame_log_probs = self.draft_frame_log_probs(glanced, encoder_output)
-        ctc_loss = _ctc_loss(frame_log_probs, frame_lengths, gold_rows, inner_lengths, fits, blank_row,
+        frame_log_probs_glanced = self.draft_frame_log_probs(glanced, encoder_output)
+        ctc_loss = _ctc_loss(frame_log_probs_glanced, frame_lengths, gold_rows, inner_lengths, fits, blank_row,
                              config.ctc_label_smoothing)
 
-        # 4. Editing: y_del -> (insert placeholders) y_ph -> (fill) y_pred -> (delete) gold.
+        weights = (config.insertion_loss_weight, config.word_loss_weight, config.deletion_loss_weight)
+        edit_losses = (None, None, None)
+        if any(weights):  # a CTC-only phase of training skips the edit passes altogether
+            own_draft = self._draft_from_log_probs(frame_log_probs, draft) if config.draft_edit_ratio > 0 else None
+            edit_losses = self._edit_losses(encoder_output, targets, own_draft)
+        loss = config.ctc_loss_weight * ctc_loss
+        for weight, component in zip(weights, edit_losses):
+            if component is not None:
+                loss = loss + weight * component
+        if sparsity_loss is not None:
+            loss = loss + sparsity_loss
+        insertion_loss, word_loss, deletion_loss = edit_losses
+        return DeerSeq2SeqLMOutput(
+            loss=loss,
+            ctc_loss=ctc_loss.detach(),
+            insertion_loss=insertion_loss.detach() if insertion_loss is not None else None,
+            word_loss=word_loss.detach() if word_loss is not None else None,
+            deletion_loss=deletion_loss.detach() if deletion_loss is not None else None,
+            sparsity_loss=sparsity_loss.detach() if sparsity_loss is not None else None,
+            num_unfit_targets=(~fits).sum(),
+            encoder_last_hidden_state=encoder_output.last_hidden_state,
+        )
+
+    def _draft_from_log_probs(self, frame_log_probs: torch.Tensor, draft: torch.Tensor) -> torch.Tensor:
+        """The collapsed draft `bos ... eos` that decoding would write from these frame scores (no special tokens
+        but the blank)."""
+        config = self.config
+        scores = frame_log_probs.detach().clone()
+        scores[..., self.token_rows([config.bos_token_id, config.eos_token_id, config.pad_token_id])] = float("-inf")
+        frame_tokens = self.row_tokens(scores.argmax(-1))
+        inner = ctc_collapse(frame_tokens, inner_mask(draft, config.pad_token_id)[:, 1:-1],
+                             config.placeholder_token_id, config.pad_token_id)
+        return add_bos_eos(inner, config.bos_token_id, config.eos_token_id, config.pad_token_id)
+
+    def _edit_losses(self, encoder_output: DeerEncoderOutput, targets: torch.Tensor,
+                     own_draft: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """4. The insertion, word and deletion losses, on the passes decoding makes: (insert placeholders) ->
+        (fill) -> (delete) -> gold. Each row's inputs come from the gold target (the paper: y_del, a random
+        subsequence of it; then y_pred, y_del completed by the model's own words) or, for a `draft_edit_ratio`
+        share of the rows, from the model's own draft (deleting what the oracle deletes from it leaves a
+        subsequence of the gold that the insertions complete)."""
+        config = self.config
+        pad, placeholder = config.pad_token_id, config.placeholder_token_id
         deleted = random_deletion(targets, pad)
+        use_draft = None
+        if own_draft is not None:
+            use_draft = torch.rand(targets.shape[0], device=targets.device) < config.draft_edit_ratio
+            draft_kept = apply_deletions(own_draft, edit_oracle(own_draft, targets, pad).delete_mask, pad)
+            deleted = choose_rows(use_draft, draft_kept, deleted, pad)
+
         insertions = edit_oracle(deleted, targets, pad)
         hidden_states = self.target_pass(deleted, encoder_output)
         insertion_logits = self.insertion_head(torch.cat([hidden_states[:, :-1], hidden_states[:, 1:]], dim=-1))
@@ -645,31 +758,15 @@ class DeerForConditionalGeneration(DeerPreTrainedModel):
 
         predicted = fill_placeholders(with_placeholders, self.row_tokens(word_logits.detach().argmax(-1)),
                                       placeholder)
+        if use_draft is not None:
+            predicted = choose_rows(use_draft, own_draft, predicted, pad)
         deletion_targets = edit_oracle(predicted, targets, pad).delete_mask
         hidden_states = self.target_pass(predicted, encoder_output)
         inner = inner_mask(predicted, pad)
         deletion_loss = _cross_entropy(
             self.deletion_head(hidden_states[inner]), deletion_targets[inner].long(), config.deletion_label_smoothing
         )
-
-        loss = (
-            config.ctc_loss_weight * ctc_loss
-            + config.insertion_loss_weight * insertion_loss
-            + config.word_loss_weight * word_loss
-            + config.deletion_loss_weight * deletion_loss
-        )
-        if sparsity_loss is not None:
-            loss = loss + sparsity_loss
-        return DeerSeq2SeqLMOutput(
-            loss=loss,
-            ctc_loss=ctc_loss.detach(),
-            insertion_loss=insertion_loss.detach(),
-            word_loss=word_loss.detach(),
-            deletion_loss=deletion_loss.detach(),
-            sparsity_loss=sparsity_loss.detach() if sparsity_loss is not None else None,
-            num_unfit_targets=(~fits).sum(),
-            encoder_last_hidden_state=encoder_output.last_hidden_state,
-        )
+        return insertion_loss, word_loss, deletion_loss
 
     # -- vocabulary trimming ----------------------------------------------------------------------------------------
 

@@ -143,17 +143,24 @@ def test_tune_generation_saves_the_best_eos_penalty_on_validation(trained_pair, 
     model_dir = tmp_path / "deer"
     shutil.copytree(trained_pair / "deer", model_dir)
     tune_main(["--model", str(model_dir), "--validation_file", VALIDATION_FILE, "--penalties", "0", "5",
-               "--threads", "1"])
+               "--blank_penalties", "0", "8", "--threads", "1"])
     report = json.loads((model_dir / "tune_generation.json").read_text())
-    candidates = {row["eos_penalty"]: row for row in report["candidates"]}
-    assert set(candidates) == {0.0, 5.0}
-    # A larger penalty on "insert nothing" writes longer outputs.
-    assert candidates[5.0]["words_per_output"] > candidates[0.0]["words_per_output"]
-    best = max(candidates.values(), key=lambda row: (row["bleu"], -row["eos_penalty"]))["eos_penalty"]
+    blank_rows = {row["blank_penalty"]: row for row in report["candidates"] if row["tuned"] == "blank_penalty"}
+    eos_rows = {row["eos_penalty"]: row for row in report["candidates"] if row["tuned"] == "eos_penalty"}
+    assert set(blank_rows) == {0.0, 8.0} and set(eos_rows) == {0.0, 5.0}
+    # Larger penalties on the blank and on "insert nothing" write longer outputs.
+    assert blank_rows[8.0]["words_per_output"] > blank_rows[0.0]["words_per_output"]
+    assert eos_rows[5.0]["words_per_output"] > eos_rows[0.0]["words_per_output"]
+    # The blank penalty is chosen first (eos_penalty 0), then the eos penalty at the chosen blank penalty.
+    best_blank = max(blank_rows.values(), key=lambda row: (row["bleu"], -row["blank_penalty"]))["blank_penalty"]
+    assert report["blank_penalty"] == best_blank
+    assert all(row["blank_penalty"] == best_blank for row in eos_rows.values())
+    best = max(eos_rows.values(), key=lambda row: (row["bleu"], -row["eos_penalty"]))["eos_penalty"]
     assert report["eos_penalty"] == best
-    assert DeerForConditionalGeneration.from_pretrained(model_dir).generation_config.eos_penalty == best
+    saved = DeerForConditionalGeneration.from_pretrained(model_dir).generation_config
+    assert (saved.blank_penalty, saved.eos_penalty) == (best_blank, best)
     assert "saved to" in capsys.readouterr().out
-    for extra, message in ((["--iterations", "0"], "at least 1"), (["--penalties", "-1"], ">= 0")):
+    for extra, message in ((["--iterations", "-1"], "at least 0"), (["--penalties", "-1"], ">= 0")):
         with pytest.raises(SystemExit):
             tune_main(["--model", str(model_dir), "--validation_file", VALIDATION_FILE, *extra])
         assert message in capsys.readouterr().err
@@ -179,3 +186,33 @@ def test_distill_replaces_targets_with_the_teachers_outputs(trained_pair, tmp_pa
         distill_main(["--teacher", str(trained_pair / "ar"), "--input", str(source_file), "--output",
                       str(source_file)])
     assert "must differ" in capsys.readouterr().err
+
+
+def test_quality_report_table_and_curves(trained_pair, tmp_path):
+    from training.quality_report import main as quality_main
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for split in ("validation", "test"):
+        lines = open(VALIDATION_FILE, encoding="utf-8").read().splitlines()[:6]
+        (data / f"{split}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    deer = trained_pair / "deer"
+    (deer / "learning_curve.jsonl").write_text(
+        '{"step": 2, "train_seconds": 1.0, "eval_bleu": 0.5}\n{"step": 3, "train_seconds": 1.5, "eval_bleu": 0.7}\n'
+        '{"step": 3, "train_seconds": 1.5, "eval_bleu": 0.7}\n')
+    output = tmp_path / "report"
+    quality_main(["--task", "bible-de-en", "--data_dir", str(data), "--runs", f"deer={deer}", "--ar",
+                  str(trained_pair / "ar"), "--iterations", "0", "1", "--threads", "1", "--output", str(output)])
+    report = json.loads(output.with_suffix(".json").read_text())
+    deer_rows = [row for row in report["rows"] if row["run"] == "deer"]
+    # tuned and untuned knobs x two splits x two iteration counts, and the AR model once per split.
+    assert len(deer_rows) == 8 and len(report["rows"]) == 10
+    assert {row["knobs"] for row in deer_rows} == {"tuned", "untuned"}
+    assert all(0 <= row["bleu"] <= 100 and row["length_ratio"] >= 0 for row in report["rows"])
+    assert [row["step"] for row in report["learning_curves"]["deer"]] == [2, 3]  # a repeated step counts once
+    table = output.with_suffix(".md").read_text()
+    assert table.count("\n| deer |") == 2 and "AR (BERT2BERT, greedy)" in table
+    assert (tmp_path / "report-curves.png").stat().st_size > 1000
+    with pytest.raises(SystemExit):
+        quality_main(["--task", "bible-de-en", "--data_dir", str(data), "--runs", "no-equals-sign",
+                      "--output", str(output)])

@@ -6,7 +6,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from modeling_deer.edit_ops import (
+    add_bos_eos,
     apply_deletions,
+    choose_rows,
     compact,
     ctc_best_alignment,
     ctc_collapse,
@@ -16,6 +18,7 @@ from modeling_deer.edit_ops import (
     inner_mask,
     insert_placeholders,
     random_deletion,
+    source_anchored_frames,
 )
 
 P, B, E, M = 0, 1, 2, 3  # pad, bos, eos, placeholder (= blank)
@@ -38,6 +41,26 @@ def test_compact():
 def test_inner_mask():
     tokens = rows([B, 5, 6, E], [B, E])
     assert inner_mask(tokens, P).tolist() == [[False, True, True, False], [False, False, False, False]]
+
+
+def test_add_bos_eos():
+    assert add_bos_eos(rows([5, 6], [7], []), B, E, P).tolist() == [[B, 5, 6, E], [B, 7, E, P], [B, E, P, P]]
+    assert add_bos_eos(torch.zeros(2, 0, dtype=torch.long), B, E, P).tolist() == [[B, E], [B, E]]  # all empty
+
+
+def test_choose_rows_pads_to_the_wider_and_trims():
+    first, second = rows([B, 5, E]), rows([B, 6, 7, 8, E])
+    both = torch.cat([first, first]), torch.cat([second, second])
+    assert choose_rows(torch.tensor([True, False]), *both, P).tolist() == [[B, 5, E, P, P], [B, 6, 7, 8, E]]
+    assert choose_rows(torch.tensor([True, True]), *both, P).tolist() == [[B, 5, E], [B, 5, E]]
+
+
+def test_source_anchored_frames_spread_the_source_in_order():
+    source = rows([B, 5, 6, 7, E], [B, 8, E], [B, E])
+    frames = source_anchored_frames(source, source != P, torch.tensor([6, 4, 3]), M)
+    assert frames.tolist() == [[5, 5, 6, 6, 7, 7], [8, 8, 8, 8, M, M], [M, M, M, M, M, M]]
+    # Fewer frames than source tokens: every frame still reads in order, some tokens are skipped.
+    assert source_anchored_frames(source[:1], source[:1] != P, torch.tensor([2]), M).tolist() == [[5, 6]]
 
 
 def test_ctc_collapse_merges_repeats_then_drops_blanks():

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from modeling_deer.edit_ops import ctc_collapse
+from modeling_deer.edit_ops import ctc_collapse, inner_mask
 
 from conftest import BOS, EOS, MASK, PAD, random_batch, tiny_model
 
@@ -43,10 +43,10 @@ def test_zero_iterations_is_the_collapsed_draft(model):
     source_ids, source_mask = random_batch(3, 10, seed=4)
     with torch.no_grad():
         encoder_output = model.encode(source_ids, source_mask)
-        canvas = model.draft_canvas(source_mask.sum(1))
-        logits = model.lm_head(model.target_pass(canvas, encoder_output))[:, 1:-1]
+        canvas = model.draft_canvas(source_ids, source_mask)
+        logits = model.draft_logits(model.target_pass(canvas, encoder_output))[:, 1:-1]
         logits[..., [BOS, EOS, PAD]] = float("-inf")
-        frame_mask = canvas[:, 1:-1] == MASK
+        frame_mask = inner_mask(canvas, PAD)[:, 1:-1]
         inner = ctc_collapse(logits.argmax(-1), frame_mask, MASK, PAD)
     generated = model.generate(input_ids=source_ids, attention_mask=source_mask, max_iterations=0)
     for b in range(3):
@@ -54,12 +54,43 @@ def test_zero_iterations_is_the_collapsed_draft(model):
         assert generated[b].tolist()[: len(tokens) + 2] == [BOS] + tokens + [EOS]
 
 
+def sources_of_lengths(lengths: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """bos 10 11 12 ... eos rows of the given lengths, right-padded."""
+    width = max(lengths)
+    rows = [[BOS] + [10 + i % 30 for i in range(n - 2)] + [EOS] if n >= 2 else [BOS] for n in lengths]
+    ids = torch.tensor([row + [PAD] * (width - len(row)) for row in rows])
+    return ids, ids != PAD
+
+
 def test_draft_canvas_shape():
-    model = tiny_model(upsample_ratio=2.0)
-    canvas = model.draft_canvas(torch.tensor([3, 1, 40]))
+    model = tiny_model(upsample_ratio=2.0, draft_input="placeholder")
+    canvas = model.draft_canvas(*sources_of_lengths([3, 1, 40]))
     assert canvas[0].tolist()[:7] == [BOS, MASK, MASK, MASK, MASK, EOS, PAD]  # ceil(2 * 3) = 6 frames
     assert canvas[1].tolist()[:3] == [BOS, EOS, PAD]
     assert (canvas[2] != PAD).sum() == 64  # capped by the position table
+
+
+def test_source_anchored_canvas():
+    model = tiny_model(upsample_ratio=2.0, draft_input="source")
+    ids, mask = sources_of_lengths([5, 2, 40])
+    canvas = model.draft_canvas(ids, mask)
+    # bos 10 11 12 eos: 10 frames of bos + 8 frames + eos, each inner token read by 8 / 3 frames in order.
+    assert canvas[0].tolist()[:11] == [BOS, 10, 10, 10, 11, 11, 11, 12, 12, EOS, PAD]
+    assert canvas[1].tolist()[:5] == [BOS, MASK, MASK, EOS, PAD]  # nothing to read: placeholders
+    assert (canvas[2] != PAD).sum() == 64
+    # Left padding reads the same tokens.
+    left = torch.cat([torch.full((1, 3), PAD), ids[:1]], dim=1)
+    assert torch.equal(model.draft_canvas(left, left != PAD)[0, :10], canvas[0, :10])
+
+
+def test_blank_penalty_lengthens_the_draft(model):
+    source_ids, source_mask = random_batch(4, 12, seed=6)
+    lengths = [(model.generate(input_ids=source_ids, attention_mask=source_mask, max_iterations=0,
+                               blank_penalty=penalty) != PAD).sum().item() for penalty in (-1e4, 0.0, 1e4)]
+    assert lengths[0] == 2 * 4  # the blank wins every frame: bos eos only
+    assert lengths[0] <= lengths[1] <= lengths[2]
+    with pytest.raises(ValueError, match="blank_penalty"):
+        model.generate(input_ids=source_ids, attention_mask=source_mask, blank_penalty=float("nan"))
 
 
 def test_output_dict_history_and_iteration_counts(model):
@@ -118,7 +149,7 @@ def settling_model():
     """A random model nudged towards "insert nothing", so that rows settle after different numbers of rounds."""
     model = tiny_model(seed=3, max_insertions=3)
     with torch.no_grad():
-        model.insertion_head.bias[0] += 0.4
+        model.insertion_head.bias[0] += 0.6
     return model
 
 

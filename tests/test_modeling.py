@@ -15,6 +15,8 @@ from transformers import (
 
 from modeling_deer import DeerForConditionalGeneration
 
+from modeling_deer.edit_ops import inner_mask
+
 from conftest import BOS, EOS, MASK, PAD, load_pairs, random_batch, shortest_real_pairs, tiny_model
 
 
@@ -197,9 +199,59 @@ def test_gradients_reach_the_backbone_and_every_head():
         "lm_head.decoder.bias",
         "insertion_head.weight",
         "deletion_head.weight",
+        "blank_head.weight",
     ):
         grad = model.get_parameter(name).grad
         assert grad is not None and grad.abs().sum() > 0, name
+
+
+def test_edit_losses_skipped_when_their_weights_are_zero():
+    model = tiny_model(insertion_loss_weight=0.0, word_loss_weight=0.0, deletion_loss_weight=0.0).train()
+    source_ids, source_mask = random_batch(3, 10, seed=5)
+    labels, _ = random_batch(3, 7, seed=6, min_length=4)
+    output = model(input_ids=source_ids, attention_mask=source_mask, labels=labels.masked_fill(labels == PAD, -100))
+    assert output.insertion_loss is None and output.word_loss is None and output.deletion_loss is None
+    assert torch.equal(output.loss, output.ctc_loss) or output.loss.item() == pytest.approx(output.ctc_loss.item())
+    output.loss.backward()
+    assert model.insertion_head.weight.grad is None and model.deletion_head.weight.grad is None
+
+
+def test_edit_heads_train_on_the_draft_that_decoding_writes():
+    """With draft_edit_ratio, the edit losses start from the collapsed draft of the frame scores: in eval mode it is
+    exactly the draft `generate(max_iterations=0)` returns."""
+    model = tiny_model(seed=2, draft_edit_ratio=1.0)
+    source_ids, source_mask = random_batch(4, 10, seed=7)
+    with torch.no_grad():
+        canvas = model.draft_canvas(source_ids, source_mask)
+        log_probs = model.draft_frame_log_probs(canvas, model.encode(source_ids, source_mask))
+        own_draft = model._draft_from_log_probs(log_probs, canvas)
+    generated = model.generate(input_ids=source_ids, attention_mask=source_mask, max_iterations=0)
+    assert torch.equal(own_draft[:, : generated.shape[1]], generated)
+    labels, _ = random_batch(4, 7, seed=8, min_length=4)
+    model.train()
+    output = model(input_ids=source_ids, attention_mask=source_mask, labels=labels.masked_fill(labels == PAD, -100))
+    for name in ("loss", "insertion_loss", "word_loss", "deletion_loss"):
+        assert torch.isfinite(getattr(output, name)), name
+    output.loss.backward()
+    assert model.deletion_head.weight.grad.abs().sum() > 0
+
+
+def test_calibrate_blank_starts_the_blank_level_with_the_best_word():
+    model = tiny_model(seed=4)
+    source_ids, source_mask = random_batch(6, 12, seed=9)
+    bias = model.calibrate_blank(source_ids, source_mask)
+    assert model.config.blank_calibrated and model.blank_head.bias.item() == pytest.approx(bias)
+    with torch.no_grad():
+        canvas = model.draft_canvas(source_ids, source_mask)
+        frames = model.target_pass(canvas, model.encode(source_ids, source_mask))[:, 1:-1]
+        frames = frames[inner_mask(canvas, PAD)[:, 1:-1]]
+        logits = model.draft_logits(frames)
+        blank = logits[:, MASK].clone()
+        logits[:, [PAD, BOS, EOS, MASK]] = float("-inf")
+    assert blank.mean().item() == pytest.approx(logits.max(-1).values.mean().item(), abs=1e-4)
+    assert model.calibrate_blank(source_ids + 0, source_mask) == pytest.approx(bias)  # calibrated: left alone
+    with pytest.raises(ValueError, match="separate_blank_head"):
+        tiny_model(separate_blank_head=False).calibrate_blank(source_ids, source_mask)
 
 
 def test_labels_are_checked():

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from training import bible
 from training.metrics import normalize, score
 from training.prepare_data import prepare
-from training.train import GlancingScheduleCallback, load_split
+from training.train import CtcOnlyCallback, GlancingScheduleCallback, load_split
 from training.train import main as train_main
 
 from conftest import FIXTURES
@@ -37,19 +37,24 @@ def run_args(output_dir, model_path, *extra):
 
 
 @pytest.mark.parametrize("task", sorted(bible.TASKS))
-def test_prepare_data_splits_by_book_without_leakage(tmp_path, task):
+def test_prepare_data_splits_by_book_without_leakage(tmp_path, task, tiny_bert_path):
     sizes = prepare(task, str(tmp_path))
-    assert sizes == {"train": 30119, "validation": 104, "test": 879}
+    assert sizes == {"train": 28470, "validation": 1753, "test": 879}
     rows = {}
     for split in bible.SPLITS:
         with open(tmp_path / f"{split}.jsonl", encoding="utf-8") as handle:
             rows[split] = [json.loads(line) for line in handle]
         assert all(row["source"] and row["target"] for row in rows[split])
     assert {row["book"] for row in rows["test"]} == {43}
-    assert {row["book"] for row in rows["validation"]} == {50}
+    assert {row["book"] for row in rows["validation"]} == {42, 50, 51, 52, 53, 54, 55, 56, 57}
     reference = lambda row: (row["book"], row["chapter"], row["verse"])
     train_references = {reference(row) for row in rows["train"]}
     assert not train_references & {reference(row) for row in rows["test"] + rows["validation"]}
+    # Enough validation pairs of the README's 32-token data to choose settings on.
+    from transformers import AutoTokenizer
+
+    short = prepare(task, str(tmp_path / "32"), 32, AutoTokenizer.from_pretrained(tiny_bert_path))
+    assert short["validation"] >= 300
 
 
 def test_missing_database_names_the_package(monkeypatch):
@@ -84,6 +89,25 @@ def test_glancing_schedule_is_linear_in_the_step():
     assert [round(schedule.ratio(step, 10), 3) for step in (0, 5, 10, 20)] == [0.5, 0.35, 0.2, 0.2]
 
 
+def test_ctc_only_phase_then_the_given_edit_weights():
+    class Config:
+        insertion_loss_weight = word_loss_weight = deletion_loss_weight = 1.0
+
+    class Model:
+        config = Config()
+
+    class State:
+        global_step = 0
+
+    callback, model, state = CtcOnlyCallback(10, (0.5, 0.5, 0.25)), Model(), State()
+    seen = []
+    for step in (0, 9, 10, 11):
+        state.global_step = step
+        callback.on_step_begin(None, state, None, model=model)
+        seen.append((model.config.insertion_loss_weight, model.config.deletion_loss_weight))
+    assert seen == [(0.0, 0.0), (0.0, 0.0), (0.5, 0.25), (0.5, 0.25)]
+
+
 def test_resumed_run_equals_the_run_that_never_stopped(tmp_path, tiny_bert_path):
     """Train 20 steps saving at 10; resume another run from that checkpoint: same step count, weights, optimizer."""
     straight = tmp_path / "straight"
@@ -115,12 +139,18 @@ def test_evaluation_by_generation_reports_bleu(tmp_path, tiny_bert_path):
                         "no", "--validation_file", VALIDATION_FILE, "--max_eval_samples", "8",
                         "--per_device_eval_batch_size", "4", "--predict_with_generate",
                         "--generation_max_iterations", "1", "--sparsity_levels", "0", "0.5",
-                        "--score_learning_rate", "0.01", "--trim_vocabulary"))
+                        "--score_learning_rate", "0.01", "--trim_vocabulary", "--eval_strategy", "steps",
+                        "--eval_steps", "2", "--ctc_only_steps", "2", "--draft_edit_ratio", "1"))
     metrics = json.loads((output / "eval_results.json").read_text())
+    # The learning curve: one line per evaluation, with the seconds spent training so far.
+    curve = [json.loads(line) for line in (output / "learning_curve.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in curve][:2] == [2, 4] and 0 < curve[0]["train_seconds"] < curve[1]["train_seconds"]
+    assert all("eval_bleu" in row for row in curve)
     assert {"eval_bleu", "eval_chrf", "eval_rougeL", "eval_loss"} <= set(metrics)
     assert 0 <= metrics["eval_bleu"] <= 100
     saved = json.loads((output / "config.json").read_text())
     assert saved["sparsity_levels"] == [0.0, 0.5] and saved["model_type"] == "deer"
+    assert saved["blank_calibrated"] and saved["draft_edit_ratio"] == 1.0
     # Trimmed to the fixture's tokens: far fewer rows than the 30,522 of the tokenizer.
     assert 1000 < len(saved["vocabulary_ids"]) < 10000 and saved["vocab_size"] == 30522
 

@@ -44,10 +44,20 @@ def build_model(shape: str, seed: int = 0) -> DeerForConditionalGeneration:
     with torch.no_grad():
         for score in model.pruning_scores():
             score.normal_()
-        model.lm_head.decoder.bias[config.placeholder_token_id] = -1e4  # never blank: a full-length draft
+        set_blank_score(model, -1e4)  # never blank: a full-length draft
         model.deletion_head.bias.copy_(torch.tensor([1e4, 0.0]))  # keep every token
         model.insertion_head.bias[0] = 1e4  # insert nothing
     return model
+
+
+def set_blank_score(model, value: float):
+    """Make the draft's blank score `value` at every frame (a random model's knob for the draft's length)."""
+    with torch.no_grad():
+        if model.blank_head is not None:
+            model.blank_head.weight.zero_()
+            model.blank_head.bias.fill_(value)
+        else:
+            model.lm_head.decoder.bias[model.config.placeholder_token_id] = value
 
 
 def non_embedding_parameters(model) -> int:

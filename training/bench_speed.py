@@ -24,22 +24,20 @@ import os
 import torch
 from transformers import BertConfig, BertForMaskedLM, BertLMHeadModel, BertModel, EncoderDecoderModel
 
-from training.bench_pruning import SHAPES, SOURCE_LENGTH, build_model, sources_batch
+from training.bench_pruning import SHAPES, SOURCE_LENGTH, build_model, set_blank_score, sources_batch
 from training.timing import interleaved_medians
 
 OUTPUT_LENGTH = 32  # tokens the autoregressive model writes, and the average DEER's draft is calibrated to
 
 
 def calibrate_output_length(model, sources: torch.Tensor, length: int) -> float:
-    """Bias the LM head towards the blank until the collapsed draft of `sources` averages `length` tokens, the
+    """Raise or lower the blank's score until the collapsed draft of `sources` averages `length` tokens, the
     length the autoregressive model is made to write: both systems then produce outputs of the same size.
     Returns the average reached."""
     low, high = -20.0, 20.0
-    blank = model.config.placeholder_token_id
     for _ in range(25):
         middle = (low + high) / 2
-        with torch.no_grad():
-            model.lm_head.decoder.bias[blank] = middle
+        set_blank_score(model, middle)
         produced = (model.generate(input_ids=sources, max_iterations=0) != 0).sum(1).float().mean().item() - 2
         low, high = (middle, high) if produced > length else (low, middle)
     return produced

@@ -4,7 +4,8 @@
         [--max_length 32 --tokenizer PATH]
 
 Each line holds `source`, `target` and the verse reference (`book`, `chapter`, `verse`). Split by book: test =
-John (43), validation = Philippians (50), train = every other book, so no test verse is in train. With
+John (43), validation = Luke and Philippians to Philemon (42, 50-57), train = every other book, so no test or
+validation verse is in train. With
 `--max_length`, only the pairs whose source and target both fit in that many tokens of `--tokenizer` (specials
 included) are kept, in every split: short verses make short CPU runs.
 """

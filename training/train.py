@@ -18,6 +18,7 @@ The tokenizer is saved with the model; metrics go to `*_results.json` in the out
 generation reports BLEU, chrF and ROUGE-L against references normalised as training/metrics/__init__.py says.
 """
 
+import json
 import logging
 import os
 import shlex
@@ -63,6 +64,19 @@ class ModelArguments:
     random_init: bool = field(default=False, metadata={
         "help": "Ablation: the same shape, special tokens and tokenizer as the converted MLM, but every weight drawn "
                 "afresh (seeded by --seed): what the pretrained MLM is worth."})
+    draft_input: str | None = field(default=None, metadata={
+        "help": "What the draft frames read: 'source' (the source tokens spread over the frames) or 'placeholder' "
+                "(the paper). Default: the model's (new models: source)."})
+    separate_blank_head: bool | None = field(default=None, metadata={
+        "help": "Give the CTC blank its own output row (a new model only; default: yes). It is calibrated on the "
+                "first training sources before training."})
+    draft_edit_ratio: float | None = field(default=None, metadata={
+        "help": "Share of the rows whose edit losses use the model's own draft (0 = the paper's gold-derived inputs)."})
+    edit_loss_weight: float | None = field(default=None, metadata={
+        "help": "Weight of each of the three edit losses (insertion, word, deletion); the CTC loss keeps weight 1."})
+    ctc_only_steps: int = field(default=0, metadata={
+        "help": "Train the draft alone (CTC loss only, the edit passes skipped) for this many steps first; then all "
+                "four losses."})
     trim_vocabulary: bool = field(default=False, metadata={
         "help": "Shrink the embeddings and LM head to the tokens of the training data (sources and targets): a "
                 "faster model that can only write those tokens. The tokenizer is unchanged."})
@@ -119,6 +133,62 @@ class GlancingScheduleCallback(TrainerCallback):
         model.config.glancing_ratio = self.ratio(state.global_step, state.max_steps)
 
 
+class LearningCurveCallback(TrainerCallback):
+    """Appends one JSON line per evaluation to `learning_curve.jsonl` in the output directory: the step, the seconds
+    spent in training steps so far (evaluation excluded, so runs compare by training wall-clock) and the evaluation
+    metrics. A resumed run goes on from the seconds its file recorded at the checkpoint's step."""
+
+    def __init__(self):
+        self.train_seconds, self.step_started = 0.0, None
+
+    def path(self, args) -> str:
+        return os.path.join(args.output_dir, "learning_curve.jsonl")
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.train_seconds = 0.0
+        if state.global_step and os.path.exists(self.path(args)):
+            with open(self.path(args)) as handle:
+                rows = [json.loads(line) for line in handle if line.strip()]
+            earlier = [row for row in rows if row["step"] <= state.global_step]
+            self.train_seconds = earlier[-1]["train_seconds"] if earlier else 0.0
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.step_started = time.monotonic()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.step_started is not None:
+            self.train_seconds += time.monotonic() - self.step_started
+            self.step_started = None
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if not state.is_world_process_zero:
+            return
+        os.makedirs(args.output_dir, exist_ok=True)
+        row = {"step": state.global_step, "train_seconds": round(self.train_seconds, 1), **(metrics or {})}
+        with open(self.path(args), "a") as handle:
+            handle.write(json.dumps(row) + "\n")
+
+
+class CtcOnlyCallback(TrainerCallback):
+    """For the first `steps` steps the three edit-loss weights are 0 (the model skips the edit passes), so the shared
+    network first learns the draft; from then on the weights are `weights`. It depends only on the global step, so a
+    resumed run follows the same schedule."""
+
+    NAMES = ("insertion_loss_weight", "word_loss_weight", "deletion_loss_weight")
+
+    def __init__(self, steps: int, weights: tuple[float, float, float]):
+        self.steps, self.weights = steps, weights
+
+    def on_step_begin(self, args, state, control, model=None, **kwargs):
+        weights = (0.0, 0.0, 0.0) if state.global_step < self.steps else self.weights
+        for name, weight in zip(self.NAMES, weights):
+            setattr(model.config, name, weight)
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        for name, weight in zip(self.NAMES, self.weights):  # the saved model carries the joint phase's weights
+            setattr(model.config, name, weight)
+
+
 class TimeLimitCallback(TrainerCallback):
     """Stops training once `minutes` of wall time have passed since it began. With several processes they agree on
     the step (the earliest one any process reached the limit at), so none waits forever for the others."""
@@ -147,7 +217,7 @@ class DeerTrainer(Seq2SeqTrainer):
         super().__init__(*args, **kwargs)
         self.score_learning_rate = score_learning_rate
         self.generation_max_iterations = generation_max_iterations
-        self._component_sums, self._component_count = {}, 0
+        self._component_sums, self._component_counts = {}, {}
 
     def create_optimizer(self, model=None):
         if self.optimizer is None:
@@ -160,19 +230,20 @@ class DeerTrainer(Seq2SeqTrainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         outputs = model(**inputs)
         if model.training:
-            for name in ("ctc_loss", "insertion_loss", "word_loss", "deletion_loss", "sparsity_loss"):
+            for name in ("ctc_loss", "insertion_loss", "word_loss", "deletion_loss", "sparsity_loss",
+                         "num_unfit_targets"):
                 value = getattr(outputs, name, None)
                 if value is not None:
                     self._component_sums[name] = self._component_sums.get(name, 0.0) + float(value)
-            self._component_count += 1
+                    self._component_counts[name] = self._component_counts.get(name, 0) + 1
         return (outputs.loss, outputs) if return_outputs else outputs.loss
 
     def log(self, logs, *args, **kwargs):
-        if "loss" in logs and self._component_count:
+        if "loss" in logs and self._component_counts:
             for name, total in self._component_sums.items():
-                logs[name] = round(total / self._component_count, 4)
+                logs[name] = round(total / self._component_counts[name], 4)
             logs["glancing_ratio"] = round(self.model.config.glancing_ratio, 4)
-            self._component_sums, self._component_count = {}, 0
+            self._component_sums, self._component_counts = {}, {}
         super().log(logs, *args, **kwargs)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None, **gen_kwargs):
@@ -186,6 +257,11 @@ class DeerTrainer(Seq2SeqTrainer):
             max_iterations=self.generation_max_iterations,
         )
         return loss, generated, inputs.get("labels")
+
+
+def run_callbacks(max_train_minutes: float | None) -> list[TrainerCallback]:
+    """The callbacks both training scripts use: the learning curve, and the time limit if one is given."""
+    return [LearningCurveCallback()] + ([TimeLimitCallback(max_train_minutes)] if max_train_minutes is not None else [])
 
 
 def save_command(output_dir: str, module: str, argv: list[str] | None):
@@ -324,16 +400,21 @@ def tokenize_split(dataset, tokenizer, data_args: DataArguments) -> datasets.Dat
 
 def load_model(model_args: ModelArguments) -> DeerForConditionalGeneration:
     overrides = {"glancing_ratio": model_args.glancing_start, "sparsity_levels": list(model_args.sparsity_levels)}
-    if model_args.upsample_ratio is not None:
-        overrides["upsample_ratio"] = model_args.upsample_ratio
-    if model_args.sparsity_weight is not None:
-        overrides["sparsity_weight"] = model_args.sparsity_weight
+    for name in ("upsample_ratio", "sparsity_weight", "draft_input", "draft_edit_ratio"):
+        if getattr(model_args, name) is not None:
+            overrides[name] = getattr(model_args, name)
+    if model_args.edit_loss_weight is not None:
+        overrides.update(dict.fromkeys(CtcOnlyCallback.NAMES, model_args.edit_loss_weight))
     if AutoConfig.from_pretrained(model_args.model_name_or_path).model_type == "deer":
         model = DeerForConditionalGeneration.from_pretrained(model_args.model_name_or_path)
+        if model_args.separate_blank_head not in (None, model.config.separate_blank_head):
+            raise SystemExit("error: --separate_blank_head changes the architecture; it applies to a new model only")
         for name, value in overrides.items():
             setattr(model.config, name, value)
         model.config._check_values()
     else:
+        if model_args.separate_blank_head is not None:
+            overrides["separate_blank_head"] = model_args.separate_blank_head
         model = DeerForConditionalGeneration.from_mlm(model_args.model_name_or_path, **overrides)
     if model_args.random_init:
         model = DeerForConditionalGeneration(model.config)  # post_init draws every weight afresh
@@ -343,6 +424,18 @@ def load_model(model_args: ModelArguments) -> DeerForConditionalGeneration:
     for scores in model.pruning_scores():
         scores.requires_grad_(bool(model.config.sparsity_levels))
     return model
+
+
+def calibrate_blank(model, train_dataset, pad_token_id: int, seed: int, rows: int = 64):
+    """`model.calibrate_blank` on `rows` training sources drawn with `seed` (the same on every process)."""
+    generator = torch.Generator().manual_seed(seed)
+    picked = torch.randperm(len(train_dataset), generator=generator)[:rows].tolist()
+    sources = [train_dataset[i]["input_ids"] for i in picked]
+    width = max(len(ids) for ids in sources)
+    input_ids = torch.tensor([ids + [pad_token_id] * (width - len(ids)) for ids in sources])
+    attention_mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids in sources])
+    bias = model.calibrate_blank(input_ids, attention_mask)
+    logger.info(f"blank calibrated on {len(sources)} training sources: bias {bias:.3f}")
 
 
 def main(argv=None):
@@ -373,6 +466,10 @@ def main(argv=None):
         model.trim_vocabulary(sorted(used))
         logger.info(f"vocabulary trimmed to the training data's tokens: {before} -> {model.config.embedding_rows}")
 
+    if train_dataset is not None and model.blank_head is not None and not model.config.blank_calibrated:
+        calibrate_blank(model, train_dataset, tokenizer.pad_token_id, training_args.seed)
+
+    edit_weights = tuple(getattr(model.config, name) for name in CtcOnlyCallback.NAMES)
     trainer = DeerTrainer(
         model=model,
         args=training_args,
@@ -382,7 +479,8 @@ def main(argv=None):
         data_collator=DeerDataCollator(tokenizer.pad_token_id),
         compute_metrics=generation_metrics(tokenizer) if training_args.predict_with_generate else None,
         callbacks=[GlancingScheduleCallback(model_args.glancing_start, model_args.glancing_end)]
-        + ([TimeLimitCallback(model_args.max_train_minutes)] if model_args.max_train_minutes is not None else []),
+        + ([CtcOnlyCallback(model_args.ctc_only_steps, edit_weights)] if model_args.ctc_only_steps else [])
+        + run_callbacks(model_args.max_train_minutes),
         score_learning_rate=model_args.score_learning_rate,
         generation_max_iterations=data_args.generation_max_iterations,
     )

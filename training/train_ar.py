@@ -27,10 +27,10 @@ from transformers import (
 
 from training.train import (
     DataArguments,
-    TimeLimitCallback,
     generation_metrics,
     load_datasets,
     parse_arguments,
+    run_callbacks,
     train_and_evaluate,
 )
 
@@ -122,7 +122,7 @@ def main(argv=None):
         processing_class=tokenizer,
         data_collator=DataCollatorForSeq2Seq(tokenizer, model=None, label_pad_token_id=-100),
         compute_metrics=generation_metrics(tokenizer) if training_args.predict_with_generate else None,
-        callbacks=[TimeLimitCallback(model_args.max_train_minutes)] if model_args.max_train_minutes is not None else [],
+        callbacks=run_callbacks(model_args.max_train_minutes),
     )
     train_and_evaluate(trainer, training_args, "training.train_ar", argv)
     return trainer

@@ -1,0 +1,198 @@
+"""Quality of several DEER runs against the autoregressive reference, on validation and test, and their learning
+curves: the ablation table and the learning-curve figure of the README.
+
+    python -m training.quality_report --task bible-de-en --data_dir data/bible-de-en-32 \
+        --runs "paper recipe=runs/bible-de-en/deer-paper" "all fixes=runs/bible-de-en/deer-all" \
+        --ar runs/bible-de-en/ar [--iterations 0 1 2 4] --output results/bible-de-en-quality
+
+Each DEER run is decoded at every iteration count twice: with its tuned length knobs (`blank_penalty`,
+`eos_penalty`, chosen on validation by `training.tune_generation` and saved with the model) and with both at 0
+(untuned), so the table shows what the knobs buy. The AR reference decodes greedily. Scores are BLEU, chrF and
+ROUGE-L (references normalised as training/metrics says) plus the length ratio (output words / reference words).
+Test scores are reported, never used to choose anything.
+
+It writes OUTPUT.json (every row), OUTPUT.md (the table) and, from each run's `learning_curve.jsonl` (the
+evaluations by generation on validation during training), OUTPUT-curves.png: the task's metric against training
+steps and against training wall-clock.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+import torch
+from tqdm.auto import tqdm
+from transformers import AutoTokenizer
+
+from modeling_deer import DeerForConditionalGeneration
+from training.generate import generate_texts, read_inputs
+from training.metrics import normalize, score
+
+TASK_METRICS = {"bible-kjv-bbe": ("rougeL", "bleu")}  # the task's first metric, then the second; default below
+DEFAULT_METRICS = ("bleu", "chrf")
+METRIC_LABELS = {"bleu": "BLEU", "chrf": "chrF", "rougeL": "ROUGE-L"}
+
+
+def scored(outputs: list[str], references: list[str]) -> dict:
+    words = sum(len(text.split()) for text in outputs)
+    reference_words = sum(len(text.split()) for text in references)
+    return {**score(outputs, references), "length_ratio": words / max(reference_words, 1)}
+
+
+def deer_rows(label: str, path: str, splits: dict, iterations: list[int]) -> list[dict]:
+    model = DeerForConditionalGeneration.from_pretrained(path).eval()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    config = model.generation_config
+    tuned = (config.blank_penalty, config.eos_penalty)
+    rows = []
+    for knobs, (blank_penalty, eos_penalty) in (("tuned", tuned), ("untuned", (0.0, 0.0))):
+        config.blank_penalty, config.eos_penalty = blank_penalty, eos_penalty
+        for split, (sources, references) in splits.items():
+            for count in iterations:
+                outputs = generate_texts(model, tokenizer, sources, count, batch_size=32, progress=False)
+                rows.append({"run": label, "path": path, "knobs": knobs, "blank_penalty": blank_penalty,
+                             "eos_penalty": eos_penalty, "split": split, "iterations": count,
+                             **scored(outputs, references), "example": outputs[0]})
+    return rows
+
+
+def ar_rows(path: str, splits: dict) -> list[dict]:
+    from training.train_ar import ar_generate_texts, load_ar
+
+    model = load_ar(path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    rows = []
+    for split, (sources, references) in splits.items():
+        outputs = ar_generate_texts(model, tokenizer, sources, batch_size=32)
+        rows.append({"run": "AR (BERT2BERT, greedy)", "path": path, "split": split, **scored(outputs, references),
+                     "example": outputs[0]})
+    return rows
+
+
+def markdown_table(rows: list[dict], metrics: tuple[str, str], iterations: list[int]) -> str:
+    """One line per run and knob setting: the first metric on validation and test at each iteration count, the
+    second metric and the length ratio on test at the best validation iteration count."""
+    first, second = metrics
+    header = (["run", "length knobs (blank, eos)"]
+              + [f"val {METRIC_LABELS[first]} it{count}" for count in iterations]
+              + [f"test {METRIC_LABELS[first]} it{count}" for count in iterations]
+              + ["it chosen on val", f"test {METRIC_LABELS[first]}", f"test {METRIC_LABELS[second]}",
+                 "test length ratio"])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    groups = {}
+    for row in rows:
+        groups.setdefault((row["run"], row.get("knobs")), []).append(row)
+    for (run, knobs), group in groups.items():
+        cell = {(row["split"], row.get("iterations")): row for row in group}
+        if knobs is None:  # the AR model: one value per split
+            validation, test = cell[("validation", None)], cell[("test", None)]
+            values = ["", *[f"{validation[first]:.2f}"] * 1, *[""] * (len(iterations) - 1),
+                      f"{test[first]:.2f}", *[""] * (len(iterations) - 1), "",
+                      f"{test[first]:.2f}", f"{test[second]:.2f}", f"{test['length_ratio']:.2f}"]
+        else:
+            best = max(iterations, key=lambda count: (cell[("validation", count)][first], -count))
+            chosen = cell[("test", best)]
+            knob_text = f"{group[0]['blank_penalty']:g}, {group[0]['eos_penalty']:g}" + (
+                " (tuned)" if knobs == "tuned" else "")
+            values = ([knob_text] + [f"{cell[('validation', count)][first]:.2f}" for count in iterations]
+                      + [f"{cell[('test', count)][first]:.2f}" for count in iterations]
+                      + [str(best), f"{chosen[first]:.2f}", f"{chosen[second]:.2f}", f"{chosen['length_ratio']:.2f}"])
+        lines.append("| " + " | ".join([run, *values]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def read_curve(path: str) -> list[dict]:
+    """A run's learning curve, one row per step (the last evaluation at a step wins: the final one repeats it)."""
+    curve_file = os.path.join(path, "learning_curve.jsonl")
+    if not os.path.exists(curve_file):
+        return []
+    by_step = {}
+    with open(curve_file) as handle:
+        for line in handle:
+            if line.strip():
+                row = json.loads(line)
+                by_step[row["step"]] = row
+    return [by_step[step] for step in sorted(by_step)]
+
+
+def plot_curves(curves: dict[str, list[dict]], metric: str, task: str, path: str):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (by_step, by_time) = plt.subplots(1, 2, figsize=(11, 4))
+    for label, curve in curves.items():
+        if not curve:
+            continue
+        values = [row[f"eval_{metric}"] for row in curve]
+        style = "--" if label.startswith("AR") else "-"
+        by_step.plot([row["step"] for row in curve], values, style, marker="o", markersize=3, label=label)
+        by_time.plot([row["train_seconds"] / 60 for row in curve], values, style, marker="o", markersize=3,
+                     label=label)
+    by_step.set_xlabel("training step (batch 16)")
+    by_time.set_xlabel("training wall-clock, minutes (one CPU thread, evaluation excluded)")
+    for axis in (by_step, by_time):
+        axis.set_ylabel(f"validation {METRIC_LABELS[metric]}")
+        axis.grid(alpha=0.3)
+    by_step.legend(fontsize=8)
+    figure.suptitle(f"{task}: validation {METRIC_LABELS[metric]} during training (DEER at its training-time "
+                    "evaluation setting, AR greedy)", fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", required=True)
+    parser.add_argument("--data_dir", required=True, help="a directory from training.prepare_data")
+    parser.add_argument("--runs", nargs="+", required=True, help="LABEL=DIR of DEER checkpoints")
+    parser.add_argument("--ar", default=None, help="the BERT2BERT reference's directory")
+    parser.add_argument("--iterations", nargs="+", type=int, default=[0, 1, 2, 4])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--output", required=True, help="path without extension")
+    args = parser.parse_args(argv)
+    runs = {}
+    for item in args.runs:
+        label, separator, path = item.partition("=")
+        if not separator or not os.path.isdir(path):
+            parser.error(f"--runs takes LABEL=DIR with an existing directory, got {item!r}")
+        runs[label] = path
+    torch.set_num_threads(args.threads)
+
+    splits = {}
+    for split in ("validation", "test"):
+        sources, targets = read_inputs(os.path.join(args.data_dir, f"{split}.jsonl"), "source", "target")
+        splits[split] = (sources, targets)
+    rows = []
+    for label, path in tqdm(list(runs.items()), desc="runs"):
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        normalised = {split: (sources, normalize(tokenizer, targets)) for split, (sources, targets) in splits.items()}
+        rows += deer_rows(label, path, normalised, args.iterations)
+    if args.ar:
+        tokenizer = AutoTokenizer.from_pretrained(args.ar)
+        rows += ar_rows(args.ar, {split: (sources, normalize(tokenizer, targets))
+                                  for split, (sources, targets) in splits.items()})
+
+    metrics = TASK_METRICS.get(args.task, DEFAULT_METRICS)
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    with open(args.output + ".json", "w") as handle:
+        json.dump({"task": args.task, "command": "python -m training.quality_report " + " ".join(
+            sys.argv[1:] if argv is None else argv), "validation_pairs": len(splits["validation"][0]),
+            "test_pairs": len(splits["test"][0]), "rows": rows,
+            "learning_curves": {label: read_curve(path) for label, path in
+                                {**runs, **({"AR": args.ar} if args.ar else {})}.items()}}, handle, indent=2)
+    table = markdown_table(rows, metrics, args.iterations)
+    with open(args.output + ".md", "w") as handle:
+        handle.write(table)
+    print(table)
+    curves = {label: read_curve(path) for label, path in runs.items()}
+    if args.ar:
+        curves["AR (BERT2BERT)"] = read_curve(args.ar)
+    plot_curves(curves, metrics[0], args.task, args.output + "-curves.png")
+
+
+if __name__ == "__main__":
+    main()
