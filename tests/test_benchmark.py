@@ -193,8 +193,9 @@ def test_quality_report_table_and_curves(trained_pair, tmp_path):
 
     data = tmp_path / "data"
     data.mkdir()
+    with open(VALIDATION_FILE, encoding="utf-8") as handle:
+        lines = handle.read().splitlines()[:6]
     for split in ("validation", "test"):
-        lines = open(VALIDATION_FILE, encoding="utf-8").read().splitlines()[:6]
         (data / f"{split}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     deer = trained_pair / "deer"
     (deer / "learning_curve.jsonl").write_text(
