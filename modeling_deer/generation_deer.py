@@ -18,7 +18,8 @@ from .edit_ops import add_bos_eos, apply_deletions, ctc_collapse, fill_placehold
 
 logger = logging.get_logger(__name__)
 
-OPTIONS = ("max_iterations", "eos_penalty", "blank_penalty", "stop_when_unchanged", "return_dict_in_generate", "output_history")
+OPTIONS = ("max_iterations", "eos_penalty", "blank_penalty", "deletion_penalty", "stop_when_unchanged",
+           "return_dict_in_generate", "output_history")
 
 
 class DeerGenerationConfig(GenerationConfig):
@@ -31,6 +32,8 @@ class DeerGenerationConfig(GenerationConfig):
         blank_penalty (`float`, defaults to 0.0): subtracted from the CTC blank's score at every draft frame; larger
             values give longer drafts (the draft's length control, as `eos_penalty` is the edit rounds'). Choose
             both on validation data (`training.tune_generation`).
+        deletion_penalty (`float`, defaults to 0.0): subtracted from the deletion head's "delete" score in every edit
+            round: larger values delete less (a deletion head that removes right words makes rounds cost quality).
         stop_when_unchanged (`bool`, defaults to True): a row whose output did not change in a round is finished.
             False runs exactly `max_iterations` rounds on every row (for timings independent of the weights).
         return_dict_in_generate (`bool`, defaults to False): return a `DeerGenerateOutput` instead of the ids.
@@ -45,6 +48,7 @@ class DeerGenerationConfig(GenerationConfig):
         self.max_iterations = kwargs.pop("max_iterations", 4)
         self.eos_penalty = kwargs.pop("eos_penalty", 0.0)
         self.blank_penalty = kwargs.pop("blank_penalty", 0.0)
+        self.deletion_penalty = kwargs.pop("deletion_penalty", 0.0)
         self.stop_when_unchanged = kwargs.pop("stop_when_unchanged", True)
         self.return_dict_in_generate = kwargs.pop("return_dict_in_generate", False)
         self.output_history = kwargs.pop("output_history", False)
@@ -62,7 +66,7 @@ class DeerGenerationConfig(GenerationConfig):
     def validate(self, strict=False, **kwargs):
         if isinstance(self.max_iterations, bool) or not isinstance(self.max_iterations, int) or self.max_iterations < 0:
             raise ValueError(f"max_iterations must be an integer >= 0 (0 = draft only), got {self.max_iterations!r}.")
-        for name in ("eos_penalty", "blank_penalty"):
+        for name in ("eos_penalty", "blank_penalty", "deletion_penalty"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ValueError(f"{name} must be a finite number, got {value!r}.")
@@ -115,7 +119,8 @@ def deer_generate(model, input_ids, attention_mask, generation_config: DeerGener
         if len(active) == 0:
             break
         current = _trim(sequences[active], pad)
-        edited = _refine(model, current, encoder_output.select_rows(active), generation_config.eos_penalty)
+        edited = _refine(model, current, encoder_output.select_rows(active), generation_config.eos_penalty,
+                         generation_config.deletion_penalty)
         width = max(sequences.shape[1], edited.shape[1])
         sequences = _pad_to(sequences, width, pad)
         edited = _pad_to(edited, width, pad)
@@ -151,14 +156,16 @@ def _draft(model, input_ids, attention_mask, blank_penalty: float):
     return encoder_output, add_bos_eos(inner, config.bos_token_id, config.eos_token_id, config.pad_token_id)
 
 
-def _refine(model, tokens: torch.Tensor, encoder_output, eos_penalty: float) -> torch.Tensor:
+def _refine(model, tokens: torch.Tensor, encoder_output, eos_penalty: float, deletion_penalty: float = 0.0
+            ) -> torch.Tensor:
     """One edit round on (batch, length) `bos ... eos` rows: delete, insert placeholders, fill."""
     config = model.config
     pad, placeholder = config.pad_token_id, config.placeholder_token_id
 
     # a. Delete: never bos or eos; rows of two tokens have nothing to delete.
     hidden_states = model.target_pass(tokens, encoder_output)
-    delete = inner_mask(tokens, pad) & (model.deletion_head(hidden_states).argmax(-1) == 1)
+    deletion_logits = model.deletion_head(hidden_states)
+    delete = inner_mask(tokens, pad) & (deletion_logits[..., 1] - deletion_penalty > deletion_logits[..., 0])
     if delete.any():  # otherwise the sequences, and so their hidden states, are unchanged: reuse them
         tokens = apply_deletions(tokens, delete, pad)
         hidden_states = model.target_pass(tokens, encoder_output)

@@ -143,22 +143,24 @@ def test_tune_generation_saves_the_best_eos_penalty_on_validation(trained_pair, 
     model_dir = tmp_path / "deer"
     shutil.copytree(trained_pair / "deer", model_dir)
     tune_main(["--model", str(model_dir), "--validation_file", VALIDATION_FILE, "--penalties", "0", "5",
-               "--blank_penalties", "0", "8", "--threads", "1"])
+               "--blank_penalties", "0", "8", "--deletion_penalties", "0", "1e4", "--threads", "1"])
     report = json.loads((model_dir / "tune_generation.json").read_text())
-    blank_rows = {row["blank_penalty"]: row for row in report["candidates"] if row["tuned"] == "blank_penalty"}
-    eos_rows = {row["eos_penalty"]: row for row in report["candidates"] if row["tuned"] == "eos_penalty"}
-    assert set(blank_rows) == {0.0, 8.0} and set(eos_rows) == {0.0, 5.0}
-    # Larger penalties on the blank and on "insert nothing" write longer outputs.
+    stage = lambda name: {row[name]: row for row in report["candidates"] if row["tuned"] == name}
+    blank_rows, deletion_rows, eos_rows = stage("blank_penalty"), stage("deletion_penalty"), stage("eos_penalty")
+    assert set(blank_rows) == {0.0, 8.0} and set(deletion_rows) == {0.0, 1e4} and set(eos_rows) == {0.0, 5.0}
+    # Larger penalties on the blank and on "insert nothing" write longer outputs; on "delete", no shorter ones.
     assert blank_rows[8.0]["words_per_output"] > blank_rows[0.0]["words_per_output"]
     assert eos_rows[5.0]["words_per_output"] > eos_rows[0.0]["words_per_output"]
-    # The blank penalty is chosen first (eos_penalty 0), then the eos penalty at the chosen blank penalty.
-    best_blank = max(blank_rows.values(), key=lambda row: (row["bleu"], -row["blank_penalty"]))["blank_penalty"]
-    assert report["blank_penalty"] == best_blank
-    assert all(row["blank_penalty"] == best_blank for row in eos_rows.values())
-    best = max(eos_rows.values(), key=lambda row: (row["bleu"], -row["eos_penalty"]))["eos_penalty"]
-    assert report["eos_penalty"] == best
+    assert deletion_rows[1e4]["words_per_output"] >= deletion_rows[0.0]["words_per_output"]
+    # Each knob is chosen at the values chosen before it: blank, then deletion, then eos.
+    best = lambda rows, name: max(rows.values(), key=lambda row: (row["bleu"], -row[name]))[name]
+    best_blank, best_deletion = best(blank_rows, "blank_penalty"), best(deletion_rows, "deletion_penalty")
+    assert all(row["blank_penalty"] == best_blank for row in [*deletion_rows.values(), *eos_rows.values()])
+    assert all(row["deletion_penalty"] == best_deletion for row in eos_rows.values())
+    chosen = (best_blank, best_deletion, best(eos_rows, "eos_penalty"))
+    assert (report["blank_penalty"], report["deletion_penalty"], report["eos_penalty"]) == chosen
     saved = DeerForConditionalGeneration.from_pretrained(model_dir).generation_config
-    assert (saved.blank_penalty, saved.eos_penalty) == (best_blank, best)
+    assert (saved.blank_penalty, saved.deletion_penalty, saved.eos_penalty) == chosen
     assert "saved to" in capsys.readouterr().out
     for extra, message in ((["--iterations", "-1"], "at least 0"), (["--penalties", "-1"], ">= 0")):
         with pytest.raises(SystemExit):

@@ -93,6 +93,18 @@ def test_blank_penalty_lengthens_the_draft(model):
         model.generate(input_ids=source_ids, attention_mask=source_mask, blank_penalty=float("nan"))
 
 
+def test_deletion_penalty_deletes_less():
+    model = tiny_model(seed=3, max_insertions=3)
+    source_ids, source_mask = random_batch(6, 12, seed=8)
+    with torch.no_grad():
+        model.deletion_head.bias.copy_(torch.tensor([0.0, 3.0]))  # delete nearly everything
+    lengths = [(model.generate(input_ids=source_ids, attention_mask=source_mask, max_iterations=1,
+                               deletion_penalty=penalty, eos_penalty=-1e4) != PAD).sum().item()
+               for penalty in (0.0, 1e4)]
+    draft = (model.generate(input_ids=source_ids, attention_mask=source_mask, max_iterations=0) != PAD).sum()
+    assert lengths[0] < lengths[1] == draft.item()  # with no insertions, a huge penalty leaves the draft as it is
+
+
 def test_output_dict_history_and_iteration_counts(model):
     source_ids, source_mask = random_batch(4, 12, seed=5)
     output = model.generate(

@@ -5,11 +5,11 @@ curves: the ablation table and the learning-curve figure of the README.
         --runs "paper recipe=runs/bible-de-en/deer-paper" "all fixes=runs/bible-de-en/deer-all" \
         --ar runs/bible-de-en/ar [--iterations 0 1 2 4] --output results/bible-de-en-quality
 
-Each DEER run is decoded at every iteration count twice: with its tuned length knobs (`blank_penalty`,
-`eos_penalty`, chosen on validation by `training.tune_generation` and saved with the model) and with both at 0
-(untuned), so the table shows what the knobs buy. The AR reference decodes greedily. Scores are BLEU, chrF and
-ROUGE-L (references normalised as training/metrics says) plus the length ratio (output words / reference words).
-Test scores are reported, never used to choose anything.
+Each DEER run is decoded at every iteration count twice: with its tuned decoding knobs (`blank_penalty`,
+`deletion_penalty`, `eos_penalty`, chosen on validation by `training.tune_generation` and saved with the model) and
+with all three at 0 (untuned), so the table shows what the knobs buy. The AR reference decodes greedily. Scores are
+BLEU, chrF and ROUGE-L (references normalised as training/metrics says) plus the length ratio (output words /
+reference words). Test scores are reported, never used to choose anything.
 
 It writes OUTPUT.json (every row), OUTPUT.md (the table) and, from each run's `learning_curve.jsonl` (the
 evaluations by generation on validation during training), OUTPUT-curves.png: the task's metric against training
@@ -44,15 +44,16 @@ def deer_rows(label: str, path: str, splits: dict, iterations: list[int]) -> lis
     model = DeerForConditionalGeneration.from_pretrained(path).eval()
     tokenizer = AutoTokenizer.from_pretrained(path)
     config = model.generation_config
-    tuned = (config.blank_penalty, config.eos_penalty)
+    tuned = (config.blank_penalty, config.deletion_penalty, config.eos_penalty)
     rows = []
-    for knobs, (blank_penalty, eos_penalty) in (("tuned", tuned), ("untuned", (0.0, 0.0))):
-        config.blank_penalty, config.eos_penalty = blank_penalty, eos_penalty
+    for knobs, (blank_penalty, deletion_penalty, eos_penalty) in (("tuned", tuned), ("untuned", (0.0, 0.0, 0.0))):
+        config.blank_penalty, config.deletion_penalty, config.eos_penalty = blank_penalty, deletion_penalty, eos_penalty
         for split, (sources, references) in splits.items():
             for count in iterations:
                 outputs = generate_texts(model, tokenizer, sources, count, batch_size=32, progress=False)
                 rows.append({"run": label, "path": path, "knobs": knobs, "blank_penalty": blank_penalty,
-                             "eos_penalty": eos_penalty, "split": split, "iterations": count,
+                             "deletion_penalty": deletion_penalty, "eos_penalty": eos_penalty, "split": split,
+                             "iterations": count,
                              **scored(outputs, references), "example": outputs[0]})
     return rows
 
@@ -74,7 +75,7 @@ def markdown_table(rows: list[dict], metrics: tuple[str, str], iterations: list[
     """One line per run and knob setting: the first metric on validation and test at each iteration count, the
     second metric and the length ratio on test at the best validation iteration count."""
     first, second = metrics
-    header = (["run", "length knobs (blank, eos)"]
+    header = (["run", "knobs (blank, deletion, eos)"]
               + [f"val {METRIC_LABELS[first]} it{count}" for count in iterations]
               + [f"test {METRIC_LABELS[first]} it{count}" for count in iterations]
               + ["it chosen on val", f"test {METRIC_LABELS[first]}", f"test {METRIC_LABELS[second]}",
@@ -93,8 +94,9 @@ def markdown_table(rows: list[dict], metrics: tuple[str, str], iterations: list[
         else:
             best = max(iterations, key=lambda count: (cell[("validation", count)][first], -count))
             chosen = cell[("test", best)]
-            knob_text = f"{group[0]['blank_penalty']:g}, {group[0]['eos_penalty']:g}" + (
-                " (tuned)" if knobs == "tuned" else "")
+            names = ("blank_penalty", "deletion_penalty", "eos_penalty")
+            knob_text = ", ".join(f"{group[0][name]:g}" for name in names)
+            knob_text += " (tuned)" if knobs == "tuned" else ""
             values = ([knob_text] + [f"{cell[('validation', count)][first]:.2f}" for count in iterations]
                       + [f"{cell[('test', count)][first]:.2f}" for count in iterations]
                       + [str(best), f"{chosen[first]:.2f}", f"{chosen[second]:.2f}", f"{chosen['length_ratio']:.2f}"])

@@ -1,14 +1,18 @@
 """Pick the decoding's length knobs on validation data and save them in the checkpoint's generation config.
 
     python -m training.tune_generation --model DIR --validation_file data/bible-de-en-32/validation.jsonl \
-        [--iterations 2] [--blank_penalties 0 1 2 3 4 6] [--penalties 0 0.5 1 1.5 2 3] [--metric bleu]
+        [--iterations 2] [--blank_penalties 0 1 2 3 4 6] [--deletion_penalties 0 1 2 4] \
+        [--penalties 0 0.5 1 1.5 2 3] [--metric bleu]
 
-Two knobs set how long DEER writes:
+Three knobs set how long DEER writes:
 * `blank_penalty` is subtracted from the CTC blank's score at every draft frame: larger values give longer drafts;
+* `deletion_penalty` is subtracted from the deletion head's "delete" score in every edit round: larger values delete
+  less;
 * `eos_penalty` is subtracted from the insertion head's "insert nothing" score in every edit round: larger values
   give longer outputs.
-They are tuned one after the other at `--iterations` rounds: first `blank_penalty` (with `eos_penalty` 0), then
-`eos_penalty` at the best `blank_penalty`. With `--iterations 0` only `blank_penalty` matters and only it is tuned.
+They are tuned one after the other at `--iterations` rounds: first `blank_penalty` (the others at 0), then
+`deletion_penalty`, then `eos_penalty`, each at the best values found before it. With `--iterations 0` only
+`blank_penalty` matters and only it is tuned.
 The best values (ties go to the smaller penalty) are written to the model's generation_config.json, so
 `generate()`, the benchmark and a pushed model use them; every candidate's scores are printed and saved as
 tune_generation.json in the model directory. The test split is never looked at.
@@ -37,7 +41,8 @@ def tune_penalty(model, tokenizer, sources: list[str], references: list[str], na
         setattr(config, name, value)
         outputs = generate_texts(model, tokenizer, sources, iterations, batch_size=32, progress=False)
         words = sum(len(text.split()) for text in outputs) / len(outputs)
-        rows.append({"tuned": name, "blank_penalty": config.blank_penalty, "eos_penalty": config.eos_penalty,
+        rows.append({"tuned": name, "blank_penalty": config.blank_penalty,
+                     "deletion_penalty": config.deletion_penalty, "eos_penalty": config.eos_penalty,
                      **score(outputs, references), "words_per_output": words})
     best = max(rows, key=lambda row: (row[metric], -row[name]))[name]
     setattr(config, name, best)
@@ -52,6 +57,7 @@ def main(argv=None):
     parser.add_argument("--target_column", default="target")
     parser.add_argument("--iterations", type=int, default=2, help="edit rounds to tune for (0 = the draft)")
     parser.add_argument("--blank_penalties", type=float, nargs="+", default=[0.0, 1.0, 2.0, 3.0, 4.0, 6.0])
+    parser.add_argument("--deletion_penalties", type=float, nargs="+", default=[0.0, 1.0, 2.0, 4.0])
     parser.add_argument("--penalties", type=float, nargs="+", default=[0.0, 0.5, 1.0, 1.5, 2.0, 3.0],
                         help="eos_penalty candidates")
     parser.add_argument("--metric", choices=["bleu", "chrf", "rougeL"], default="bleu")
@@ -59,8 +65,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.iterations < 0:
         parser.error("--iterations must be at least 0")
-    if any(penalty < 0 for penalty in args.penalties + args.blank_penalties):
-        parser.error("--penalties and --blank_penalties must be >= 0")
+    if any(penalty < 0 for penalty in args.penalties + args.blank_penalties + args.deletion_penalties):
+        parser.error("--penalties, --blank_penalties and --deletion_penalties must be >= 0")
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -70,24 +76,25 @@ def main(argv=None):
     model = DeerForConditionalGeneration.from_pretrained(args.model).eval()
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     references = normalize(tokenizer, targets)
-    model.generation_config.eos_penalty = 0.0
-    blank_penalty, rows = tune_penalty(model, tokenizer, sources, references, "blank_penalty", args.blank_penalties,
-                                       args.iterations, args.metric)
-    eos_penalty = 0.0
+    config = model.generation_config
+    config.eos_penalty = config.deletion_penalty = 0.0
+    rows = []
+    stages = [("blank_penalty", args.blank_penalties)]
     if args.iterations > 0:
-        eos_penalty, eos_rows = tune_penalty(model, tokenizer, sources, references, "eos_penalty", args.penalties,
-                                             args.iterations, args.metric)
-        rows += eos_rows
+        stages += [("deletion_penalty", args.deletion_penalties), ("eos_penalty", args.penalties)]
+    for name, values in stages:
+        rows += tune_penalty(model, tokenizer, sources, references, name, values, args.iterations, args.metric)[1]
     for row in rows:
-        print(f"blank_penalty {row['blank_penalty']:4g} | eos_penalty {row['eos_penalty']:4g} | BLEU {row['bleu']:6.2f} "
-              f"| chrF {row['chrf']:6.2f} | ROUGE-L {row['rougeL']:6.2f} | {row['words_per_output']:.1f} words per "
-              "output")
-    model.generation_config.save_pretrained(args.model)
+        print(f"blank_penalty {row['blank_penalty']:4g} | deletion_penalty {row['deletion_penalty']:4g} | eos_penalty "
+              f"{row['eos_penalty']:4g} | BLEU {row['bleu']:6.2f} | chrF {row['chrf']:6.2f} | ROUGE-L "
+              f"{row['rougeL']:6.2f} | {row['words_per_output']:.1f} words per output")
+    config.save_pretrained(args.model)
+    chosen = {name: getattr(config, name) for name in ("blank_penalty", "deletion_penalty", "eos_penalty")}
     with open(os.path.join(args.model, "tune_generation.json"), "w") as handle:
         json.dump({"validation_file": args.validation_file, "iterations": args.iterations, "metric": args.metric,
-                   "blank_penalty": blank_penalty, "eos_penalty": eos_penalty, "candidates": rows}, handle, indent=2)
-    print(f"blank_penalty {blank_penalty:g}, eos_penalty {eos_penalty:g} (best {args.metric} on {len(sources)} "
-          f"validation pairs at {args.iterations} iterations) saved to "
+                   **chosen, "candidates": rows}, handle, indent=2)
+    print(", ".join(f"{name} {value:g}" for name, value in chosen.items()) + f" (best {args.metric} on "
+          f"{len(sources)} validation pairs at {args.iterations} iterations) saved to "
           f"{os.path.join(args.model, 'generation_config.json')}")
 
 
