@@ -926,8 +926,8 @@ class DeerForConditionalGeneration(DeerPreTrainedModel):
             input_ids, attention_mask: the source, (batch, source_length).
             token_type_ids: accepted (a BERT tokenizer returns them) and ignored: DEER sets token types itself.
             generation_config: defaults to `self.generation_config`; keyword arguments (`max_iterations=2`,
-                `eos_penalty=1.0`, `stop_when_unchanged=False`, `return_dict_in_generate=True`,
-                `output_history=True`) override it for this call.
+                `blank_penalty=2.0`, `deletion_penalty=2.0`, `eos_penalty=1.0`, `stop_when_unchanged=False`,
+                `return_dict_in_generate=True`, `output_history=True`) override it for this call.
         Returns:
             (batch, length) LongTensor of `bos ... eos` rows padded with pad_token_id, or a `DeerGenerateOutput`
             with `sequences`, per-row `num_iterations` and, if asked, `history`.
