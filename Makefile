@@ -159,7 +159,8 @@ quality-ablations: venv
 	$(call deer_run,deer-all-seed1,$(FIXED_RECIPE) --seed 1) & $(call deer_run,deer-all-seed2,$(FIXED_RECIPE) --seed 2) ; wait
 
 QUALITY_RUNS ?= deer-paper deer-all
-quality_label = $(if $(filter deer-paper,$(1)),paper recipe,$(if $(filter deer-all,$(1)),all fixes,$(1)))
+quality_label = $(if $(filter deer-paper,$(1)),paper recipe,$(if $(filter deer-all,$(1)),all fixes,$(if \
+	$(filter deer-source,$(1)),paper + source canvas,$(if $(filter deer-blank,$(1)),paper + own blank row,$(1)))))
 quality-report: venv
 	for run in $(QUALITY_RUNS); do $(OFFLINE) $(PY) -m training.tune_generation --model runs/$(TASK)/$$run \
 		--validation_file data/$(TASK)-32/validation.jsonl --metric $(TUNE_METRIC) --threads 2 || exit 1; done
