@@ -139,21 +139,28 @@ def deer_generate(model, input_ids, attention_mask, generation_config: DeerGener
 
 
 def _draft(model, input_ids, attention_mask, blank_penalty: float):
-    """Encode the source and run bos + frames + eos in the same pass; CTC-collapse the argmax of each frame (the
-    blank's score lowered by `blank_penalty`); wrap in bos ... eos. Returns the source's encoder output (its K/V
-    cache, for the edit rounds) and the draft."""
-    config = model.config
+    """Encode the source and run bos + frames + eos in the same pass, then `collapse_frames`. Returns the source's
+    encoder output (its K/V cache, for the edit rounds) and the draft."""
     draft = model.draft_canvas(input_ids, attention_mask)
-    frame_mask = inner_mask(draft, config.pad_token_id)[:, 1:-1]
+    frame_mask = inner_mask(draft, model.config.pad_token_id)[:, 1:-1]
     encoder_output, hidden_states = model.model.encode_and_target_pass(input_ids, attention_mask, draft)
-    hidden_states = hidden_states[:, 1:-1]
-    logits = model.draft_logits(hidden_states[frame_mask])  # only real frames go through the LM head
+    logits = model.draft_logits(hidden_states[:, 1:-1][frame_mask])  # only real frames go through the LM head
+    return encoder_output, collapse_frames(model, logits, draft, frame_mask, blank_penalty)
+
+
+def collapse_frames(model, frame_scores: torch.Tensor, draft: torch.Tensor, frame_mask: torch.Tensor,
+                    blank_penalty: float = 0.0) -> torch.Tensor:
+    """The draft `bos ... eos` from the scores of its real frames, (frames, rows) in row-major order: the argmax of
+    each frame (the blank's score lowered by `blank_penalty`; bos, eos and pad are never chosen), CTC-collapsed.
+    Decoding and the edit losses on the model's own draft (training) both take it from here. Changes
+    `frame_scores` in place."""
+    config = model.config
     # The blank (placeholder) is a legal frame output; bos, eos and pad are not.
-    logits[:, model.token_rows([config.bos_token_id, config.eos_token_id, config.pad_token_id])] = float("-inf")
-    logits[:, model.token_rows(config.placeholder_token_id)] -= blank_penalty
-    frame_tokens = draft[:, 1:-1].masked_scatter(frame_mask, model.row_tokens(logits.argmax(-1)))
+    frame_scores[:, model.token_rows([config.bos_token_id, config.eos_token_id, config.pad_token_id])] = float("-inf")
+    frame_scores[:, model.token_rows(config.placeholder_token_id)] -= blank_penalty
+    frame_tokens = draft[:, 1:-1].masked_scatter(frame_mask, model.row_tokens(frame_scores.argmax(-1)))
     inner = ctc_collapse(frame_tokens, frame_mask, config.placeholder_token_id, config.pad_token_id)
-    return encoder_output, add_bos_eos(inner, config.bos_token_id, config.eos_token_id, config.pad_token_id)
+    return add_bos_eos(inner, config.bos_token_id, config.eos_token_id, config.pad_token_id)
 
 
 def _refine(model, tokens: torch.Tensor, encoder_output, eos_penalty: float, deletion_penalty: float = 0.0

@@ -21,12 +21,10 @@ from transformers.utils import ModelOutput, logging
 from .configuration_deer import DeerConfig
 from .convert_mlm import convert_mlm_to_deer
 from .edit_ops import (
-    add_bos_eos,
     apply_deletions,
     choose_rows,
     compact,
     ctc_best_alignment,
-    ctc_collapse,
     edit_oracle,
     fill_placeholders,
     glancing_mix,
@@ -35,7 +33,7 @@ from .edit_ops import (
     random_deletion,
     source_anchored_frames,
 )
-from .generation_deer import DeerGenerationConfig, deer_generate
+from .generation_deer import DeerGenerationConfig, collapse_frames, deer_generate
 from .pruning_deer import (
     SparsityReport,
     check_level,
@@ -547,11 +545,10 @@ class DeerForConditionalGeneration(DeerPreTrainedModel):
         positions = torch.arange(int(lengths.max()), device=input_ids.device)
         if config.draft_input == "source":
             frames = source_anchored_frames(input_ids, attention_mask, lengths - 2, config.placeholder_token_id)
-            frames = torch.nn.functional.pad(frames, (1, len(positions) - 1 - frames.shape[1]),
+            canvas = torch.nn.functional.pad(frames, (1, len(positions) - 1 - frames.shape[1]),
                                              value=config.placeholder_token_id)
         else:
-            frames = torch.full((len(lengths), len(positions)), config.placeholder_token_id, device=input_ids.device)
-        canvas = frames.clone()
+            canvas = torch.full((len(lengths), len(positions)), config.placeholder_token_id, device=input_ids.device)
         canvas[:, 0] = config.bos_token_id
         canvas = canvas.masked_fill(positions == (lengths[:, None] - 1), config.eos_token_id)
         return canvas.masked_fill(positions >= lengths[:, None], config.pad_token_id)
@@ -714,15 +711,9 @@ class DeerForConditionalGeneration(DeerPreTrainedModel):
         )
 
     def _draft_from_log_probs(self, frame_log_probs: torch.Tensor, draft: torch.Tensor) -> torch.Tensor:
-        """The collapsed draft `bos ... eos` that decoding would write from these frame scores (no special tokens
-        but the blank)."""
-        config = self.config
-        scores = frame_log_probs.detach().clone()
-        scores[..., self.token_rows([config.bos_token_id, config.eos_token_id, config.pad_token_id])] = float("-inf")
-        frame_tokens = self.row_tokens(scores.argmax(-1))
-        inner = ctc_collapse(frame_tokens, inner_mask(draft, config.pad_token_id)[:, 1:-1],
-                             config.placeholder_token_id, config.pad_token_id)
-        return add_bos_eos(inner, config.bos_token_id, config.eos_token_id, config.pad_token_id)
+        """The collapsed draft `bos ... eos` that decoding would write from these frame scores."""
+        frame_mask = inner_mask(draft, self.config.pad_token_id)[:, 1:-1]
+        return collapse_frames(self, frame_log_probs.detach()[frame_mask], draft, frame_mask)
 
     def _edit_losses(self, encoder_output: DeerEncoderOutput, targets: torch.Tensor,
                      own_draft: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

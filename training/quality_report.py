@@ -40,9 +40,8 @@ def scored(outputs: list[str], references: list[str]) -> dict:
     return {**score(outputs, references), "length_ratio": words / max(reference_words, 1)}
 
 
-def deer_rows(label: str, path: str, splits: dict, iterations: list[int]) -> list[dict]:
+def deer_rows(label: str, path: str, tokenizer, splits: dict, iterations: list[int]) -> list[dict]:
     model = DeerForConditionalGeneration.from_pretrained(path).eval()
-    tokenizer = AutoTokenizer.from_pretrained(path)
     config = model.generation_config
     tuned = (config.blank_penalty, config.deletion_penalty, config.eos_penalty)
     rows = []
@@ -58,11 +57,10 @@ def deer_rows(label: str, path: str, splits: dict, iterations: list[int]) -> lis
     return rows
 
 
-def ar_rows(path: str, splits: dict) -> list[dict]:
+def ar_rows(path: str, tokenizer, splits: dict) -> list[dict]:
     from training.train_ar import ar_generate_texts, load_ar
 
     model = load_ar(path)
-    tokenizer = AutoTokenizer.from_pretrained(path)
     rows = []
     for split, (sources, references) in splits.items():
         outputs = ar_generate_texts(model, tokenizer, sources, batch_size=32)
@@ -172,28 +170,25 @@ def main(argv=None):
     for label, path in tqdm(list(runs.items()), desc="runs"):
         tokenizer = AutoTokenizer.from_pretrained(path)
         normalised = {split: (sources, normalize(tokenizer, targets)) for split, (sources, targets) in splits.items()}
-        rows += deer_rows(label, path, normalised, args.iterations)
+        rows += deer_rows(label, path, tokenizer, normalised, args.iterations)
     if args.ar:
         tokenizer = AutoTokenizer.from_pretrained(args.ar)
-        rows += ar_rows(args.ar, {split: (sources, normalize(tokenizer, targets))
-                                  for split, (sources, targets) in splits.items()})
+        rows += ar_rows(args.ar, tokenizer, {split: (sources, normalize(tokenizer, targets))
+                                             for split, (sources, targets) in splits.items()})
+    curves = {label: read_curve(path) for label, path in runs.items()}
+    ar_curve = {"AR": read_curve(args.ar)} if args.ar else {}
 
     metrics = TASK_METRICS.get(args.task, DEFAULT_METRICS)
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     with open(args.output + ".json", "w") as handle:
         json.dump({"task": args.task, "command": "python -m training.quality_report " + " ".join(
             sys.argv[1:] if argv is None else argv), "validation_pairs": len(splits["validation"][0]),
-            "test_pairs": len(splits["test"][0]), "rows": rows,
-            "learning_curves": {label: read_curve(path) for label, path in
-                                {**runs, **({"AR": args.ar} if args.ar else {})}.items()}}, handle, indent=2)
+            "test_pairs": len(splits["test"][0]), "rows": rows, "learning_curves": {**curves, **ar_curve}}, handle, indent=2)
     table = markdown_table(rows, metrics, args.iterations)
     with open(args.output + ".md", "w") as handle:
         handle.write(table)
     print(table)
-    curves = {label: read_curve(path) for label, path in runs.items()}
-    if args.ar:
-        curves["AR (BERT2BERT)"] = read_curve(args.ar)
-    plot_curves(curves, metrics[0], args.task, args.output + "-curves.png")
+    plot_curves({**curves, **{"AR (BERT2BERT)": curve for curve in ar_curve.values()}}, metrics[0], args.task, args.output + "-curves.png")
 
 
 if __name__ == "__main__":

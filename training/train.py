@@ -431,12 +431,9 @@ def calibrate_blank(model, train_dataset, pad_token_id: int, seed: int, rows: in
     """`model.calibrate_blank` on `rows` training sources drawn with `seed` (the same on every process)."""
     generator = torch.Generator().manual_seed(seed)
     picked = torch.randperm(len(train_dataset), generator=generator)[:rows].tolist()
-    sources = [train_dataset[i]["input_ids"] for i in picked]
-    width = max(len(ids) for ids in sources)
-    input_ids = torch.tensor([ids + [pad_token_id] * (width - len(ids)) for ids in sources])
-    attention_mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids in sources])
-    bias = model.calibrate_blank(input_ids, attention_mask)
-    logger.info(f"blank calibrated on {len(sources)} training sources: bias {bias:.3f}")
+    batch = DeerDataCollator(pad_token_id)([{"input_ids": train_dataset[i]["input_ids"]} for i in picked])
+    bias = model.calibrate_blank(batch["input_ids"], batch["attention_mask"])
+    logger.info(f"blank calibrated on {len(picked)} training sources: bias {bias:.3f}")
 
 
 def main(argv=None):
