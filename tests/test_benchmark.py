@@ -219,3 +219,72 @@ def test_quality_report_table_and_curves(trained_pair, tmp_path):
     with pytest.raises(SystemExit):
         quality_main(["--task", "bible-de-en", "--data_dir", str(data), "--runs", "no-equals-sign",
                       "--output", str(output)])
+
+
+def test_shipped_ar_checkpoint_has_a_trimmed_vocabulary_and_the_same_scores(trained_pair, tmp_path):
+    from training.ship_checkpoint import main as ship_main
+
+    ship_main(["--run", str(trained_pair / "ar"), "--output_dir", str(tmp_path / "ar"), "--train_file", TRAIN_FILE])
+    full, full_tokenizer = load_ar(trained_pair / "ar"), AutoTokenizer.from_pretrained(trained_pair / "ar")
+    small, small_tokenizer = load_ar(tmp_path / "ar"), AutoTokenizer.from_pretrained(tmp_path / "ar")
+    assert small.dtype == torch.float32  # stored in float16, loaded as trained
+    assert small.config.decoder.vocab_size == small.config.encoder.vocab_size == len(small_tokenizer) < 3000
+    assert (tmp_path / "ar" / "model.safetensors").stat().st_size < 0.2 * (
+        trained_pair / "ar" / "model.safetensors").stat().st_size
+    assert (tmp_path / "ar" / "run_command.txt").read_text() == (trained_pair / "ar" / "run_command.txt").read_text()
+    assert not (tmp_path / "ar" / "training_args.bin").exists()
+    # Training text reads as the same pieces; the special tokens keep their roles under their new ids.
+    with open(TRAIN_FILE, encoding="utf-8") as handle:
+        pairs = [json.loads(line) for line in handle][:4]
+    sources = [pair["source"] for pair in pairs]
+    targets = [pair["target"] for pair in pairs]
+    assert small.config.decoder_start_token_id == small_tokenizer.cls_token_id
+    pieces = [full_tokenizer.convert_ids_to_tokens(ids) for ids in full_tokenizer(sources + targets).input_ids]
+    assert pieces == [small_tokenizer.convert_ids_to_tokens(ids) for ids in small_tokenizer(sources + targets).input_ids]
+    assert small.generation_config.eos_token_id == small_tokenizer.sep_token_id
+    # Teacher-forced scores of the kept tokens are the full model's, up to the float16 storage.
+    kept = torch.tensor(full_tokenizer.convert_tokens_to_ids(small_tokenizer.convert_ids_to_tokens(
+        list(range(len(small_tokenizer))))))
+    with torch.no_grad():
+        logits = {}
+        for name, model, tokenizer in (("full", full, full_tokenizer), ("small", small, small_tokenizer)):
+            source = tokenizer(sources, return_tensors="pt", padding=True)
+            target = tokenizer(targets, return_tensors="pt", padding=True)
+            logits[name] = model(**source, decoder_input_ids=target.input_ids,
+                                 decoder_attention_mask=target.attention_mask).logits
+    assert torch.allclose(logits["full"][..., kept], logits["small"], atol=0.05)
+    # The unknown is still unknown.
+    assert small_tokenizer("zzqxj").input_ids[1] == small_tokenizer.unk_token_id
+
+
+def test_ship_checkpoint_refuses_what_it_cannot_ship(trained_pair, tmp_path, capsys):
+    from training.ship_checkpoint import main as ship_main
+
+    with pytest.raises(SystemExit):  # an AR run needs the training data to know its vocabulary
+        ship_main(["--run", str(trained_pair / "ar"), "--output_dir", str(tmp_path / "a")])
+    assert "--train_file" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="full vocabulary"):  # DEER is shipped only trimmed
+        ship_main(["--run", str(trained_pair / "deer"), "--output_dir", str(tmp_path / "b")])
+    with pytest.raises(SystemExit, match="over 0.001 MB"):
+        ship_main(["--run", str(trained_pair / "ar"), "--output_dir", str(tmp_path / "c"), "--train_file",
+                   TRAIN_FILE, "--max_file_mb", "0.001"])
+    with pytest.raises(SystemExit):
+        ship_main(["--run", str(tmp_path), "--output_dir", str(tmp_path / "d")])
+    assert "not a checkpoint directory" in capsys.readouterr().err
+
+
+def test_shipped_deer_checkpoint_generates_as_the_run(trained_pair, tmp_path):
+    from training.ship_checkpoint import main as ship_main
+
+    run = DeerForConditionalGeneration.from_pretrained(trained_pair / "deer")
+    tokenizer = AutoTokenizer.from_pretrained(trained_pair / "deer")
+    run.config.unk_token_id = tokenizer.unk_token_id
+    run.trim_vocabulary(range(1000, 3000))
+    run.save_pretrained(tmp_path / "run")
+    tokenizer.save_pretrained(tmp_path / "run")
+    (tmp_path / "run" / "run_command.txt").write_text("python -m training.train ...")
+    ship_main(["--run", str(tmp_path / "run"), "--output_dir", str(tmp_path / "shipped")])
+    shipped = DeerForConditionalGeneration.from_pretrained(tmp_path / "shipped")
+    batch = tokenizer(["Im Anfang war das Wort.", "Und das Wort war bei Gott."], return_tensors="pt", padding=True)
+    assert torch.equal(shipped.generate(**batch, max_iterations=1), run.eval().generate(**batch, max_iterations=1))
+    assert (tmp_path / "shipped" / "modeling_deer.py").exists() and (tmp_path / "shipped" / "run_command.txt").exists()

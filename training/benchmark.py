@@ -229,11 +229,12 @@ def main(argv=None):
     sources, targets = test["source"], test["target"]
     if len(sources) < 32:
         raise SystemExit(f"error: the test split has {len(sources)} pairs; the batch-32 timing needs 32")
-    tokenizer = AutoTokenizer.from_pretrained(args.deer)
-    references = normalize(tokenizer, targets)
+    references = normalize(AutoTokenizer.from_pretrained(args.deer), targets)
     b1_sources, b32_sources = sources[: args.b1_sentences], sources[:32]
     runs = {name: path for name, path in (("deer", args.deer), ("deer_random", args.deer_random),
                                           ("deer_distilled", args.deer_distilled), ("ar", args.ar)) if path}
+    # Each run reads with its own tokenizer: a shipped AR checkpoint has a trimmed one (training.ship_checkpoint).
+    tokenizers = {path: AutoTokenizer.from_pretrained(path) for path in runs.values()}
 
     systems = []  # every (run, sparsity, iterations) cell, sharing loaded models
     for run, path in runs.items():
@@ -250,10 +251,10 @@ def main(argv=None):
     rows, outputs = [], {}
     for system in tqdm(systems, desc="quality (test split)"):
         if system["system"] == "ar":
-            hypotheses = ar_generate_texts(system["model"], tokenizer, sources, batch_size=32)
+            hypotheses = ar_generate_texts(system["model"], tokenizers[system["path"]], sources, batch_size=32)
         else:
-            hypotheses = generate_texts(system["model"], tokenizer, sources, system["iterations"], batch_size=32,
-                                        progress=False)
+            hypotheses = generate_texts(system["model"], tokenizers[system["path"]], sources, system["iterations"],
+                                        batch_size=32, progress=False)
         outputs[id(system)] = hypotheses
         scores = score(hypotheses, references)
         rows.append({key: system[key] for key in ("system", "run", "sparsity", "iterations")}
@@ -263,7 +264,7 @@ def main(argv=None):
 
     calls = {}
     for index, system in enumerate(systems):
-        for key, call in timing_calls(system, tokenizer, b1_sources, b32_sources).items():
+        for key, call in timing_calls(system, tokenizers[system["path"]], b1_sources, b32_sources).items():
             calls[(index, key)] = call
     progress = tqdm(total=args.repeats + 1, desc="latency (rounds, systems taking turns)")
     medians = interleaved_medians(calls, args.repeats, on_round=lambda: progress.update(1))
@@ -277,7 +278,7 @@ def main(argv=None):
         key = (system["system"], system["path"], system["sparsity"])
         specs.setdefault(key, []).append(index)
     for (kind, path, sparsity), indices in tqdm(specs.items(), desc="peak memory (fresh processes)"):
-        peaks = peak_memory({"system": kind, "path": path, "sparsity": sparsity, "tokenizer": args.deer,
+        peaks = peak_memory({"system": kind, "path": path, "sparsity": sparsity, "tokenizer": path,
                              "sources": b32_sources, "iterations": [systems[i]["iterations"] for i in indices]},
                             args.threads)
         for index in indices:

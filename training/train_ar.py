@@ -12,9 +12,12 @@ given identical steps, batch size, learning rate and data. The encoder and the d
 from the tokenizer's bos ([CLS] / <s>) and learns to end with its eos ([SEP] / </s>).
 """
 
+import copy
+import json
 import warnings
 from dataclasses import dataclass, field
 
+import tokenizers
 import torch
 import transformers
 from transformers import (
@@ -90,6 +93,51 @@ def ar_generate_texts(model, tokenizer, sources: list[str], batch_size: int) -> 
             ids = ar_generate(model, batch.input_ids, batch.attention_mask)
         outputs += tokenizer.batch_decode(ids, skip_special_tokens=True)
     return outputs
+
+
+def trim_ar_vocabulary(model: EncoderDecoderModel, tokenizer, token_ids) -> tuple[EncoderDecoderModel, object]:
+    """A copy of a BERT2BERT model and its WordPiece tokenizer with only `token_ids` (plus the special tokens) left,
+    renumbered in their old order: the embedding tables and the LM head shrink to those rows. Words the kept pieces
+    spell are tokenised exactly as before (WordPiece matches the longest piece, and every piece the full vocabulary
+    chose for them is kept); other words read as unk. The AR model's counterpart of DEER's `trim_vocabulary`, which
+    keeps the tokenizer and maps ids to rows instead: `EncoderDecoderModel` has no such map, so the ids change."""
+    keep = sorted(set(int(i) for i in token_ids) | set(tokenizer.all_special_ids))
+    new_id = {old: new for new, old in enumerate(keep)}
+    spec = json.loads(tokenizer.backend_tokenizer.to_str())
+    if spec["model"]["type"] != "WordPiece" or spec["post_processor"]["type"] != "TemplateProcessing":
+        raise ValueError("trim_ar_vocabulary handles BERT-style WordPiece tokenizers; this one is "
+                         f"{spec['model']['type']} with {spec['post_processor']['type']}.")
+    token_of = {index: token for token, index in spec["model"]["vocab"].items()}
+    spec["model"]["vocab"] = {token_of[old]: new for new, old in enumerate(keep)}
+    for added in spec["added_tokens"]:
+        added["id"] = new_id[added["id"]]
+    for special in spec["post_processor"]["special_tokens"].values():
+        special["ids"] = [new_id[index] for index in special["ids"]]
+    if spec.get("padding"):
+        spec["padding"]["pad_id"] = new_id[spec["padding"]["pad_id"]]
+    trimmed_tokenizer = copy.deepcopy(tokenizer)
+    trimmed_tokenizer._tokenizer = tokenizers.Tokenizer.from_str(json.dumps(spec))
+
+    old_size = model.config.decoder.vocab_size
+    rows = torch.tensor(keep)
+    state = {key: tensor[rows] if tensor.dim() and tensor.shape[0] == old_size and ("word_embeddings" in key or
+                                                                              ".predictions." in key) else tensor
+             for key, tensor in model.state_dict().items()}
+    config = copy.deepcopy(model.config)
+    config.vocab_size = config.encoder.vocab_size = config.decoder.vocab_size = len(keep)
+    generation_config = copy.deepcopy(model.generation_config)
+    for holder in (config, generation_config):
+        for name in ("decoder_start_token_id", "bos_token_id", "eos_token_id", "pad_token_id"):
+            if getattr(holder, name, None) is not None:
+                setattr(holder, name, new_id[getattr(holder, name)])
+    for sub in (config.encoder, config.decoder):
+        for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
+            if getattr(sub, name, None) is not None and getattr(sub, name) in new_id:
+                setattr(sub, name, new_id[getattr(sub, name)])
+    trimmed = EncoderDecoderModel(config=config)
+    trimmed.load_state_dict(state)
+    trimmed.generation_config = generation_config
+    return trimmed.eval(), trimmed_tokenizer
 
 
 def drop_bos(dataset):

@@ -1,0 +1,210 @@
+"""DeerConfig: the backbone's architecture, DEER's special tokens and its training-objective knobs.
+
+Decoding knobs (how many iterations, the eos penalty, ...) are not here: they live in
+`DeerGenerationConfig` (generation_deer.py), saved as generation_config.json.
+"""
+
+import math
+
+from transformers import PreTrainedConfig
+from transformers.utils import logging
+
+
+logger = logging.get_logger(__name__)
+
+
+class DeerConfig(PreTrainedConfig):
+    r"""
+    Configuration of a [`DeerForConditionalGeneration`]: a BERT-family encoder whose every layer is shared by a
+    source pass and target passes, with an LM head (tied to the word embeddings), a placeholder-insertion head and
+    a deletion head.
+
+    Architecture (copied from the backbone by `DeerForConditionalGeneration.from_mlm`):
+        vocab_size, hidden_size, num_hidden_layers, num_attention_heads, intermediate_size, hidden_act,
+        hidden_dropout_prob, attention_probs_dropout_prob, max_position_embeddings, type_vocab_size,
+        initializer_range, layer_norm_eps: as in `BertConfig`.
+        position_offset (`int`, defaults to 0): the first position id. BERT counts from 0; RoBERTa and XLM-R from
+            `pad_token_id + 1` (= 2), which `from_mlm` sets. Source and target each use positions
+            `position_offset ... max_position_embeddings - 1`.
+
+    Special tokens:
+        bos_token_id, eos_token_id, pad_token_id: [CLS]/<s>, [SEP]/</s>, [PAD]/<pad>.
+        placeholder_token_id: [MASK]/<mask>. It is both the placeholder that the insertion step writes and the CTC
+            blank class of the draft: the token the MLM was pretrained to fill.
+
+    DEER objective:
+        upsample_ratio (`float`, defaults to 2.0): the draft has ceil(upsample_ratio * source_length) frames.
+        max_insertions (`int`, defaults to 256): classes of the insertion head (0 .. max_insertions - 1 tokens per gap).
+        ctc_loss_weight, insertion_loss_weight, word_loss_weight, deletion_loss_weight (`float`, default 1.0).
+        ctc_label_smoothing (0.1), insertion_label_smoothing (0.01), word_label_smoothing (0.1),
+        deletion_label_smoothing (0.0): label smoothing of each loss, in [0, 1).
+        glancing_ratio (`float`, defaults to 0.5): share of the draft's mismatches revealed to the model during
+            training. A training callback anneals it (DEER: 0.5 -> 0.2).
+        draft_input (`str`, defaults to "source"): what the draft's frames read. "source": frame j of F reads the
+            embedding of inner source token floor(j * n / F) (plus its own position), so the frames cover the
+            output evenly; "placeholder": every frame reads the placeholder (the paper's canvas), which on real text
+            makes the model write token i at frame ~i and leaves most frames unused.
+        separate_blank_head (`bool`, defaults to True): the CTC blank's score comes from its own output row (a
+            `blank_head` on the LM head's features) instead of the placeholder's row, which is tied to the
+            placeholder's input embedding and starts far behind every word. `calibrate_blank` starts it level
+            with the best word on real data.
+        blank_calibrated (`bool`, defaults to False): set by `calibrate_blank`.
+        draft_edit_ratio (`float`, defaults to 0.5): share of each batch's rows whose edit losses are computed on the
+            model's own draft (deletions: draft -> gold's common subsequence, then the insertions and words that
+            complete it), as decoding meets them; the other rows use the paper's inputs made from the gold target
+            (random deletion). 0 = the paper.
+
+    Vocabulary trimming (`DeerForConditionalGeneration.trim_vocabulary`):
+        vocabulary_ids (`list[int]`, optional): the token ids the embeddings and LM head keep, in row order. The
+            tokenizer is unchanged: ids outside the list read as `unk_token_id` and are never generated. `None`: the
+            whole vocabulary.
+        unk_token_id (`int`, optional): [UNK]/<unk>.
+
+    Pruning (used by pruning_deer.py):
+        sparsity_levels (`list[float]`, defaults to []): levels sampled during training, each in [0, 1).
+        sparsity_weight (`float`, defaults to 10.0): weight of the mean(sigmoid(score)) regulariser.
+        layer_num_heads, layer_intermediate_sizes (`list[int]`, optional): per-layer sizes of a physically pruned
+            model; `None` means every layer has `num_attention_heads` heads and `intermediate_size` neurons.
+        pruned_sparsity (`float`, defaults to 0.0): the level a pruned model was cut to.
+    """
+
+    model_type = "deer"
+
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 1e-12
+    position_offset: int = 0
+
+    pad_token_id: int | None = 0
+    bos_token_id: int | None = 101
+    eos_token_id: int | None = 102
+    placeholder_token_id: int | None = 103
+    unk_token_id: int | None = None
+    vocabulary_ids: list[int] | None = None
+
+    upsample_ratio: float = 2.0
+    max_insertions: int = 256
+    ctc_loss_weight: float = 1.0
+    insertion_loss_weight: float = 1.0
+    word_loss_weight: float = 1.0
+    deletion_loss_weight: float = 1.0
+    ctc_label_smoothing: float = 0.1
+    insertion_label_smoothing: float = 0.01
+    word_label_smoothing: float = 0.1
+    deletion_label_smoothing: float = 0.0
+    glancing_ratio: float = 0.5
+    draft_input: str = "source"
+    separate_blank_head: bool = True
+    blank_calibrated: bool = False
+    draft_edit_ratio: float = 0.5
+
+    sparsity_levels: list[float] | None = None
+    sparsity_weight: float = 10.0
+    layer_num_heads: list[int] | None = None
+    layer_intermediate_sizes: list[int] | None = None
+    pruned_sparsity: float = 0.0
+
+    tie_word_embeddings: bool = True
+
+    def __post_init__(self, **kwargs):
+        if self.sparsity_levels is None:
+            self.sparsity_levels = []
+        if self.layer_num_heads is None:
+            self.layer_num_heads = [self.num_attention_heads] * self.num_hidden_layers
+        if self.layer_intermediate_sizes is None:
+            self.layer_intermediate_sizes = [self.intermediate_size] * self.num_hidden_layers
+        super().__post_init__(**kwargs)
+        self._check_values()
+
+    # -- derived sizes -------------------------------------------------------------------------------------------
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @property
+    def embedding_rows(self) -> int:
+        """Rows of the embedding matrix and outputs of the LM head: the kept vocabulary."""
+        return len(self.vocabulary_ids) if self.vocabulary_ids is not None else self.vocab_size
+
+    @property
+    def max_sequence_length(self) -> int:
+        """Longest source, and longest target, the position table allows."""
+        return self.max_position_embeddings - self.position_offset
+
+    # -- validation ----------------------------------------------------------------------------------------------
+
+    def _check_values(self):
+        def require(ok, field, allowed):
+            if not ok:
+                raise ValueError(f"DeerConfig.{field} = {getattr(self, field)!r} is invalid: it must be {allowed}.")
+
+        def is_number(value):
+            return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+        for field in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                      "max_position_embeddings", "type_vocab_size"):
+            value = getattr(self, field)
+            require(isinstance(value, int) and value >= 1, field, "an integer >= 1")
+        require(self.hidden_size % self.num_attention_heads == 0, "hidden_size",
+                f"a multiple of num_attention_heads ({self.num_attention_heads})")
+        require(isinstance(self.position_offset, int) and 0 <= self.position_offset < self.max_position_embeddings - 1,
+                "position_offset", f"an integer in [0, max_position_embeddings - 1) = [0, {self.max_position_embeddings - 1})")
+        for field in ("pad_token_id", "bos_token_id", "eos_token_id", "placeholder_token_id"):
+            value = getattr(self, field)
+            require(isinstance(value, int) and 0 <= value < self.vocab_size, field,
+                    f"a token id in [0, vocab_size) = [0, {self.vocab_size})")
+        require(self.unk_token_id is None or isinstance(self.unk_token_id, int) and 0 <= self.unk_token_id < self.vocab_size,
+                "unk_token_id", f"None or a token id in [0, vocab_size) = [0, {self.vocab_size})")
+        if self.vocabulary_ids is not None:
+            kept = self.vocabulary_ids
+            require(isinstance(kept, (list, tuple)) and all(isinstance(t, int) for t in kept)
+                    and list(kept) == sorted(set(kept)) and kept and 0 <= kept[0] and kept[-1] < self.vocab_size
+                    and {self.pad_token_id, self.bos_token_id, self.eos_token_id, self.placeholder_token_id,
+                         self.unk_token_id} <= set(kept),
+                    "vocabulary_ids", "None or sorted distinct token ids in [0, vocab_size) that include the "
+                    "special tokens and unk_token_id")
+        special = [self.pad_token_id, self.bos_token_id, self.eos_token_id, self.placeholder_token_id]
+        require(len(set(special)) == 4, "placeholder_token_id",
+                f"distinct from pad, bos and eos (got pad, bos, eos, placeholder = {special})")
+        for field in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+            value = getattr(self, field)
+            require(is_number(value) and 0 <= value < 1, field, "a number in [0, 1)")
+        require(is_number(self.upsample_ratio) and self.upsample_ratio >= 1, "upsample_ratio", "a number >= 1")
+        require(isinstance(self.max_insertions, int) and self.max_insertions >= 2, "max_insertions", "an integer >= 2")
+        for field in ("ctc_loss_weight", "insertion_loss_weight", "word_loss_weight", "deletion_loss_weight",
+                      "sparsity_weight"):
+            value = getattr(self, field)
+            require(is_number(value) and value >= 0, field, "a number >= 0")
+        for field in ("ctc_label_smoothing", "insertion_label_smoothing", "word_label_smoothing",
+                      "deletion_label_smoothing"):
+            value = getattr(self, field)
+            require(is_number(value) and 0 <= value < 1, field, "a number in [0, 1)")
+        require(is_number(self.glancing_ratio) and 0 <= self.glancing_ratio <= 1, "glancing_ratio", "a number in [0, 1]")
+        require(self.draft_input in ("source", "placeholder"), "draft_input", "'source' or 'placeholder'")
+        for field in ("separate_blank_head", "blank_calibrated"):
+            require(isinstance(getattr(self, field), bool), field, "True or False")
+        require(is_number(self.draft_edit_ratio) and 0 <= self.draft_edit_ratio <= 1, "draft_edit_ratio",
+                "a number in [0, 1]")
+        require(isinstance(self.sparsity_levels, (list, tuple))
+                and all(is_number(level) and 0 <= level < 1 for level in self.sparsity_levels),
+                "sparsity_levels", "a list of numbers in [0, 1)")
+        require(is_number(self.pruned_sparsity) and 0 <= self.pruned_sparsity < 1, "pruned_sparsity", "a number in [0, 1)")
+        require(len(self.layer_num_heads) == self.num_hidden_layers
+                and all(isinstance(n, int) and 0 <= n <= self.num_attention_heads for n in self.layer_num_heads),
+                "layer_num_heads", f"{self.num_hidden_layers} integers in [0, {self.num_attention_heads}]")
+        require(len(self.layer_intermediate_sizes) == self.num_hidden_layers
+                and all(isinstance(n, int) and 0 <= n <= self.intermediate_size for n in self.layer_intermediate_sizes),
+                "layer_intermediate_sizes", f"{self.num_hidden_layers} integers in [0, {self.intermediate_size}]")
+
+
+__all__ = ["DeerConfig"]

@@ -1,0 +1,202 @@
+"""DEER decoding: a one-pass CTC draft, then rounds of delete / insert placeholders / fill.
+
+Follow one row: `_draft` encodes the source and, in the same pass, runs bos + placeholders + eos (the source's keys
+and values are kept), then collapses the LM head's argmax (CTC); each round of `_refine` runs two or three target
+passes over the rows that are still changing, all against those cached source keys/values.
+"""
+
+import copy
+import math
+from dataclasses import dataclass
+
+import torch
+from transformers import GenerationConfig
+from transformers.utils import ModelOutput, logging
+
+from .edit_ops import add_bos_eos, apply_deletions, ctc_collapse, fill_placeholders, inner_mask, insert_placeholders
+
+
+logger = logging.get_logger(__name__)
+
+OPTIONS = ("max_iterations", "eos_penalty", "blank_penalty", "deletion_penalty", "stop_when_unchanged",
+           "return_dict_in_generate", "output_history")
+
+
+class DeerGenerationConfig(GenerationConfig):
+    """Decoding knobs of DEER, saved as generation_config.json.
+
+    Args:
+        max_iterations (`int`, defaults to 4): edit rounds after the draft; 0 returns the collapsed CTC draft.
+        eos_penalty (`float`, defaults to 0.0): subtracted from the insertion head's "insert nothing" score; larger
+            values give longer outputs.
+        blank_penalty (`float`, defaults to 0.0): subtracted from the CTC blank's score at every draft frame; larger
+            values give longer drafts (the draft's length control, as `eos_penalty` is the edit rounds'). Choose
+            both on validation data (`training.tune_generation`).
+        deletion_penalty (`float`, defaults to 0.0): subtracted from the deletion head's "delete" score in every edit
+            round: larger values delete less (a deletion head that removes right words makes rounds cost quality).
+        stop_when_unchanged (`bool`, defaults to True): a row whose output did not change in a round is finished.
+            False runs exactly `max_iterations` rounds on every row (for timings independent of the weights).
+        return_dict_in_generate (`bool`, defaults to False): return a `DeerGenerateOutput` instead of the ids.
+        output_history (`bool`, defaults to False): with `return_dict_in_generate`, keep the sequences after the
+            draft and after every round.
+        bos_token_id, eos_token_id, pad_token_id, placeholder_token_id: copied from the model config.
+    """
+
+    def __init__(self, **kwargs):
+        # Like transformers' DiffusionGemmaGenerationConfig, this does not call GenerationConfig.__init__: the
+        # autoregressive knobs (num_beams, top_k, max_new_tokens, ...) have no meaning here.
+        self.max_iterations = kwargs.pop("max_iterations", 4)
+        self.eos_penalty = kwargs.pop("eos_penalty", 0.0)
+        self.blank_penalty = kwargs.pop("blank_penalty", 0.0)
+        self.deletion_penalty = kwargs.pop("deletion_penalty", 0.0)
+        self.stop_when_unchanged = kwargs.pop("stop_when_unchanged", True)
+        self.return_dict_in_generate = kwargs.pop("return_dict_in_generate", False)
+        self.output_history = kwargs.pop("output_history", False)
+        self.bos_token_id = kwargs.pop("bos_token_id", None)
+        self.eos_token_id = kwargs.pop("eos_token_id", None)
+        self.pad_token_id = kwargs.pop("pad_token_id", None)
+        self.placeholder_token_id = kwargs.pop("placeholder_token_id", None)
+        self._from_model_config = kwargs.pop("_from_model_config", False)
+        self.transformers_version = kwargs.pop("transformers_version", None)
+        kwargs.pop("_commit_hash", None)
+        if kwargs:
+            raise ValueError(f"DeerGenerationConfig got unknown options {sorted(kwargs)}; DEER's are {OPTIONS}.")
+        self.validate()
+
+    def validate(self, strict=False, **kwargs):
+        if isinstance(self.max_iterations, bool) or not isinstance(self.max_iterations, int) or self.max_iterations < 0:
+            raise ValueError(f"max_iterations must be an integer >= 0 (0 = draft only), got {self.max_iterations!r}.")
+        for name in ("eos_penalty", "blank_penalty", "deletion_penalty"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}.")
+        for name in ("stop_when_unchanged", "return_dict_in_generate", "output_history"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}.")
+
+    @classmethod
+    def from_model_config(cls, model_config) -> "DeerGenerationConfig":
+        return cls(
+            bos_token_id=model_config.bos_token_id,
+            eos_token_id=model_config.eos_token_id,
+            pad_token_id=model_config.pad_token_id,
+            placeholder_token_id=model_config.placeholder_token_id,
+        )
+
+    def updated(self, **overrides) -> "DeerGenerationConfig":
+        """A copy with `overrides` applied and validated (the model's own config is never changed)."""
+        unknown = sorted(key for key in overrides if key not in OPTIONS)
+        if unknown:
+            raise ValueError(f"generate() got unknown options {unknown}; DEER's are {OPTIONS}.")
+        config = copy.deepcopy(self)
+        for key, value in overrides.items():
+            setattr(config, key, value)
+        config.validate()
+        return config
+
+
+@dataclass
+class DeerGenerateOutput(ModelOutput):
+    """sequences: (batch, length) `bos ... eos` rows padded with pad_token_id.
+    num_iterations: (batch,) edit rounds run on each row (the last one may have changed nothing).
+    history: with `output_history`, the sequences after the draft and after each round."""
+
+    sequences: torch.Tensor | None = None
+    num_iterations: torch.Tensor | None = None
+    history: list[torch.Tensor] | None = None
+
+
+def deer_generate(model, input_ids, attention_mask, generation_config: DeerGenerationConfig):
+    config = model.config
+    pad = config.pad_token_id
+    encoder_output, sequences = _draft(model, input_ids, attention_mask, generation_config.blank_penalty)
+    batch = sequences.shape[0]
+    num_iterations = torch.zeros(batch, dtype=torch.long, device=sequences.device)
+    history = [sequences] if generation_config.output_history else None
+
+    active = torch.arange(batch, device=sequences.device)  # rows still being refined
+    for _ in range(generation_config.max_iterations):
+        if len(active) == 0:
+            break
+        current = _trim(sequences[active], pad)
+        edited = _refine(model, current, encoder_output.select_rows(active), generation_config.eos_penalty,
+                         generation_config.deletion_penalty)
+        width = max(sequences.shape[1], edited.shape[1])
+        sequences = _pad_to(sequences, width, pad)
+        edited = _pad_to(edited, width, pad)
+        changed = (edited != sequences[active]).any(1)
+        sequences = sequences.index_copy(0, active, edited)
+        num_iterations[active] += 1
+        if generation_config.stop_when_unchanged:
+            active = active[changed]
+        if history is not None:
+            history.append(_trim(sequences, pad))
+
+    sequences = _trim(sequences, pad)
+    if generation_config.return_dict_in_generate:
+        return DeerGenerateOutput(sequences=sequences, num_iterations=num_iterations, history=history)
+    return sequences
+
+
+def _draft(model, input_ids, attention_mask, blank_penalty: float):
+    """Encode the source and run bos + frames + eos in the same pass, then `collapse_frames`. Returns the source's
+    encoder output (its K/V cache, for the edit rounds) and the draft."""
+    draft = model.draft_canvas(input_ids, attention_mask)
+    frame_mask = inner_mask(draft, model.config.pad_token_id)[:, 1:-1]
+    encoder_output, hidden_states = model.model.encode_and_target_pass(input_ids, attention_mask, draft)
+    logits = model.draft_logits(hidden_states[:, 1:-1][frame_mask])  # only real frames go through the LM head
+    return encoder_output, collapse_frames(model, logits, draft, frame_mask, blank_penalty)
+
+
+def collapse_frames(model, frame_scores: torch.Tensor, draft: torch.Tensor, frame_mask: torch.Tensor,
+                    blank_penalty: float = 0.0) -> torch.Tensor:
+    """The draft `bos ... eos` from the scores of its real frames, (frames, rows) in row-major order: the argmax of
+    each frame (the blank's score lowered by `blank_penalty`; bos, eos and pad are never chosen), CTC-collapsed.
+    Decoding and the edit losses on the model's own draft (training) both take it from here. Changes
+    `frame_scores` in place."""
+    config = model.config
+    # The blank (placeholder) is a legal frame output; bos, eos and pad are not.
+    frame_scores[:, model.token_rows([config.bos_token_id, config.eos_token_id, config.pad_token_id])] = float("-inf")
+    frame_scores[:, model.token_rows(config.placeholder_token_id)] -= blank_penalty
+    frame_tokens = draft[:, 1:-1].masked_scatter(frame_mask, model.row_tokens(frame_scores.argmax(-1)))
+    inner = ctc_collapse(frame_tokens, frame_mask, config.placeholder_token_id, config.pad_token_id)
+    return add_bos_eos(inner, config.bos_token_id, config.eos_token_id, config.pad_token_id)
+
+
+def _refine(model, tokens: torch.Tensor, encoder_output, eos_penalty: float, deletion_penalty: float = 0.0
+            ) -> torch.Tensor:
+    """One edit round on (batch, length) `bos ... eos` rows: delete, insert placeholders, fill."""
+    config = model.config
+    pad, placeholder = config.pad_token_id, config.placeholder_token_id
+
+    # a. Delete: never bos or eos; rows of two tokens have nothing to delete.
+    hidden_states = model.target_pass(tokens, encoder_output)
+    deletion_logits = model.deletion_head(hidden_states)
+    delete = inner_mask(tokens, pad) & (deletion_logits[..., 1] - deletion_penalty > deletion_logits[..., 0])
+    if delete.any():  # otherwise the sequences, and so their hidden states, are unchanged: reuse them
+        tokens = apply_deletions(tokens, delete, pad)
+        hidden_states = model.target_pass(tokens, encoder_output)
+
+    # b. Insert placeholders: a count per gap between neighbours, the total capped by the position table.
+    insertion_logits = model.insertion_head(torch.cat([hidden_states[:, :-1], hidden_states[:, 1:]], dim=-1))
+    insertion_logits[..., 0] -= eos_penalty
+    tokens = insert_placeholders(tokens, insertion_logits.argmax(-1), placeholder, pad, config.max_sequence_length)
+
+    # c. Fill every placeholder with the LM head's best word (never a special token).
+    placeholder_mask = tokens == placeholder
+    if placeholder_mask.any():
+        hidden_states = model.target_pass(tokens, encoder_output)
+        logits = model.lm_head(hidden_states[placeholder_mask])
+        logits[:, model.token_rows([config.bos_token_id, config.eos_token_id, pad, placeholder])] = float("-inf")
+        tokens = fill_placeholders(tokens, model.row_tokens(logits.argmax(-1)), placeholder)
+    return tokens
+
+
+def _trim(tokens: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """Drop the columns that are padding in every row."""
+    width = int((tokens != pad_id).sum(1).max()) if tokens.shape[0] else 0
+    return tokens[:, :width]
+
+
+def _pad_to(tokens: torch.Tensor, width: int, pad_id: int) -> torch.Tensor:
+    return torch.nn.functional.pad(tokens, (0, width - tokens.shape[1]), value=pad_id)
