@@ -161,6 +161,7 @@ def test_tune_generation_saves_the_best_eos_penalty_on_validation(trained_pair, 
     assert (report["blank_penalty"], report["deletion_penalty"], report["eos_penalty"]) == chosen
     saved = DeerForConditionalGeneration.from_pretrained(model_dir).generation_config
     assert (saved.blank_penalty, saved.deletion_penalty, saved.eos_penalty) == chosen
+    assert saved.max_iterations == report["iterations"] == 2  # the knobs travel with the rounds they were tuned for
     assert "saved to" in capsys.readouterr().out
     for extra, message in ((["--iterations", "-1"], "at least 0"), (["--penalties", "-1"], ">= 0")):
         with pytest.raises(SystemExit):

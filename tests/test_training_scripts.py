@@ -184,7 +184,8 @@ def test_generate_script_writes_outputs_and_scores(tmp_path, tiny_bert_path):
     train_main(run_args(model_dir, tiny_bert_path, "--do_train", "--max_steps", "2", "--save_strategy", "no"))
     output = tmp_path / "out.txt"
     command = [sys.executable, "-m", "training.generate", "--model", str(model_dir), "--input", VALIDATION_FILE,
-               "--output", str(output), "--max_iterations", "1", "--sparsity", "0", "--batch_size", "16"]
+               "--output", str(output), "--max_iterations", "1", "--sparsity", "0", "--batch_size", "16",
+               "--eos_penalty", "0.5", "--deletion_penalty", "1"]
     result = subprocess.run(command, cwd=REPOSITORY, capture_output=True, text=True, timeout=300,
                             env=dict(os.environ, HF_HUB_OFFLINE="1"))
     assert result.returncode == 0, result.stderr[-3000:]
@@ -192,6 +193,10 @@ def test_generate_script_writes_outputs_and_scores(tmp_path, tiny_bert_path):
     assert len(lines) == 50
     scores = json.loads((tmp_path / "out.txt.scores.json").read_text())
     assert {"bleu", "chrf", "rougeL"} <= set(scores) and scores["sentences"] == 50
+    command[-1] = "nan"  # a knob that is not a finite number fails before any decoding
+    result = subprocess.run(command, cwd=REPOSITORY, capture_output=True, text=True, timeout=300,
+                            env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    assert result.returncode != 0 and "deletion_penalty must be a finite number" in result.stderr
 
 
 def test_metrics_and_normalisation(tiny_bert_path):
@@ -226,11 +231,11 @@ def test_evaluate_script_scores_each_split_and_iteration_count(tmp_path, tiny_be
     output = tmp_path / "scores.json"
     monkeypatch.setattr(sys, "argv", ["evaluate", "--model", str(model_dir), "--data_dir", str(data_dir),
                                       "--iterations", "0", "1", "--sparsity", "0", "0.5", "--eos_penalty", "0.5",
-                                      "--output", str(output)])
+                                      "--deletion_penalty", "1.5", "--output", str(output)])
     evaluate.main()
     report = json.loads(output.read_text())
     rows = report["rows"]
-    assert report["eos_penalty"] == 0.5
+    assert report["eos_penalty"] == 0.5 and report["deletion_penalty"] == 1.5
     assert [(row["split"], row["sparsity"], row["iterations"]) for row in rows] == [
         (split, sparsity, iterations)
         for split in ("validation", "test") for sparsity in (0, 0.5) for iterations in (0, 1)]

@@ -1,7 +1,7 @@
 """Score a DEER checkpoint on a prepared task's validation and test splits at several iteration counts.
 
     python -m training.evaluate --model DIR --data_dir data/bible-de-en [--iterations 0 1 2 4] [--sparsity 0 0.5]
-        [--eos_penalty 0] [--blank_penalty 0] [--output results/NAME.json]
+        [--eos_penalty 0] [--blank_penalty 0] [--deletion_penalty 0] [--output results/NAME.json]
 
 Prints BLEU, chrF and ROUGE-L per split, pruning level and iteration count (references normalised as
 training/metrics says) and the generation time; writes them as JSON with `--output`.
@@ -27,8 +27,8 @@ def main():
     parser.add_argument("--splits", nargs="+", default=["validation", "test"])
     parser.add_argument("--iterations", nargs="+", type=int, default=[0, 1, 2, 4])
     parser.add_argument("--sparsity", nargs="+", type=float, default=[0.0], help="pruning levels (set_sparsity)")
-    parser.add_argument("--eos_penalty", type=float, default=None, help="default: the model's generation config")
-    parser.add_argument("--blank_penalty", type=float, default=None, help="default: the model's generation config")
+    for name in ("eos_penalty", "blank_penalty", "deletion_penalty"):
+        parser.add_argument(f"--{name}", type=float, default=None, help="default: the model's generation config")
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--output", default=None)
@@ -39,9 +39,10 @@ def main():
     model = DeerForConditionalGeneration.from_pretrained(args.model).eval()
     for sparsity in args.sparsity:  # an impossible level fails here, before any decoding
         model.set_sparsity(sparsity)
-    for name in ("eos_penalty", "blank_penalty"):
+    for name in ("eos_penalty", "blank_penalty", "deletion_penalty"):
         if getattr(args, name) is not None:
             setattr(model.generation_config, name, getattr(args, name))
+    model.generation_config.validate()
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     rows = []
     for split in args.splits:
@@ -64,6 +65,7 @@ def main():
             json.dump({"model": args.model, "threads": torch.get_num_threads(),
                        "eos_penalty": model.generation_config.eos_penalty,
                        "blank_penalty": model.generation_config.blank_penalty,
+                       "deletion_penalty": model.generation_config.deletion_penalty,
                        "rows": rows}, handle, indent=2)
 
 

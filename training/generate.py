@@ -1,7 +1,8 @@
 """Generate with a DEER checkpoint over a file, in batches, with a progress bar.
 
     python -m training.generate --model DIR --input FILE --output FILE \
-        [--max_iterations 2] [--sparsity 0.5] [--batch_size 32] [--source_column source] [--target_column target]
+        [--max_iterations 2] [--sparsity 0.5] [--eos_penalty 1] [--blank_penalty 2] [--deletion_penalty 2]
+        [--batch_size 32] [--source_column source] [--target_column target]
 
 FILE is JSON lines, CSV or TSV with a source column, or plain text (one source per line). When the input has a
 target column, the outputs are scored (BLEU, chrF, ROUGE-L; references normalised as training/metrics says) and the
@@ -55,6 +56,8 @@ def main():
     parser.add_argument("--output", required=True)
     parser.add_argument("--max_iterations", type=int, default=None, help="default: the model's generation config")
     parser.add_argument("--sparsity", type=float, default=0.0, help="mask the model to this pruning level")
+    for name in ("eos_penalty", "blank_penalty", "deletion_penalty"):
+        parser.add_argument(f"--{name}", type=float, default=None, help="default: the model's generation config")
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--source_column", default="source")
     parser.add_argument("--target_column", default="target")
@@ -66,6 +69,10 @@ def main():
     model = DeerForConditionalGeneration.from_pretrained(args.model).eval()
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     model.set_sparsity(args.sparsity)
+    for name in ("eos_penalty", "blank_penalty", "deletion_penalty"):
+        if getattr(args, name) is not None:
+            setattr(model.generation_config, name, getattr(args, name))
+    model.generation_config.validate()  # a bad value fails here, before any decoding
     iterations = model.generation_config.max_iterations if args.max_iterations is None else args.max_iterations
     sources, targets = read_inputs(args.input, args.source_column, args.target_column)
 

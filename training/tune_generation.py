@@ -13,8 +13,9 @@ Three knobs set how long DEER writes:
 They are tuned one after the other at `--iterations` rounds: first `blank_penalty` (the others at 0), then
 `deletion_penalty`, then `eos_penalty`, each at the best values found before it. With `--iterations 0` only
 `blank_penalty` matters and only it is tuned.
-The best values (ties go to the smaller penalty) are written to the model's generation_config.json, so
-`generate()`, the benchmark and a pushed model use them; every candidate's scores are printed and saved as
+The best values (ties go to the smaller penalty) are written to the model's generation_config.json with
+`max_iterations` set to `--iterations`, the count they were tuned for, so that a plain `generate()`, the benchmark
+and a pushed model decode as tuned; every candidate's scores are printed and saved as
 tune_generation.json in the model directory. The test split is never looked at.
 """
 
@@ -88,13 +89,14 @@ def main(argv=None):
         print(f"blank_penalty {row['blank_penalty']:4g} | deletion_penalty {row['deletion_penalty']:4g} | eos_penalty "
               f"{row['eos_penalty']:4g} | BLEU {row['bleu']:6.2f} | chrF {row['chrf']:6.2f} | ROUGE-L "
               f"{row['rougeL']:6.2f} | {row['words_per_output']:.1f} words per output")
+    config.max_iterations = args.iterations  # the knobs travel with the round count they were tuned for
     config.save_pretrained(args.model)
     chosen = {name: getattr(config, name) for name in ("blank_penalty", "deletion_penalty", "eos_penalty")}
     with open(os.path.join(args.model, "tune_generation.json"), "w") as handle:
         json.dump({"validation_file": args.validation_file, "iterations": args.iterations, "metric": args.metric,
                    **chosen, "candidates": rows}, handle, indent=2)
     print(", ".join(f"{name} {value:g}" for name, value in chosen.items()) + f" (best {args.metric} on "
-          f"{len(sources)} validation pairs at {args.iterations} iterations) saved to "
+          f"{len(sources)} validation pairs at {args.iterations} iterations) and max_iterations {args.iterations} saved to "
           f"{os.path.join(args.model, 'generation_config.json')}")
 
 
