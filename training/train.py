@@ -6,7 +6,7 @@
         --output_dir outputs/run --max_steps 1000 --per_device_train_batch_size 32 \
         --do_train --do_eval --eval_strategy steps --eval_steps 500 \
         --predict_with_generate --generation_max_iterations 2 \
-        --ctc_only_steps 300 --edit_loss_weight 0.5   # the recipe that beat BERT2BERT (README, Quality)
+        [--ctc_only_steps 0 --edit_loss_weight 1]   # the paper; the defaults are the recipe that beat BERT2BERT
 
     accelerate launch --multi_gpu --num_processes 2 -m training.train ... --use_cpu   # several processes, gloo
     torchrun --nproc_per_node 2 -m training.train ... --use_cpu                         # the same without accelerate
@@ -74,10 +74,12 @@ class ModelArguments:
     draft_edit_ratio: float | None = field(default=None, metadata={
         "help": "Share of the rows whose edit losses use the model's own draft (0 = the paper's gold-derived inputs)."})
     edit_loss_weight: float | None = field(default=None, metadata={
-        "help": "Weight of each of the three edit losses (insertion, word, deletion); the CTC loss keeps weight 1."})
-    ctc_only_steps: int = field(default=0, metadata={
+        "help": "Weight of each of the three edit losses (insertion, word, deletion); the CTC loss keeps weight 1. "
+                "Default: the model's (a new model: 0.5; the paper: 1)."})
+    ctc_only_steps: int | None = field(default=None, metadata={
         "help": "Train the draft alone (CTC loss only, the edit passes skipped) for this many steps first; then all "
-                "four losses."})
+                "four losses. Default: the first third of the training steps; 0: all four from the start (the "
+                "paper)."})
     trim_vocabulary: bool = field(default=False, metadata={
         "help": "Shrink the embeddings and LM head to the tokens of the training data (sources and targets): a "
                 "faster model that can only write those tokens. The tokenizer is unchanged."})
@@ -173,12 +175,17 @@ class LearningCurveCallback(TrainerCallback):
 class CtcOnlyCallback(TrainerCallback):
     """For the first `steps` steps the three edit-loss weights are 0 (the model skips the edit passes), so the shared
     network first learns the draft; from then on the weights are `weights`. It depends only on the global step, so a
-    resumed run follows the same schedule."""
+    resumed run follows the same schedule. `steps=None`: the first `fraction` of the run's steps."""
 
     NAMES = ("insertion_loss_weight", "word_loss_weight", "deletion_loss_weight")
 
-    def __init__(self, steps: int, weights: tuple[float, float, float]):
-        self.steps, self.weights = steps, weights
+    def __init__(self, steps: int | None, weights: tuple[float, float, float], fraction: float = 1 / 3):
+        self.steps, self.weights, self.fraction = steps, weights, fraction
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if self.steps is None:
+            self.steps = int(state.max_steps * self.fraction)
+            logger.info(f"the first {self.steps} of {state.max_steps} steps train the draft alone (CTC only)")
 
     def on_step_begin(self, args, state, control, model=None, **kwargs):
         weights = (0.0, 0.0, 0.0) if state.global_step < self.steps else self.weights
@@ -477,7 +484,7 @@ def main(argv=None):
         data_collator=DeerDataCollator(tokenizer.pad_token_id),
         compute_metrics=generation_metrics(tokenizer) if training_args.predict_with_generate else None,
         callbacks=[GlancingScheduleCallback(model_args.glancing_start, model_args.glancing_end)]
-        + ([CtcOnlyCallback(model_args.ctc_only_steps, edit_weights)] if model_args.ctc_only_steps else [])
+        + ([CtcOnlyCallback(model_args.ctc_only_steps, edit_weights)] if model_args.ctc_only_steps != 0 else [])
         + run_callbacks(model_args.max_train_minutes),
         score_learning_rate=model_args.score_learning_rate,
         generation_max_iterations=data_args.generation_max_iterations,
