@@ -182,12 +182,20 @@ def _refine(model, tokens: torch.Tensor, encoder_output, eos_penalty: float, del
     insertion_logits[..., 0] -= eos_penalty
     tokens = insert_placeholders(tokens, insertion_logits.argmax(-1), placeholder, pad, config.max_sequence_length)
 
-    # c. Fill every placeholder with the LM head's best word (never a special token).
+    # c. Fill.
+    return _fill(model, tokens, encoder_output)
+
+
+def _fill(model, tokens: torch.Tensor, encoder_output) -> torch.Tensor:
+    """Fill every placeholder with the LM head's best word (never a special token)."""
+    config = model.config
+    placeholder = config.placeholder_token_id
     placeholder_mask = tokens == placeholder
     if placeholder_mask.any():
         hidden_states = model.target_pass(tokens, encoder_output)
         logits = model.lm_head(hidden_states[placeholder_mask])
-        logits[:, model.token_rows([config.bos_token_id, config.eos_token_id, pad, placeholder])] = float("-inf")
+        logits[:, model.token_rows([config.bos_token_id, config.eos_token_id, config.pad_token_id, placeholder])] = (
+            float("-inf"))
         tokens = fill_placeholders(tokens, model.row_tokens(logits.argmax(-1)), placeholder)
     return tokens
 

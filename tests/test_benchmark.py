@@ -289,3 +289,30 @@ def test_shipped_deer_checkpoint_generates_as_the_run(trained_pair, tmp_path):
     batch = tokenizer(["Im Anfang war das Wort.", "Und das Wort war bei Gott."], return_tensors="pt", padding=True)
     assert torch.equal(shipped.generate(**batch, max_iterations=1), run.eval().generate(**batch, max_iterations=1))
     assert (tmp_path / "shipped" / "modeling_deer.py").exists() and (tmp_path / "shipped" / "run_command.txt").exists()
+
+
+def test_edit_analysis_swaps_in_the_oracle_one_decision_at_a_time(trained_pair, tmp_path, capsys):
+    from training.edit_analysis import main as analysis_main
+    from training.generate import generate_texts
+
+    output = tmp_path / "analysis.json"
+    analysis_main(["--model", str(trained_pair / "deer"), "--data_file", VALIDATION_FILE, "--threads", "1",
+                   "--output", str(output)])
+    report = json.loads(output.read_text())
+    assert list(report["settings"]) == ["draft", "model round", "oracle deletions", "oracle deletions + counts"]
+    # The first two settings are exactly what decoding writes at 0 and 1 iterations.
+    model = DeerForConditionalGeneration.from_pretrained(trained_pair / "deer").eval()
+    tokenizer = AutoTokenizer.from_pretrained(trained_pair / "deer")
+    with open(VALIDATION_FILE, encoding="utf-8") as handle:
+        sources = [json.loads(line)["source"] for line in handle]
+    assert report["outputs"]["draft"] == generate_texts(model, tokenizer, sources, 0, 32, progress=False)
+    assert report["outputs"]["model round"] == generate_texts(model, tokenizer, sources, 1, 32, progress=False)
+    # The oracle's deletions leave a common subsequence of the reference that its counts complete: every output
+    # then has the reference's length in tokens (the words are the model's).
+    with open(VALIDATION_FILE, encoding="utf-8") as handle:
+        targets = [json.loads(line)["target"] for line in handle]
+    completed = report["outputs"]["oracle deletions + counts"]
+    assert [len(tokenizer(text).input_ids) for text in completed] == [len(tokenizer(t).input_ids) for t in targets]
+    detector = report["deletion_head"]
+    assert 0 <= detector["precision"] <= 1 and 0 < detector["oracle_delete_share"] <= 1
+    assert "deletion head at its own threshold" in capsys.readouterr().out
