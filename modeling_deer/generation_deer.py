@@ -7,6 +7,7 @@ passes over the rows that are still changing, all against those cached source ke
 
 import copy
 import math
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -45,10 +46,10 @@ class DeerGenerationConfig(GenerationConfig):
     def __init__(self, **kwargs):
         # Like transformers' DiffusionGemmaGenerationConfig, this does not call GenerationConfig.__init__: the
         # autoregressive knobs (num_beams, top_k, max_new_tokens, ...) have no meaning here.
-        self.max_iterations = kwargs.pop("max_iterations", 4)
-        self.eos_penalty = kwargs.pop("eos_penalty", 0.0)
-        self.blank_penalty = kwargs.pop("blank_penalty", 0.0)
-        self.deletion_penalty = kwargs.pop("deletion_penalty", 0.0)
+        self.max_iterations = plain_number(kwargs.pop("max_iterations", 4))
+        self.eos_penalty = plain_number(kwargs.pop("eos_penalty", 0.0))
+        self.blank_penalty = plain_number(kwargs.pop("blank_penalty", 0.0))
+        self.deletion_penalty = plain_number(kwargs.pop("deletion_penalty", 0.0))
         self.stop_when_unchanged = kwargs.pop("stop_when_unchanged", True)
         self.return_dict_in_generate = kwargs.pop("return_dict_in_generate", False)
         self.output_history = kwargs.pop("output_history", False)
@@ -90,9 +91,19 @@ class DeerGenerationConfig(GenerationConfig):
             raise ValueError(f"generate() got unknown options {unknown}; DEER's are {OPTIONS}.")
         config = copy.deepcopy(self)
         for key, value in overrides.items():
-            setattr(config, key, value)
+            setattr(config, key, plain_number(value))
         config.validate()
         return config
+
+
+def plain_number(value):
+    """numpy scalars and one-element torch tensors as Python ints and floats, as users have them
+    (`np.int64(2)`, `torch.tensor(2)`, `np.float32(1.0)`); anything else unchanged, for `validate` to judge."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return value
+    return int(value) if isinstance(value, numbers.Integral) else float(value)
 
 
 @dataclass

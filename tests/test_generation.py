@@ -149,6 +149,21 @@ def test_bad_input_gives_clear_errors(model):
         model.generate(input_ids=ids, attention_mask=mask[:, :3])
 
 
+def test_numbers_as_users_have_them(model):
+    import numpy as np
+
+    ids, mask = random_batch(2, 6)
+    expected = model.generate(input_ids=ids, attention_mask=mask, max_iterations=2, eos_penalty=1.0)
+    for iterations, penalty in ((np.int64(2), np.float32(1.0)), (torch.tensor(2), torch.tensor(1.0)), (2, 1)):
+        assert torch.equal(model.generate(input_ids=ids, attention_mask=mask, max_iterations=iterations,
+                                          eos_penalty=penalty), expected)
+    for bad in (float("nan"), float("inf"), np.float32("nan"), torch.tensor(float("-inf"))):
+        with pytest.raises(ValueError, match="eos_penalty must be a finite number"):
+            model.generate(input_ids=ids, eos_penalty=bad)
+    with pytest.raises(ValueError, match="max_iterations must be an integer"):
+        model.generate(input_ids=ids, max_iterations=2.5)
+
+
 def test_longest_source_the_position_table_allows_still_generates(model):
     ids = torch.full((1, 64), 7)
     ids[0, 0], ids[0, -1] = BOS, EOS

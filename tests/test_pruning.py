@@ -146,6 +146,16 @@ def test_a_layer_with_no_head_and_no_neuron_runs(tmp_path):
     assert torch.equal(loaded.generate(input_ids=source_ids, attention_mask=source_mask, max_iterations=2), expected)
 
 
+def test_levels_as_numpy_and_torch_scalars_are_the_same_levels():
+    import numpy as np
+
+    model = scored_model(seed=4).prune_to(np.float32(0.3))
+    assert model.config.pruned_sparsity == 0.3
+    model.set_sparsity(0.3)  # not "cannot grow back": float32's 0.30000001 is the level 0.3
+    model.set_sparsity(torch.tensor(0.5))
+    assert model.sparsity_level == 0.5
+
+
 @pytest.mark.parametrize("level", [-0.1, 1.0, 1.5, float("nan")])
 def test_invalid_levels_raise_value_error(level):
     model = tiny_model()
@@ -167,7 +177,9 @@ def test_training_with_levels_reports_the_regulariser_and_trains_the_scores():
     labels, _ = random_batch(3, 7, seed=9, min_length=4)
     output = model(input_ids=source_ids, attention_mask=source_mask, labels=labels.masked_fill(labels == PAD, -100))
     assert output.sparsity_loss.item() == pytest.approx(10.0 * 0.5)  # scores start at 0: sigmoid = 0.5
-    components = output.ctc_loss + output.insertion_loss + output.word_loss + output.deletion_loss
+    config = model.config
+    components = (config.ctc_loss_weight * output.ctc_loss + config.insertion_loss_weight * output.insertion_loss
+                  + config.word_loss_weight * output.word_loss + config.deletion_loss_weight * output.deletion_loss)
     assert output.loss.item() == pytest.approx((components + output.sparsity_loss).item(), rel=1e-5)
     output.loss.backward()
     for score in model.pruning_scores():
