@@ -141,6 +141,22 @@ def test_resumed_run_equals_the_run_that_never_stopped(tmp_path, tiny_bert_path)
         assert torch.allclose(optimizer_a[key]["exp_avg"], optimizer_b[key]["exp_avg"], atol=1e-6)
 
 
+def test_rows_the_draft_cannot_write_are_logged_and_warned_about(tmp_path, tiny_bert_path, caplog):
+    # Short sources with long targets: at one frame per source token, half the rows cannot fit the draft.
+    data = tmp_path / "train.jsonl"
+    rows = [{"source": "Ja.", "target": "Yes, that is what the man said to all of them at the gate."},
+            {"source": "Und das Wort war bei Gott.", "target": "And the word was with God."}] * 4
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    with caplog.at_level("WARNING", logger="training.train"):
+        trainer = train_main(run_args(tmp_path / "run", tiny_bert_path, "--do_train", "--max_steps", "2",
+                                      "--logging_steps", "1", "--save_strategy", "no", "--upsample_ratio", "1.0",
+                                      "--train_file", str(data)))
+    unfit = [entry["num_unfit_targets"] for entry in trainer.state.log_history if "num_unfit_targets" in entry]
+    assert len(unfit) == 2 and sum(unfit) > 0
+    assert "the draft cannot write" in caplog.text and "--upsample_ratio" in caplog.text
+    assert caplog.text.count("the draft cannot write") == 1  # once per run
+
+
 def test_evaluation_by_generation_reports_bleu(tmp_path, tiny_bert_path):
     output = tmp_path / "run"
     train_main(run_args(output, tiny_bert_path, "--do_train", "--do_eval", "--max_steps", "4", "--save_strategy",

@@ -226,6 +226,7 @@ class DeerTrainer(Seq2SeqTrainer):
         self.score_learning_rate = score_learning_rate
         self.generation_max_iterations = generation_max_iterations
         self._component_sums, self._component_counts = {}, {}
+        self._rows, self._unfit_rows, self._warned_unfit = 0, 0, False
 
     def create_optimizer(self, model=None):
         if self.optimizer is None:
@@ -244,6 +245,8 @@ class DeerTrainer(Seq2SeqTrainer):
                 if value is not None:
                     self._component_sums[name] = self._component_sums.get(name, 0.0) + float(value)
                     self._component_counts[name] = self._component_counts.get(name, 0) + 1
+            self._rows += inputs["input_ids"].shape[0]
+            self._unfit_rows += int(outputs.num_unfit_targets)
         return (outputs.loss, outputs) if return_outputs else outputs.loss
 
     def log(self, logs, *args, **kwargs):
@@ -252,6 +255,14 @@ class DeerTrainer(Seq2SeqTrainer):
                 logs[name] = round(total / self._component_counts[name], 4)
             logs["glancing_ratio"] = round(self.model.config.glancing_ratio, 4)
             self._component_sums, self._component_counts = {}, {}
+            if not self._warned_unfit and self._unfit_rows > 0.01 * self._rows:
+                self._warned_unfit = True
+                logger.warning(
+                    f"{self._unfit_rows} of the {self._rows} training rows so far "
+                    f"({100 * self._unfit_rows / self._rows:.1f} %) have targets the draft cannot write (more tokens "
+                    f"than its {self.model.config.upsample_ratio:g} x source-length frames allow): the CTC loss leaves "
+                    "them out. Raise --upsample_ratio, or filter such pairs out of the data."
+                )
         super().log(logs, *args, **kwargs)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None, **gen_kwargs):
