@@ -724,10 +724,12 @@ class DeerForConditionalGeneration(DeerPreTrainedModel):
         subsequence of the gold that the insertions complete)."""
         config = self.config
         pad, placeholder = config.pad_token_id, config.placeholder_token_id
-        deleted = random_deletion(targets, pad)
+        # Evaluation draws its random deletions from a fixed seed, so that the same data gives the same loss.
+        generator = None if self.training else torch.Generator(targets.device).manual_seed(0)
+        deleted = random_deletion(targets, pad, generator)
         use_draft = None
         if own_draft is not None:
-            use_draft = torch.rand(targets.shape[0], device=targets.device) < config.draft_edit_ratio
+            use_draft = torch.rand(targets.shape[0], device=targets.device, generator=generator) < config.draft_edit_ratio
             draft_kept = apply_deletions(own_draft, edit_oracle(own_draft, targets, pad).delete_mask, pad)
             deleted = choose_rows(use_draft, draft_kept, deleted, pad)
 

@@ -176,6 +176,24 @@ def test_loss_components_are_finite_and_unfit_rows_are_counted():
     assert output.num_unfit_targets.item() == 1
 
 
+def test_evaluation_loss_is_the_same_every_time_and_training_still_samples():
+    model = tiny_model().eval()
+    source_ids, source_mask = random_batch(4, 10, seed=3)
+    labels, _ = random_batch(4, 8, seed=4, min_length=5)
+    labels = labels.masked_fill(labels == PAD, -100)
+    losses = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)  # whatever the global random state
+        with torch.no_grad():
+            losses.append(model(input_ids=source_ids, attention_mask=source_mask, labels=labels).loss)
+    assert torch.equal(losses[0], losses[1])
+    model.train()
+    torch.manual_seed(1)
+    first = model(input_ids=source_ids, attention_mask=source_mask, labels=labels).word_loss
+    torch.manual_seed(2)
+    assert not torch.equal(first, model(input_ids=source_ids, attention_mask=source_mask, labels=labels).word_loss)
+
+
 def test_all_rows_unfit_still_gives_a_finite_loss():
     model = tiny_model().train()
     source_ids = torch.tensor([[BOS, EOS]])
