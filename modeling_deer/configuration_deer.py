@@ -128,6 +128,19 @@ class DeerConfig(PreTrainedConfig):
         super().__post_init__(**kwargs)
         self._check_values()
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> "DeerConfig":
+        """As `PreTrainedConfig.from_pretrained`, but another model's checkpoint (a plain BERT, say) is refused with
+        the way to convert it, instead of failing later on a field DEER needs."""
+        config_dict, _ = cls.get_config_dict(pretrained_model_name_or_path, **dict(kwargs))
+        model_type = config_dict.get("model_type")
+        if model_type not in (None, cls.model_type):
+            raise ValueError(
+                f"{pretrained_model_name_or_path} is a {model_type!r} checkpoint, not a DEER one: convert a masked LM "
+                "with DeerForConditionalGeneration.from_mlm(path) (then fine-tune it)."
+            )
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
     # -- derived sizes -------------------------------------------------------------------------------------------
 
     @property

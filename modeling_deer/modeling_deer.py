@@ -943,7 +943,13 @@ class DeerForConditionalGeneration(DeerPreTrainedModel):
         try:
             self.generation_config = DeerGenerationConfig.from_pretrained(pretrained_model_name_or_path,
                                                                           **loading_kwargs)
-        except OSError:
+        except OSError as error:
+            local = os.path.join(str(pretrained_model_name_or_path), loading_kwargs.get("subfolder") or "",
+                                 "generation_config.json")
+            if os.path.isfile(local) or "not a valid JSON" in str(error):
+                # A file that is there but unreadable would silently lose the tuned decoding knobs.
+                raise ValueError(f"the model's generation_config.json cannot be read ({error}); fix or delete it "
+                                 "(without it DEER decodes with the default knobs).") from error
             logger.info("No generation_config.json found: using the default DeerGenerationConfig.")
 
 

@@ -34,6 +34,30 @@ def test_save_and_load_give_identical_generations(tmp_path):
         assert torch.equal(parameter, loaded.state_dict()[name]), name
 
 
+def test_unreadable_generation_config_is_an_error_and_a_missing_one_is_fine(tmp_path):
+    import pytest
+
+    model = tiny_model()
+    model.generation_config.eos_penalty = 2.5
+    model.save_pretrained(tmp_path)
+    path = tmp_path / "generation_config.json"
+    text = path.read_text()
+    path.write_text(text[: len(text) // 2])  # truncated: the tuned knobs must not silently become the defaults
+    with pytest.raises(ValueError, match="generation_config.json cannot be read"):
+        DeerForConditionalGeneration.from_pretrained(tmp_path)
+    path.unlink()
+    assert DeerForConditionalGeneration.from_pretrained(tmp_path).generation_config.eos_penalty == 0.0
+
+
+def test_another_models_checkpoint_is_refused_with_the_way_to_convert_it(tmp_path, tiny_bert_path):
+    import pytest
+
+    with pytest.raises(ValueError, match="'bert' checkpoint, not a DEER one.*from_mlm"):
+        DeerForConditionalGeneration.from_pretrained(tiny_bert_path)
+    with pytest.raises(ValueError, match="from_mlm"):
+        DeerConfig.from_pretrained(tiny_bert_path)
+
+
 def test_auto_classes(tmp_path):
     model = tiny_model()
     model.save_pretrained(tmp_path)
