@@ -618,7 +618,7 @@ class DeerForConditionalGeneration(DeerPreTrainedModel):
             `DeerSeq2SeqLMOutput` with the loss and each of its components when `labels` are given.
         """
         attention_mask = self._check_source(input_ids, attention_mask)
-        targets = self._check_labels(labels) if labels is not None else None
+        targets = self._check_labels(labels, input_ids.shape[0]) if labels is not None else None
         # Training with sparsity levels: this step runs at a sampled level, with straight-through gates.
         sample_level = self.training and bool(self.config.sparsity_levels)
         if sample_level:
@@ -635,10 +635,21 @@ class DeerForConditionalGeneration(DeerPreTrainedModel):
             if sample_level:
                 self._apply_level(self.sparsity_level)
 
-    def _check_labels(self, labels: torch.Tensor) -> torch.Tensor:
+    def _check_labels(self, labels: torch.Tensor, batch_size: int) -> torch.Tensor:
         config = self.config
+        if not isinstance(labels, torch.Tensor) or labels.is_floating_point() or labels.is_complex() or (
+                labels.dtype == torch.bool):
+            kind = labels.dtype if isinstance(labels, torch.Tensor) else type(labels).__name__
+            raise TypeError(f"labels must be a LongTensor of token ids (padding -100), got {kind}.")
         if labels.dim() != 2 or labels.shape[0] != 0 and labels.shape[1] < 2:
             raise ValueError(f"labels must have shape (batch, length >= 2) holding bos ... eos; got {tuple(labels.shape)}.")
+        if labels.shape[0] != batch_size:
+            raise ValueError(f"labels has {labels.shape[0]} rows but input_ids has {batch_size}: one target per source.")
+        outside = (labels != -100) & ((labels < 0) | (labels >= config.vocab_size))
+        if outside.any():
+            row, column = (int(index) for index in outside.nonzero()[0])
+            raise ValueError(f"labels row {row} holds {int(labels[row, column])} at position {column}, outside the "
+                             f"vocabulary [0, {config.vocab_size}) (and not the padding -100).")
         targets = labels.masked_fill(labels == -100, config.pad_token_id)
         targets = compact(targets, targets != config.pad_token_id, config.pad_token_id)
         lengths = (targets != config.pad_token_id).sum(1)

@@ -279,6 +279,18 @@ def test_labels_are_checked():
         model(input_ids=source_ids, labels=torch.tensor([[5, 6, EOS], [BOS, 6, EOS]]))
     with pytest.raises(ValueError, match="placeholder"):
         model(input_ids=source_ids, labels=torch.tensor([[BOS, MASK, EOS], [BOS, 6, EOS]]))
+    good = torch.tensor([[BOS, 5, EOS], [BOS, 6, EOS]])
+    with pytest.raises(TypeError, match="LongTensor"):
+        model(input_ids=source_ids, labels=good.float())
+    with pytest.raises(TypeError, match="LongTensor"):
+        model(input_ids=source_ids, labels=good.tolist())
+    with pytest.raises(ValueError, match="labels has 1 rows but input_ids has 2"):
+        model(input_ids=source_ids, labels=good[:1])
+    with pytest.raises(ValueError, match=r"row 1 holds 99999 at position 1, outside the vocabulary"):
+        model(input_ids=source_ids, labels=torch.tensor([[BOS, 5, EOS], [BOS, 99999, EOS]]))
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        model(input_ids=source_ids, labels=torch.tensor([[BOS, -5, EOS], [BOS, 6, EOS]]))
+    assert torch.isfinite(model(input_ids=source_ids, labels=torch.tensor([[BOS, 5, EOS], [BOS, EOS, -100]])).loss)
 
 
 def test_fine_tuning_on_eight_real_pairs_halves_the_loss_and_reproduces_one(tiny_bert_path):
