@@ -81,6 +81,22 @@ def test_bad_input_files_give_clear_errors(tmp_path):
     assert load_split(str(csv_file), "de", "en", None)["en"] == ["hello"]
 
 
+def test_special_token_text_in_the_data_is_text(tmp_path, tiny_bert_path):
+    """A literal "[SEP]" or "[MASK]" in a target used to become a control token and crash training at random steps."""
+    data = tmp_path / "train.jsonl"
+    rows = [{"source": "Und er sprach [SEP] zu ihnen.", "target": "[SEP]"},
+            {"source": "Das Wort [MASK].", "target": "and he said [MASK] to them [SEP] again."}] * 4
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    trainer = train_main(run_args(tmp_path / "run", tiny_bert_path, "--do_train", "--max_steps", "6",
+                                  "--ctc_only_steps", "0", "--save_strategy", "no", "--train_file", str(data)))
+    tokenizer = trainer.processing_class
+    for row in trainer.train_dataset:
+        for ids in (row["input_ids"], row["labels"]):
+            assert ids[0] == tokenizer.cls_token_id and ids[-1] == tokenizer.sep_token_id
+            assert tokenizer.sep_token_id not in ids[1:-1] and tokenizer.mask_token_id not in ids
+    assert trainer.state.global_step == 6
+
+
 # -- the Trainer script --------------------------------------------------------------------------------------------
 
 

@@ -7,8 +7,10 @@ import torch
 
 def tokenize_pairs(tokenizer, pairs, max_source_length: int, max_target_length: int) -> list[dict]:
     """Each pair -> {"input_ids": [cls ... sep], "labels": [cls ... sep]} (lists of ids), truncated."""
-    sources = tokenizer([pair["source"] for pair in pairs], truncation=True, max_length=max_source_length)
-    targets = tokenizer([pair["target"] for pair in pairs], truncation=True, max_length=max_target_length)
+    sources = tokenizer([pair["source"] for pair in pairs], truncation=True, max_length=max_source_length,
+                        split_special_tokens=True)  # a literal "[SEP]" in user text is text, not a control token
+    targets = tokenizer([pair["target"] for pair in pairs], truncation=True, max_length=max_target_length,
+                        split_special_tokens=True)
     return [
         {"input_ids": source, "labels": target}
         for source, target in zip(sources["input_ids"], targets["input_ids"])

@@ -41,7 +41,7 @@ def generate_texts(model, tokenizer, sources: list[str], max_iterations: int, ba
     for start in tqdm(range(0, len(order), batch_size), desc="generating", disable=not progress):
         indices = order[start : start + batch_size]
         batch = tokenizer([sources[i] for i in indices], return_tensors="pt", padding=True, truncation=True,
-                          max_length=limit)
+                          max_length=limit, split_special_tokens=True)
         ids = model.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                              max_iterations=max_iterations)
         for i, text in zip(indices, tokenizer.batch_decode(ids, skip_special_tokens=True)):

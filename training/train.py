@@ -407,8 +407,11 @@ def tokenize_split(dataset, tokenizer, data_args: DataArguments) -> datasets.Dat
             missing = [i for i, text in enumerate(batch[column]) if not isinstance(text, str)]
             if missing:
                 raise ValueError(f"column '{column}' has rows without text (e.g. {batch[column][missing[0]]!r}).")
-        sources = tokenizer(batch[data_args.source_column], truncation=True, max_length=data_args.max_source_length)
-        targets = tokenizer(batch[data_args.target_column], truncation=True, max_length=data_args.max_target_length)
+        # User text never becomes a control token: a literal "[SEP]" or "[MASK]" is read as characters.
+        sources = tokenizer(batch[data_args.source_column], truncation=True, max_length=data_args.max_source_length,
+                            split_special_tokens=True)
+        targets = tokenizer(batch[data_args.target_column], truncation=True, max_length=data_args.max_target_length,
+                            split_special_tokens=True)
         return {"input_ids": sources["input_ids"], "labels": targets["input_ids"]}
 
     return dataset.map(tokenize, batched=True, remove_columns=dataset.column_names, desc="tokenizing")
