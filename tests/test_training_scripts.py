@@ -81,6 +81,47 @@ def test_bad_input_files_give_clear_errors(tmp_path):
     assert load_split(str(csv_file), "de", "en", None)["en"] == ["hello"]
 
 
+def test_malformed_rows_are_named_by_file_and_line(tmp_path):
+    from training.generate import read_inputs
+
+    good = json.dumps({"source": "Ja.", "target": "Yes."})
+    cases = {
+        "bad.jsonl": (f"{good}\n{{\"source\": \"Ja.\", \n{good}\n", "line 2: not a JSON object"),
+        "array.jsonl": (f"{good}\n[\"Ja.\", \"Yes.\"]\n", "line 2: a JSON list, not an object"),
+        "duplicate.jsonl": (f'{good}\n{{"source": "Ja.", "source": "Nein.", "target": "No."}}\n',
+                            "line 2: not a JSON object \\(duplicate key 'source'\\)"),
+        "null_target.jsonl": (f'{good}\n\n{{"source": "Ja.", "target": null}}\n', "line 3: column 'target' holds None"),
+        "null_source.jsonl": (f'{{"source": null, "target": "Yes."}}\n', "line 1: column 'source' holds None"),
+        "number.jsonl": (f'{{"source": 5, "target": "Yes."}}\n', "line 1: column 'source' holds 5"),
+        "ragged.csv": ("source,target\nJa.,Yes.\nNein.,No.,extra\n", "line 3: 3 fields, but the header has 2"),
+        "empty_cell.tsv": ("source\ttarget\nJa.\t\n", "line 2: column 'target' holds None"),
+    }
+    for name, (text, message) in cases.items():
+        path = tmp_path / name
+        path.write_text(text, encoding="utf-8")
+        with pytest.raises(ValueError, match=f"{path}, {message}"):
+            load_split(str(path), "source", "target", None)
+        with pytest.raises(ValueError, match=message):  # the generation script's reader, before any work
+            read_inputs(str(path), "source", "target")
+
+
+def test_generation_keeps_one_output_per_input_line(tmp_path, tiny_bert_path):
+    from transformers import AutoTokenizer
+
+    from modeling_deer import DeerForConditionalGeneration
+    from training.generate import generate_texts, read_inputs
+
+    path = tmp_path / "input.txt"
+    path.write_text("Im Anfang war das Wort.\n\nUnd das Wort war bei Gott.\n   \nJa.\n", encoding="utf-8")
+    sources, targets = read_inputs(str(path), "source", "target")
+    assert len(sources) == 5 and targets is None
+    model = DeerForConditionalGeneration.from_mlm(tiny_bert_path).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert_path)
+    outputs = generate_texts(model, tokenizer, sources, 0, batch_size=2, progress=False)
+    assert len(outputs) == 5 and outputs[1] == outputs[3] == ""
+    assert outputs[0] == generate_texts(model, tokenizer, sources[:1], 0, batch_size=2, progress=False)[0]
+
+
 def test_special_token_text_in_the_data_is_text(tmp_path, tiny_bert_path):
     """A literal "[SEP]" or "[MASK]" in a target used to become a control token and crash training at random steps."""
     data = tmp_path / "train.jsonl"

@@ -19,24 +19,30 @@ from transformers import AutoTokenizer
 
 from modeling_deer import DeerForConditionalGeneration
 from training.metrics import normalize, score
-from training.train import check_text_file, load_split
+from training.train import check_rows, check_text_file, load_split
 
 
 def read_inputs(path: str, source_column: str, target_column: str) -> tuple[list[str], list[str] | None]:
+    """Sources (and targets, where the file has that column) of a JSON lines / CSV / TSV file, or the lines of a
+    plain text file: every line, blank ones too, so that output line i answers input line i. A row without text
+    fails here, before any work, naming the file and line."""
     if path.rsplit(".", 1)[-1].lower() in ("jsonl", "json", "csv", "tsv"):
+        check_text_file(path)
+        check_rows(path, (source_column, target_column))
         dataset = load_split(path, source_column, source_column, None)  # checks the file too
         targets = dataset[target_column] if target_column in dataset.column_names else None
-        return dataset[source_column], targets
+        return list(dataset[source_column]), (list(targets) if targets is not None else None)
     check_text_file(path)
     with open(path, encoding="utf-8") as handle:
-        return [line.rstrip("\n") for line in handle if line.strip()], None
+        return handle.read().splitlines(), None
 
 
 def generate_texts(model, tokenizer, sources: list[str], max_iterations: int, batch_size: int,
                    progress: bool = True) -> list[str]:
-    """Decode `sources` in batches of similar length (less padding), returned in the input order."""
-    order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
-    outputs = [None] * len(sources)
+    """Decode `sources` in batches of similar length (less padding), returned in the input order. A blank source
+    gives an empty output (it is not decoded)."""
+    outputs = ["" if not text.strip() else None for text in sources]
+    order = sorted((i for i, text in enumerate(sources) if text.strip()), key=lambda i: len(sources[i]))
     limit = model.config.max_sequence_length
     for start in tqdm(range(0, len(order), batch_size), desc="generating", disable=not progress):
         indices = order[start : start + batch_size]

@@ -19,6 +19,8 @@ The tokenizer is saved with the model; metrics go to `*_results.json` in the out
 generation reports BLEU, chrF and ROUGE-L against references normalised as training/metrics/__init__.py says.
 """
 
+import csv
+import io
 import json
 import logging
 import os
@@ -380,8 +382,60 @@ def check_text_file(path: str):
                          "re-encode it, e.g. `iconv -t UTF-8`.") from None
 
 
+def _no_duplicate_keys(pairs):
+    keys = [key for key, _ in pairs]
+    duplicates = sorted({key for key in keys if keys.count(key) > 1})
+    if duplicates:
+        raise ValueError(f"duplicate key {duplicates[0]!r}")
+    return dict(pairs)
+
+
+def check_rows(path: str, text_columns: tuple[str, ...]):
+    """Every row of a JSON lines or CSV/TSV file, read before `datasets` sees it, so that a bad row is named by file
+    and line: a line that is not one JSON object (or has a key twice), a CSV row with more or fewer fields than the
+    header, and a row whose `text_columns` hold no text (null, a number, a list)."""
+    extension = path.rsplit(".", 1)[-1].lower()
+    with open(path, encoding="utf-8", newline="") as handle:
+        text = handle.read()
+    if extension == "json" and text.lstrip().startswith("["):
+        return  # one JSON array: `datasets` reads it whole
+    if extension in ("json", "jsonl"):
+        rows = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line, object_pairs_hook=_no_duplicate_keys)
+            except ValueError as error:
+                raise ValueError(f"data file {path}, line {number}: not a JSON object ({error}).") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"data file {path}, line {number}: a JSON {type(row).__name__}, not an object with "
+                                 "named columns.")
+            rows.append((number, row))
+    elif extension in ("csv", "tsv"):
+        reader = csv.reader(io.StringIO(text), delimiter="\t" if extension == "tsv" else ",")
+        header = next(reader, [])
+        rows = []
+        for row in reader:
+            number = reader.line_num
+            if not row:
+                continue
+            if len(row) != len(header):
+                raise ValueError(f"data file {path}, line {number}: {len(row)} fields, but the header has "
+                                 f"{len(header)} ({', '.join(header)}).")
+            rows.append((number, {name: value if value != "" else None for name, value in zip(header, row)}))
+    else:
+        return
+    for number, row in rows:
+        for column in text_columns:
+            if column in row and not isinstance(row[column], str):
+                raise ValueError(f"data file {path}, line {number}: column '{column}' holds {row[column]!r}, not "
+                                 "text.")
+
+
 def load_split(path: str, source_column: str, target_column: str, max_samples: int | None) -> datasets.Dataset:
     check_text_file(path)
+    check_rows(path, (source_column, target_column))
     extension = path.rsplit(".", 1)[-1].lower()
     if extension in ("json", "jsonl"):
         dataset = datasets.load_dataset("json", data_files=path, split="train")
