@@ -8,6 +8,7 @@ decoding loop is in generation_deer.py.
 
 import os
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -497,6 +498,8 @@ class DeerForConditionalGeneration(DeerPreTrainedModel):
 
     def _check_source(self, input_ids, attention_mask) -> torch.Tensor:
         """Validate a source batch; returns its boolean attention mask."""
+        if isinstance(input_ids, Mapping):  # a tokenizer's BatchEncoding passed as the first argument
+            raise TypeError("input_ids got the whole tokenizer output (a mapping); unpack it: generate(**batch).")
         if not isinstance(input_ids, torch.Tensor) or input_ids.dtype not in (torch.int64, torch.int32):
             raise TypeError(
                 f"input_ids must be an integer torch.Tensor of shape (batch, length), got {type(input_ids).__name__}"
@@ -509,6 +512,9 @@ class DeerForConditionalGeneration(DeerPreTrainedModel):
             raise ValueError(f"input_ids is empty (shape {tuple(input_ids.shape)}): give at least one non-empty row.")
         if attention_mask is None:
             attention_mask = input_ids != self.config.pad_token_id
+        if not isinstance(attention_mask, torch.Tensor):
+            raise TypeError(f"attention_mask must be a torch.Tensor like input_ids, got {type(attention_mask).__name__}"
+                            "; tokenize with return_tensors='pt'.")
         if attention_mask.shape != input_ids.shape:
             raise ValueError(
                 f"attention_mask has shape {tuple(attention_mask.shape)} but input_ids has {tuple(input_ids.shape)}."
@@ -779,14 +785,13 @@ class DeerForConditionalGeneration(DeerPreTrainedModel):
         """Keep only `token_ids` (plus the special tokens and unk) in the embeddings and the LM head, in place: the
         LM head, the largest matrix of a small model, shrinks to the tokens a task uses (DEER trims XLM-R's 250k
         vocabulary this way). The tokenizer is unchanged; `config.vocabulary_ids` maps rows to its ids and is saved
-        with the model. Ids not kept read as unk on input and are never generated. Returns the model."""
+        with the model. Ids not kept read as unk on input and are never generated. `token_ids` may also be a boolean
+        mask over the whole vocabulary (True = keep). Returns the model."""
         config = self.config
         if config.unk_token_id is None:
             raise ValueError("trim_vocabulary needs config.unk_token_id (the token that ids not kept read as); set it "
                              "from the tokenizer: model.config.unk_token_id = tokenizer.unk_token_id.")
-        token_ids = torch.as_tensor(token_ids if isinstance(token_ids, torch.Tensor) else list(token_ids)).flatten()
-        if token_ids.numel() and (token_ids.min() < 0 or token_ids.max() >= config.vocab_size):
-            raise ValueError(f"trim_vocabulary: token ids must be in [0, {config.vocab_size}).")
+        token_ids = _token_id_list(token_ids, config.vocab_size)
         special = {config.pad_token_id, config.bos_token_id, config.eos_token_id, config.placeholder_token_id,
                    config.unk_token_id}
         keep = set(token_ids.tolist()) | special
@@ -811,6 +816,13 @@ class DeerForConditionalGeneration(DeerPreTrainedModel):
         if config.tie_word_embeddings:
             self.tie_weights()
         return self
+
+    def resize_token_embeddings(self, *args, **kwargs):
+        if self.config.vocabulary_ids is not None:
+            raise ValueError("this model's vocabulary is trimmed (config.vocabulary_ids maps its rows to token ids): "
+                             "resize_token_embeddings would break that map. Resize before trim_vocabulary, or reload "
+                             "the untrimmed model.")
+        return super().resize_token_embeddings(*args, **kwargs)
 
     # -- dynamic pruning (the pieces are in pruning_deer.py) ---------------------------------------------------------
 
@@ -962,6 +974,27 @@ class DeerForConditionalGeneration(DeerPreTrainedModel):
                 raise ValueError(f"the model's generation_config.json cannot be read ({error}); fix or delete it "
                                  "(without it DEER decodes with the default knobs).") from error
             logger.info("No generation_config.json found: using the default DeerGenerationConfig.")
+
+
+def _token_id_list(token_ids, vocab_size: int) -> torch.Tensor:
+    """`trim_vocabulary`'s argument as a flat LongTensor of ids: ids (a tensor, or any iterable of integers) or a
+    boolean mask of `vocab_size` entries. Anything else is a TypeError/ValueError that says what was given."""
+    try:
+        values = token_ids if isinstance(token_ids, torch.Tensor) else torch.as_tensor(
+            [int(i) if not isinstance(i, (bool, float, str)) else i for i in token_ids])
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise TypeError(f"trim_vocabulary: token_ids must be integer ids or a boolean mask ({error}).") from None
+    if values.dtype == torch.bool:
+        if values.dim() != 1 or len(values) != vocab_size:
+            raise ValueError(f"trim_vocabulary: a boolean mask needs one entry per token ({vocab_size}), got shape "
+                             f"{tuple(values.shape)}.")
+        return values.nonzero().flatten()
+    if values.is_floating_point() or values.is_complex():
+        raise TypeError(f"trim_vocabulary: token_ids must be integers, got {values.dtype}.")
+    values = values.flatten().long()
+    if values.numel() and (values.min() < 0 or values.max() >= vocab_size):
+        raise ValueError(f"trim_vocabulary: token ids must be in [0, {vocab_size}).")
+    return values
 
 
 def _detached(encoder_output: DeerEncoderOutput) -> DeerEncoderOutput:

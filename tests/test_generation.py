@@ -147,6 +147,10 @@ def test_bad_input_gives_clear_errors(model):
         model.generate(input_ids=torch.tensor([[BOS, 999, EOS]]))
     with pytest.raises(ValueError, match="attention_mask"):
         model.generate(input_ids=ids, attention_mask=mask[:, :3])
+    with pytest.raises(TypeError, match="attention_mask must be a torch.Tensor"):
+        model.generate(input_ids=ids, attention_mask=mask.tolist())
+    with pytest.raises(TypeError, match=r"unpack it: generate\(\*\*batch\)"):
+        model.generate({"input_ids": ids, "attention_mask": mask})
 
 
 def test_numbers_as_users_have_them(model):

@@ -86,6 +86,34 @@ def test_trimming_needs_an_unk_token_and_valid_ids():
         model_with_unk().trim_vocabulary([5, 99])
 
 
+def test_trimming_takes_ids_or_a_mask_and_refuses_anything_else():
+    import numpy as np
+
+    mask = torch.zeros(40, dtype=torch.bool)
+    mask[5:20] = True
+    by_mask = model_with_unk().trim_vocabulary(mask).config.vocabulary_ids
+    assert by_mask == model_with_unk().trim_vocabulary(range(5, 20)).config.vocabulary_ids
+    assert by_mask == model_with_unk().trim_vocabulary(np.arange(5, 20)).config.vocabulary_ids
+    assert by_mask == model_with_unk().trim_vocabulary(mask.tolist()).config.vocabulary_ids
+    for bad, error, message in ((torch.ones(7, dtype=torch.bool), ValueError, "one entry per token"),
+                                ([5.0, 6.5], TypeError, "integers"), (torch.tensor([5.0]), TypeError, "integers"),
+                                (["5", "6"], TypeError, "token_ids must be integer ids"),
+                                ([[5, 6], [7]], TypeError, "token_ids must be integer ids")):
+        model = model_with_unk()
+        with pytest.raises(error, match=message):
+            model.trim_vocabulary(bad)
+        assert model.config.vocabulary_ids is None  # a refused call changes nothing
+
+
+def test_resizing_a_trimmed_model_is_refused():
+    model = model_with_unk().trim_vocabulary(range(5, 20))
+    with pytest.raises(ValueError, match="vocabulary is trimmed"):
+        model.resize_token_embeddings(64)
+    untrimmed = model_with_unk()
+    untrimmed.resize_token_embeddings(48)
+    assert untrimmed.get_input_embeddings().weight.shape[0] == 48
+
+
 def test_pruning_and_trimming_combine(tmp_path):
     model = model_with_unk(seed=9).trim_vocabulary(range(5, 30)).prune_to(0.5)
     source_ids, source_mask = random_batch(2, 9, seed=10)
