@@ -624,6 +624,7 @@ class DeerForConditionalGeneration(DeerPreTrainedModel):
             `DeerSeq2SeqLMOutput` with the loss and each of its components when `labels` are given.
         """
         attention_mask = self._check_source(input_ids, attention_mask)
+        input_ids = input_ids.long()  # int32 ids (some tokenizers' choice) work too
         targets = self._check_labels(labels, input_ids.shape[0]) if labels is not None else None
         # Training with sparsity levels: this step runs at a sampled level, with straight-through gates.
         sample_level = self.training and bool(self.config.sparsity_levels)
@@ -647,6 +648,7 @@ class DeerForConditionalGeneration(DeerPreTrainedModel):
                 labels.dtype == torch.bool):
             kind = labels.dtype if isinstance(labels, torch.Tensor) else type(labels).__name__
             raise TypeError(f"labels must be a LongTensor of token ids (padding -100), got {kind}.")
+        labels = labels.long()
         if labels.dim() != 2 or labels.shape[0] != 0 and labels.shape[1] < 2:
             raise ValueError(f"labels must have shape (batch, length >= 2) holding bos ... eos; got {tuple(labels.shape)}.")
         if labels.shape[0] != batch_size:
@@ -950,7 +952,7 @@ class DeerForConditionalGeneration(DeerPreTrainedModel):
         """
         generation_config = (generation_config or self.generation_config).updated(**kwargs)
         attention_mask = self._check_source(input_ids, attention_mask)
-        return deer_generate(self, input_ids, attention_mask, generation_config)
+        return deer_generate(self, input_ids.long(), attention_mask, generation_config)
 
     def adjust_generation_fn(self, generation_config, from_auto_class, from_pipeline, pretrained_model_name_or_path,
                              **kwargs):
@@ -1015,7 +1017,7 @@ def _cross_entropy(logits: torch.Tensor, targets: torch.Tensor, label_smoothing:
 def _ctc_loss(log_probs, frame_lengths, targets, target_lengths, fits, blank_id, label_smoothing) -> torch.Tensor:
     """CTC loss per target token, mixed with the mean log-probability over the vocabulary (label smoothing), over
     the rows whose target fits the frames. log_probs: (batch, frames, vocab)."""
-    if not fits.any():
+    if not fits.any() or log_probs.shape[1] == 0:  # no frames at all: only empty targets fit, at probability 1
         return log_probs.sum() * 0.0
     negative_log_likelihood = F.ctc_loss(
         log_probs.transpose(0, 1), targets, frame_lengths, target_lengths, blank=blank_id, reduction="none",

@@ -194,6 +194,16 @@ def test_evaluation_loss_is_the_same_every_time_and_training_still_samples():
     assert not torch.equal(first, model(input_ids=source_ids, attention_mask=source_mask, labels=labels).word_loss)
 
 
+def test_found_by_fuzzing_int32_ids_and_a_draft_without_frames():
+    model = tiny_model()
+    source_ids, source_mask = random_batch(2, 8, seed=3)
+    assert torch.equal(model.generate(input_ids=source_ids.int(), attention_mask=source_mask),
+                       model.generate(input_ids=source_ids, attention_mask=source_mask))
+    # One source token: a draft of bos and eos only, which an empty target fits.
+    output = model.train()(input_ids=torch.tensor([[BOS]]), labels=torch.tensor([[BOS, EOS]], dtype=torch.int32))
+    assert torch.isfinite(output.loss) and output.ctc_loss.item() == 0.0
+
+
 def test_all_rows_unfit_still_gives_a_finite_loss():
     model = tiny_model().train()
     source_ids = torch.tensor([[BOS, EOS]])
