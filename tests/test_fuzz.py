@@ -1,17 +1,21 @@
 """The public API under random input: every call returns finite outputs of the documented form or raises a
-ValueError / TypeError that names what was wrong, and a refused call leaves the model exactly as it was."""
+ValueError / TypeError that names what was wrong, a refused call leaves the model exactly as it was, and whatever
+the calls did, the model saves and reloads to the same outputs."""
 
 import math
+import tempfile
 
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from modeling_deer import DeerForConditionalGeneration
+
 from conftest import BOS, EOS, PAD, TINY_VOCAB, tiny_model
 
 UNK = 4
-FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 LONG = settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 numbers = st.one_of(st.integers(-2, 5), st.floats(allow_nan=True, allow_infinity=True, width=32),
@@ -41,6 +45,7 @@ calls = st.one_of(
     st.tuples(st.just("prune_to"), levels),
     st.tuples(st.just("trim_vocabulary"), st.lists(st.one_of(st.integers(-2, TINY_VOCAB + 3),
                                                              st.sampled_from([2.5, "7"])), max_size=12)),
+    st.tuples(st.just("save_load")),
 )
 
 # What a refused call's message must mention, per call.
@@ -50,6 +55,7 @@ NAMES = {
     "set_sparsity": ("sparsity", "set_sparsity", "prune_to"),
     "prune_to": ("sparsity", "prune_to"),
     "trim_vocabulary": ("trim_vocabulary",),
+    "save_load": (),  # never refused
 }
 
 
@@ -83,6 +89,13 @@ def run(model, call):
     elif kind == "trim_vocabulary":
         model.trim_vocabulary(call[1])
         assert model.config.vocabulary_ids[:5] == sorted(model.config.vocabulary_ids)[:5]
+    elif kind == "save_load":  # whatever the calls before did, the saved model decodes as the model did
+        probe = torch.tensor([[BOS, 7, 8, 9, EOS], [BOS, 11, EOS, PAD, PAD]])
+        with tempfile.TemporaryDirectory() as directory:
+            model.save_pretrained(directory)
+            loaded = DeerForConditionalGeneration.from_pretrained(directory)
+            loaded.set_sparsity(model.sparsity_level)
+            assert torch.equal(loaded.generate(input_ids=probe), model.generate(input_ids=probe))
     else:
         getattr(model, kind)(call[1])
 
