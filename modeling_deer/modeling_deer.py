@@ -34,7 +34,7 @@ from .edit_ops import (
     random_deletion,
     source_anchored_frames,
 )
-from .generation_deer import DeerGenerationConfig, collapse_frames, deer_generate
+from .generation_deer import DeerGenerationConfig, collapse_frames, deer_generate, resolve_generation_config
 from .pruning_deer import (
     SparsityReport,
     check_level,
@@ -943,14 +943,18 @@ class DeerForConditionalGeneration(DeerPreTrainedModel):
         Args:
             input_ids, attention_mask: the source, (batch, source_length).
             token_type_ids: accepted (a BERT tokenizer returns them) and ignored: DEER sets token types itself.
-            generation_config: defaults to `self.generation_config`; keyword arguments (`max_iterations=2`,
-                `blank_penalty=2.0`, `deletion_penalty=2.0`, `eos_penalty=1.0`, `stop_when_unchanged=False`,
-                `return_dict_in_generate=True`, `output_history=True`) override it for this call.
+            generation_config: defaults to `self.generation_config`; a plain transformers `GenerationConfig` works
+                too (its `max_new_tokens` / `max_length` cap the outputs). Keyword arguments (`max_iterations=2`,
+                `blank_penalty=2.0`, `deletion_penalty=2.0`, `eos_penalty=1.0`, `max_new_tokens=20`,
+                `stop_when_unchanged=False`, `return_dict_in_generate=True`, `output_history=True`) override it for
+                this call. What transformers' tools pass (`synced_gpus`, `use_cache`, the special token ids,
+                `labels`, `num_beams=1`, `do_sample=False`, ...) is accepted; beams, sampling and streaming are
+                refused with DEER's own choices.
         Returns:
             (batch, length) LongTensor of `bos ... eos` rows padded with pad_token_id, or a `DeerGenerateOutput`
             with `sequences`, per-row `num_iterations` and, if asked, `history`.
         """
-        generation_config = (generation_config or self.generation_config).updated(**kwargs)
+        generation_config = resolve_generation_config(self.generation_config, generation_config, kwargs)
         attention_mask = self._check_source(input_ids, attention_mask)
         return deer_generate(self, input_ids.long(), attention_mask, generation_config)
 

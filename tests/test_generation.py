@@ -237,3 +237,36 @@ def test_compiled_passes_generate_and_train_like_eager():
     compiled_loss.backward()
     assert torch.allclose(eager_loss, compiled_loss, atol=1e-4)
     assert compiled.model.layers[0].attention.query.weight.grad is not None
+
+
+def test_transformers_generation_conventions():
+    from transformers import GenerationConfig
+
+    model = tiny_model(max_insertions=8)
+    model.generation_config.deletion_penalty = 1e4  # rounds never delete, and insert a lot:
+    with torch.no_grad():  # an untrained model that writes ever longer outputs
+        model.insertion_head.bias[2:] = 5.0
+    ids, mask = random_batch(3, 12, seed=5)
+    free = model.generate(input_ids=ids, attention_mask=mask, max_iterations=2)
+    assert free.shape[1] > 8  # without a cap the rows are long
+    for iterations in (0, 1, 3):
+        for kwargs, cap in (({"max_new_tokens": 5}, 6), ({"max_length": 7}, 7),
+                            ({"generation_config": GenerationConfig(max_new_tokens=4)}, 5)):
+            out = model.generate(input_ids=ids, attention_mask=mask, max_iterations=iterations, **kwargs)
+            lengths = (out != PAD).sum(1)
+            assert (lengths <= cap).all() and (out[:, 0] == BOS).all() and ((out == EOS).sum(1) == 1).all()
+            assert (out.gather(1, (lengths - 1)[:, None]) == EOS).all()
+    # A plain GenerationConfig: its max_length applies when max_new_tokens is not set, as in transformers.
+    out = model.generate(input_ids=ids, attention_mask=mask, generation_config=GenerationConfig(max_length=6))
+    assert (out != PAD).sum(1).max() <= 6
+    # What Seq2SeqTrainer and pipelines pass is accepted and changes nothing.
+    same = model.generate(input_ids=ids, attention_mask=mask, max_iterations=2, synced_gpus=False, use_cache=True,
+                          num_beams=1, do_sample=False, num_return_sequences=1, pad_token_id=PAD, eos_token_id=EOS,
+                          bos_token_id=BOS, labels=ids, decoder_input_ids=ids)
+    assert torch.equal(same, free)
+    for bad in ({"num_beams": 4}, {"do_sample": True}, {"temperature": 0.7}, {"streamer": object()},
+                {"generation_config": GenerationConfig(num_beams=3)}):
+        with pytest.raises(ValueError, match="DEER cannot honour.*max_iterations"):
+            model.generate(input_ids=ids, **bad)
+    with pytest.raises(ValueError, match="max_new_tokens must be None or an integer >= 1"):
+        model.generate(input_ids=ids, max_new_tokens=0)
