@@ -72,6 +72,10 @@ class DeerConfig(PreTrainedConfig):
     """
 
     model_type = "deer"
+    # Evaluation without generation: the loss components and the encoder states are not "predictions" for a
+    # Trainer's compute_metrics (it then gets none, and the loss is still reported).
+    keys_to_ignore_at_inference = ["ctc_loss", "insertion_loss", "word_loss", "deletion_loss", "sparsity_loss",
+                                   "num_unfit_targets", "encoder_last_hidden_state"]
 
     vocab_size: int = 30522
     hidden_size: int = 768

@@ -2,6 +2,7 @@
 the generation script and the offline metrics."""
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -321,3 +322,42 @@ def test_evaluate_script_scores_each_split_and_iteration_count(tmp_path, tiny_be
         (split, sparsity, iterations)
         for split in ("validation", "test") for sparsity in (0, 0.5) for iterations in (0, 1)]
     assert all(0 <= row["bleu"] <= 100 and row["sentences"] == 50 for row in rows)
+
+
+def test_the_stock_seq2seq_trainer_trains_evaluates_and_predicts(tmp_path, tiny_bert_path):
+    from datasets import Dataset
+    from transformers import AutoTokenizer, DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments
+
+    from modeling_deer import DeerForConditionalGeneration
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert_path)
+    model = DeerForConditionalGeneration.from_mlm(tiny_bert_path)
+    with open(VALIDATION_FILE, encoding="utf-8") as handle:
+        rows = [json.loads(line) for line in handle][:8]
+    data = Dataset.from_list([{"input_ids": tokenizer(row["source"]).input_ids,
+                               "labels": tokenizer(row["target"]).input_ids} for row in rows])
+    seen = []
+
+    def compute_metrics(evaluation):
+        seen.append(evaluation.predictions)
+        return {"rows": len(evaluation.predictions)}
+
+    for predict_with_generate in (True, False):
+        args = Seq2SeqTrainingArguments(str(tmp_path / str(predict_with_generate)), per_device_train_batch_size=4,
+                                        per_device_eval_batch_size=4, max_steps=2, report_to="none", use_cpu=True,
+                                        predict_with_generate=predict_with_generate, generation_max_length=24,
+                                        save_strategy="no", disable_tqdm=True)
+        trainer = Seq2SeqTrainer(model=model, args=args, train_dataset=data, eval_dataset=data,
+                                 data_collator=DataCollatorForSeq2Seq(tokenizer, model=None),
+                                 compute_metrics=compute_metrics, processing_class=tokenizer)
+        if predict_with_generate:
+            assert trainer.train().global_step == 2
+        metrics = trainer.evaluate()
+        assert math.isfinite(metrics["eval_loss"])
+        if predict_with_generate:  # generated ids reach compute_metrics, capped by generation_max_length
+            assert metrics["eval_rows"] == 8 and seen[-1].shape[0] == 8 and seen[-1].shape[1] <= 24
+            assert (seen[-1][:, 0] == tokenizer.cls_token_id).all()
+            prediction = trainer.predict(data)
+            assert prediction.predictions.shape[0] == 8
+        else:  # the loss components and encoder states are not predictions
+            assert seen[-1] is None or len(seen[-1]) == 0
