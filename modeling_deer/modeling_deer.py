@@ -857,6 +857,12 @@ class DeerForConditionalGeneration(DeerPreTrainedModel):
                 f"{action}({level:g}) after prune_to({self.config.pruned_sparsity:g}): a pruned model cannot grow "
                 "back; reload the unpruned checkpoint."
             )
+        if level > 0 and not self.config.sparsity_levels and level != self.config.pruned_sparsity:
+            logger.warning(
+                f"{action}({level:g}) on a model not trained with pruning levels (config.sparsity_levels is empty): "
+                "its head and neuron scores were never learned, so whole layers may go and quality will collapse. "
+                "Fine-tune with --sparsity_levels 0 0.25 0.5 0.75 first."
+            )
         return level
 
     def set_sparsity(self, level: float) -> "DeerForConditionalGeneration":

@@ -117,6 +117,17 @@ def test_pruned_model_round_trips(tmp_path):
     assert further.config.layer_num_heads == copy.deepcopy(model).prune_to(0.75).config.layer_num_heads
 
 
+def test_pruning_a_model_not_trained_for_it_warns(caplog):
+    with caplog.at_level("WARNING"):
+        tiny_model().prune_to(0.5)
+    assert "not trained with pruning levels" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        tiny_model(sparsity_levels=[0.0, 0.5]).set_sparsity(0.5)
+        tiny_model().set_sparsity(0.0)
+    assert "not trained with pruning levels" not in caplog.text
+
+
 def test_pruning_only_goes_one_way():
     model = scored_model(seed=4).prune_to(0.5)
     with pytest.raises(ValueError, match=r"prune_to\(0.25\) after prune_to\(0.5\): a pruned model cannot grow back"):
