@@ -8,6 +8,7 @@ decoding loop is in generation_deer.py.
 
 import os
 import tempfile
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -48,6 +49,10 @@ from .pruning_deer import (
 
 
 logger = logging.get_logger(__name__)
+
+# A pruning level is set as gates on the layers, which every call shares: one level at a time. generate() and the
+# level setters hold this lock, so that two threads decoding at two levels both get their own level's output.
+_LEVEL_LOCK = threading.RLock()
 
 SOURCE_TOKEN_TYPE = 0
 TARGET_TOKEN_TYPE = 1  # where the backbone has two token types; otherwise 0
@@ -868,8 +873,9 @@ class DeerForConditionalGeneration(DeerPreTrainedModel):
     def set_sparsity(self, level: float) -> "DeerForConditionalGeneration":
         """Mask the model to sparsity `level` (0 = everything on) without touching the weights: evaluate every level
         from one loaded model. Returns the model."""
-        self.sparsity_level = self._check_reachable(level, "set_sparsity")
-        self._apply_level(self.sparsity_level)
+        with _LEVEL_LOCK:
+            self.sparsity_level = self._check_reachable(level, "set_sparsity")
+            self._apply_level(self.sparsity_level)
         return self
 
     @torch.no_grad()
@@ -877,16 +883,17 @@ class DeerForConditionalGeneration(DeerPreTrainedModel):
         """Remove, in place, the heads and FFN neurons that `level` drops: the weight matrices shrink, so the model is
         really smaller and faster. The config records the new shapes (save/load keeps them); the surviving scores
         stay, so a later `prune_to` at a higher level works. Returns the model."""
-        level = self._check_reachable(level, "prune_to")
-        heads, neurons = self._select_units(level)
-        for layer, keep_heads, keep_neurons in zip(self.model.layers, heads, neurons):
-            layer.attention.prune_heads(keep_heads)
-            layer.feed_forward.prune_neurons(keep_neurons)
-        self.config.layer_num_heads = [layer.attention.num_heads for layer in self.model.layers]
-        self.config.layer_intermediate_sizes = [layer.feed_forward.up.out_features for layer in self.model.layers]
-        self.config.pruned_sparsity = level
-        self.sparsity_level = level
-        self._apply_level(level)
+        with _LEVEL_LOCK:
+            level = self._check_reachable(level, "prune_to")
+            heads, neurons = self._select_units(level)
+            for layer, keep_heads, keep_neurons in zip(self.model.layers, heads, neurons):
+                layer.attention.prune_heads(keep_heads)
+                layer.feed_forward.prune_neurons(keep_neurons)
+            self.config.layer_num_heads = [layer.attention.num_heads for layer in self.model.layers]
+            self.config.layer_intermediate_sizes = [layer.feed_forward.up.out_features for layer in self.model.layers]
+            self.config.pruned_sparsity = level
+            self.sparsity_level = level
+            self._apply_level(level)
         return self
 
     def sparsity_report(self) -> SparsityReport:
@@ -949,6 +956,8 @@ class DeerForConditionalGeneration(DeerPreTrainedModel):
         Args:
             input_ids, attention_mask: the source, (batch, source_length).
             token_type_ids: accepted (a BERT tokenizer returns them) and ignored: DEER sets token types itself.
+            sparsity (`float`, optional): decode this call at this pruning level (masks, as `set_sparsity`), the
+                model's own level untouched; calls from several threads each get their own level.
             generation_config: defaults to `self.generation_config`; a plain transformers `GenerationConfig` works
                 too (its `max_new_tokens` / `max_length` cap the outputs). Keyword arguments (`max_iterations=2`,
                 `blank_penalty=2.0`, `deletion_penalty=2.0`, `eos_penalty=1.0`, `max_new_tokens=20`,
@@ -960,9 +969,18 @@ class DeerForConditionalGeneration(DeerPreTrainedModel):
             (batch, length) LongTensor of `bos ... eos` rows padded with pad_token_id, or a `DeerGenerateOutput`
             with `sequences`, per-row `num_iterations` and, if asked, `history`.
         """
+        sparsity = kwargs.pop("sparsity", None)
         generation_config = resolve_generation_config(self.generation_config, generation_config, kwargs)
         attention_mask = self._check_source(input_ids, attention_mask)
-        return deer_generate(self, input_ids.long(), attention_mask, generation_config)
+        with _LEVEL_LOCK:
+            if sparsity is None:
+                return deer_generate(self, input_ids.long(), attention_mask, generation_config)
+            level = self._check_reachable(sparsity, "generate(sparsity=...)")
+            self._apply_level(level)  # for this call only
+            try:
+                return deer_generate(self, input_ids.long(), attention_mask, generation_config)
+            finally:
+                self._apply_level(self.sparsity_level)
 
     def adjust_generation_fn(self, generation_config, from_auto_class, from_pipeline, pretrained_model_name_or_path,
                              **kwargs):

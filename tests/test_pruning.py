@@ -239,3 +239,33 @@ def test_short_run_on_real_pairs_lowers_the_loss_at_every_level(tiny_bert_path):
     after = losses()
     for level in before:
         assert after[level] < before[level], (level, before, after)
+
+
+def test_per_call_sparsity_leaves_the_model_alone_and_threads_get_their_own_level():
+    from concurrent.futures import ThreadPoolExecutor
+
+    model = scored_model(seed=3, sparsity_levels=[0.0, 0.5])
+    source_ids, source_mask = random_batch(3, 9, seed=4)
+    expected = {level: copy.deepcopy(model).set_sparsity(level).generate(
+        input_ids=source_ids, attention_mask=source_mask, max_iterations=2) for level in (0.0, 0.5)}
+    assert not torch.equal(expected[0.0], expected[0.5])  # the levels really differ
+    assert torch.equal(model.generate(input_ids=source_ids, attention_mask=source_mask, max_iterations=2,
+                                      sparsity=0.5), expected[0.5])
+    assert model.sparsity_level == 0.0 and all(layer.attention.head_gate is None for layer in model.model.layers)
+
+    def decode(level):
+        return model.generate(input_ids=source_ids, attention_mask=source_mask, max_iterations=2, sparsity=level)
+
+    def switch(level):  # another thread moving the model's own level meanwhile
+        model.set_sparsity(level)
+        return None
+
+    with ThreadPoolExecutor(4) as pool:
+        jobs = [(level, pool.submit(decode, level)) for level in (0.0, 0.5) * 10]
+        switches = [pool.submit(switch, level) for level in (0.5, 0.0) * 5]
+        for level, job in jobs:
+            assert torch.equal(job.result(), expected[level])
+        for job in switches:
+            job.result()
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        model.generate(input_ids=source_ids, sparsity=1.5)
