@@ -3,9 +3,11 @@
 Importing the package registers DEER with the Auto classes:
 `AutoConfig` -> DeerConfig, `AutoModel` -> DeerModel, `AutoModelForSeq2SeqLM` -> DeerForConditionalGeneration.
 Saved models also carry their modeling files, so they load with `trust_remote_code=True` without the package.
+It also registers the `deer-text2text` pipeline (pipeline_deer.py).
 """
 
 from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM
+from transformers.pipelines import PIPELINE_REGISTRY
 
 from .configuration_deer import DeerConfig
 from .generation_deer import DeerGenerateOutput, DeerGenerationConfig
@@ -16,6 +18,7 @@ from .modeling_deer import (
     DeerPreTrainedModel,
     DeerSeq2SeqLMOutput,
 )
+from .pipeline_deer import DeerText2TextPipeline
 
 
 AutoConfig.register(DeerConfig.model_type, DeerConfig, exist_ok=True)
@@ -24,6 +27,9 @@ AutoModelForSeq2SeqLM.register(DeerConfig, DeerForConditionalGeneration, exist_o
 # save_pretrained writes `auto_map` into config.json and copies these modules next to the weights.
 DeerConfig.register_for_auto_class()
 DeerForConditionalGeneration.register_for_auto_class("AutoModelForSeq2SeqLM")
+# pipeline("deer-text2text", model=...): text in, text out (saved models also list it as a custom pipeline).
+PIPELINE_REGISTRY.register_pipeline("deer-text2text", pipeline_class=DeerText2TextPipeline,
+                                    pt_model=AutoModelForSeq2SeqLM, type="text")
 
 __version__ = "0.1.0"
 
@@ -36,4 +42,5 @@ __all__ = [
     "DeerModel",
     "DeerPreTrainedModel",
     "DeerSeq2SeqLMOutput",
+    "DeerText2TextPipeline",
 ]

@@ -123,6 +123,9 @@ class DeerConfig(PreTrainedConfig):
     tie_word_embeddings: bool = True
 
     def __post_init__(self, **kwargs):
+        # The pipeline this model's saved files carry (pipeline_deer.py), for pipeline(model=..., trust_remote_code).
+        kwargs.setdefault("custom_pipelines", {"deer-text2text": {
+            "impl": "pipeline_deer.DeerText2TextPipeline", "pt": ["AutoModelForSeq2SeqLM"], "type": "text"}})
         if self.sparsity_levels is None:
             self.sparsity_levels = []
         if self.layer_num_heads is None:

@@ -102,3 +102,47 @@ def test_remote_code_loads_without_the_package(tmp_path):
                             cwd=tmp_path, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert torch.equal(torch.load(tmp_path / "generated.pt"), expected)
+
+
+def test_the_pipeline_from_a_local_dir_and_from_remote_code(tmp_path, tiny_bert_path):
+    import pytest
+    from transformers import AutoTokenizer, pipeline
+
+    model = DeerForConditionalGeneration.from_mlm(tiny_bert_path, sparsity_levels=[0.0, 0.5], max_insertions=4)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert_path)
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    texts = ["Im Anfang war das Wort.", "Und das Wort war bei Gott.", "Ja."]
+    # A saved model names its pipeline in config.json, so from a directory or the Hub transformers asks for
+    # trust_remote_code (the pipeline file travels with the model); a loaded model object needs nothing.
+    translate = pipeline("deer-text2text", model=DeerForConditionalGeneration.from_pretrained(tmp_path / "model"),
+                         tokenizer=tokenizer)
+    assert type(pipeline("deer-text2text", model=str(tmp_path / "model"), trust_remote_code=True)).__name__ == (
+        "DeerText2TextPipeline")
+    outputs = translate(texts, max_iterations=1, sparsity=0.5, max_new_tokens=6, batch_size=2)
+    assert [list(row) for row in outputs] == [["generated_text"]] * 3
+    loaded = DeerForConditionalGeneration.from_pretrained(tmp_path / "model")
+    for text, row in zip(texts, outputs):  # batched = one at a time, and the per-call options hold
+        ids = loaded.generate(**tokenizer([text], return_tensors="pt"), max_iterations=1, sparsity=0.5,
+                              max_new_tokens=6)
+        assert row["generated_text"] == tokenizer.decode(ids[0], skip_special_tokens=True)
+        assert len(tokenizer(row["generated_text"]).input_ids) <= 8
+    assert translate("Ja.", max_iterations=0) == translate(["Ja."], max_iterations=0)[0]  # one text: one dict
+    with pytest.raises(ValueError, match="unknown options"):
+        translate(texts, num_beams=4)
+
+    script = textwrap.dedent(
+        f"""
+        import sys, json
+        sys.modules["modeling_deer"] = None  # the package cannot be imported here
+        from transformers import pipeline
+        translate = pipeline(model={str(tmp_path / "model")!r}, trust_remote_code=True)
+        assert type(translate).__name__ == "DeerText2TextPipeline", type(translate)
+        print(json.dumps(translate({texts!r}, max_iterations=1, sparsity=0.5, max_new_tokens=6)))
+        """
+    )
+    environment = dict(os.environ, HF_MODULES_CACHE=str(tmp_path / "modules"), HF_HUB_OFFLINE="1")
+    result = subprocess.run([sys.executable, "-c", script], env=environment, capture_output=True, text=True,
+                            cwd=tmp_path, timeout=300, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == outputs
