@@ -70,7 +70,7 @@ def test_model_card_without_results_has_no_model_index():
 
 def run_python(script: str, env: dict, cwd) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, cwd=cwd,
-                          timeout=300)
+                          timeout=300, stdin=subprocess.DEVNULL)  # nothing may wait for an answer on stdin
 
 
 @pytest.fixture(scope="module")
@@ -121,8 +121,14 @@ except OSError as error:
 """
 
 LOAD_WITHOUT_PACKAGE = """
-import sys
-sys.modules["modeling_deer"] = None  # the package cannot be imported here
+import importlib.abc, sys
+
+class Hidden(importlib.abc.MetaPathFinder):  # neither the package nor a training-only dependency is installed here
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in ("modeling_deer", "rapidfuzz"):
+            raise ModuleNotFoundError(f"No module named {{name!r}}")
+
+sys.meta_path.insert(0, Hidden())
 import torch
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 model = AutoModelForSeq2SeqLM.from_pretrained({repo!r}, trust_remote_code=True)

@@ -81,8 +81,14 @@ def test_remote_code_loads_without_the_package(tmp_path):
 
     script = textwrap.dedent(
         f"""
-        import sys
-        sys.modules["modeling_deer"] = None  # the package cannot be imported here
+        import importlib.abc, sys
+
+        class Hidden(importlib.abc.MetaPathFinder):  # neither the package nor a training-only dependency is here
+            def find_spec(self, name, path, target=None):
+                if name.split(".")[0] in ("modeling_deer", "rapidfuzz"):
+                    raise ModuleNotFoundError(f"No module named {{name!r}}")
+
+        sys.meta_path.insert(0, Hidden())
         try:
             import modeling_deer
         except ImportError:
