@@ -119,6 +119,21 @@ def test_benchmark_writes_the_grid_table_and_plot(trained_pair, tmp_path):
     assert (tmp_path / "results" / "bible-de-en-tiny.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_benchmark_on_your_own_task_split_file_and_metrics(trained_pair, tmp_path):
+    own = tmp_path / "my_split.jsonl"
+    with open(os.path.join(FIXTURES, "bible-de-en.test.jsonl"), encoding="utf-8") as handle:
+        own.write_text("".join(handle.readlines()[:32]), encoding="utf-8")
+    output = tmp_path / "mine.json"
+    benchmark_main(["--task", "my-task", "--test_file", str(own), "--metrics", "rougeL", "bleu",
+                    "--deer", str(trained_pair / "deer"), "--ar", str(trained_pair / "ar"), "--iterations", "0",
+                    "--sparsities", "0", "--repeats", "1", "--b1_sentences", "1", "--threads", "1",
+                    "--output", str(output)])
+    report = json.loads(output.read_text())
+    assert report["task"] == "my-task" and report["metrics"] == ["rougeL", "bleu"] and report["test_pairs"] == 32
+    assert report["test_file"] == str(own)
+    assert "| ROUGE-L | BLEU |" in (tmp_path / "mine.md").read_text()
+
+
 def test_benchmark_refuses_bad_settings(trained_pair, tmp_path, capsys):
     base = ["--task", "bible-de-en", "--data_dir", str(tmp_path), "--deer", str(trained_pair / "deer"),
             "--ar", str(trained_pair / "ar"), "--output", str(tmp_path / "x.json")]

