@@ -35,7 +35,10 @@ class DeerConfig(PreTrainedConfig):
     DEER objective:
         upsample_ratio (`float`, defaults to 2.0): the draft has ceil(upsample_ratio * source_length) frames.
         max_insertions (`int`, defaults to 256): classes of the insertion head (0 .. max_insertions - 1 tokens per gap).
-        ctc_loss_weight, insertion_loss_weight, word_loss_weight, deletion_loss_weight (`float`, default 1.0).
+        ctc_loss_weight (`float`, defaults to 1.0); insertion_loss_weight, word_loss_weight, deletion_loss_weight
+            (`float`, default 0.5; the paper: 1.0): at equal weights the three edit losses drown the draft's in a
+            small shared network, and validation BLEU favoured halving them (with `training.train`'s CTC-only
+            first third).
         ctc_label_smoothing (0.1), insertion_label_smoothing (0.01), word_label_smoothing (0.1),
         deletion_label_smoothing (0.0): label smoothing of each loss, in [0, 1).
         glancing_ratio (`float`, defaults to 0.5): share of the draft's mismatches revealed to the model during
@@ -69,6 +72,10 @@ class DeerConfig(PreTrainedConfig):
     """
 
     model_type = "deer"
+    # Evaluation without generation: the loss components and the encoder states are not "predictions" for a
+    # Trainer's compute_metrics (it then gets none, and the loss is still reported).
+    keys_to_ignore_at_inference = ["ctc_loss", "insertion_loss", "word_loss", "deletion_loss", "sparsity_loss",
+                                   "num_unfit_targets", "encoder_last_hidden_state"]
 
     vocab_size: int = 30522
     hidden_size: int = 768
@@ -94,9 +101,9 @@ class DeerConfig(PreTrainedConfig):
     upsample_ratio: float = 2.0
     max_insertions: int = 256
     ctc_loss_weight: float = 1.0
-    insertion_loss_weight: float = 1.0
-    word_loss_weight: float = 1.0
-    deletion_loss_weight: float = 1.0
+    insertion_loss_weight: float = 0.5
+    word_loss_weight: float = 0.5
+    deletion_loss_weight: float = 0.5
     ctc_label_smoothing: float = 0.1
     insertion_label_smoothing: float = 0.01
     word_label_smoothing: float = 0.1
@@ -116,6 +123,9 @@ class DeerConfig(PreTrainedConfig):
     tie_word_embeddings: bool = True
 
     def __post_init__(self, **kwargs):
+        # The pipeline this model's saved files carry (pipeline_deer.py), for pipeline(model=..., trust_remote_code).
+        kwargs.setdefault("custom_pipelines", {"deer-text2text": {
+            "impl": "pipeline_deer.DeerText2TextPipeline", "pt": ["AutoModelForSeq2SeqLM"], "type": "text"}})
         if self.sparsity_levels is None:
             self.sparsity_levels = []
         if self.layer_num_heads is None:
@@ -124,6 +134,19 @@ class DeerConfig(PreTrainedConfig):
             self.layer_intermediate_sizes = [self.intermediate_size] * self.num_hidden_layers
         super().__post_init__(**kwargs)
         self._check_values()
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> "DeerConfig":
+        """As `PreTrainedConfig.from_pretrained`, but another model's checkpoint (a plain BERT, say) is refused with
+        the way to convert it, instead of failing later on a field DEER needs."""
+        config_dict, _ = cls.get_config_dict(pretrained_model_name_or_path, **dict(kwargs))
+        model_type = config_dict.get("model_type")
+        if model_type not in (None, cls.model_type):
+            raise ValueError(
+                f"{pretrained_model_name_or_path} is a {model_type!r} checkpoint, not a DEER one: convert a masked LM "
+                "with DeerForConditionalGeneration.from_mlm(path) (then fine-tune it)."
+            )
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     # -- derived sizes -------------------------------------------------------------------------------------------
 

@@ -252,9 +252,13 @@ def edit_oracle(tokens: torch.Tensor, targets: torch.Tensor, pad_id: int) -> Edi
     Insertions must fall between two kept tokens: the rows of both tensors start with the same token and end with
     the same token, which occur nowhere else (bos ... eos), as DEER's sequences do.
 
-    Uses rapidfuzz's compiled `Indel.editops`, one call per row.
+    Uses rapidfuzz's compiled `Indel.editops`, one call per row. (Training only: the import sits in a try block, so
+    transformers does not demand rapidfuzz to load a pushed model's code for inference.)
     """
-    from rapidfuzz.distance import Indel
+    try:
+        from rapidfuzz.distance import Indel
+    except ImportError as error:
+        raise ImportError("DEER's training objective needs rapidfuzz: pip install rapidfuzz") from error
 
     batch = tokens.shape[0]
     token_rows = [row[row != pad_id].tolist() for row in tokens.cpu()]

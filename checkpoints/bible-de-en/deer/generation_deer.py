@@ -7,6 +7,7 @@ passes over the rows that are still changing, all against those cached source ke
 
 import copy
 import math
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -18,8 +19,13 @@ from .edit_ops import add_bos_eos, apply_deletions, ctc_collapse, fill_placehold
 
 logger = logging.get_logger(__name__)
 
-OPTIONS = ("max_iterations", "eos_penalty", "blank_penalty", "deletion_penalty", "stop_when_unchanged",
-           "return_dict_in_generate", "output_history")
+OPTIONS = ("max_iterations", "eos_penalty", "blank_penalty", "deletion_penalty", "max_new_tokens", "max_length",
+           "stop_when_unchanged", "return_dict_in_generate", "output_history")
+# What transformers' own tools (Seq2SeqTrainer, pipelines) pass to generate() and DEER has no use for.
+PASSED_BY_TOOLS = ("synced_gpus", "use_cache", "bos_token_id", "eos_token_id", "pad_token_id", "labels",
+                   "decoder_input_ids", "decoder_attention_mask")
+# Autoregressive settings that DEER honours only at their neutral value.
+NEUTRAL = {"num_beams": 1, "do_sample": False, "num_return_sequences": 1}
 
 
 class DeerGenerationConfig(GenerationConfig):
@@ -34,6 +40,10 @@ class DeerGenerationConfig(GenerationConfig):
             both on validation data (`training.tune_generation`).
         deletion_penalty (`float`, defaults to 0.0): subtracted from the deletion head's "delete" score in every edit
             round: larger values delete less (a deletion head that removes right words makes rounds cost quality).
+        max_new_tokens (`int`, optional): every output row holds at most this many tokens after bos (eos included),
+            as in transformers; the cap holds for the draft and for every round's insertions.
+        max_length (`int`, optional): every output row holds at most this many tokens, bos and eos included. With
+            neither, the position table is the only cap.
         stop_when_unchanged (`bool`, defaults to True): a row whose output did not change in a round is finished.
             False runs exactly `max_iterations` rounds on every row (for timings independent of the weights).
         return_dict_in_generate (`bool`, defaults to False): return a `DeerGenerateOutput` instead of the ids.
@@ -45,10 +55,12 @@ class DeerGenerationConfig(GenerationConfig):
     def __init__(self, **kwargs):
         # Like transformers' DiffusionGemmaGenerationConfig, this does not call GenerationConfig.__init__: the
         # autoregressive knobs (num_beams, top_k, max_new_tokens, ...) have no meaning here.
-        self.max_iterations = kwargs.pop("max_iterations", 4)
-        self.eos_penalty = kwargs.pop("eos_penalty", 0.0)
-        self.blank_penalty = kwargs.pop("blank_penalty", 0.0)
-        self.deletion_penalty = kwargs.pop("deletion_penalty", 0.0)
+        self.max_iterations = plain_number(kwargs.pop("max_iterations", 4))
+        self.eos_penalty = plain_number(kwargs.pop("eos_penalty", 0.0))
+        self.blank_penalty = plain_number(kwargs.pop("blank_penalty", 0.0))
+        self.deletion_penalty = plain_number(kwargs.pop("deletion_penalty", 0.0))
+        self.max_new_tokens = plain_number(kwargs.pop("max_new_tokens", None))
+        self.max_length = plain_number(kwargs.pop("max_length", None))
         self.stop_when_unchanged = kwargs.pop("stop_when_unchanged", True)
         self.return_dict_in_generate = kwargs.pop("return_dict_in_generate", False)
         self.output_history = kwargs.pop("output_history", False)
@@ -70,6 +82,10 @@ class DeerGenerationConfig(GenerationConfig):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ValueError(f"{name} must be a finite number, got {value!r}.")
+        for name, least in (("max_new_tokens", 1), ("max_length", 2)):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
+                raise ValueError(f"{name} must be None or an integer >= {least}, got {value!r}.")
         for name in ("stop_when_unchanged", "return_dict_in_generate", "output_history"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}.")
@@ -83,6 +99,15 @@ class DeerGenerationConfig(GenerationConfig):
             placeholder_token_id=model_config.placeholder_token_id,
         )
 
+    def output_length_cap(self, position_table: int) -> int:
+        """The most tokens an output row may hold (bos and eos included)."""
+        caps = [position_table]
+        if self.max_length is not None:
+            caps.append(self.max_length)
+        if self.max_new_tokens is not None:
+            caps.append(self.max_new_tokens + 1)
+        return max(min(caps), 2)
+
     def updated(self, **overrides) -> "DeerGenerationConfig":
         """A copy with `overrides` applied and validated (the model's own config is never changed)."""
         unknown = sorted(key for key in overrides if key not in OPTIONS)
@@ -90,9 +115,19 @@ class DeerGenerationConfig(GenerationConfig):
             raise ValueError(f"generate() got unknown options {unknown}; DEER's are {OPTIONS}.")
         config = copy.deepcopy(self)
         for key, value in overrides.items():
-            setattr(config, key, value)
+            setattr(config, key, plain_number(value))
         config.validate()
         return config
+
+
+def plain_number(value):
+    """numpy scalars and one-element torch tensors as Python ints and floats, as users have them
+    (`np.int64(2)`, `torch.tensor(2)`, `np.float32(1.0)`); anything else unchanged, for `validate` to judge."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return value
+    return int(value) if isinstance(value, numbers.Integral) else float(value)
 
 
 @dataclass
@@ -106,10 +141,46 @@ class DeerGenerateOutput(ModelOutput):
     history: list[torch.Tensor] | None = None
 
 
+def resolve_generation_config(default: DeerGenerationConfig, generation_config, kwargs: dict
+                              ) -> DeerGenerationConfig:
+    """The configuration one generate() call decodes with: `generation_config` (a `DeerGenerationConfig`, or a plain
+    transformers `GenerationConfig`, whose DEER options and length caps are read over the model's own) updated with
+    `kwargs`. The arguments transformers' tools pass are accepted and ignored; what DEER cannot honour is refused."""
+    kwargs = {key: value for key, value in kwargs.items() if key not in PASSED_BY_TOOLS}
+    if generation_config is None or isinstance(generation_config, DeerGenerationConfig):
+        base = generation_config or default
+    elif isinstance(generation_config, GenerationConfig):
+        base = default
+        given = {name: getattr(generation_config, name) for name in (*OPTIONS, *NEUTRAL)
+                 if getattr(generation_config, name, None) is not None and name != "max_length"}
+        if getattr(generation_config, "max_new_tokens", None) is None:  # transformers: max_length applies then
+            given["max_length"] = generation_config.max_length
+        kwargs = {**given, **kwargs}
+    else:
+        raise TypeError(f"generation_config must be a GenerationConfig, got {type(generation_config).__name__}.")
+    for name, neutral in NEUTRAL.items():
+        if name in kwargs and kwargs.pop(name) != neutral:
+            raise _cannot_honour(name)
+    unknown = sorted(key for key in kwargs if key not in OPTIONS)
+    if unknown:
+        raise _cannot_honour(unknown[0], unknown)
+    return base.updated(**kwargs)
+
+
+def _cannot_honour(name: str, names: list[str] | None = None) -> ValueError:
+    return ValueError(
+        f"generate() got {names or name!r}, which DEER cannot honour: it writes every token at once (a CTC draft, "
+        "then edit rounds), with no beams, sampling or streaming. Its own choices are max_iterations (rounds after "
+        "the draft), sparsity (set_sparsity / prune_to), eos_penalty, blank_penalty, deletion_penalty (length), "
+        "max_new_tokens / max_length (caps), return_dict_in_generate and output_history."
+    )
+
+
 def deer_generate(model, input_ids, attention_mask, generation_config: DeerGenerationConfig):
     config = model.config
     pad = config.pad_token_id
-    encoder_output, sequences = _draft(model, input_ids, attention_mask, generation_config.blank_penalty)
+    cap = generation_config.output_length_cap(config.max_sequence_length)
+    encoder_output, sequences = _draft(model, input_ids, attention_mask, generation_config.blank_penalty, cap)
     batch = sequences.shape[0]
     num_iterations = torch.zeros(batch, dtype=torch.long, device=sequences.device)
     history = [sequences] if generation_config.output_history else None
@@ -120,7 +191,7 @@ def deer_generate(model, input_ids, attention_mask, generation_config: DeerGener
             break
         current = _trim(sequences[active], pad)
         edited = _refine(model, current, encoder_output.select_rows(active), generation_config.eos_penalty,
-                         generation_config.deletion_penalty)
+                         generation_config.deletion_penalty, cap)
         width = max(sequences.shape[1], edited.shape[1])
         sequences = _pad_to(sequences, width, pad)
         edited = _pad_to(edited, width, pad)
@@ -138,14 +209,20 @@ def deer_generate(model, input_ids, attention_mask, generation_config: DeerGener
     return sequences
 
 
-def _draft(model, input_ids, attention_mask, blank_penalty: float):
+def _draft(model, input_ids, attention_mask, blank_penalty: float, cap: int | None = None):
     """Encode the source and run bos + frames + eos in the same pass, then `collapse_frames`. Returns the source's
-    encoder output (its K/V cache, for the edit rounds) and the draft."""
+    encoder output (its K/V cache, for the edit rounds) and the draft, each row cut to at most `cap` tokens (its
+    first words, then eos)."""
     draft = model.draft_canvas(input_ids, attention_mask)
     frame_mask = inner_mask(draft, model.config.pad_token_id)[:, 1:-1]
     encoder_output, hidden_states = model.model.encode_and_target_pass(input_ids, attention_mask, draft)
     logits = model.draft_logits(hidden_states[:, 1:-1][frame_mask])  # only real frames go through the LM head
-    return encoder_output, collapse_frames(model, logits, draft, frame_mask, blank_penalty)
+    sequences = collapse_frames(model, logits, draft, frame_mask, blank_penalty)
+    if cap is not None and sequences.shape[1] > cap:
+        too_long = (sequences != model.config.pad_token_id).sum(1) > cap
+        sequences = sequences[:, :cap].clone()
+        sequences[too_long, cap - 1] = model.config.eos_token_id
+    return encoder_output, sequences
 
 
 def collapse_frames(model, frame_scores: torch.Tensor, draft: torch.Tensor, frame_mask: torch.Tensor,
@@ -163,9 +240,10 @@ def collapse_frames(model, frame_scores: torch.Tensor, draft: torch.Tensor, fram
     return add_bos_eos(inner, config.bos_token_id, config.eos_token_id, config.pad_token_id)
 
 
-def _refine(model, tokens: torch.Tensor, encoder_output, eos_penalty: float, deletion_penalty: float = 0.0
-            ) -> torch.Tensor:
-    """One edit round on (batch, length) `bos ... eos` rows: delete, insert placeholders, fill."""
+def _refine(model, tokens: torch.Tensor, encoder_output, eos_penalty: float, deletion_penalty: float = 0.0,
+            cap: int | None = None) -> torch.Tensor:
+    """One edit round on (batch, length) `bos ... eos` rows: delete, insert placeholders (rows grow to at most
+    `cap` tokens, by default the position table), fill."""
     config = model.config
     pad, placeholder = config.pad_token_id, config.placeholder_token_id
 
@@ -180,14 +258,23 @@ def _refine(model, tokens: torch.Tensor, encoder_output, eos_penalty: float, del
     # b. Insert placeholders: a count per gap between neighbours, the total capped by the position table.
     insertion_logits = model.insertion_head(torch.cat([hidden_states[:, :-1], hidden_states[:, 1:]], dim=-1))
     insertion_logits[..., 0] -= eos_penalty
-    tokens = insert_placeholders(tokens, insertion_logits.argmax(-1), placeholder, pad, config.max_sequence_length)
+    tokens = insert_placeholders(tokens, insertion_logits.argmax(-1), placeholder, pad,
+                                 config.max_sequence_length if cap is None else cap)
 
-    # c. Fill every placeholder with the LM head's best word (never a special token).
+    # c. Fill.
+    return _fill(model, tokens, encoder_output)
+
+
+def _fill(model, tokens: torch.Tensor, encoder_output) -> torch.Tensor:
+    """Fill every placeholder with the LM head's best word (never a special token)."""
+    config = model.config
+    placeholder = config.placeholder_token_id
     placeholder_mask = tokens == placeholder
     if placeholder_mask.any():
         hidden_states = model.target_pass(tokens, encoder_output)
         logits = model.lm_head(hidden_states[placeholder_mask])
-        logits[:, model.token_rows([config.bos_token_id, config.eos_token_id, pad, placeholder])] = float("-inf")
+        logits[:, model.token_rows([config.bos_token_id, config.eos_token_id, config.pad_token_id, placeholder])] = (
+            float("-inf"))
         tokens = fill_placeholders(tokens, model.row_tokens(logits.argmax(-1)), placeholder)
     return tokens
 

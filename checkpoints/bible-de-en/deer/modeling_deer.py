@@ -8,6 +8,8 @@ decoding loop is in generation_deer.py.
 
 import os
 import tempfile
+import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -33,7 +35,8 @@ from .edit_ops import (
     random_deletion,
     source_anchored_frames,
 )
-from .generation_deer import DeerGenerationConfig, collapse_frames, deer_generate
+from .pipeline_deer import TASK as PIPELINE_TASK  # also makes save_pretrained ship the pipeline's file
+from .generation_deer import DeerGenerationConfig, collapse_frames, deer_generate, resolve_generation_config
 from .pruning_deer import (
     SparsityReport,
     check_level,
@@ -47,6 +50,10 @@ from .pruning_deer import (
 
 
 logger = logging.get_logger(__name__)
+
+# A pruning level is set as gates on the layers, which every call shares: one level at a time. generate() and the
+# level setters hold this lock, so that two threads decoding at two levels both get their own level's output.
+_LEVEL_LOCK = threading.RLock()
 
 SOURCE_TOKEN_TYPE = 0
 TARGET_TOKEN_TYPE = 1  # where the backbone has two token types; otherwise 0
@@ -497,6 +504,8 @@ class DeerForConditionalGeneration(DeerPreTrainedModel):
 
     def _check_source(self, input_ids, attention_mask) -> torch.Tensor:
         """Validate a source batch; returns its boolean attention mask."""
+        if isinstance(input_ids, Mapping):  # a tokenizer's BatchEncoding passed as the first argument
+            raise TypeError("input_ids got the whole tokenizer output (a mapping); unpack it: generate(**batch).")
         if not isinstance(input_ids, torch.Tensor) or input_ids.dtype not in (torch.int64, torch.int32):
             raise TypeError(
                 f"input_ids must be an integer torch.Tensor of shape (batch, length), got {type(input_ids).__name__}"
@@ -509,6 +518,9 @@ class DeerForConditionalGeneration(DeerPreTrainedModel):
             raise ValueError(f"input_ids is empty (shape {tuple(input_ids.shape)}): give at least one non-empty row.")
         if attention_mask is None:
             attention_mask = input_ids != self.config.pad_token_id
+        if not isinstance(attention_mask, torch.Tensor):
+            raise TypeError(f"attention_mask must be a torch.Tensor like input_ids, got {type(attention_mask).__name__}"
+                            "; tokenize with return_tensors='pt'.")
         if attention_mask.shape != input_ids.shape:
             raise ValueError(
                 f"attention_mask has shape {tuple(attention_mask.shape)} but input_ids has {tuple(input_ids.shape)}."
@@ -618,7 +630,8 @@ class DeerForConditionalGeneration(DeerPreTrainedModel):
             `DeerSeq2SeqLMOutput` with the loss and each of its components when `labels` are given.
         """
         attention_mask = self._check_source(input_ids, attention_mask)
-        targets = self._check_labels(labels) if labels is not None else None
+        input_ids = input_ids.long()  # int32 ids (some tokenizers' choice) work too
+        targets = self._check_labels(labels, input_ids.shape[0]) if labels is not None else None
         # Training with sparsity levels: this step runs at a sampled level, with straight-through gates.
         sample_level = self.training and bool(self.config.sparsity_levels)
         if sample_level:
@@ -635,10 +648,22 @@ class DeerForConditionalGeneration(DeerPreTrainedModel):
             if sample_level:
                 self._apply_level(self.sparsity_level)
 
-    def _check_labels(self, labels: torch.Tensor) -> torch.Tensor:
+    def _check_labels(self, labels: torch.Tensor, batch_size: int) -> torch.Tensor:
         config = self.config
+        if not isinstance(labels, torch.Tensor) or labels.is_floating_point() or labels.is_complex() or (
+                labels.dtype == torch.bool):
+            kind = labels.dtype if isinstance(labels, torch.Tensor) else type(labels).__name__
+            raise TypeError(f"labels must be a LongTensor of token ids (padding -100), got {kind}.")
+        labels = labels.long()
         if labels.dim() != 2 or labels.shape[0] != 0 and labels.shape[1] < 2:
             raise ValueError(f"labels must have shape (batch, length >= 2) holding bos ... eos; got {tuple(labels.shape)}.")
+        if labels.shape[0] != batch_size:
+            raise ValueError(f"labels has {labels.shape[0]} rows but input_ids has {batch_size}: one target per source.")
+        outside = (labels != -100) & ((labels < 0) | (labels >= config.vocab_size))
+        if outside.any():
+            row, column = (int(index) for index in outside.nonzero()[0])
+            raise ValueError(f"labels row {row} holds {int(labels[row, column])} at position {column}, outside the "
+                             f"vocabulary [0, {config.vocab_size}) (and not the padding -100).")
         targets = labels.masked_fill(labels == -100, config.pad_token_id)
         targets = compact(targets, targets != config.pad_token_id, config.pad_token_id)
         lengths = (targets != config.pad_token_id).sum(1)
@@ -724,10 +749,12 @@ class DeerForConditionalGeneration(DeerPreTrainedModel):
         subsequence of the gold that the insertions complete)."""
         config = self.config
         pad, placeholder = config.pad_token_id, config.placeholder_token_id
-        deleted = random_deletion(targets, pad)
+        # Evaluation draws its random deletions from a fixed seed, so that the same data gives the same loss.
+        generator = None if self.training else torch.Generator(targets.device).manual_seed(0)
+        deleted = random_deletion(targets, pad, generator)
         use_draft = None
         if own_draft is not None:
-            use_draft = torch.rand(targets.shape[0], device=targets.device) < config.draft_edit_ratio
+            use_draft = torch.rand(targets.shape[0], device=targets.device, generator=generator) < config.draft_edit_ratio
             draft_kept = apply_deletions(own_draft, edit_oracle(own_draft, targets, pad).delete_mask, pad)
             deleted = choose_rows(use_draft, draft_kept, deleted, pad)
 
@@ -766,14 +793,13 @@ class DeerForConditionalGeneration(DeerPreTrainedModel):
         """Keep only `token_ids` (plus the special tokens and unk) in the embeddings and the LM head, in place: the
         LM head, the largest matrix of a small model, shrinks to the tokens a task uses (DEER trims XLM-R's 250k
         vocabulary this way). The tokenizer is unchanged; `config.vocabulary_ids` maps rows to its ids and is saved
-        with the model. Ids not kept read as unk on input and are never generated. Returns the model."""
+        with the model. Ids not kept read as unk on input and are never generated. `token_ids` may also be a boolean
+        mask over the whole vocabulary (True = keep). Returns the model."""
         config = self.config
         if config.unk_token_id is None:
             raise ValueError("trim_vocabulary needs config.unk_token_id (the token that ids not kept read as); set it "
                              "from the tokenizer: model.config.unk_token_id = tokenizer.unk_token_id.")
-        token_ids = torch.as_tensor(token_ids if isinstance(token_ids, torch.Tensor) else list(token_ids)).flatten()
-        if token_ids.numel() and (token_ids.min() < 0 or token_ids.max() >= config.vocab_size):
-            raise ValueError(f"trim_vocabulary: token ids must be in [0, {config.vocab_size}).")
+        token_ids = _token_id_list(token_ids, config.vocab_size)
         special = {config.pad_token_id, config.bos_token_id, config.eos_token_id, config.placeholder_token_id,
                    config.unk_token_id}
         keep = set(token_ids.tolist()) | special
@@ -798,6 +824,13 @@ class DeerForConditionalGeneration(DeerPreTrainedModel):
         if config.tie_word_embeddings:
             self.tie_weights()
         return self
+
+    def resize_token_embeddings(self, *args, **kwargs):
+        if self.config.vocabulary_ids is not None:
+            raise ValueError("this model's vocabulary is trimmed (config.vocabulary_ids maps its rows to token ids): "
+                             "resize_token_embeddings would break that map. Resize before trim_vocabulary, or reload "
+                             "the untrimmed model.")
+        return super().resize_token_embeddings(*args, **kwargs)
 
     # -- dynamic pruning (the pieces are in pruning_deer.py) ---------------------------------------------------------
 
@@ -830,13 +863,20 @@ class DeerForConditionalGeneration(DeerPreTrainedModel):
                 f"{action}({level:g}) after prune_to({self.config.pruned_sparsity:g}): a pruned model cannot grow "
                 "back; reload the unpruned checkpoint."
             )
+        if level > 0 and not self.config.sparsity_levels and level != self.config.pruned_sparsity:
+            logger.warning(
+                f"{action}({level:g}) on a model not trained with pruning levels (config.sparsity_levels is empty): "
+                "its head and neuron scores were never learned, so whole layers may go and quality will collapse. "
+                "Fine-tune with --sparsity_levels 0 0.25 0.5 0.75 first."
+            )
         return level
 
     def set_sparsity(self, level: float) -> "DeerForConditionalGeneration":
         """Mask the model to sparsity `level` (0 = everything on) without touching the weights: evaluate every level
         from one loaded model. Returns the model."""
-        self.sparsity_level = self._check_reachable(level, "set_sparsity")
-        self._apply_level(self.sparsity_level)
+        with _LEVEL_LOCK:
+            self.sparsity_level = self._check_reachable(level, "set_sparsity")
+            self._apply_level(self.sparsity_level)
         return self
 
     @torch.no_grad()
@@ -844,16 +884,17 @@ class DeerForConditionalGeneration(DeerPreTrainedModel):
         """Remove, in place, the heads and FFN neurons that `level` drops: the weight matrices shrink, so the model is
         really smaller and faster. The config records the new shapes (save/load keeps them); the surviving scores
         stay, so a later `prune_to` at a higher level works. Returns the model."""
-        level = self._check_reachable(level, "prune_to")
-        heads, neurons = self._select_units(level)
-        for layer, keep_heads, keep_neurons in zip(self.model.layers, heads, neurons):
-            layer.attention.prune_heads(keep_heads)
-            layer.feed_forward.prune_neurons(keep_neurons)
-        self.config.layer_num_heads = [layer.attention.num_heads for layer in self.model.layers]
-        self.config.layer_intermediate_sizes = [layer.feed_forward.up.out_features for layer in self.model.layers]
-        self.config.pruned_sparsity = level
-        self.sparsity_level = level
-        self._apply_level(level)
+        with _LEVEL_LOCK:
+            level = self._check_reachable(level, "prune_to")
+            heads, neurons = self._select_units(level)
+            for layer, keep_heads, keep_neurons in zip(self.model.layers, heads, neurons):
+                layer.attention.prune_heads(keep_heads)
+                layer.feed_forward.prune_neurons(keep_neurons)
+            self.config.layer_num_heads = [layer.attention.num_heads for layer in self.model.layers]
+            self.config.layer_intermediate_sizes = [layer.feed_forward.up.out_features for layer in self.model.layers]
+            self.config.pruned_sparsity = level
+            self.sparsity_level = level
+            self._apply_level(level)
         return self
 
     def sparsity_report(self) -> SparsityReport:
@@ -916,16 +957,31 @@ class DeerForConditionalGeneration(DeerPreTrainedModel):
         Args:
             input_ids, attention_mask: the source, (batch, source_length).
             token_type_ids: accepted (a BERT tokenizer returns them) and ignored: DEER sets token types itself.
-            generation_config: defaults to `self.generation_config`; keyword arguments (`max_iterations=2`,
-                `blank_penalty=2.0`, `deletion_penalty=2.0`, `eos_penalty=1.0`, `stop_when_unchanged=False`,
-                `return_dict_in_generate=True`, `output_history=True`) override it for this call.
+            sparsity (`float`, optional): decode this call at this pruning level (masks, as `set_sparsity`), the
+                model's own level untouched; calls from several threads each get their own level.
+            generation_config: defaults to `self.generation_config`; a plain transformers `GenerationConfig` works
+                too (its `max_new_tokens` / `max_length` cap the outputs). Keyword arguments (`max_iterations=2`,
+                `blank_penalty=2.0`, `deletion_penalty=2.0`, `eos_penalty=1.0`, `max_new_tokens=20`,
+                `stop_when_unchanged=False`, `return_dict_in_generate=True`, `output_history=True`) override it for
+                this call. What transformers' tools pass (`synced_gpus`, `use_cache`, the special token ids,
+                `labels`, `num_beams=1`, `do_sample=False`, ...) is accepted; beams, sampling and streaming are
+                refused with DEER's own choices.
         Returns:
             (batch, length) LongTensor of `bos ... eos` rows padded with pad_token_id, or a `DeerGenerateOutput`
             with `sequences`, per-row `num_iterations` and, if asked, `history`.
         """
-        generation_config = (generation_config or self.generation_config).updated(**kwargs)
+        sparsity = kwargs.pop("sparsity", None)
+        generation_config = resolve_generation_config(self.generation_config, generation_config, kwargs)
         attention_mask = self._check_source(input_ids, attention_mask)
-        return deer_generate(self, input_ids, attention_mask, generation_config)
+        with _LEVEL_LOCK:
+            if sparsity is None:
+                return deer_generate(self, input_ids.long(), attention_mask, generation_config)
+            level = self._check_reachable(sparsity, "generate(sparsity=...)")
+            self._apply_level(level)  # for this call only
+            try:
+                return deer_generate(self, input_ids.long(), attention_mask, generation_config)
+            finally:
+                self._apply_level(self.sparsity_level)
 
     def adjust_generation_fn(self, generation_config, from_auto_class, from_pipeline, pretrained_model_name_or_path,
                              **kwargs):
@@ -941,8 +997,35 @@ class DeerForConditionalGeneration(DeerPreTrainedModel):
         try:
             self.generation_config = DeerGenerationConfig.from_pretrained(pretrained_model_name_or_path,
                                                                           **loading_kwargs)
-        except OSError:
+        except OSError as error:
+            local = os.path.join(str(pretrained_model_name_or_path), loading_kwargs.get("subfolder") or "",
+                                 "generation_config.json")
+            if os.path.isfile(local) or "not a valid JSON" in str(error):
+                # A file that is there but unreadable would silently lose the tuned decoding knobs.
+                raise ValueError(f"the model's generation_config.json cannot be read ({error}); fix or delete it "
+                                 "(without it DEER decodes with the default knobs).") from error
             logger.info("No generation_config.json found: using the default DeerGenerationConfig.")
+
+
+def _token_id_list(token_ids, vocab_size: int) -> torch.Tensor:
+    """`trim_vocabulary`'s argument as a flat LongTensor of ids: ids (a tensor, or any iterable of integers) or a
+    boolean mask of `vocab_size` entries. Anything else is a TypeError/ValueError that says what was given."""
+    try:
+        values = token_ids if isinstance(token_ids, torch.Tensor) else torch.as_tensor(
+            [int(i) if not isinstance(i, (bool, float, str)) else i for i in token_ids])
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise TypeError(f"trim_vocabulary: token_ids must be integer ids or a boolean mask ({error}).") from None
+    if values.dtype == torch.bool:
+        if values.dim() != 1 or len(values) != vocab_size:
+            raise ValueError(f"trim_vocabulary: a boolean mask needs one entry per token ({vocab_size}), got shape "
+                             f"{tuple(values.shape)}.")
+        return values.nonzero().flatten()
+    if values.is_floating_point() or values.is_complex():
+        raise TypeError(f"trim_vocabulary: token_ids must be integers, got {values.dtype}.")
+    values = values.flatten().long()
+    if values.numel() and (values.min() < 0 or values.max() >= vocab_size):
+        raise ValueError(f"trim_vocabulary: token ids must be in [0, {vocab_size}).")
+    return values
 
 
 def _detached(encoder_output: DeerEncoderOutput) -> DeerEncoderOutput:
@@ -963,7 +1046,7 @@ def _cross_entropy(logits: torch.Tensor, targets: torch.Tensor, label_smoothing:
 def _ctc_loss(log_probs, frame_lengths, targets, target_lengths, fits, blank_id, label_smoothing) -> torch.Tensor:
     """CTC loss per target token, mixed with the mean log-probability over the vocabulary (label smoothing), over
     the rows whose target fits the frames. log_probs: (batch, frames, vocab)."""
-    if not fits.any():
+    if not fits.any() or log_probs.shape[1] == 0:  # no frames at all: only empty targets fit, at probability 1
         return log_probs.sum() * 0.0
     negative_log_likelihood = F.ctc_loss(
         log_probs.transpose(0, 1), targets, frame_lengths, target_lengths, blank=blank_id, reduction="none",

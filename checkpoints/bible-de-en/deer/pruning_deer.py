@@ -25,12 +25,15 @@ from transformers.pytorch_utils import prune_linear_layer
 
 
 def check_level(level) -> float:
-    """A sparsity level must be a number in [0, 1)."""
+    """A sparsity level must be a number in [0, 1) (a numpy scalar or a one-element tensor too). It is returned as a
+    Python float rounded to 6 decimals, so that `np.float32(0.3)` and `0.3` are the same level."""
+    if isinstance(level, torch.Tensor) and level.numel() == 1:
+        level = level.item()
     if isinstance(level, bool) or not isinstance(level, numbers.Real):
         raise TypeError(f"a sparsity level must be a number in [0, 1), got {level!r} ({type(level).__name__}).")
     if not (0 <= level < 1) or math.isnan(level):
         raise ValueError(f"a sparsity level must be in [0, 1) (0 keeps everything), got {level}.")
-    return float(level)
+    return round(float(level), 6)
 
 
 def head_parameter_count(hidden_size: int, head_dim: int) -> int:
