@@ -79,6 +79,9 @@ def test_tiny_roberta_style_logits_match(tmp_path, config_class, model_class):
     mask = torch.arange(38) < lengths[:, None]
     ids = ids.masked_fill(~mask, 1)
     assert_same_mlm_logits(model, mlm, ids, mask.long())
+    # Without those ids and without tokenizer files, from_mlm refuses to guess.
+    with pytest.raises(ValueError, match="not this checkpoint's|pass"):
+        DeerForConditionalGeneration.from_mlm(tmp_path)
 
 
 def test_tiny_bert_with_type_ids_and_untied_decoder(tmp_path):
