@@ -116,8 +116,8 @@ def test_the_pipeline_from_a_local_dir_and_from_remote_code(tmp_path, tiny_bert_
 
     model = DeerForConditionalGeneration.from_mlm(tiny_bert_path, sparsity_levels=[0.0, 0.5], max_insertions=4)
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert_path)
-    model.save_pretrained(tmp_path / "model")
-    tokenizer.save_pretrained(tmp_path / "model")
+    model.save_pretrained(tmp_path / "model", tokenizer=tokenizer)  # the tokenizer travels with the model
+    assert (tmp_path / "model" / "tokenizer.json").exists()
     texts = ["Im Anfang war das Wort.", "Und das Wort war bei Gott.", "Ja."]
     # A saved model names its pipeline in config.json, so from a directory or the Hub transformers asks for
     # trust_remote_code (the pipeline file travels with the model); a loaded model object needs nothing.
