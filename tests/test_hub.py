@@ -137,6 +137,13 @@ tokenizer = AutoTokenizer.from_pretrained({repo!r})
 assert tokenizer("Im Anfang war das Wort.").input_ids == {source_ids!r}
 torch.save(model.generate(**torch.load({inputs!r}), max_iterations=2), {generated!r})
 print("heads", list(model.config.layer_num_heads or []), "params", sum(p.numel() for p in model.parameters()))
+from transformers import pipeline
+translate = pipeline(model={repo!r}, trust_remote_code=True)  # the task comes from the repo's config
+assert type(translate).__name__ == "DeerText2TextPipeline", type(translate)
+text = translate("Im Anfang war das Wort.", max_iterations=2)["generated_text"]
+ids = model.generate(**tokenizer(["Im Anfang war das Wort."], return_tensors="pt"), max_iterations=2)
+assert text == tokenizer.decode(ids[0], skip_special_tokens=True), text
+print("pipeline ok")
 """
 
 LOAD_WITH_PACKAGE = """
@@ -170,8 +177,8 @@ def test_push_then_load_without_the_package_gives_identical_generations(hub, rea
 
     files = hub.files(repo)
     for name in ("model.safetensors", "config.json", "generation_config.json", "configuration_deer.py",
-                 "modeling_deer.py", "generation_deer.py", "edit_ops.py", "pruning_deer.py", "tokenizer.json",
-                 "tokenizer_config.json", "README.md"):
+                 "modeling_deer.py", "generation_deer.py", "edit_ops.py", "pruning_deer.py", "pipeline_deer.py",
+                 "tokenizer.json", "tokenizer_config.json", "README.md"):
         assert name in files, name
     config = json.loads(files["config.json"])
     assert config["auto_map"]["AutoModelForSeq2SeqLM"] == "modeling_deer.DeerForConditionalGeneration"
@@ -194,6 +201,7 @@ def test_push_then_load_without_the_package_gives_identical_generations(hub, rea
     else:
         assert config.get("pruned_sparsity", 0.0) == 0.0
     assert f"params {sum(p.numel() for p in reference.parameters())}" in loaded.stdout
+    assert "pipeline ok" in loaded.stdout
 
     with_package = run_python(LOAD_WITH_PACKAGE.format(**paths), hub_env(hub.url, tmp / "hf3"), REPOSITORY)
     assert with_package.returncode == 0, with_package.stderr[-3000:]
