@@ -322,6 +322,14 @@ def test_evaluate_script_scores_each_split_and_iteration_count(tmp_path, tiny_be
         (split, sparsity, iterations)
         for split in ("validation", "test") for sparsity in (0, 0.5) for iterations in (0, 1)]
     assert all(0 <= row["bleu"] <= 100 and row["sentences"] == 50 for row in rows)
+    # Any split file, without a data directory.
+    monkeypatch.setattr(sys, "argv", ["evaluate", "--model", str(model_dir), "--splits", VALIDATION_FILE,
+                                      "--iterations", "0", "--output", str(output)])
+    evaluate.main()
+    rows = json.loads(output.read_text())["rows"]
+    assert [(row["split"], row["sentences"]) for row in rows] == [(VALIDATION_FILE, 50)]
+    assert rows[0]["bleu"] == next(row["bleu"] for row in report["rows"] if row["split"] == "validation" and
+                                   row["sparsity"] == 0 and row["iterations"] == 0)
 
 
 def test_the_stock_seq2seq_trainer_trains_evaluates_and_predicts(tmp_path, tiny_bert_path):

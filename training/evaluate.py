@@ -1,6 +1,7 @@
 """Score a DEER checkpoint on a prepared task's validation and test splits at several iteration counts.
 
-    python -m training.evaluate --model DIR --data_dir data/bible-de-en [--iterations 0 1 2 4] [--sparsity 0 0.5]
+    python -m training.evaluate --model DIR --data_dir data/bible-de-en [--splits validation test | my_split.csv]
+        [--iterations 0 1 2 4] [--sparsity 0 0.5]
         [--eos_penalty 0] [--blank_penalty 0] [--deletion_penalty 0] [--output results/NAME.json]
 
 Prints BLEU, chrF and ROUGE-L per split, pruning level and iteration count (references normalised as
@@ -23,8 +24,9 @@ from training.metrics import normalize, score
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True)
-    parser.add_argument("--data_dir", required=True, help="a directory from training.prepare_data")
-    parser.add_argument("--splits", nargs="+", default=["validation", "test"])
+    parser.add_argument("--data_dir", default=None, help="a directory from training.prepare_data")
+    parser.add_argument("--splits", nargs="+", default=["validation", "test"],
+                        help="split names (DATA_DIR/NAME.jsonl) or paths of split files (JSON lines / CSV / TSV)")
     parser.add_argument("--iterations", nargs="+", type=int, default=[0, 1, 2, 4])
     parser.add_argument("--sparsity", nargs="+", type=float, default=[0.0], help="pruning levels (set_sparsity)")
     for name in ("eos_penalty", "blank_penalty", "deletion_penalty"):
@@ -46,7 +48,15 @@ def main():
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     rows = []
     for split in args.splits:
-        sources, targets = read_inputs(os.path.join(args.data_dir, f"{split}.jsonl"), "source", "target")
+        if os.path.isfile(split):
+            path = split
+        elif args.data_dir:
+            path = os.path.join(args.data_dir, f"{split}.jsonl")
+        else:
+            parser.error(f"--splits {split}: not a file, and no --data_dir to find {split}.jsonl in")
+        sources, targets = read_inputs(path, "source", "target")
+        if targets is None:
+            parser.error(f"{path} has no target column to score against")
         references = normalize(tokenizer, targets)
         for sparsity in args.sparsity:
             model.set_sparsity(sparsity)
