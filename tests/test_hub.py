@@ -54,6 +54,10 @@ def test_model_card_metadata_model_index_and_grid(tmp_path):
     assert "| AR (BERT2BERT, greedy) |" in loaded.text and "| DEER (random init) |" in loaded.text
     assert "10.0x" in loaded.text  # AR b1 / DEER b1 = 50 / 5
     assert "trust_remote_code=True" in loaded.text and "## Limitations" in loaded.text
+    assert "prune_to(0.5)` removes half" in loaded.text
+    # A model trained at full size only is not advertised as prunable.
+    full_only = build_model_card(DeerForConditionalGeneration(tiny_config()), model_name="me/deer").text
+    assert "trained at full size only" in full_only and "prune_to(0.5)` removes half" not in full_only
 
 
 def test_model_card_without_results_has_no_model_index():
