@@ -66,7 +66,7 @@ def convert_mlm_to_deer(model_class, pretrained_model_name_or_path, **config_ove
             "initialised fresh and its decoder tied to the word embeddings. Fine-tune before generating."
         )
 
-    token_ids = _special_token_ids(pretrained_model_name_or_path, config_overrides)
+    token_ids = _special_token_ids(pretrained_model_name_or_path, config_overrides, source_config)
     config = DeerConfig(
         **{name: getattr(source_config, name) for name in ARCHITECTURE_FIELDS},
         position_offset=token_ids["pad_token_id"] + 1 if style == "roberta" else 0,
@@ -80,8 +80,10 @@ def convert_mlm_to_deer(model_class, pretrained_model_name_or_path, **config_ove
     return model.eval()  # like from_pretrained; the Trainer switches to training mode itself
 
 
-def _special_token_ids(pretrained_model_name_or_path, config_overrides) -> dict:
-    """bos/eos/pad/placeholder from the checkpoint's tokenizer, unless given as overrides."""
+def _special_token_ids(pretrained_model_name_or_path, config_overrides, source_config) -> dict:
+    """bos/eos/pad/placeholder from the checkpoint's tokenizer, unless given as overrides. The tokenizer is checked
+    against the checkpoint first (its size, and the special ids the checkpoint's config names): a directory without
+    tokenizer files gets transformers' empty default tokenizer, whose ids would be silently wrong."""
     token_ids = {name: config_overrides.pop(name) for name in list(SPECIAL_TOKENS) if name in config_overrides}
     if len(token_ids) == len(SPECIAL_TOKENS):
         return token_ids
@@ -92,6 +94,21 @@ def _special_token_ids(pretrained_model_name_or_path, config_overrides) -> dict:
             f"from_mlm reads the special tokens from the checkpoint's tokenizer, which failed to load ({error}); "
             f"pass {sorted(set(SPECIAL_TOKENS) - set(token_ids))} explicitly."
         ) from error
+    missing = sorted(set(SPECIAL_TOKENS) - set(token_ids))
+    if not 0.5 * source_config.vocab_size <= len(tokenizer) <= source_config.vocab_size + 1024:
+        raise ValueError(
+            f"the tokenizer found with {pretrained_model_name_or_path} has {len(tokenizer)} tokens but the model "
+            f"{source_config.vocab_size}: it is not this checkpoint's (no tokenizer files?). Add the tokenizer's "
+            f"files to the directory, or pass {missing} explicitly."
+        )
+    for config_name, attribute in (("pad_token_id", "pad_token_id"), ("bos_token_id", "cls_token_id"),
+                                   ("eos_token_id", "sep_token_id")):
+        expected, found = getattr(source_config, config_name, None), getattr(tokenizer, attribute, None)
+        if expected is not None and found is not None and expected != found and config_name in missing:
+            raise ValueError(
+                f"{pretrained_model_name_or_path}: its config says {config_name}={expected} but its tokenizer's "
+                f"{attribute} is {found}; pass the special ids explicitly ({missing})."
+            )
     for name, attribute in SPECIAL_TOKENS.items():
         if name not in token_ids:
             value = getattr(tokenizer, attribute, None)

@@ -124,14 +124,17 @@ def build_model_card(
         "ids = model.generate(**batch, max_iterations=2)   # 0 = the one-pass draft\n"
         "print(tokenizer.batch_decode(ids, skip_special_tokens=True))\n```\n\n"
         "With `pip install modeling_deer` and `import modeling_deer`, `trust_remote_code` is not needed. "
-        "`model.prune_to(0.5)` removes half of the attention and FFN parameters for good (learned head and neuron "
-        "scores decide which); `model.set_sparsity(0.5)` only masks them.",
+        + ("`model.prune_to(0.5)` removes half of the attention and FFN parameters for good (learned head and neuron "
+           "scores decide which); `model.set_sparsity(0.5)` only masks them." if config.sparsity_levels else
+           "This model was trained at full size only (no pruning levels): its head and neuron scores were never "
+           "learned, so pruning it would collapse its quality."),
         "## Choosing iterations and sparsity\n\n"
         "- `max_iterations=0` is one backbone pass: the fastest output, usually with repeated or missing words.\n"
         "- Each further iteration costs one or two more passes and fixes some of them; most of the gain is in the "
         "first one or two. Rows whose output stops changing leave the batch early.\n"
-        "- Sparsity 0.25-0.5 cuts latency and memory; the grid below shows what it costs in quality for this model. "
-        "Prune once (`prune_to`) and save, rather than masking at every call.",
+        + ("- Sparsity 0.25-0.5 cuts latency and memory; the grid below shows what it costs in quality for this "
+           "model. Prune once (`prune_to`) and save, rather than masking at every call." if config.sparsity_levels
+           else "- Sparsity: not for this model (see above); the iteration count is its one cost knob."),
     ]
     for report in reports:
         steps = report.get("training_steps", {})

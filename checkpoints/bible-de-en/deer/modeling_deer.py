@@ -415,6 +415,14 @@ class DeerForConditionalGeneration(DeerPreTrainedModel):
         """
         return convert_mlm_to_deer(cls, pretrained_model_name_or_path, **config_overrides)
 
+    def save_pretrained(self, save_directory, *args, tokenizer=None, **kwargs):
+        """`PreTrainedModel.save_pretrained`, plus `tokenizer=`: save the tokenizer next to the model, so that the
+        directory is all `AutoTokenizer` and `pipeline` need."""
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(save_directory)
+        return result
+
     def push_to_hub(
         self,
         repo_id: str,
