@@ -18,7 +18,7 @@ from .modeling_deer import (
     DeerPreTrainedModel,
     DeerSeq2SeqLMOutput,
 )
-from .pipeline_deer import DeerText2TextPipeline
+from .pipeline_deer import TASK as PIPELINE_TASK, DeerText2TextPipeline
 
 
 AutoConfig.register(DeerConfig.model_type, DeerConfig, exist_ok=True)
@@ -28,7 +28,7 @@ AutoModelForSeq2SeqLM.register(DeerConfig, DeerForConditionalGeneration, exist_o
 DeerConfig.register_for_auto_class()
 DeerForConditionalGeneration.register_for_auto_class("AutoModelForSeq2SeqLM")
 # pipeline("deer-text2text", model=...): text in, text out (saved models also list it as a custom pipeline).
-PIPELINE_REGISTRY.register_pipeline("deer-text2text", pipeline_class=DeerText2TextPipeline,
+PIPELINE_REGISTRY.register_pipeline(PIPELINE_TASK, pipeline_class=DeerText2TextPipeline,
                                     pt_model=AutoModelForSeq2SeqLM, type="text")
 
 __version__ = "0.1.0"

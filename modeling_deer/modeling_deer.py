@@ -35,7 +35,6 @@ from .edit_ops import (
     random_deletion,
     source_anchored_frames,
 )
-from .pipeline_deer import TASK as PIPELINE_TASK  # also makes save_pretrained ship the pipeline's file
 from .generation_deer import DeerGenerationConfig, collapse_frames, deer_generate, resolve_generation_config
 from .pruning_deer import (
     SparsityReport,

@@ -48,3 +48,9 @@ class DeerText2TextPipeline(Pipeline):
 
     def postprocess(self, outputs):
         return {"generated_text": self.tokenizer.decode(outputs["output_ids"][0], skip_special_tokens=True)}
+
+
+def custom_pipelines() -> dict:
+    """What a saved model's config.json lists under `custom_pipelines`, so that `pipeline(model=path,
+    trust_remote_code=True)` finds this file among the model's own."""
+    return {TASK: {"impl": "pipeline_deer.DeerText2TextPipeline", "pt": ["AutoModelForSeq2SeqLM"], "type": "text"}}

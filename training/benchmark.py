@@ -238,12 +238,12 @@ def main(argv=None):
     sources, targets = test["source"], test["target"]
     if len(sources) < 32:
         raise SystemExit(f"error: the test split has {len(sources)} pairs; the batch-32 timing needs 32")
-    references = normalize(AutoTokenizer.from_pretrained(args.deer), targets)
     b1_sources, b32_sources = sources[: args.b1_sentences], sources[:32]
     runs = {name: path for name, path in (("deer", args.deer), ("deer_random", args.deer_random),
                                           ("deer_distilled", args.deer_distilled), ("ar", args.ar)) if path}
     # Each run reads with its own tokenizer: a shipped AR checkpoint has a trimmed one (training.ship_checkpoint).
     tokenizers = {path: AutoTokenizer.from_pretrained(path) for path in runs.values()}
+    references = normalize(tokenizers[args.deer], targets)
 
     systems = []  # every (run, sparsity, iterations) cell, sharing loaded models
     for run, path in runs.items():

@@ -43,10 +43,11 @@ def analyse(model, tokenizer, sources: list[str], targets: list[str], batch_size
     counts = dict.fromkeys(("draft_words", "oracle_deletes", "model_deletes", "model_deletes_right",
                             "deletes_with_penalty"), 0)
     for start in range(0, len(sources), batch_size):
+        # Tokenised as generation and training read text (a literal "[SEP]" is text).
         batch = tokenizer(sources[start : start + batch_size], return_tensors="pt", padding=True, truncation=True,
-                          max_length=config.max_sequence_length)
+                          max_length=config.max_sequence_length, split_special_tokens=True)
         gold = tokenizer(targets[start : start + batch_size], return_tensors="pt", padding=True, truncation=True,
-                         max_length=config.max_sequence_length).input_ids
+                         max_length=config.max_sequence_length, split_special_tokens=True).input_ids
         encoder_output, draft = _draft(model, batch.input_ids, batch.attention_mask, knobs.blank_penalty)
         words = inner_mask(draft, pad)
         oracle = edit_oracle(draft, gold, pad).delete_mask & words

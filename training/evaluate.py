@@ -17,7 +17,7 @@ import torch
 from transformers import AutoTokenizer
 
 from modeling_deer import DeerForConditionalGeneration
-from training.generate import generate_texts, read_inputs
+from training.generate import add_knob_arguments, apply_knob_arguments, generate_texts, read_inputs
 from training.metrics import normalize, score
 
 
@@ -29,8 +29,7 @@ def main():
                         help="split names (DATA_DIR/NAME.jsonl) or paths of split files (JSON lines / CSV / TSV)")
     parser.add_argument("--iterations", nargs="+", type=int, default=[0, 1, 2, 4])
     parser.add_argument("--sparsity", nargs="+", type=float, default=[0.0], help="pruning levels (set_sparsity)")
-    for name in ("eos_penalty", "blank_penalty", "deletion_penalty"):
-        parser.add_argument(f"--{name}", type=float, default=None, help="default: the model's generation config")
+    add_knob_arguments(parser)
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--output", default=None)
@@ -41,10 +40,7 @@ def main():
     model = DeerForConditionalGeneration.from_pretrained(args.model).eval()
     for sparsity in args.sparsity:  # an impossible level fails here, before any decoding
         model.set_sparsity(sparsity)
-    for name in ("eos_penalty", "blank_penalty", "deletion_penalty"):
-        if getattr(args, name) is not None:
-            setattr(model.generation_config, name, getattr(args, name))
-    model.generation_config.validate()
+    apply_knob_arguments(model, args)
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     rows = []
     for split in args.splits:

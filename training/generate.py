@@ -19,7 +19,7 @@ from transformers import AutoTokenizer
 
 from modeling_deer import DeerForConditionalGeneration
 from training.metrics import normalize, score
-from training.train import check_rows, check_text_file, load_split
+from training.train import check_text_file, load_split
 
 
 def read_inputs(path: str, source_column: str, target_column: str) -> tuple[list[str], list[str] | None]:
@@ -27,14 +27,29 @@ def read_inputs(path: str, source_column: str, target_column: str) -> tuple[list
     plain text file: every line, blank ones too, so that output line i answers input line i. A row without text
     fails here, before any work, naming the file and line."""
     if path.rsplit(".", 1)[-1].lower() in ("jsonl", "json", "csv", "tsv"):
-        check_text_file(path)
-        check_rows(path, (source_column, target_column))
-        dataset = load_split(path, source_column, source_column, None)  # checks the file too
+        dataset = load_split(path, source_column, target_column, None, target_required=False)
         targets = dataset[target_column] if target_column in dataset.column_names else None
         return list(dataset[source_column]), (list(targets) if targets is not None else None)
     check_text_file(path)
     with open(path, encoding="utf-8") as handle:
         return handle.read().splitlines(), None
+
+
+KNOBS = ("eos_penalty", "blank_penalty", "deletion_penalty")
+
+
+def add_knob_arguments(parser: argparse.ArgumentParser):
+    """--eos_penalty, --blank_penalty, --deletion_penalty: override the model's saved decoding knobs."""
+    for name in KNOBS:
+        parser.add_argument(f"--{name}", type=float, default=None, help="default: the model's generation config")
+
+
+def apply_knob_arguments(model, args):
+    """Set the knobs given on the command line; a bad value fails here, before any decoding."""
+    for name in KNOBS:
+        if getattr(args, name) is not None:
+            setattr(model.generation_config, name, getattr(args, name))
+    model.generation_config.validate()
 
 
 def generate_texts(model, tokenizer, sources: list[str], max_iterations: int, batch_size: int,
@@ -62,8 +77,7 @@ def main():
     parser.add_argument("--output", required=True)
     parser.add_argument("--max_iterations", type=int, default=None, help="default: the model's generation config")
     parser.add_argument("--sparsity", type=float, default=0.0, help="mask the model to this pruning level")
-    for name in ("eos_penalty", "blank_penalty", "deletion_penalty"):
-        parser.add_argument(f"--{name}", type=float, default=None, help="default: the model's generation config")
+    add_knob_arguments(parser)
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--source_column", default="source")
     parser.add_argument("--target_column", default="target")
@@ -75,10 +89,7 @@ def main():
     model = DeerForConditionalGeneration.from_pretrained(args.model).eval()
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     model.set_sparsity(args.sparsity)
-    for name in ("eos_penalty", "blank_penalty", "deletion_penalty"):
-        if getattr(args, name) is not None:
-            setattr(model.generation_config, name, getattr(args, name))
-    model.generation_config.validate()  # a bad value fails here, before any decoding
+    apply_knob_arguments(model, args)
     iterations = model.generation_config.max_iterations if args.max_iterations is None else args.max_iterations
     sources, targets = read_inputs(args.input, args.source_column, args.target_column)
 

@@ -5,9 +5,9 @@
         --train_file data/bible-de-en-32/train.jsonl
 
 A DEER run (trained with --trim_vocabulary, so its LM head holds only the training data's tokens) is saved as it
-is, in float32, with this package's code for `trust_remote_code`. A BERT2BERT run (training.train_ar) keeps the full vocabulary in two embedding tables; it gets them
-trimmed to the tokens of --train_file's sources and targets (`trim_ar_vocabulary`, tokenizer included), and its
-weights are stored in float16 (the config says float32, so it loads and decodes in float32 as before). Both copies
+is, in float32, with this package's code for `trust_remote_code`. A BERT2BERT run (training.train_ar) keeps the
+full vocabulary in two embedding tables; it gets them trimmed to the tokens of --train_file's sources and targets
+(`trim_ar_vocabulary`, tokenizer included), and its weights are stored in float16 (the config says float32, so it loads and decodes in float32 as before). Both copies
 keep the run's small records: the command that made it, the trainer state, the learning curve, the tuned decoding
 knobs. The Trainer's checkpoints and its pickled arguments are left behind. It fails if a file would be larger than
 --max_file_mb.

@@ -433,7 +433,10 @@ def check_rows(path: str, text_columns: tuple[str, ...]):
                                  "text.")
 
 
-def load_split(path: str, source_column: str, target_column: str, max_samples: int | None) -> datasets.Dataset:
+def load_split(path: str, source_column: str, target_column: str, max_samples: int | None,
+               target_required: bool = True) -> datasets.Dataset:
+    """A JSON lines / CSV / TSV split, checked first (`check_text_file`, `check_rows`); the target column may be
+    absent when `target_required` is False (text to generate from)."""
     check_text_file(path)
     check_rows(path, (source_column, target_column))
     extension = path.rsplit(".", 1)[-1].lower()
@@ -444,7 +447,7 @@ def load_split(path: str, source_column: str, target_column: str, max_samples: i
                                         delimiter="\t" if extension == "tsv" else ",")
     else:
         raise ValueError(f"data file {path}: use .jsonl, .json, .csv or .tsv.")
-    for column in (source_column, target_column):
+    for column in (source_column, target_column) if target_required else (source_column,):
         if column not in dataset.column_names:
             raise ValueError(f"data file {path} has columns {dataset.column_names}, not '{column}'; "
                              "set --source_column / --target_column.")

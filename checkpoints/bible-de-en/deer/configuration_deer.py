@@ -9,6 +9,8 @@ import math
 from transformers import PreTrainedConfig
 from transformers.utils import logging
 
+from .pipeline_deer import custom_pipelines
+
 
 logger = logging.get_logger(__name__)
 
@@ -123,9 +125,8 @@ class DeerConfig(PreTrainedConfig):
     tie_word_embeddings: bool = True
 
     def __post_init__(self, **kwargs):
-        # The pipeline this model's saved files carry (pipeline_deer.py), for pipeline(model=..., trust_remote_code).
-        kwargs.setdefault("custom_pipelines", {"deer-text2text": {
-            "impl": "pipeline_deer.DeerText2TextPipeline", "pt": ["AutoModelForSeq2SeqLM"], "type": "text"}})
+        # The pipeline this model's saved files carry (pipeline_deer.py, saved because it is imported here).
+        kwargs.setdefault("custom_pipelines", custom_pipelines())
         if self.sparsity_levels is None:
             self.sparsity_levels = []
         if self.layer_num_heads is None:
