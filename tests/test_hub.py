@@ -137,7 +137,7 @@ import torch
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 model = AutoModelForSeq2SeqLM.from_pretrained({repo!r}, trust_remote_code=True)
 assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
-tokenizer = AutoTokenizer.from_pretrained({repo!r})
+tokenizer = AutoTokenizer.from_pretrained({repo!r}, trust_remote_code=True)
 assert tokenizer("Im Anfang war das Wort.").input_ids == {source_ids!r}
 torch.save(model.generate(**torch.load({inputs!r}), max_iterations=2), {generated!r})
 print("heads", list(model.config.layer_num_heads or []), "params", sum(p.numel() for p in model.parameters()))
@@ -153,9 +153,10 @@ print("pipeline ok")
 LOAD_WITH_PACKAGE = """
 import torch
 import modeling_deer
-from transformers import AutoModelForSeq2SeqLM
+from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 model = AutoModelForSeq2SeqLM.from_pretrained({repo!r})  # no remote code needed
 assert type(model) is modeling_deer.DeerForConditionalGeneration
+assert type(AutoTokenizer.from_pretrained({repo!r})).__name__ == "BertTokenizer"  # no flag, no question
 assert torch.equal(model.generate(**torch.load({inputs!r}), max_iterations=2), torch.load({expected!r}))
 print("package load ok")
 """
@@ -193,6 +194,7 @@ def test_push_then_load_without_the_package_gives_identical_generations(hub, rea
     loaded = run_python(LOAD_WITHOUT_PACKAGE.format(source_ids=source_ids, **paths), hub_env(hub.url, tmp / "hf2"),
                         tmp)
     assert loaded.returncode == 0, loaded.stderr[-3000:]
+    assert "Do you wish to run the custom code" not in loaded.stdout + loaded.stderr  # nothing asked on stdin
     assert torch.equal(torch.load(tmp / "generated.pt"), torch.load(tmp / "expected.pt"))
     reference = DeerForConditionalGeneration.from_pretrained(tmp / "model")
     if trimmed:
@@ -209,6 +211,7 @@ def test_push_then_load_without_the_package_gives_identical_generations(hub, rea
 
     with_package = run_python(LOAD_WITH_PACKAGE.format(**paths), hub_env(hub.url, tmp / "hf3"), REPOSITORY)
     assert with_package.returncode == 0, with_package.stderr[-3000:]
+    assert "Do you wish to run the custom code" not in with_package.stdout + with_package.stderr
 
 
 def test_a_push_that_fails_midway_raises_clearly_and_leaves_the_model_intact(hub, real_model_dir):

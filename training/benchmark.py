@@ -24,7 +24,6 @@ It writes the JSON (`rows`, plus hardware, commands and training steps), a markd
 of quality against batch-1 latency (.png): one curve per pruning level, the AR model as a point.
 """
 
-import argparse
 import json
 import os
 import platform
@@ -38,6 +37,7 @@ from transformers import AutoTokenizer
 
 from modeling_deer import DeerForConditionalGeneration
 from modeling_deer.model_card_deer import METRIC_NAMES, results_table, system_label
+from training.cli import benchmark_parser
 from training.generate import generate_texts
 from training.metrics import normalize, score
 from training.timing import interleaved_medians, peak_rss_mb, reset_peak_rss
@@ -186,26 +186,7 @@ def plot(rows: list[dict], metric: str, title: str, path: str):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--task", help="a name for the report; bible-de-en / bible-kjv-bbe also pick the metrics")
-    parser.add_argument("--metrics", nargs=2, choices=sorted(METRIC_NAMES), default=None,
-                        help="the two quality metrics, the first one plotted (default: the task's, else bleu chrf)")
-    parser.add_argument("--data_dir", help="holds test.jsonl (training.prepare_data writes it)")
-    parser.add_argument("--test_file", default=None, help="score this split file instead of DATA_DIR/test.jsonl "
-                                                          "(JSON lines / CSV / TSV with source and target)")
-    parser.add_argument("--deer", help="a DEER checkpoint (with its tokenizer)")
-    parser.add_argument("--ar", help="an EncoderDecoderModel checkpoint (training.train_ar)")
-    parser.add_argument("--deer_random", default=None, help="the ablation: DEER trained from random weights")
-    parser.add_argument("--deer_distilled", default=None, help="DEER trained on the AR model's outputs")
-    parser.add_argument("--iterations", type=int, nargs="+", default=[0, 1, 2, 4])
-    parser.add_argument("--sparsities", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75])
-    parser.add_argument("--max_eval_samples", type=int, default=None, help="the first N test pairs (default: all)")
-    parser.add_argument("--b1_sentences", type=int, default=16, help="sources timed one at a time per round")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--examples", type=int, default=3, help="held-out examples to print")
-    parser.add_argument("--output", required=False, help="the JSON to write (.md and .png go next to it)")
-    parser.add_argument("--memory_of", help=argparse.SUPPRESS)
+    parser = benchmark_parser()
     args = parser.parse_args(argv)
     if args.memory_of is None:
         missing = [f"--{name}" for name in ("task", "deer", "ar", "output") if not getattr(args, name)]

@@ -8,7 +8,6 @@ Prints BLEU, chrF and ROUGE-L per split, pruning level and iteration count (refe
 training/metrics says) and the generation time; writes them as JSON with `--output`.
 """
 
-import argparse
 import json
 import os
 import time
@@ -17,23 +16,13 @@ import torch
 from transformers import AutoTokenizer
 
 from modeling_deer import DeerForConditionalGeneration
-from training.generate import add_knob_arguments, apply_knob_arguments, generate_texts, read_inputs
+from training.cli import evaluate_parser
+from training.generate import apply_knob_arguments, generate_texts, read_inputs
 from training.metrics import normalize, score
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--data_dir", default=None, help="a directory from training.prepare_data")
-    parser.add_argument("--splits", nargs="+", default=["validation", "test"],
-                        help="split names (DATA_DIR/NAME.jsonl) or paths of split files (JSON lines / CSV / TSV)")
-    parser.add_argument("--iterations", nargs="+", type=int, default=[0, 1, 2, 4])
-    parser.add_argument("--sparsity", nargs="+", type=float, default=[0.0], help="pruning levels (set_sparsity)")
-    add_knob_arguments(parser)
-    parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--output", default=None)
-    args = parser.parse_args()
+def main(argv=None):
+    args = evaluate_parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
 

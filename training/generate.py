@@ -9,7 +9,6 @@ target column, the outputs are scored (BLEU, chrF, ROUGE-L; references normalise
 scores printed and written next to the output as OUTPUT.scores.json. The output holds one generated text per line.
 """
 
-import argparse
 import json
 import time
 
@@ -18,6 +17,7 @@ from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 
 from modeling_deer import DeerForConditionalGeneration
+from training.cli import KNOBS, generate_parser
 from training.metrics import normalize, score
 from training.train import check_text_file, load_split
 
@@ -33,15 +33,6 @@ def read_inputs(path: str, source_column: str, target_column: str) -> tuple[list
     check_text_file(path)
     with open(path, encoding="utf-8") as handle:
         return handle.read().splitlines(), None
-
-
-KNOBS = ("eos_penalty", "blank_penalty", "deletion_penalty")
-
-
-def add_knob_arguments(parser: argparse.ArgumentParser):
-    """--eos_penalty, --blank_penalty, --deletion_penalty: override the model's saved decoding knobs."""
-    for name in KNOBS:
-        parser.add_argument(f"--{name}", type=float, default=None, help="default: the model's generation config")
 
 
 def apply_knob_arguments(model, args):
@@ -70,19 +61,8 @@ def generate_texts(model, tokenizer, sources: list[str], max_iterations: int, ba
     return outputs
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="a DEER checkpoint directory (with its tokenizer)")
-    parser.add_argument("--input", required=True)
-    parser.add_argument("--output", required=True)
-    parser.add_argument("--max_iterations", type=int, default=None, help="default: the model's generation config")
-    parser.add_argument("--sparsity", type=float, default=0.0, help="mask the model to this pruning level")
-    add_knob_arguments(parser)
-    parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--source_column", default="source")
-    parser.add_argument("--target_column", default="target")
-    parser.add_argument("--threads", type=int, default=None)
-    args = parser.parse_args()
+def main(argv=None):
+    args = generate_parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
 

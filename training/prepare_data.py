@@ -10,11 +10,11 @@ validation verse is in train. With
 included) are kept, in every split: short verses make short CPU runs.
 """
 
-import argparse
 import json
 import os
 
-from training.bible import SPLITS, TASKS, load_bible_pairs, tiny_bert_path
+from training.bible import SPLITS, load_bible_pairs, tiny_bert_path
+from training.cli import prepare_data_parser
 
 
 def write_jsonl(rows: list[dict], path: str):
@@ -40,14 +40,8 @@ def prepare(task: str, output_dir: str, max_length: int | None = None, tokenizer
     return {name: len(rows) for name, rows in splits.items()}
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--task", required=True, choices=sorted(TASKS))
-    parser.add_argument("--output_dir", required=True)
-    parser.add_argument("--max_length", type=int, default=None,
-                        help="keep only pairs whose source and target fit in this many tokens")
-    parser.add_argument("--tokenizer", default=None, help="counts the tokens (default: the real tiny BERT's)")
-    args = parser.parse_args()
+def main(argv=None):
+    args = prepare_data_parser().parse_args(argv)
     if args.max_length is not None and args.max_length < 3:
         raise SystemExit("error: --max_length must be at least 3 (bos, one token, eos)")
     tokenizer = None

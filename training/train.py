@@ -27,7 +27,6 @@ import os
 import shlex
 import sys
 import time
-from dataclasses import dataclass, field
 
 import datasets
 import torch
@@ -42,59 +41,12 @@ from transformers import (
 )
 
 from modeling_deer import DeerForConditionalGeneration
+from training.arguments import CardArguments, DataArguments, ModelArguments
 from training.data import DeerDataCollator
 from training.metrics import score
 
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class ModelArguments:
-    model_name_or_path: str = field(metadata={"help": "A BERT-family masked LM (directory or Hub id), converted "
-                                                      "with from_mlm, or an existing DEER checkpoint."})
-    tokenizer_name: str | None = field(default=None, metadata={"help": "Defaults to model_name_or_path."})
-    upsample_ratio: float | None = field(default=None, metadata={"help": "Draft frames per source token."})
-    glancing_start: float = field(default=0.5, metadata={"help": "Glancing ratio at the first step."})
-    glancing_end: float = field(default=0.2, metadata={"help": "Glancing ratio at the last step (linear)."})
-    sparsity_levels: list[float] = field(default_factory=list, metadata={
-        "help": "Pruning levels sampled during training, e.g. 0 0.25 0.5 0.75. Empty: no pruning scores trained."})
-    sparsity_weight: float | None = field(default=None, metadata={"help": "Weight of the score regulariser."})
-    score_learning_rate: float | None = field(default=None, metadata={
-        "help": "Learning rate of the pruning scores (default: --learning_rate)."})
-    max_train_minutes: float | None = field(default=None, metadata={
-        "help": "Stop training after this many minutes of wall time (then save as usual), whatever --max_steps says."})
-    random_init: bool = field(default=False, metadata={
-        "help": "Ablation: the same shape, special tokens and tokenizer as the converted MLM, but every weight drawn "
-                "afresh (seeded by --seed): what the pretrained MLM is worth."})
-    draft_input: str | None = field(default=None, metadata={
-        "help": "What the draft frames read: 'source' (the source tokens spread over the frames) or 'placeholder' "
-                "(the paper). Default: the model's (new models: source)."})
-    separate_blank_head: bool | None = field(default=None, metadata={
-        "help": "Give the CTC blank its own output row (a new model only; default: yes). It is calibrated on the "
-                "first training sources before training."})
-    draft_edit_ratio: float | None = field(default=None, metadata={
-        "help": "Share of the rows whose edit losses use the model's own draft (0 = the paper's gold-derived inputs)."})
-    edit_loss_weight: float | None = field(default=None, metadata={
-        "help": "Weight of each of the three edit losses (insertion, word, deletion); the CTC loss keeps weight 1. "
-                "Default: the model's (a new model: 0.5; the paper: 1)."})
-    ctc_only_steps: int | None = field(default=None, metadata={
-        "help": "Train the draft alone (CTC loss only, the edit passes skipped) for this many steps first; then all "
-                "four losses. Default: the first third of the training steps; 0: all four from the start (the "
-                "paper)."})
-    trim_vocabulary: bool = field(default=False, metadata={
-        "help": "Shrink the embeddings and LM head to the tokens of the training data (sources and targets): a "
-                "faster model that can only write those tokens. The tokenizer is unchanged."})
-
-
-@dataclass
-class CardArguments:
-    """Model-card metadata for `--push_to_hub` (the card also gets the evaluation metrics of this run)."""
-
-    card_base_model: str | None = field(default=None, metadata={"help": "Hub id of the MLM the run started from."})
-    card_datasets: list[str] = field(default_factory=list, metadata={"help": "Dataset names for the card."})
-    card_language: list[str] = field(default_factory=list, metadata={"help": "Language codes, e.g. de en."})
-    card_license: str = field(default="apache-2.0")
 
 
 def push_run(model, tokenizer, training_args, card_args: CardArguments, metrics: dict | None):
@@ -109,19 +61,6 @@ def push_run(model, tokenizer, training_args, card_args: CardArguments, metrics:
     commit = model.push_to_hub(repo_id, tokenizer=tokenizer, model_card=card, token=training_args.hub_token,
                                private=training_args.hub_private_repo, revision=training_args.hub_revision)
     logger.info(f"pushed to {repo_id}: {commit.commit_url if commit is not None else ''}")
-
-
-@dataclass
-class DataArguments:
-    train_file: str | None = field(default=None, metadata={"help": "JSON lines, CSV or TSV."})
-    validation_file: str | None = field(default=None, metadata={"help": "JSON lines, CSV or TSV."})
-    source_column: str = field(default="source")
-    target_column: str = field(default="target")
-    max_train_samples: int | None = field(default=None)
-    max_eval_samples: int | None = field(default=None)
-    max_source_length: int = field(default=128, metadata={"help": "Longer sources are truncated."})
-    max_target_length: int = field(default=128, metadata={"help": "Longer targets are truncated."})
-    generation_max_iterations: int = field(default=2, metadata={"help": "Edit rounds when evaluating by generation."})
 
 
 class GlancingScheduleCallback(TrainerCallback):

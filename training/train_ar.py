@@ -15,7 +15,6 @@ from the tokenizer's bos ([CLS] / <s>) and learns to end with its eos ([SEP] / <
 import copy
 import json
 import warnings
-from dataclasses import dataclass, field
 
 import tokenizers
 import torch
@@ -28,25 +27,14 @@ from transformers import (
     Seq2SeqTrainingArguments,
 )
 
+from training.arguments import ARModelArguments, DataArguments
 from training.train import (
-    DataArguments,
     generation_metrics,
     load_datasets,
     parse_arguments,
     run_callbacks,
     train_and_evaluate,
 )
-
-
-
-@dataclass
-class ARModelArguments:
-    model_name_or_path: str = field(metadata={"help": "A BERT-family masked LM (directory or Hub id), the encoder "
-                                                      "and the decoder both start from it; or an EncoderDecoderModel "
-                                                      "checkpoint to go on training."})
-    tokenizer_name: str | None = field(default=None, metadata={"help": "Defaults to model_name_or_path."})
-    max_train_minutes: float | None = field(default=None, metadata={
-        "help": "Stop training after this many minutes of wall time (then save as usual), whatever --max_steps says."})
 
 
 def special_ids(tokenizer) -> tuple[int, int, int]:

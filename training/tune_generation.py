@@ -19,7 +19,6 @@ and a pushed model decode as tuned; every candidate's scores are printed and sav
 tune_generation.json in the model directory. The test split is never looked at.
 """
 
-import argparse
 import json
 import os
 
@@ -28,6 +27,7 @@ from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 
 from modeling_deer import DeerForConditionalGeneration
+from training.cli import tune_generation_parser
 from training.generate import generate_texts, read_inputs
 from training.metrics import normalize, score
 
@@ -51,18 +51,7 @@ def tune_penalty(model, tokenizer, sources: list[str], references: list[str], na
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="a DEER checkpoint directory (with its tokenizer)")
-    parser.add_argument("--validation_file", required=True, help="JSON lines / CSV / TSV with source and target")
-    parser.add_argument("--source_column", default="source")
-    parser.add_argument("--target_column", default="target")
-    parser.add_argument("--iterations", type=int, default=2, help="edit rounds to tune for (0 = the draft)")
-    parser.add_argument("--blank_penalties", type=float, nargs="+", default=[0.0, 1.0, 2.0, 3.0, 4.0, 6.0])
-    parser.add_argument("--deletion_penalties", type=float, nargs="+", default=[0.0, 1.0, 2.0, 4.0])
-    parser.add_argument("--penalties", type=float, nargs="+", default=[0.0, 0.5, 1.0, 1.5, 2.0, 3.0],
-                        help="eos_penalty candidates")
-    parser.add_argument("--metric", choices=["bleu", "chrf", "rougeL"], default="bleu")
-    parser.add_argument("--threads", type=int, default=None)
+    parser = tune_generation_parser()
     args = parser.parse_args(argv)
     if args.iterations < 0:
         parser.error("--iterations must be at least 0")

@@ -1,0 +1,105 @@
+"""The console commands of `pip install ".[train]"`: installed (not editable) into a folder of their own, run from
+another directory, `--help` without loading torch, and one real job each for prepare-data, train and generate."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from training import cli
+
+
+REPO = Path(__file__).resolve().parents[1]
+COMMANDS = ["deer-prepare-data", "deer-train", "deer-train-ar", "deer-tune", "deer-generate", "deer-evaluate",
+            "deer-benchmark"]
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """The package installed with pip into its own folder (no editable link to the repository), and an
+    environment whose Python finds it there first."""
+    target = tmp_path_factory.mktemp("install")
+    build = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                            "--target", str(target), str(REPO)], capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stderr[-3000:]
+    environment = dict(os.environ, PYTHONPATH=str(target), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    work = tmp_path_factory.mktemp("elsewhere")
+    return target, environment, work
+
+
+def run(installed, command: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    target, environment, work = installed
+    return subprocess.run([str(target / "bin" / command), *args], env=environment, cwd=work, capture_output=True,
+                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def test_the_installed_copy_is_the_one_that_runs(installed):
+    target, environment, work = installed
+    where = subprocess.run([sys.executable, "-c", "import training, modeling_deer; "
+                                                  "print(training.__file__); print(modeling_deer.__file__)"],
+                           env=environment, cwd=work, capture_output=True, text=True, timeout=120)
+    assert where.returncode == 0, where.stderr
+    assert all(line.startswith(str(target)) for line in where.stdout.split()), where.stdout
+    assert sorted(path.name for path in (target / "bin").iterdir()) == sorted(COMMANDS)
+    assert (target / "training" / "metrics" / "bleu_chrf" / "bleu_chrf.py").is_file()  # the metric scripts travel
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_answers_fast_from_anywhere(installed, command):
+    started = time.perf_counter()
+    result = run(installed, command, "--help")
+    seconds = time.perf_counter() - started
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"usage: {command}") and "--" in result.stdout
+    assert seconds < 2.0, f"{command} --help took {seconds:.1f} s"
+
+
+def test_a_bad_flag_fails_before_anything_loads(installed):
+    started = time.perf_counter()
+    result = run(installed, "deer-generate", "--model", "m", "--input", "i", "--output", "o", "--beams", "4")
+    assert result.returncode == 2 and "unrecognized arguments: --beams" in result.stderr
+    assert time.perf_counter() - started < 2.0
+
+
+def test_train_help_lists_its_own_flags_and_help_all_adds_transformers(installed):
+    short = run(installed, "deer-train", "--help").stdout
+    assert "--draft_input" in short and "--train_file" in short and "--card_language" in short
+    assert "--help-all" in short and "--lr_scheduler_type" not in short
+    full = run(installed, "deer-train", "--help-all")
+    assert full.returncode == 0, full.stderr[-2000:]
+    assert "--lr_scheduler_type" in full.stdout and "--draft_input" in full.stdout
+
+
+def test_prepare_train_and_generate_from_another_directory(installed, tiny_bert_path):
+    _, _, work = installed
+    prepared = run(installed, "deer-prepare-data", "--task", "bible-de-en", "--output_dir", "data",
+                   "--max_length", "16", "--tokenizer", tiny_bert_path)
+    assert prepared.returncode == 0, prepared.stderr[-2000:]
+    assert (work / "data" / "train.jsonl").is_file()
+    trained = run(installed, "deer-train", "--model_name_or_path", tiny_bert_path, "--output_dir", "run",
+                  "--train_file", "data/train.jsonl", "--max_source_length", "16", "--max_target_length", "16",
+                  "--do_train", "--max_steps", "2", "--per_device_train_batch_size", "4", "--use_cpu",
+                  "--report_to", "none", "--save_strategy", "no", "--disable_tqdm", "true")
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    assert (work / "run" / "model.safetensors").is_file()
+    sources = [json.loads(line)["source"] for line in (work / "data" / "test.jsonl").read_text().splitlines()[:3]]
+    (work / "in.txt").write_text("\n".join(sources) + "\n")
+    generated = run(installed, "deer-generate", "--model", "run", "--input", "in.txt", "--output", "out.txt",
+                    "--max_iterations", "1", "--batch_size", "2")
+    assert generated.returncode == 0, generated.stderr[-3000:]
+    assert len((work / "out.txt").read_text().splitlines()) == 3
+
+
+def test_every_script_parser_is_the_commands(tmp_path):
+    """The scripts parse with the parsers here, so `python -m training.X` and `deer-X` take the same flags."""
+    assert set(cli.PARSERS) | set(cli.TRAINING_FLAGS) == {
+        "prepare_data", "train", "train_ar", "tune_generation", "generate", "evaluate", "benchmark"}
+    from modeling_deer.model_card_deer import METRIC_NAMES
+
+    assert set(cli.METRICS) == set(METRIC_NAMES)
+    with pytest.raises(SystemExit):
+        cli.run("generate", ["--model", "m"])  # --input and --output missing: argparse exits before any import

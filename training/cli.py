@@ -1,0 +1,201 @@
+"""The console commands that `pip install ".[train]"` puts on the PATH, each one a script of this package that then
+works from any directory (`python -m training.<script>` from the repository root stays the same thing):
+
+    deer-prepare-data   training.prepare_data       a bible task as JSON lines
+    deer-train          training.train              fine-tune DEER (every Seq2SeqTrainingArguments flag too)
+    deer-train-ar       training.train_ar           the BERT2BERT reference
+    deer-tune           training.tune_generation    tune the decoding knobs on validation
+    deer-generate       training.generate           decode a file
+    deer-evaluate       training.evaluate           score a checkpoint on split files
+    deer-benchmark      training.benchmark          the quality/latency grid against the AR model
+
+The argument parsers of the scripts live here, with nothing but the standard library imported, so a command parses
+its arguments, answers `--help` and rejects a bad flag before torch is loaded; only then does it import its script.
+`deer-train --help` lists the script's own flags; `--help-all` adds transformers' (that loads transformers).
+"""
+
+import argparse
+import ast
+import dataclasses
+import importlib
+import os
+import sys
+
+from training.arguments import ARModelArguments, CardArguments, DataArguments, ModelArguments
+from training.bible import TASKS
+
+
+METRICS = ("bleu", "chrf", "rougeL")  # the names training.metrics.score returns
+KNOBS = ("eos_penalty", "blank_penalty", "deletion_penalty")  # the decoding knobs a command can override
+
+
+def script_doc(script: str) -> str:
+    """A script's module docstring, read from its source without importing it (that would import torch)."""
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{script}.py"), encoding="utf-8") as handle:
+        return ast.get_docstring(ast.parse(handle.read())) or ""
+
+
+def new_parser(script: str) -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(description=script_doc(script), formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def add_knob_arguments(parser: argparse.ArgumentParser):
+    """--eos_penalty, --blank_penalty, --deletion_penalty: override the model's saved decoding knobs."""
+    for name in KNOBS:
+        parser.add_argument(f"--{name}", type=float, default=None, help="default: the model's generation config")
+
+
+# -- the parsers -------------------------------------------------------------------------------------------------------
+
+
+def prepare_data_parser() -> argparse.ArgumentParser:
+    parser = new_parser("prepare_data")
+    parser.add_argument("--task", required=True, choices=sorted(TASKS))
+    parser.add_argument("--output_dir", required=True)
+    parser.add_argument("--max_length", type=int, default=None,
+                        help="keep only pairs whose source and target fit in this many tokens")
+    parser.add_argument("--tokenizer", default=None, help="counts the tokens (default: the real tiny BERT's)")
+    return parser
+
+
+def generate_parser() -> argparse.ArgumentParser:
+    parser = new_parser("generate")
+    parser.add_argument("--model", required=True, help="a DEER checkpoint directory (with its tokenizer)")
+    parser.add_argument("--input", required=True)
+    parser.add_argument("--output", required=True)
+    parser.add_argument("--max_iterations", type=int, default=None, help="default: the model's generation config")
+    parser.add_argument("--sparsity", type=float, default=0.0, help="mask the model to this pruning level")
+    add_knob_arguments(parser)
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--source_column", default="source")
+    parser.add_argument("--target_column", default="target")
+    parser.add_argument("--threads", type=int, default=None)
+    return parser
+
+
+def evaluate_parser() -> argparse.ArgumentParser:
+    parser = new_parser("evaluate")
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--data_dir", default=None, help="a directory from training.prepare_data")
+    parser.add_argument("--splits", nargs="+", default=["validation", "test"],
+                        help="split names (DATA_DIR/NAME.jsonl) or paths of split files (JSON lines / CSV / TSV)")
+    parser.add_argument("--iterations", nargs="+", type=int, default=[0, 1, 2, 4])
+    parser.add_argument("--sparsity", nargs="+", type=float, default=[0.0], help="pruning levels (set_sparsity)")
+    add_knob_arguments(parser)
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--output", default=None)
+    return parser
+
+
+def tune_generation_parser() -> argparse.ArgumentParser:
+    parser = new_parser("tune_generation")
+    parser.add_argument("--model", required=True, help="a DEER checkpoint directory (with its tokenizer)")
+    parser.add_argument("--validation_file", required=True, help="JSON lines / CSV / TSV with source and target")
+    parser.add_argument("--source_column", default="source")
+    parser.add_argument("--target_column", default="target")
+    parser.add_argument("--iterations", type=int, default=2, help="edit rounds to tune for (0 = the draft)")
+    parser.add_argument("--blank_penalties", type=float, nargs="+", default=[0.0, 1.0, 2.0, 3.0, 4.0, 6.0])
+    parser.add_argument("--deletion_penalties", type=float, nargs="+", default=[0.0, 1.0, 2.0, 4.0])
+    parser.add_argument("--penalties", type=float, nargs="+", default=[0.0, 0.5, 1.0, 1.5, 2.0, 3.0],
+                        help="eos_penalty candidates")
+    parser.add_argument("--metric", choices=METRICS, default="bleu")
+    parser.add_argument("--threads", type=int, default=None)
+    return parser
+
+
+def benchmark_parser() -> argparse.ArgumentParser:
+    parser = new_parser("benchmark")
+    parser.add_argument("--task", help="a name for the report; bible-de-en / bible-kjv-bbe also pick the metrics")
+    parser.add_argument("--metrics", nargs=2, choices=sorted(METRICS), default=None,
+                        help="the two quality metrics, the first one plotted (default: the task's, else bleu chrf)")
+    parser.add_argument("--data_dir", help="holds test.jsonl (training.prepare_data writes it)")
+    parser.add_argument("--test_file", default=None, help="score this split file instead of DATA_DIR/test.jsonl "
+                                                          "(JSON lines / CSV / TSV with source and target)")
+    parser.add_argument("--deer", help="a DEER checkpoint (with its tokenizer)")
+    parser.add_argument("--ar", help="an EncoderDecoderModel checkpoint (training.train_ar)")
+    parser.add_argument("--deer_random", default=None, help="the ablation: DEER trained from random weights")
+    parser.add_argument("--deer_distilled", default=None, help="DEER trained on the AR model's outputs")
+    parser.add_argument("--iterations", type=int, nargs="+", default=[0, 1, 2, 4])
+    parser.add_argument("--sparsities", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75])
+    parser.add_argument("--max_eval_samples", type=int, default=None, help="the first N test pairs (default: all)")
+    parser.add_argument("--b1_sentences", type=int, default=16, help="sources timed one at a time per round")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--examples", type=int, default=3, help="held-out examples to print")
+    parser.add_argument("--output", required=False, help="the JSON to write (.md and .png go next to it)")
+    parser.add_argument("--memory_of", help=argparse.SUPPRESS)
+    return parser
+
+
+def dataclass_help_parser(script: str, classes: tuple) -> argparse.ArgumentParser:
+    """A parser that only shows help: the flags of the script's own dataclasses (HfArgumentParser parses them for
+    real, with transformers' `Seq2SeqTrainingArguments`)."""
+    parser = new_parser(script)
+    for cls in classes:
+        group = parser.add_argument_group(cls.__name__)
+        for spec in dataclasses.fields(cls):
+            if spec.default is not dataclasses.MISSING:
+                default = f"default: {spec.default}"
+            elif spec.default_factory is not dataclasses.MISSING:
+                default = f"default: {spec.default_factory()}"
+            else:
+                default = "required"
+            text = spec.metadata.get("help", "").replace("%", "%%")
+            kind = spec.type.__name__ if isinstance(spec.type, type) else str(spec.type)
+            group.add_argument(f"--{spec.name}", metavar=kind.upper(),
+                               help=f"{text} ({default})".strip())
+    parser.epilog = (f"Every transformers Seq2SeqTrainingArguments flag works too (--output_dir, --max_steps, "
+                     f"--learning_rate, --per_device_train_batch_size, --eval_strategy, --save_steps, "
+                     f"--resume_from_checkpoint, --seed, --use_cpu, ...): `{parser.prog} --help-all` lists them.")
+    return parser
+
+
+PARSERS = {"prepare_data": prepare_data_parser, "generate": generate_parser, "evaluate": evaluate_parser,
+           "tune_generation": tune_generation_parser, "benchmark": benchmark_parser}
+TRAINING_FLAGS = {"train": (ModelArguments, DataArguments, CardArguments), "train_ar": (ARModelArguments, DataArguments)}
+
+
+# -- the commands ------------------------------------------------------------------------------------------------------
+
+
+def run(script: str, argv: list[str] | None = None):
+    """Parse the arguments of `training.<script>` here (help and flag errors exit before torch loads), then import
+    the script and run its `main`."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if script in TRAINING_FLAGS:
+        if "-h" in argv or "--help" in argv:
+            dataclass_help_parser(script, TRAINING_FLAGS[script]).print_help()
+            raise SystemExit(0)
+        argv = ["--help" if arg == "--help-all" else arg for arg in argv]
+    else:
+        PARSERS[script]().parse_args(argv)
+    importlib.import_module(f"training.{script}").main(argv)
+
+
+def prepare_data():
+    run("prepare_data")
+
+
+def train():
+    run("train")
+
+
+def train_ar():
+    run("train_ar")
+
+
+def tune():
+    run("tune_generation")
+
+
+def generate():
+    run("generate")
+
+
+def evaluate():
+    run("evaluate")
+
+
+def benchmark():
+    run("benchmark")
