@@ -11,13 +11,8 @@ from transformers.pipelines import PIPELINE_REGISTRY
 
 from .configuration_deer import DeerConfig
 from .generation_deer import DeerGenerateOutput, DeerGenerationConfig
-from .modeling_deer import (
-    DeerEncoderOutput,
-    DeerForConditionalGeneration,
-    DeerModel,
-    DeerPreTrainedModel,
-    DeerSeq2SeqLMOutput,
-)
+from .modeling_deer import DeerForConditionalGeneration, DeerModel, DeerPreTrainedModel
+from .outputs_deer import DeerEncoderOutput, DeerSeq2SeqLMOutput
 from .pipeline_deer import TASK as PIPELINE_TASK, DeerText2TextPipeline
 
 

@@ -183,6 +183,7 @@ def test_push_then_load_without_the_package_gives_identical_generations(hub, rea
     files = hub.files(repo)
     for name in ("model.safetensors", "config.json", "generation_config.json", "configuration_deer.py",
                  "modeling_deer.py", "generation_deer.py", "edit_ops.py", "pruning_deer.py", "pipeline_deer.py",
+                 "objective_deer.py", "outputs_deer.py", "vocabulary_deer.py", "hub_deer.py",
                  "tokenizer.json", "tokenizer_config.json", "README.md"):
         assert name in files, name
     config = json.loads(files["config.json"])

@@ -152,3 +152,41 @@ def test_the_pipeline_from_a_local_dir_and_from_remote_code(tmp_path, tiny_bert_
                             cwd=tmp_path, timeout=300, stdin=subprocess.DEVNULL)
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(result.stdout.strip().splitlines()[-1]) == outputs
+
+
+# -- the checkpoints shipped in the repository -----------------------------------------------------------------------
+
+SHIPPED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "checkpoints", "bible-de-en")
+
+
+def test_the_shipped_deer_carries_the_current_modeling_code():
+    """Its .py files are the remote code a user without the package runs: `make ship` must follow every change."""
+    import modeling_deer
+
+    package = os.path.dirname(modeling_deer.__file__)
+    wanted = sorted(name for name in os.listdir(package) if name.endswith(".py") and name != "__init__.py")
+    shipped = sorted(name for name in os.listdir(os.path.join(SHIPPED, "deer")) if name.endswith(".py"))
+    assert shipped == wanted, "re-run `make ship`"
+    for name in wanted:
+        with open(os.path.join(package, name)) as mine, open(os.path.join(SHIPPED, "deer", name)) as theirs:
+            assert mine.read() == theirs.read(), f"checkpoints/bible-de-en/deer/{name} is stale: re-run `make ship`"
+
+
+def test_the_shipped_deer_translates_without_the_package(tmp_path):
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.modules["modeling_deer"] = None  # the package cannot be imported here: the shipped code runs
+        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+        path = {os.path.join(SHIPPED, "deer")!r}
+        model = AutoModelForSeq2SeqLM.from_pretrained(path, trust_remote_code=True)
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=True)
+        ids = model.generate(**tokenizer(["Im Anfang war das Wort."], return_tensors="pt"), max_iterations=2)
+        print(tokenizer.decode(ids[0], skip_special_tokens=True))
+        """
+    )
+    environment = dict(os.environ, HF_MODULES_CACHE=str(tmp_path / "modules"), HF_HUB_OFFLINE="1")
+    result = subprocess.run([sys.executable, "-c", script], env=environment, capture_output=True, text=True,
+                            cwd=tmp_path, timeout=300, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "beginning" in result.stdout and "word" in result.stdout

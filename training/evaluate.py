@@ -22,7 +22,8 @@ from training.metrics import normalize, score
 
 
 def main(argv=None):
-    args = evaluate_parser().parse_args(argv)
+    parser = evaluate_parser()
+    args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
 

@@ -8,6 +8,7 @@ passes over the rows that are still changing, all against those cached source ke
 import copy
 import math
 import numbers
+import os
 from dataclasses import dataclass
 
 import torch
@@ -15,6 +16,7 @@ from transformers import GenerationConfig
 from transformers.utils import ModelOutput, logging
 
 from .edit_ops import add_bos_eos, apply_deletions, ctc_collapse, fill_placeholders, inner_mask, insert_placeholders
+from .pruning_deer import LEVEL_LOCK
 
 
 logger = logging.get_logger(__name__)
@@ -287,3 +289,75 @@ def _trim(tokens: torch.Tensor, pad_id: int) -> torch.Tensor:
 
 def _pad_to(tokens: torch.Tensor, width: int, pad_id: int) -> torch.Tensor:
     return torch.nn.functional.pad(tokens, (0, width - tokens.shape[1]), value=pad_id)
+
+
+class DeerGenerationMixin:
+    """`generate` for `DeerForConditionalGeneration` (the loop is `deer_generate` above), and the loading of
+    generation_config.json as a `DeerGenerationConfig`."""
+
+    @classmethod
+    def can_generate(cls) -> bool:
+        return True
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        generation_config: DeerGenerationConfig | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        **kwargs,
+    ):
+        """Decode: a CTC draft, then up to `max_iterations` rounds of delete / insert placeholders / fill.
+
+        Args:
+            input_ids, attention_mask: the source, (batch, source_length).
+            token_type_ids: accepted (a BERT tokenizer returns them) and ignored: DEER sets token types itself.
+            sparsity (`float`, optional): decode this call at this pruning level (masks, as `set_sparsity`), the
+                model's own level untouched; calls from several threads each get their own level.
+            generation_config: defaults to `self.generation_config`; a plain transformers `GenerationConfig` works
+                too (its `max_new_tokens` / `max_length` cap the outputs). Keyword arguments (`max_iterations=2`,
+                `blank_penalty=2.0`, `deletion_penalty=2.0`, `eos_penalty=1.0`, `max_new_tokens=20`,
+                `stop_when_unchanged=False`, `return_dict_in_generate=True`, `output_history=True`) override it for
+                this call. What transformers' tools pass (`synced_gpus`, `use_cache`, the special token ids,
+                `labels`, `num_beams=1`, `do_sample=False`, ...) is accepted; beams, sampling and streaming are
+                refused with DEER's own choices.
+        Returns:
+            (batch, length) LongTensor of `bos ... eos` rows padded with pad_token_id, or a `DeerGenerateOutput`
+            with `sequences`, per-row `num_iterations` and, if asked, `history`.
+        """
+        sparsity = kwargs.pop("sparsity", None)
+        generation_config = resolve_generation_config(self.generation_config, generation_config, kwargs)
+        attention_mask = self._check_source(input_ids, attention_mask)
+        with LEVEL_LOCK:
+            if sparsity is None:
+                return deer_generate(self, input_ids.long(), attention_mask, generation_config)
+            level = self._check_reachable(sparsity, "generate(sparsity=...)")
+            self._apply_level(level)  # for this call only
+            try:
+                return deer_generate(self, input_ids.long(), attention_mask, generation_config)
+            finally:
+                self._apply_level(self.sparsity_level)
+
+    def adjust_generation_fn(self, generation_config, from_auto_class, from_pipeline, pretrained_model_name_or_path,
+                             **kwargs):
+        """Called by `from_pretrained`: load generation_config.json as a `DeerGenerationConfig`."""
+        if generation_config is not None:
+            self.generation_config = DeerGenerationConfig(**generation_config.to_dict())
+            return
+        loading_kwargs = {
+            key: kwargs[key]
+            for key in ("cache_dir", "force_download", "proxies", "local_files_only", "token", "revision", "subfolder")
+            if key in kwargs
+        }
+        try:
+            self.generation_config = DeerGenerationConfig.from_pretrained(pretrained_model_name_or_path,
+                                                                          **loading_kwargs)
+        except OSError as error:
+            local = os.path.join(str(pretrained_model_name_or_path), loading_kwargs.get("subfolder") or "",
+                                 "generation_config.json")
+            if os.path.isfile(local) or "not a valid JSON" in str(error):
+                # A file that is there but unreadable would silently lose the tuned decoding knobs.
+                raise ValueError(f"the model's generation_config.json cannot be read ({error}); fix or delete it "
+                                 "(without it DEER decodes with the default knobs).") from error
+            logger.info("No generation_config.json found: using the default DeerGenerationConfig.")

@@ -16,12 +16,14 @@ model. Ranking is a stable sort (ties: earlier layer, then earlier unit, first),
 
 import math
 import numbers
+import threading
 import warnings
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from transformers.pytorch_utils import prune_linear_layer
+from transformers.utils import logging
 
 
 def check_level(level) -> float:
@@ -120,3 +122,122 @@ class SparsityReport:
         lines.append(f"FFN parameters kept: {self.ffn_parameters:,} of {self.original_ffn_parameters:,} "
                      f"({100 * self.ffn_share_kept:.1f} %)")
         return "\n".join(lines)
+
+
+logger = logging.get_logger(__name__)
+
+# A pruning level is set as gates on the layers, which every call shares: one level at a time. generate() and the
+# level setters hold this lock, so that two threads decoding at two levels both get their own level's output.
+LEVEL_LOCK = threading.RLock()
+
+
+class DeerPruningMixin:
+    """Pruning levels for `DeerForConditionalGeneration`: mask to a level (`set_sparsity`), remove for good
+    (`prune_to`), report, and the pieces training needs (scores, regulariser, optimizer groups)."""
+
+    def _select_units(self, level: float) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Heads and neurons that `level` keeps, per layer, counted against the unpruned model."""
+        config, layers = self.config, self.model.layers
+        heads = select_units([layer.attention.head_scores for layer in layers],
+                             config.num_attention_heads * config.num_hidden_layers, level)
+        neurons = select_units([layer.feed_forward.neuron_scores for layer in layers],
+                               config.intermediate_size * config.num_hidden_layers, level)
+        return heads, neurons
+
+    def _apply_level(self, level: float, straight_through: bool = False):
+        """Set every layer's gates for `level`; none at all at the model's own (pruned) level."""
+        layers = self.model.layers
+        if level == self.config.pruned_sparsity and not straight_through:
+            for layer in layers:
+                layer.attention.head_gate = layer.feed_forward.neuron_gate = None
+            return
+        heads, neurons = self._select_units(level)
+        for layer, keep_heads, keep_neurons in zip(layers, heads, neurons):
+            layer.attention.head_gate = unit_gates(layer.attention.head_scores, keep_heads, straight_through)
+            layer.feed_forward.neuron_gate = unit_gates(layer.feed_forward.neuron_scores, keep_neurons,
+                                                        straight_through)
+
+    def _check_reachable(self, level, action: str) -> float:
+        level = check_level(level)
+        if level < self.config.pruned_sparsity:
+            raise ValueError(
+                f"{action}({level:g}) after prune_to({self.config.pruned_sparsity:g}): a pruned model cannot grow "
+                "back; reload the unpruned checkpoint."
+            )
+        if level > 0 and not self.config.sparsity_levels and level != self.config.pruned_sparsity:
+            logger.warning(
+                f"{action}({level:g}) on a model not trained with pruning levels (config.sparsity_levels is empty): "
+                "its head and neuron scores were never learned, so whole layers may go and quality will collapse. "
+                "Fine-tune with --sparsity_levels 0 0.25 0.5 0.75 first."
+            )
+        return level
+
+    def set_sparsity(self, level: float):
+        """Mask the model to sparsity `level` (0 = everything on) without touching the weights: evaluate every level
+        from one loaded model. Returns the model."""
+        with LEVEL_LOCK:
+            self.sparsity_level = self._check_reachable(level, "set_sparsity")
+            self._apply_level(self.sparsity_level)
+        return self
+
+    @torch.no_grad()
+    def prune_to(self, level: float):
+        """Remove, in place, the heads and FFN neurons that `level` drops: the weight matrices shrink, so the model is
+        really smaller and faster. The config records the new shapes (save/load keeps them); the surviving scores
+        stay, so a later `prune_to` at a higher level works. Returns the model."""
+        with LEVEL_LOCK:
+            level = self._check_reachable(level, "prune_to")
+            heads, neurons = self._select_units(level)
+            for layer, keep_heads, keep_neurons in zip(self.model.layers, heads, neurons):
+                layer.attention.prune_heads(keep_heads)
+                layer.feed_forward.prune_neurons(keep_neurons)
+            self.config.layer_num_heads = [layer.attention.num_heads for layer in self.model.layers]
+            self.config.layer_intermediate_sizes = [layer.feed_forward.up.out_features for layer in self.model.layers]
+            self.config.pruned_sparsity = level
+            self.sparsity_level = level
+            self._apply_level(level)
+        return self
+
+    def sparsity_report(self) -> SparsityReport:
+        """Heads and FFN neurons kept per layer at the current level (masks included), with parameter totals."""
+        config = self.config
+        heads, neurons = self._select_units(self.sparsity_level)
+        heads_per_layer = [int(keep.sum()) for keep in heads]
+        neurons_per_layer = [int(keep.sum()) for keep in neurons]
+        per_head = head_parameter_count(config.hidden_size, config.head_dim)
+        per_neuron = neuron_parameter_count(config.hidden_size)
+        return SparsityReport(
+            heads_per_layer=heads_per_layer,
+            neurons_per_layer=neurons_per_layer,
+            original_heads_per_layer=config.num_attention_heads,
+            original_neurons_per_layer=config.intermediate_size,
+            attention_parameters=per_head * sum(heads_per_layer),
+            ffn_parameters=per_neuron * sum(neurons_per_layer),
+            original_attention_parameters=per_head * config.num_attention_heads * config.num_hidden_layers,
+            original_ffn_parameters=per_neuron * config.intermediate_size * config.num_hidden_layers,
+            level=self.sparsity_level,
+        )
+
+    def pruning_scores(self) -> list[nn.Parameter]:
+        return [score for layer in self.model.layers
+                for score in (layer.attention.head_scores, layer.feed_forward.neuron_scores)]
+
+    def sparsity_regularizer(self) -> torch.Tensor:
+        """sparsity_weight * mean(sigmoid(score)) over every head and neuron score."""
+        scores = torch.cat([score.flatten() for score in self.pruning_scores()])
+        return self.config.sparsity_weight * torch.sigmoid(scores).mean()
+
+    def optimizer_parameter_groups(self, weight_decay: float = 0.0, score_learning_rate: float | None = None):
+        """Parameter groups for an optimizer: the pruning scores apart (no weight decay, their own learning rate
+        when `score_learning_rate` is given), biases and LayerNorms without weight decay."""
+        score_ids = {id(score) for score in self.pruning_scores()}
+        decay, no_decay = [], []
+        for name, parameter in self.named_parameters():
+            if id(parameter) in score_ids or not parameter.requires_grad:
+                continue
+            (no_decay if name.endswith("bias") or "LayerNorm" in name else decay).append(parameter)
+        score_group = {"params": self.pruning_scores(), "weight_decay": 0.0}
+        if score_learning_rate is not None:
+            score_group["lr"] = score_learning_rate
+        return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0},
+                score_group]

@@ -1,0 +1,228 @@
+"""DEER's training objective, for `DeerForConditionalGeneration.forward`: a glanced CTC draft loss, then the
+insertion, word and deletion losses on the passes decoding makes; plus the label checks and the blank's calibration
+before training.
+"""
+
+import torch
+import torch.nn.functional as F
+
+from .edit_ops import (
+    apply_deletions,
+    choose_rows,
+    compact,
+    ctc_best_alignment,
+    edit_oracle,
+    fill_placeholders,
+    glancing_mix,
+    inner_mask,
+    insert_placeholders,
+    random_deletion,
+)
+from .generation_deer import collapse_frames
+from .outputs_deer import DeerEncoderOutput, DeerSeq2SeqLMOutput
+
+
+class DeerObjectiveMixin:
+    """The loss of `DeerForConditionalGeneration`: `_check_labels` -> `_deer_loss` (draft, CTC) -> `_edit_losses`."""
+
+    @torch.no_grad()
+    def calibrate_blank(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                        force: bool = False) -> float:
+        """Start the CTC blank level with the best word: set the blank's bias so that, over the draft frames of
+        these (real, training) sources, its mean score equals the mean of each frame's best word score. A converted
+        MLM has no score for "nothing here"; a blank far behind every word is learned too slowly (Adam moves a bias
+        by about the learning rate per step), and drafts then merge neighbouring words. Run once, on a few dozen
+        training sources, before training (`training.train` does); a calibrated model (`config.blank_calibrated`)
+        is left alone unless `force`. Returns the bias set (or the current one)."""
+        config = self.config
+        if self.blank_head is None:
+            raise ValueError("calibrate_blank needs a model with separate_blank_head=True.")
+        if config.blank_calibrated and not force:
+            return float(self.blank_head.bias)
+        attention_mask = self._check_source(input_ids, attention_mask)
+        was_training = self.training
+        self.eval()
+        try:
+            draft = self.draft_canvas(input_ids, attention_mask)
+            encoder_output, hidden_states = self.model.encode_and_target_pass(input_ids, attention_mask, draft)
+            frames = hidden_states[:, 1:-1][inner_mask(draft, config.pad_token_id)[:, 1:-1]]
+            features = self.lm_head.transform(frames)
+            words = self.lm_head.decoder(features)
+            excluded = [config.placeholder_token_id, config.bos_token_id, config.eos_token_id, config.pad_token_id]
+            words[:, self.token_rows(excluded)] = float("-inf")
+            blank_without_bias = features @ self.blank_head.weight[0]
+            bias = float((words.max(-1).values - blank_without_bias).mean())
+        finally:
+            self.train(was_training)
+        self.blank_head.bias.fill_(bias)
+        config.blank_calibrated = True
+        return bias
+
+    def _check_labels(self, labels: torch.Tensor, batch_size: int) -> torch.Tensor:
+        config = self.config
+        if not isinstance(labels, torch.Tensor) or labels.is_floating_point() or labels.is_complex() or (
+                labels.dtype == torch.bool):
+            kind = labels.dtype if isinstance(labels, torch.Tensor) else type(labels).__name__
+            raise TypeError(f"labels must be a LongTensor of token ids (padding -100), got {kind}.")
+        labels = labels.long()
+        if labels.dim() != 2 or labels.shape[0] != 0 and labels.shape[1] < 2:
+            raise ValueError(f"labels must have shape (batch, length >= 2) holding bos ... eos; got {tuple(labels.shape)}.")
+        if labels.shape[0] != batch_size:
+            raise ValueError(f"labels has {labels.shape[0]} rows but input_ids has {batch_size}: one target per source.")
+        outside = (labels != -100) & ((labels < 0) | (labels >= config.vocab_size))
+        if outside.any():
+            row, column = (int(index) for index in outside.nonzero()[0])
+            raise ValueError(f"labels row {row} holds {int(labels[row, column])} at position {column}, outside the "
+                             f"vocabulary [0, {config.vocab_size}) (and not the padding -100).")
+        targets = labels.masked_fill(labels == -100, config.pad_token_id)
+        targets = compact(targets, targets != config.pad_token_id, config.pad_token_id)
+        lengths = (targets != config.pad_token_id).sum(1)
+        last = targets.gather(1, (lengths - 1).clamp(min=0)[:, None]).squeeze(1)
+        if (lengths < 2).any() or (targets[:, 0] != config.bos_token_id).any() or (last != config.eos_token_id).any():
+            raise ValueError(
+                f"every labels row must be bos ({config.bos_token_id}) ... eos ({config.eos_token_id}), padded with "
+                "-100: tokenize the targets with the special tokens added."
+            )
+        if (targets == config.placeholder_token_id).any():
+            raise ValueError(
+                f"labels contain the placeholder/mask token ({config.placeholder_token_id}), which DEER reserves."
+            )
+        if targets.shape[1] > config.max_sequence_length:
+            raise ValueError(
+                f"a labels row has {targets.shape[1]} tokens but the position table holds "
+                f"{config.max_sequence_length}; truncate the targets."
+            )
+        return targets
+
+    def _deer_loss(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, encoder_output: DeerEncoderOutput,
+                   targets: torch.Tensor, sparsity_loss: torch.Tensor | None = None) -> DeerSeq2SeqLMOutput:
+        config = self.config
+        pad, placeholder = config.pad_token_id, config.placeholder_token_id
+
+        # 1-3. Draft with glancing, then the CTC loss of the gold target's inner tokens over the draft frames.
+        draft = self.draft_canvas(input_ids, attention_mask)
+        frame_mask = inner_mask(draft, pad)[:, 1:-1]
+        frame_lengths = frame_mask.sum(1)
+        gold_inner = compact(targets, inner_mask(targets, pad), pad)
+        inner_lengths = (targets != pad).sum(1) - 2
+        # The LM head scores rows: the CTC targets and blank are mapped to rows, its choices back to tokens.
+        gold_rows, blank_row = self.token_rows(gold_inner), int(self.token_rows(placeholder))
+        with torch.no_grad():
+            frame_log_probs = self.draft_frame_log_probs(draft, _detached(encoder_output))
+            alignment, path_log_prob = ctc_best_alignment(
+                frame_log_probs, frame_lengths, gold_rows, inner_lengths, blank_row
+            )
+            fits = torch.isfinite(path_log_prob)
+            glanced_frames, _ = glancing_mix(
+                draft[:, 1:-1], self.row_tokens(frame_log_probs.argmax(-1)), self.row_tokens(alignment),
+                frame_mask & fits[:, None], config.glancing_ratio if self.training else 0.0, placeholder,
+            )
+        glanced = torch.cat([draft[:, :1], glanced_frames, draft[:, -1:]], dim=1)
+        frame_log_probs_glanced = self.draft_frame_log_probs(glanced, encoder_output)
+        ctc_loss = _ctc_loss(frame_log_probs_glanced, frame_lengths, gold_rows, inner_lengths, fits, blank_row,
+                             config.ctc_label_smoothing)
+
+        weights = (config.insertion_loss_weight, config.word_loss_weight, config.deletion_loss_weight)
+        edit_losses = (None, None, None)
+        if any(weights):  # a CTC-only phase of training skips the edit passes altogether
+            own_draft = self._draft_from_log_probs(frame_log_probs, draft) if config.draft_edit_ratio > 0 else None
+            edit_losses = self._edit_losses(encoder_output, targets, own_draft)
+        loss = config.ctc_loss_weight * ctc_loss
+        for weight, component in zip(weights, edit_losses):
+            if component is not None:
+                loss = loss + weight * component
+        if sparsity_loss is not None:
+            loss = loss + sparsity_loss
+        insertion_loss, word_loss, deletion_loss = edit_losses
+        return DeerSeq2SeqLMOutput(
+            loss=loss,
+            ctc_loss=ctc_loss.detach(),
+            insertion_loss=insertion_loss.detach() if insertion_loss is not None else None,
+            word_loss=word_loss.detach() if word_loss is not None else None,
+            deletion_loss=deletion_loss.detach() if deletion_loss is not None else None,
+            sparsity_loss=sparsity_loss.detach() if sparsity_loss is not None else None,
+            num_unfit_targets=(~fits).sum(),
+            encoder_last_hidden_state=encoder_output.last_hidden_state,
+        )
+
+    def _draft_from_log_probs(self, frame_log_probs: torch.Tensor, draft: torch.Tensor) -> torch.Tensor:
+        """The collapsed draft `bos ... eos` that decoding would write from these frame scores."""
+        frame_mask = inner_mask(draft, self.config.pad_token_id)[:, 1:-1]
+        return collapse_frames(self, frame_log_probs.detach()[frame_mask], draft, frame_mask)
+
+    def _edit_losses(self, encoder_output: DeerEncoderOutput, targets: torch.Tensor,
+                     own_draft: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """4. The insertion, word and deletion losses, on the passes decoding makes: (insert placeholders) ->
+        (fill) -> (delete) -> gold. Each row's inputs come from the gold target (the paper: y_del, a random
+        subsequence of it; then y_pred, y_del completed by the model's own words) or, for a `draft_edit_ratio`
+        share of the rows, from the model's own draft (deleting what the oracle deletes from it leaves a
+        subsequence of the gold that the insertions complete)."""
+        config = self.config
+        pad, placeholder = config.pad_token_id, config.placeholder_token_id
+        # Evaluation draws its random deletions from a fixed seed, so that the same data gives the same loss.
+        generator = None if self.training else torch.Generator(targets.device).manual_seed(0)
+        deleted = random_deletion(targets, pad, generator)
+        use_draft = None
+        if own_draft is not None:
+            use_draft = torch.rand(targets.shape[0], device=targets.device, generator=generator) < config.draft_edit_ratio
+            draft_kept = apply_deletions(own_draft, edit_oracle(own_draft, targets, pad).delete_mask, pad)
+            deleted = choose_rows(use_draft, draft_kept, deleted, pad)
+
+        insertions = edit_oracle(deleted, targets, pad)
+        hidden_states = self.target_pass(deleted, encoder_output)
+        insertion_logits = self.insertion_head(torch.cat([hidden_states[:, :-1], hidden_states[:, 1:]], dim=-1))
+        gap_mask = deleted[:, 1:] != pad
+        insertion_loss = _cross_entropy(
+            insertion_logits[gap_mask], insertions.insertion_counts.clamp(max=config.max_insertions - 1)[gap_mask],
+            config.insertion_label_smoothing,
+        )
+
+        with_placeholders = insert_placeholders(deleted, insertions.insertion_counts, placeholder, pad)
+        placeholder_mask = with_placeholders == placeholder
+        hidden_states = self.target_pass(with_placeholders, encoder_output)
+        word_logits = self.lm_head(hidden_states[placeholder_mask])
+        word_targets = insertions.inserted_tokens[insertions.inserted_tokens != pad]
+        word_loss = _cross_entropy(word_logits, self.token_rows(word_targets), config.word_label_smoothing)
+
+        predicted = fill_placeholders(with_placeholders, self.row_tokens(word_logits.detach().argmax(-1)),
+                                      placeholder)
+        if use_draft is not None:
+            predicted = choose_rows(use_draft, own_draft, predicted, pad)
+        deletion_targets = edit_oracle(predicted, targets, pad).delete_mask
+        hidden_states = self.target_pass(predicted, encoder_output)
+        inner = inner_mask(predicted, pad)
+        deletion_loss = _cross_entropy(
+            self.deletion_head(hidden_states[inner]), deletion_targets[inner].long(), config.deletion_label_smoothing
+        )
+        return insertion_loss, word_loss, deletion_loss
+
+
+def _detached(encoder_output: DeerEncoderOutput) -> DeerEncoderOutput:
+    return DeerEncoderOutput(
+        last_hidden_state=encoder_output.last_hidden_state.detach(),
+        key_values=tuple((key.detach(), value.detach()) for key, value in encoder_output.key_values),
+        attention_mask=encoder_output.attention_mask,
+    )
+
+
+def _cross_entropy(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float) -> torch.Tensor:
+    """Mean cross-entropy; zero (with a graph) when there is nothing to predict."""
+    if targets.numel() == 0:
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits.float(), targets, label_smoothing=label_smoothing)
+
+
+def _ctc_loss(log_probs, frame_lengths, targets, target_lengths, fits, blank_id, label_smoothing) -> torch.Tensor:
+    """CTC loss per target token, mixed with the mean log-probability over the vocabulary (label smoothing), over
+    the rows whose target fits the frames. log_probs: (batch, frames, vocab)."""
+    if not fits.any() or log_probs.shape[1] == 0:  # no frames at all: only empty targets fit, at probability 1
+        return log_probs.sum() * 0.0
+    negative_log_likelihood = F.ctc_loss(
+        log_probs.transpose(0, 1), targets, frame_lengths, target_lengths, blank=blank_id, reduction="none",
+        zero_infinity=True,
+    )
+    negative_log_likelihood = negative_log_likelihood / target_lengths.clamp(min=1)
+    frame_mask = torch.arange(log_probs.shape[1], device=log_probs.device) < frame_lengths[:, None]
+    mean_log_prob = (log_probs.mean(-1) * frame_mask).sum(1) / frame_lengths.clamp(min=1)
+    per_row = (1 - label_smoothing) * negative_log_likelihood - label_smoothing * mean_log_prob
+    return per_row[fits].mean()

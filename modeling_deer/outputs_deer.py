@@ -1,0 +1,51 @@
+"""What DEER's passes return: the source encoded once (`DeerEncoderOutput`) and `forward`'s losses
+(`DeerSeq2SeqLMOutput`)."""
+
+from dataclasses import dataclass
+
+import torch
+from transformers.utils import ModelOutput
+
+
+@dataclass
+class DeerEncoderOutput(ModelOutput):
+    """The source, encoded once.
+
+    last_hidden_state: (batch, source_length, hidden) the backbone's final hidden states.
+    key_values: per layer, the (key, value) of the source tokens, each (batch, heads, source_length, head_dim):
+        every target pass attends to them instead of re-running the source.
+    attention_mask: (batch, source_length) bool, True on real source tokens.
+    """
+
+    last_hidden_state: torch.Tensor | None = None
+    key_values: tuple[tuple[torch.Tensor, torch.Tensor], ...] | None = None
+    attention_mask: torch.Tensor | None = None
+
+    def select_rows(self, rows: torch.Tensor) -> "DeerEncoderOutput":
+        """The same encoding for a subset of the batch (decoding drops finished rows)."""
+        return DeerEncoderOutput(
+            last_hidden_state=self.last_hidden_state[rows],
+            key_values=tuple((key[rows], value[rows]) for key, value in self.key_values),
+            attention_mask=self.attention_mask[rows],
+        )
+
+
+@dataclass
+class DeerSeq2SeqLMOutput(ModelOutput):
+    """Output of `DeerForConditionalGeneration.forward`.
+
+    loss: weighted sum of the components below (when `labels` are given).
+    ctc_loss, insertion_loss, word_loss, deletion_loss: DEER's four losses.
+    sparsity_loss: the pruning regulariser (when training with sparsity levels).
+    num_unfit_targets: rows whose target cannot fit the draft's frames; they are left out of the CTC loss.
+    encoder_last_hidden_state: (batch, source_length, hidden).
+    """
+
+    loss: torch.Tensor | None = None
+    ctc_loss: torch.Tensor | None = None
+    insertion_loss: torch.Tensor | None = None
+    word_loss: torch.Tensor | None = None
+    deletion_loss: torch.Tensor | None = None
+    sparsity_loss: torch.Tensor | None = None
+    num_unfit_targets: torch.Tensor | None = None
+    encoder_last_hidden_state: torch.Tensor | None = None
