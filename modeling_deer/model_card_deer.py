@@ -1,63 +1,15 @@
 """Model cards for DEER checkpoints, built with `huggingface_hub.ModelCard` / `ModelCardData`.
 
 `build_model_card(model, ...)` writes the YAML metadata (library, pipeline tag, tags, base model, datasets, language,
-license) and, when results exist, a `model-index` with them: either a benchmark report (the JSON that
-`python -m training.benchmark` writes: the quality/latency grid over iterations and pruning levels, with the
-autoregressive reference) or the Trainer's evaluation metrics. The body says how to load the model with and without
-the package, how to choose iterations and sparsity, and the limitations.
+license) and a `model-index` with whatever results it is given: `EvalResult`s and extra sections from the caller
+(training.report makes them from a benchmark report), or a Trainer's evaluation metrics. The body says how to load
+the model with and without the package, how to choose iterations and sparsity, and the limitations.
 """
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 
 METRIC_NAMES = {"bleu": "BLEU", "chrf": "chrF", "rougeL": "ROUGE-L"}
-TASK_TYPES = {"bible-de-en": "translation", "bible-kjv-bbe": "text2text-generation"}
-
-
-RUN_LABELS = {"deer": "DEER", "deer_random": "DEER (random init)", "deer_distilled": "DEER (distilled data)",
-              "ar": "AR (BERT2BERT, greedy)"}
-
-
-def system_label(row: dict) -> str:
-    """A benchmark row's system as the tables and plots name it (its `run`: deer, deer_random, ...)."""
-    return RUN_LABELS.get(row.get("run"), "AR (BERT2BERT, greedy)" if row["system"] == "ar" else "DEER")
-
-
-def results_table(rows: list[dict], metrics: list[str] | tuple[str, ...]) -> str:
-    """The benchmark grid as a markdown table: quality, latency per sentence, speed-up over the AR row, memory and
-    non-embedding parameters."""
-    ar = next((row for row in rows if row["system"] == "ar"), None)
-    header = ["system", "sparsity", "iterations", *(METRIC_NAMES.get(m, m) for m in metrics), "ms/sent b1",
-              "ms/sent b32"] + (["AR b1 / this b1"] if ar else []) + ["peak RSS MB", "non-emb params"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in rows:
-        cells = [system_label(row), "" if row["system"] == "ar" else f"{row['sparsity']:g}",
-                 "" if row["iterations"] is None else str(row["iterations"]),
-                 *(f"{row[m]:.2f}" for m in metrics), f"{row['latency_ms_b1']:.1f}", f"{row['latency_ms_b32']:.2f}"]
-        if ar:
-            cells.append(f"{ar['latency_ms_b1'] / row['latency_ms_b1']:.1f}x")
-        cells += [f"{row['peak_rss_mb']:.0f}", f"{row['params_nonembedding'] / 1e6:.2f}M"]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def _eval_results(report: dict, run: str) -> list[EvalResult]:
-    """One model-index entry per (metric, iterations, sparsity) of the card's own model: the report's rows of `run`
-    (not the other runs or the AR model)."""
-    task = report["task"]
-    results = []
-    for row in report["rows"]:
-        if row["system"] != "deer" or row.get("run", "deer") != run:
-            continue
-        for metric in report["metrics"]:
-            results.append(EvalResult(
-                task_type=TASK_TYPES.get(task, "text2text-generation"), dataset_type=task, dataset_name=task,
-                dataset_split="test", metric_type=metric.lower(), metric_value=round(row[metric], 4),
-                metric_name=f"{METRIC_NAMES.get(metric, metric)} ({row['iterations']} iterations, sparsity "
-                            f"{row['sparsity']:g})",
-                metric_config=f"iterations={row['iterations']},sparsity={row['sparsity']:g}",
-            ))
-    return results
 
 
 def _trainer_eval_results(metrics: dict, dataset: str) -> list[EvalResult]:
@@ -79,17 +31,16 @@ def build_model_card(
     datasets: list[str] | None = None,
     language: list[str] | None = None,
     license: str = "apache-2.0",
-    reports: list[dict] | None = None,
-    run: str = "deer",
+    eval_results: list[EvalResult] | None = None,
+    sections: list[str] | None = None,
     trainer_metrics: dict | None = None,
     tags: list[str] | None = None,
     description: str | None = None,
 ) -> ModelCard:
-    """A card for `model` (a DeerForConditionalGeneration). `reports`: benchmark JSON reports (one per task);
-    `run`: which of a report's runs this model is (deer, deer_distilled, ...): its rows go into the model-index;
-    `trainer_metrics`: a Trainer's evaluation metrics (`eval_bleu`, ...) on `datasets[0]`."""
-    reports = list(reports or [])
-    eval_results = [result for report in reports for result in _eval_results(report, run)]
+    """A card for `model` (a DeerForConditionalGeneration). `eval_results`: measured results for the model-index;
+    `sections`: markdown sections to add after the usage notes (e.g. a results grid); `trainer_metrics`: a Trainer's
+    evaluation metrics (`eval_bleu`, ...) on `datasets[0]`."""
+    eval_results = list(eval_results or [])
     if trainer_metrics and datasets:
         eval_results += _trainer_eval_results(trainer_metrics, datasets[0])
     config = model.config
@@ -109,7 +60,7 @@ def build_model_card(
                       else ""))
     vocabulary = (f"vocabulary trimmed to {config.embedding_rows:,} of the tokenizer's {config.vocab_size:,} tokens"
                   if config.vocabulary_ids else f"full vocabulary ({config.vocab_size:,} tokens)")
-    sections = [
+    body = [
         f"# {model_name}",
         description or "A DEER model: a BERT-family masked LM turned into a non-autoregressive generator that drafts "
                        "the whole output in one pass and refines it in edit rounds (delete, insert, fill), with the "
@@ -136,21 +87,12 @@ def build_model_card(
            "model. Prune once (`prune_to`) and save, rather than masking at every call." if config.sparsity_levels
            else "- Sparsity: not for this model (see above); the iteration count is its one cost knob."),
     ]
-    for report in reports:
-        steps = report.get("training_steps", {})
-        hardware = report.get("hardware", {})
-        sections.append(
-            f"## Results: {report['task']} (test split, {report['test_pairs']} pairs)\n\n"
-            f"{results_table(report['rows'], report['metrics'])}\n\n"
-            f"Latency: ms per sentence, medians of {report.get('repeats')} rounds on {hardware.get('cpu', 'a CPU')} "
-            f"with {hardware.get('threads')} threads. Training steps: {steps}. Command: "
-            f"`{report.get('commands', {}).get('benchmark', '')}`"
-        )
+    body += list(sections or [])
     if trainer_metrics:
         shown = {key: round(float(value), 4) for key, value in trainer_metrics.items()
                  if key.startswith("eval_") and isinstance(value, (int, float))}
-        sections.append("## Evaluation (Trainer)\n\n" + "\n".join(f"- `{key}`: {value}" for key, value in shown.items()))
-    sections.append(
+        body.append("## Evaluation (Trainer)\n\n" + "\n".join(f"- `{key}`: {value}" for key, value in shown.items()))
+    body.append(
         "## Limitations\n\n"
         "- Output quality depends on the backbone and the training budget; a small backbone trained briefly writes "
         "short, repetitive text. Check the results above before relying on it.\n"
@@ -159,4 +101,4 @@ def build_model_card(
         "- Inputs longer than the position table are refused; the tokenizer's casing and vocabulary limit what can "
         "be written (an uncased vocabulary writes lowercase)."
     )
-    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n\n".join(sections) + "\n")
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n\n".join(body) + "\n")

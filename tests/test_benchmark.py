@@ -11,11 +11,12 @@ from transformers import AutoTokenizer, EncoderDecoderModel
 
 from modeling_deer import DeerForConditionalGeneration
 from training.benchmark import main as benchmark_main
-from training.benchmark import non_embedding_parameters
-from training.prepare_data import fitting_pairs, prepare
-from training.train import main as train_main
+from training.data import fitting_pairs
+from training.decoding import ar_generate_texts, load_ar
 from training.distill import main as distill_main
-from training.train_ar import ar_generate_texts, load_ar
+from training.measure import non_embedding_parameters
+from training.prepare_data import prepare
+from training.train import main as train_main
 from training.train_ar import main as train_ar_main
 from training.tune_generation import main as tune_main
 
@@ -308,7 +309,7 @@ def test_shipped_deer_checkpoint_generates_as_the_run(trained_pair, tmp_path):
 
 def test_edit_analysis_swaps_in_the_oracle_one_decision_at_a_time(trained_pair, tmp_path, capsys):
     from training.edit_analysis import main as analysis_main
-    from training.generate import generate_texts
+    from training.decoding import generate_texts
 
     output = tmp_path / "analysis.json"
     analysis_main(["--model", str(trained_pair / "deer"), "--data_file", VALIDATION_FILE, "--threads", "1",

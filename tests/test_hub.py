@@ -12,6 +12,7 @@ from huggingface_hub import ModelCard
 
 from modeling_deer import DeerForConditionalGeneration
 from modeling_deer.model_card_deer import build_model_card
+from training.report import card_results
 
 from conftest import tiny_config
 from hub_server import hub_env, local_hub
@@ -38,7 +39,7 @@ def fake_report(task="bible-de-en") -> dict:
 def test_model_card_metadata_model_index_and_grid(tmp_path):
     model = DeerForConditionalGeneration(tiny_config(sparsity_levels=[0.0, 0.5]))
     card = build_model_card(model, model_name="me/deer-tiny", base_model="google-bert/bert-base-multilingual-cased",
-                            datasets=["bible-de-en"], language=["de", "en"], reports=[fake_report()])
+                            datasets=["bible-de-en"], language=["de", "en"], **card_results([fake_report()]))
     card.save(tmp_path / "README.md")
     loaded = ModelCard.load(tmp_path / "README.md")
     data = loaded.data

@@ -13,10 +13,11 @@ import torch
 from safetensors.torch import load_file
 
 from training import bible
+from training.data import load_split
 from training.metrics import normalize, score
 from training.prepare_data import prepare
-from training.train import CtcOnlyCallback, GlancingScheduleCallback, load_split
 from training.train import main as train_main
+from training.trainer import CtcOnlyCallback, GlancingScheduleCallback
 
 from conftest import FIXTURES
 
@@ -83,7 +84,7 @@ def test_bad_input_files_give_clear_errors(tmp_path):
 
 
 def test_malformed_rows_are_named_by_file_and_line(tmp_path):
-    from training.generate import read_inputs
+    from training.data import read_inputs
 
     good = json.dumps({"source": "Ja.", "target": "Yes."})
     cases = {
@@ -110,7 +111,8 @@ def test_generation_keeps_one_output_per_input_line(tmp_path, tiny_bert_path):
     from transformers import AutoTokenizer
 
     from modeling_deer import DeerForConditionalGeneration
-    from training.generate import generate_texts, read_inputs
+    from training.data import read_inputs
+    from training.decoding import generate_texts
 
     path = tmp_path / "input.txt"
     path.write_text("Im Anfang war das Wort.\n\nUnd das Wort war bei Gott.\n   \nJa.\n", encoding="utf-8")

@@ -19,7 +19,7 @@ from transformers import AutoTokenizer
 from modeling_deer import DeerForConditionalGeneration
 from training.bible import load_bible_pairs, tiny_bert_path
 from training.data import DeerDataCollator, tokenize_pairs
-from training.timing import interleaved_medians
+from training.measure import interleaved_medians
 
 
 def main():

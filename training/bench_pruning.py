@@ -24,53 +24,20 @@ import tempfile
 
 import torch
 
-from modeling_deer import DeerConfig, DeerForConditionalGeneration
-from training.timing import interleaved_medians, peak_rss_mb, reset_peak_rss
+from modeling_deer import DeerForConditionalGeneration
+from training.measure import (
+    SHAPES,
+    SOURCE_LENGTH,
+    build_model,
+    interleaved_medians,
+    non_embedding_parameters,
+    peak_rss_mb,
+    reset_peak_rss,
+    sources_batch,
+)
 
 
-SHAPES = {
-    "minilm": dict(num_hidden_layers=6, hidden_size=384, num_attention_heads=12, intermediate_size=1536),
-    "bert-base": dict(num_hidden_layers=12, hidden_size=768, num_attention_heads=12, intermediate_size=3072),
-}
 LEVELS = (0.0, 0.25, 0.5, 0.75)
-SOURCE_LENGTH = 48
-
-
-def build_model(shape: str, seed: int = 0) -> DeerForConditionalGeneration:
-    torch.manual_seed(seed)
-    config = DeerConfig(vocab_size=30522, max_position_embeddings=512, pad_token_id=0, bos_token_id=101,
-                        eos_token_id=102, placeholder_token_id=103, **SHAPES[shape])
-    model = DeerForConditionalGeneration(config).eval()
-    with torch.no_grad():
-        for score in model.pruning_scores():
-            score.normal_()
-        set_blank_score(model, -1e4)  # never blank: a full-length draft
-        model.deletion_head.bias.copy_(torch.tensor([1e4, 0.0]))  # keep every token
-        model.insertion_head.bias[0] = 1e4  # insert nothing
-    return model
-
-
-def set_blank_score(model, value: float):
-    """Make the draft's blank score `value` at every frame (a random model's knob for the draft's length)."""
-    with torch.no_grad():
-        if model.blank_head is not None:
-            model.blank_head.weight.zero_()
-            model.blank_head.bias.fill_(value)
-        else:
-            model.lm_head.decoder.bias[model.config.placeholder_token_id] = value
-
-
-def non_embedding_parameters(model) -> int:
-    embeddings = model.model.embeddings
-    skip = {id(p) for p in embeddings.parameters()} | {id(model.lm_head.decoder.weight)}
-    return sum(p.numel() for p in model.parameters() if id(p) not in skip)
-
-
-def sources_batch() -> torch.Tensor:
-    generator = torch.Generator().manual_seed(1)
-    sources = torch.randint(1000, 30000, (32, SOURCE_LENGTH), generator=generator)
-    sources[:, 0], sources[:, -1] = 101, 102
-    return sources
 
 
 def peak_memory(checkpoint: str) -> dict:

@@ -24,8 +24,19 @@ import os
 import torch
 from transformers import BertConfig, BertForMaskedLM, BertLMHeadModel, BertModel, EncoderDecoderModel
 
-from training.bench_pruning import SHAPES, SOURCE_LENGTH, build_model, set_blank_score, sources_batch
-from training.timing import interleaved_medians
+from training.measure import (
+    BERT_CLS,
+    BERT_MASK,
+    BERT_PAD,
+    BERT_SEP,
+    BERT_VOCAB,
+    SHAPES,
+    SOURCE_LENGTH,
+    build_model,
+    interleaved_medians,
+    set_blank_score,
+    sources_batch,
+)
 
 OUTPUT_LENGTH = 32  # tokens the autoregressive model writes, and the average DEER's draft is calibrated to
 
@@ -45,18 +56,19 @@ def calibrate_output_length(model, sources: torch.Tensor, length: int) -> float:
 
 def build_floor(shape: str) -> BertForMaskedLM:
     torch.manual_seed(0)
-    return BertForMaskedLM(BertConfig(vocab_size=30522, **SHAPES[shape])).eval()
+    return BertForMaskedLM(BertConfig(vocab_size=BERT_VOCAB, **SHAPES[shape])).eval()
 
 
 def build_autoregressive(shape: str) -> EncoderDecoderModel:
     torch.manual_seed(0)
-    encoder = BertModel(BertConfig(vocab_size=30522, **SHAPES[shape]), add_pooling_layer=False)
-    decoder = BertLMHeadModel(BertConfig(vocab_size=30522, is_decoder=True, add_cross_attention=True,
+    encoder = BertModel(BertConfig(vocab_size=BERT_VOCAB, **SHAPES[shape]), add_pooling_layer=False)
+    decoder = BertLMHeadModel(BertConfig(vocab_size=BERT_VOCAB, is_decoder=True, add_cross_attention=True,
                                          **SHAPES[shape]))
     model = EncoderDecoderModel(encoder=encoder, decoder=decoder).eval()
-    model.config.decoder_start_token_id, model.config.pad_token_id, model.config.eos_token_id = 101, 0, 102
-    model.generation_config.decoder_start_token_id = 101
-    model.generation_config.pad_token_id, model.generation_config.eos_token_id = 0, 102
+    model.config.decoder_start_token_id, model.config.pad_token_id = BERT_CLS, BERT_PAD
+    model.config.eos_token_id = BERT_SEP
+    model.generation_config.decoder_start_token_id = BERT_CLS
+    model.generation_config.pad_token_id, model.generation_config.eos_token_id = BERT_PAD, BERT_SEP
     return model
 
 
@@ -65,7 +77,7 @@ def bench_shape(shape: str, repeats: int) -> list[dict]:
     sources = sources_batch()
     deer_length = calibrate_output_length(deer, sources, OUTPUT_LENGTH)
     draft_length = int(deer.draft_lengths(torch.tensor([SOURCE_LENGTH]))[0])
-    joint = torch.cat([sources, torch.full((32, draft_length), 103)], dim=1)  # source + draft placeholders
+    joint = torch.cat([sources, torch.full((32, draft_length), BERT_MASK)], dim=1)  # source + draft placeholders
     rows = []
     for batch_size in (1, 32):
         batch, joint_batch = sources[:batch_size], joint[:batch_size]

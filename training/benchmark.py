@@ -36,13 +36,13 @@ from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 
 from modeling_deer import DeerForConditionalGeneration
-from modeling_deer.model_card_deer import METRIC_NAMES, results_table, system_label
+from modeling_deer.model_card_deer import METRIC_NAMES
 from training.cli import benchmark_parser
-from training.generate import generate_texts
+from training.data import load_split
+from training.decoding import ar_generate, ar_generate_texts, generate_texts, load_ar
+from training.measure import interleaved_medians, non_embedding_parameters, peak_rss_mb, reset_peak_rss
 from training.metrics import normalize, score
-from training.timing import interleaved_medians, peak_rss_mb, reset_peak_rss
-from training.train import load_split
-from training.train_ar import ar_generate, ar_generate_texts, load_ar
+from training.report import results_table, system_label
 
 QUALITY = {"bible-de-en": ("bleu", "chrf"), "bible-kjv-bbe": ("rougeL", "bleu")}
 
@@ -55,18 +55,6 @@ def load_deer(path: str, sparsity: float) -> DeerForConditionalGeneration:
     if sparsity > 0:
         model.prune_to(sparsity)
     return model
-
-
-def non_embedding_parameters(model) -> int:
-    """Parameters outside the embedding tables (word, position, type) and the output projection tied to them."""
-    skip = set()
-    for module in model.modules():
-        if isinstance(module, torch.nn.Embedding):
-            skip.add(id(module.weight))
-    output = model.get_output_embeddings()
-    if output is not None:
-        skip.add(id(output.weight))
-    return sum(p.numel() for p in model.parameters() if id(p) not in skip)
 
 
 def timing_calls(system: dict, tokenizer, b1_sources: list[str], b32_sources: list[str]) -> dict:

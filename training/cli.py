@@ -153,7 +153,8 @@ def dataclass_help_parser(script: str, classes: tuple) -> argparse.ArgumentParse
 
 PARSERS = {"prepare_data": prepare_data_parser, "generate": generate_parser, "evaluate": evaluate_parser,
            "tune_generation": tune_generation_parser, "benchmark": benchmark_parser}
-TRAINING_FLAGS = {"train": (ModelArguments, DataArguments, CardArguments), "train_ar": (ARModelArguments, DataArguments)}
+TRAINING_FLAGS = {"train": (ModelArguments, DataArguments, CardArguments),
+                  "train_ar": (ARModelArguments, DataArguments)}
 
 
 # -- the commands ------------------------------------------------------------------------------------------------------

@@ -19,8 +19,8 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 
-from training.generate import read_inputs
-from training.train_ar import ar_generate_texts, load_ar
+from training.data import read_inputs
+from training.decoding import ar_generate_texts, load_ar
 
 
 def distill(teacher, tokenizer, sources: list[str], batch_size: int, progress: bool = True) -> list[str]:

@@ -29,7 +29,7 @@ from transformers import AutoTokenizer
 from modeling_deer import DeerForConditionalGeneration
 from modeling_deer.edit_ops import apply_deletions, edit_oracle, inner_mask, insert_placeholders
 from modeling_deer.generation_deer import _draft, _fill, _refine
-from training.generate import read_inputs
+from training.data import read_inputs
 from training.metrics import normalize, score
 
 SETTINGS = ("draft", "model round", "oracle deletions", "oracle deletions + counts")

@@ -17,7 +17,8 @@ from transformers import AutoTokenizer
 
 from modeling_deer import DeerForConditionalGeneration
 from training.cli import evaluate_parser
-from training.generate import apply_knob_arguments, generate_texts, read_inputs
+from training.data import read_inputs
+from training.decoding import apply_knob_arguments, generate_texts
 from training.metrics import normalize, score
 
 

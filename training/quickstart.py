@@ -21,10 +21,9 @@ from transformers import AutoTokenizer, Trainer, TrainingArguments
 
 from modeling_deer import DeerForConditionalGeneration
 from training.bible import load_bible_pairs, tiny_bert_path
-from training.data import DeerDataCollator, tokenize_pairs
-from training.generate import generate_texts
+from training.data import DeerDataCollator, fitting_pairs, tokenize_pairs
+from training.decoding import generate_texts
 from training.metrics import normalize, score
-from training.prepare_data import fitting_pairs
 
 
 def main():

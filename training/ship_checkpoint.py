@@ -22,8 +22,8 @@ import torch
 from transformers import AutoConfig, AutoTokenizer
 
 from modeling_deer import DeerForConditionalGeneration
-from training.generate import read_inputs
-from training.train_ar import load_ar, trim_ar_vocabulary
+from training.data import read_inputs
+from training.decoding import load_ar, trim_ar_vocabulary
 
 RECORDS = ("run_command.txt", "trainer_state.json", "learning_curve.jsonl", "tune_generation.json", "all_results.json",
            "train_results.json", "eval_results.json")

@@ -28,7 +28,8 @@ from transformers import AutoTokenizer
 
 from modeling_deer import DeerForConditionalGeneration
 from training.cli import tune_generation_parser
-from training.generate import generate_texts, read_inputs
+from training.data import read_inputs
+from training.decoding import generate_texts
 from training.metrics import normalize, score
 
 

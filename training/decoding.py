@@ -1,0 +1,115 @@
+"""Decoding many texts with a trained model: DEER (`generate_texts`, the knobs from a command line) and the AR
+reference (`load_ar`, `ar_generate`, `ar_generate_texts`, and `trim_ar_vocabulary` for shipping it small).
+"""
+
+import copy
+import json
+
+import tokenizers
+import torch
+from tqdm.auto import tqdm
+from transformers import EncoderDecoderModel
+
+from training.cli import KNOBS
+
+
+def apply_knob_arguments(model, args):
+    """Set the knobs given on the command line; a bad value fails here, before any decoding."""
+    for name in KNOBS:
+        if getattr(args, name) is not None:
+            setattr(model.generation_config, name, getattr(args, name))
+    model.generation_config.validate()
+
+
+def generate_texts(model, tokenizer, sources: list[str], max_iterations: int, batch_size: int,
+                   progress: bool = True) -> list[str]:
+    """Decode `sources` in batches of similar length (less padding), returned in the input order. A blank source
+    gives an empty output (it is not decoded)."""
+    outputs = ["" if not text.strip() else None for text in sources]
+    order = sorted((i for i, text in enumerate(sources) if text.strip()), key=lambda i: len(sources[i]))
+    limit = model.config.max_sequence_length
+    for start in tqdm(range(0, len(order), batch_size), desc="generating", disable=not progress):
+        indices = order[start : start + batch_size]
+        batch = tokenizer([sources[i] for i in indices], return_tensors="pt", padding=True, truncation=True,
+                          max_length=limit, split_special_tokens=True)
+        ids = model.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                             max_iterations=max_iterations)
+        for i, text in zip(indices, tokenizer.batch_decode(ids, skip_special_tokens=True)):
+            outputs[i] = text
+    return outputs
+
+
+def special_ids(tokenizer) -> tuple[int, int, int]:
+    """(bos, eos, pad) of a BERT-family tokenizer: [CLS]/[SEP]/[PAD] or <s>/</s>/<pad>."""
+    bos = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
+    eos = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
+    if bos is None or eos is None or tokenizer.pad_token_id is None:
+        raise ValueError(f"tokenizer {tokenizer.name_or_path} needs cls/bos, sep/eos and pad tokens.")
+    return bos, eos, tokenizer.pad_token_id
+
+
+def load_ar(path: str) -> EncoderDecoderModel:
+    return EncoderDecoderModel.from_pretrained(path).eval()
+
+
+def ar_generate(model: EncoderDecoderModel, input_ids, attention_mask):
+    """Greedy decoding with the KV cache, at most the length the model was trained to write."""
+    return model.generate(input_ids=input_ids, attention_mask=attention_mask, do_sample=False, num_beams=1,
+                          max_length=model.generation_config.max_length)
+
+
+def ar_generate_texts(model, tokenizer, sources: list[str], batch_size: int) -> list[str]:
+    outputs = []
+    limit = model.config.encoder.max_position_embeddings
+    for start in range(0, len(sources), batch_size):
+        batch = tokenizer(sources[start : start + batch_size], return_tensors="pt", padding=True, truncation=True,
+                          max_length=limit)
+        with torch.no_grad():
+            ids = ar_generate(model, batch.input_ids, batch.attention_mask)
+        outputs += tokenizer.batch_decode(ids, skip_special_tokens=True)
+    return outputs
+
+
+def trim_ar_vocabulary(model: EncoderDecoderModel, tokenizer, token_ids) -> tuple[EncoderDecoderModel, object]:
+    """A copy of a BERT2BERT model and its WordPiece tokenizer with only `token_ids` (plus the special tokens) left,
+    renumbered in their old order: the embedding tables and the LM head shrink to those rows. Words the kept pieces
+    spell are tokenised exactly as before (WordPiece matches the longest piece, and every piece the full vocabulary
+    chose for them is kept); other words read as unk. The AR model's counterpart of DEER's `trim_vocabulary`, which
+    keeps the tokenizer and maps ids to rows instead: `EncoderDecoderModel` has no such map, so the ids change."""
+    keep = sorted(set(int(i) for i in token_ids) | set(tokenizer.all_special_ids))
+    new_id = {old: new for new, old in enumerate(keep)}
+    spec = json.loads(tokenizer.backend_tokenizer.to_str())
+    if spec["model"]["type"] != "WordPiece" or spec["post_processor"]["type"] != "TemplateProcessing":
+        raise ValueError("trim_ar_vocabulary handles BERT-style WordPiece tokenizers; this one is "
+                         f"{spec['model']['type']} with {spec['post_processor']['type']}.")
+    token_of = {index: token for token, index in spec["model"]["vocab"].items()}
+    spec["model"]["vocab"] = {token_of[old]: new for new, old in enumerate(keep)}
+    for added in spec["added_tokens"]:
+        added["id"] = new_id[added["id"]]
+    for special in spec["post_processor"]["special_tokens"].values():
+        special["ids"] = [new_id[index] for index in special["ids"]]
+    if spec.get("padding"):
+        spec["padding"]["pad_id"] = new_id[spec["padding"]["pad_id"]]
+    trimmed_tokenizer = copy.deepcopy(tokenizer)
+    trimmed_tokenizer._tokenizer = tokenizers.Tokenizer.from_str(json.dumps(spec))
+
+    old_size = model.config.decoder.vocab_size
+    rows = torch.tensor(keep)
+    state = {key: tensor[rows] if tensor.dim() and tensor.shape[0] == old_size and ("word_embeddings" in key or
+                                                                              ".predictions." in key) else tensor
+             for key, tensor in model.state_dict().items()}
+    config = copy.deepcopy(model.config)
+    config.vocab_size = config.encoder.vocab_size = config.decoder.vocab_size = len(keep)
+    generation_config = copy.deepcopy(model.generation_config)
+    for holder in (config, generation_config):
+        for name in ("decoder_start_token_id", "bos_token_id", "eos_token_id", "pad_token_id"):
+            if getattr(holder, name, None) is not None:
+                setattr(holder, name, new_id[getattr(holder, name)])
+    for sub in (config.encoder, config.decoder):
+        for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
+            if getattr(sub, name, None) is not None and getattr(sub, name) in new_id:
+                setattr(sub, name, new_id[getattr(sub, name)])
+    trimmed = EncoderDecoderModel(config=config)
+    trimmed.load_state_dict(state)
+    trimmed.generation_config = generation_config
+    return trimmed.eval(), trimmed_tokenizer

@@ -1,0 +1,273 @@
+"""What both training scripts share (`training.train` for DEER, `training.train_ar` for the AR reference): the
+argument parsing, the datasets, the `Seq2SeqTrainer` subclass and its callbacks (glancing schedule, CTC-only phase,
+learning curve, time limit), generation metrics, the train / evaluate tail and the push at the end.
+"""
+
+import json
+import logging
+import os
+import shlex
+import sys
+import time
+
+import torch
+import transformers
+from transformers import HfArgumentParser, Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback
+
+from training.arguments import CardArguments, DataArguments
+from training.data import load_split, tokenize_split
+from training.metrics import score
+
+
+logger = logging.getLogger(__name__)
+
+
+def push_run(model, tokenizer, training_args, card_args: CardArguments, metrics: dict | None):
+    """Push the trained model, its tokenizer and a card in one commit (DeerForConditionalGeneration.push_to_hub);
+    the Trainer's own checkpoint pushing is not used."""
+    from modeling_deer.model_card_deer import build_model_card
+
+    repo_id = training_args.hub_model_id or os.path.basename(os.path.normpath(training_args.output_dir))
+    card = build_model_card(model, model_name=repo_id, base_model=card_args.card_base_model,
+                            datasets=card_args.card_datasets or None, language=card_args.card_language or None,
+                            license=card_args.card_license, trainer_metrics=metrics)
+    commit = model.push_to_hub(repo_id, tokenizer=tokenizer, model_card=card, token=training_args.hub_token,
+                               private=training_args.hub_private_repo, revision=training_args.hub_revision)
+    logger.info(f"pushed to {repo_id}: {commit.commit_url if commit is not None else ''}")
+
+
+class GlancingScheduleCallback(TrainerCallback):
+    """Anneals `config.glancing_ratio` linearly from `start` to `end` over the run (DEER: 0.5 -> 0.2). It depends
+    only on the global step, so a resumed run follows the same schedule."""
+
+    def __init__(self, start: float = 0.5, end: float = 0.2):
+        self.start, self.end = start, end
+
+    def ratio(self, step: int, max_steps: int) -> float:
+        return self.start + (self.end - self.start) * min(1.0, step / max(1, max_steps))
+
+    def on_step_begin(self, args, state, control, model=None, **kwargs):
+        model.config.glancing_ratio = self.ratio(state.global_step, state.max_steps)
+
+
+class LearningCurveCallback(TrainerCallback):
+    """Appends one JSON line per evaluation to `learning_curve.jsonl` in the output directory: the step, the seconds
+    spent in training steps so far (evaluation excluded, so runs compare by training wall-clock) and the evaluation
+    metrics. A resumed run goes on from the seconds its file recorded at the checkpoint's step."""
+
+    def __init__(self):
+        self.train_seconds, self.step_started = 0.0, None
+
+    def path(self, args) -> str:
+        return os.path.join(args.output_dir, "learning_curve.jsonl")
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.train_seconds = 0.0
+        if state.global_step and os.path.exists(self.path(args)):
+            with open(self.path(args)) as handle:
+                rows = [json.loads(line) for line in handle if line.strip()]
+            earlier = [row for row in rows if row["step"] <= state.global_step]
+            self.train_seconds = earlier[-1]["train_seconds"] if earlier else 0.0
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.step_started = time.monotonic()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.step_started is not None:
+            self.train_seconds += time.monotonic() - self.step_started
+            self.step_started = None
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if not state.is_world_process_zero:
+            return
+        os.makedirs(args.output_dir, exist_ok=True)
+        row = {"step": state.global_step, "train_seconds": round(self.train_seconds, 1), **(metrics or {})}
+        with open(self.path(args), "a") as handle:
+            handle.write(json.dumps(row) + "\n")
+
+
+class CtcOnlyCallback(TrainerCallback):
+    """For the first `steps` steps the three edit-loss weights are 0 (the model skips the edit passes), so the shared
+    network first learns the draft; from then on the weights are `weights`. It depends only on the global step, so a
+    resumed run follows the same schedule. `steps=None`: the first `fraction` of the run's steps."""
+
+    NAMES = ("insertion_loss_weight", "word_loss_weight", "deletion_loss_weight")
+
+    def __init__(self, steps: int | None, weights: tuple[float, float, float], fraction: float = 1 / 3):
+        self.steps, self.weights, self.fraction = steps, weights, fraction
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if self.steps is None:
+            self.steps = int(state.max_steps * self.fraction)
+            logger.info(f"the first {self.steps} of {state.max_steps} steps train the draft alone (CTC only)")
+
+    def on_step_begin(self, args, state, control, model=None, **kwargs):
+        weights = (0.0, 0.0, 0.0) if state.global_step < self.steps else self.weights
+        for name, weight in zip(self.NAMES, weights):
+            setattr(model.config, name, weight)
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        for name, weight in zip(self.NAMES, self.weights):  # the saved model carries the joint phase's weights
+            setattr(model.config, name, weight)
+
+
+class TimeLimitCallback(TrainerCallback):
+    """Stops training once `minutes` of wall time have passed since it began. With several processes they agree on
+    the step (the earliest one any process reached the limit at), so none waits forever for the others."""
+
+    def __init__(self, minutes: float):
+        self.seconds = 60 * minutes
+        self.deadline = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.deadline = time.monotonic() + self.seconds
+
+    def on_step_end(self, args, state, control, **kwargs):
+        stop = torch.tensor(float(time.monotonic() >= self.deadline))
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(stop, op=torch.distributed.ReduceOp.MAX)
+        if stop.item():
+            logger.info(f"time limit reached at step {state.global_step}: stopping")
+            control.should_training_stop = True
+
+
+class DeerTrainer(Seq2SeqTrainer):
+    """Seq2SeqTrainer with DEER's pieces: the pruning scores' own learning rate, every loss component (and the
+    glancing ratio) in the logs, and evaluation by `generate(max_iterations=...)`."""
+
+    def __init__(self, *args, score_learning_rate=None, generation_max_iterations=2, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.score_learning_rate = score_learning_rate
+        self.generation_max_iterations = generation_max_iterations
+        self._component_sums, self._component_counts = {}, {}
+        self._rows, self._unfit_rows, self._warned_unfit = 0, 0, False
+
+    def create_optimizer(self, model=None):
+        if self.optimizer is None:
+            optimizer_class, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, self.model)
+            groups = self.model.optimizer_parameter_groups(self.args.weight_decay, self.score_learning_rate)
+            groups = [group for group in groups if any(p.requires_grad for p in group["params"])]
+            self.optimizer = optimizer_class(groups, **optimizer_kwargs)
+        return self.optimizer
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        outputs = model(**inputs)
+        if model.training:
+            for name in ("ctc_loss", "insertion_loss", "word_loss", "deletion_loss", "sparsity_loss",
+                         "num_unfit_targets"):
+                value = getattr(outputs, name, None)
+                if value is not None:
+                    self._component_sums[name] = self._component_sums.get(name, 0.0) + float(value)
+                    self._component_counts[name] = self._component_counts.get(name, 0) + 1
+            self._rows += inputs["input_ids"].shape[0]
+            self._unfit_rows += int(outputs.num_unfit_targets)
+        return (outputs.loss, outputs) if return_outputs else outputs.loss
+
+    def log(self, logs, *args, **kwargs):
+        if "loss" in logs and self._component_counts:
+            for name, total in self._component_sums.items():
+                logs[name] = round(total / self._component_counts[name], 4)
+            logs["glancing_ratio"] = round(self.model.config.glancing_ratio, 4)
+            self._component_sums, self._component_counts = {}, {}
+            if not self._warned_unfit and self._unfit_rows > 0.01 * self._rows:
+                self._warned_unfit = True
+                logger.warning(
+                    f"{self._unfit_rows} of the {self._rows} training rows so far "
+                    f"({100 * self._unfit_rows / self._rows:.1f} %) have targets the draft cannot write (more tokens "
+                    f"than its {self.model.config.upsample_ratio:g} x source-length frames allow): the CTC loss leaves "
+                    "them out. Raise --upsample_ratio, or filter such pairs out of the data."
+                )
+        super().log(logs, *args, **kwargs)
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None, **gen_kwargs):
+        if not self.args.predict_with_generate or prediction_loss_only:
+            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad():
+            loss = model(**inputs).loss.detach() if "labels" in inputs else None
+        generated = self.accelerator.unwrap_model(model).generate(
+            input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+            max_iterations=self.generation_max_iterations,
+        )
+        return loss, generated, inputs.get("labels")
+
+
+def run_callbacks(max_train_minutes: float | None) -> list[TrainerCallback]:
+    """The callbacks both training scripts use: the learning curve, and the time limit if one is given."""
+    return [LearningCurveCallback()] + ([TimeLimitCallback(max_train_minutes)] if max_train_minutes is not None else [])
+
+
+def save_command(output_dir: str, module: str, argv: list[str] | None):
+    """The command that made a run, as `run_command.txt` in its output directory (the benchmark reports it)."""
+    argv = sys.argv[1:] if argv is None else argv
+    with open(os.path.join(output_dir, "run_command.txt"), "w") as handle:
+        handle.write(f"python -m {module} {shlex.join(argv)}\n")
+
+
+def parse_arguments(dataclass_types: tuple, argv: list[str] | None):
+    """Command-line flags (or one .json file of them) into the dataclasses; logging set up; the data flags checked.
+    Among the dataclasses must be DataArguments and Seq2SeqTrainingArguments."""
+    parser = HfArgumentParser(dataclass_types)
+    if argv is None and len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
+        parsed = parser.parse_json_file(os.path.abspath(sys.argv[1]))
+    else:
+        parsed = parser.parse_args_into_dataclasses(args=argv)
+    data_args = next(args for args in parsed if isinstance(args, DataArguments))
+    training_args = next(args for args in parsed if isinstance(args, Seq2SeqTrainingArguments))
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO,
+                        handlers=[logging.StreamHandler(sys.stdout)])
+    if training_args.do_train and not data_args.train_file:
+        raise SystemExit("error: --do_train needs --train_file")
+    if training_args.do_eval and not data_args.validation_file:
+        raise SystemExit("error: --do_eval needs --validation_file")
+    transformers.set_seed(training_args.seed)
+    logger.info(f"world size {training_args.world_size}, process {training_args.process_index}")
+    return parsed
+
+
+def load_datasets(data_args: DataArguments, training_args, tokenizer, transform=None):
+    """The tokenized train and validation splits that the flags ask for (None where not asked); `transform`, if
+    given, maps each."""
+    transform = transform or (lambda dataset: dataset)
+    splits = []
+    with training_args.main_process_first(desc="loading and tokenizing"):
+        for wanted, path, max_samples in ((training_args.do_train, data_args.train_file, data_args.max_train_samples),
+                                          (training_args.do_eval, data_args.validation_file,
+                                           data_args.max_eval_samples)):
+            splits.append(transform(tokenize_split(load_split(path, data_args.source_column, data_args.target_column,
+                                                              max_samples), tokenizer, data_args))
+                          if wanted else None)
+    return splits
+
+
+def generation_metrics(tokenizer):
+    """`compute_metrics` for evaluation by generation: BLEU, chrF and ROUGE-L of the decoded predictions against the
+    decoded label ids (decoding them writes each reference the way the tokenizer writes it: the normalisation)."""
+
+    def compute_metrics(evaluation):
+        predictions, labels = torch.as_tensor(evaluation.predictions), torch.as_tensor(evaluation.label_ids)
+        predictions = predictions.masked_fill(predictions < 0, tokenizer.pad_token_id)
+        labels = labels.masked_fill(labels < 0, tokenizer.pad_token_id)
+        return score(tokenizer.batch_decode(predictions, skip_special_tokens=True),
+                     tokenizer.batch_decode(labels, skip_special_tokens=True))
+
+    return compute_metrics
+
+
+def train_and_evaluate(trainer, training_args, module: str, argv: list[str] | None) -> dict | None:
+    """Train (resuming if asked), save the model, metrics, state and the command; then evaluate if asked. Returns
+    the evaluation metrics."""
+    if training_args.do_train:
+        result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+        trainer.save_model()
+        trainer.log_metrics("train", result.metrics)
+        trainer.save_metrics("train", result.metrics)
+        trainer.save_state()
+        if trainer.is_world_process_zero():
+            save_command(training_args.output_dir, module, argv)
+    metrics = None
+    if training_args.do_eval:
+        metrics = trainer.evaluate(metric_key_prefix="eval")
+        trainer.log_metrics("eval", metrics)
+        trainer.save_metrics("eval", metrics)
+    return metrics
