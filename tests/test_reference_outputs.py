@@ -1,8 +1,9 @@
 """Behaviour pinned across refactorings: a generation, a training step and a pruned model's generation, for fixed
 seeds, against outputs stored in tests/fixtures/reference_outputs.json by the code before the change.
 
-Ids must match exactly. Losses and weight sums must match to 1e-6 (relative): on one machine they are bit-identical,
-and the tolerance only absorbs another CPU's float summation order. After a change that is meant to alter the
+Ids must match exactly. Losses and weight sums must match to 1e-6 (relative, or absolute for sums near zero such as
+the key biases, which attention ignores): run alone on one machine they are bit-identical, and the tolerance only
+absorbs another thread count's or CPU's float summation order. After a change that is meant to alter the
 numbers, regenerate the file with `python tests/test_reference_outputs.py` and say why in the commit.
 """
 
@@ -80,7 +81,7 @@ def test_a_training_step_matches_the_stored_one(stored):
     for group in ("losses", "weight_sums"):
         assert step[group].keys() == stored["training_step"][group].keys()
         for name, value in stored["training_step"][group].items():
-            assert step[group][name] == pytest.approx(value, rel=1e-6, abs=1e-9), f"{group} {name}"
+            assert step[group][name] == pytest.approx(value, rel=1e-6, abs=1e-6), f"{group} {name}"
 
 
 if __name__ == "__main__":
