@@ -227,6 +227,13 @@ def _draft(model, input_ids, attention_mask, blank_penalty: float, cap: int | No
     return encoder_output, sequences
 
 
+def best_tokens(model, scores: torch.Tensor, never: list[int]) -> torch.Tensor:
+    """Each row's best token id from LM-head scores (n, embedding rows), the ids in `never` excluded: the argmax, mapped
+    from rows back to tokenizer ids. Changes `scores` in place."""
+    scores[:, model.token_rows(never)] = float("-inf")
+    return model.row_tokens(scores.argmax(-1))
+
+
 def collapse_frames(model, frame_scores: torch.Tensor, draft: torch.Tensor, frame_mask: torch.Tensor,
                     blank_penalty: float = 0.0) -> torch.Tensor:
     """The draft `bos ... eos` from the scores of its real frames, (frames, rows) in row-major order: the argmax of
@@ -234,10 +241,10 @@ def collapse_frames(model, frame_scores: torch.Tensor, draft: torch.Tensor, fram
     Decoding and the edit losses on the model's own draft (training) both take it from here. Changes
     `frame_scores` in place."""
     config = model.config
-    # The blank (placeholder) is a legal frame output; bos, eos and pad are not.
-    frame_scores[:, model.token_rows([config.bos_token_id, config.eos_token_id, config.pad_token_id])] = float("-inf")
     frame_scores[:, model.token_rows(config.placeholder_token_id)] -= blank_penalty
-    frame_tokens = draft[:, 1:-1].masked_scatter(frame_mask, model.row_tokens(frame_scores.argmax(-1)))
+    # The blank (placeholder) is a legal frame output; bos, eos and pad are not.
+    words = best_tokens(model, frame_scores, [config.bos_token_id, config.eos_token_id, config.pad_token_id])
+    frame_tokens = draft[:, 1:-1].masked_scatter(frame_mask, words)
     inner = ctc_collapse(frame_tokens, frame_mask, config.placeholder_token_id, config.pad_token_id)
     return add_bos_eos(inner, config.bos_token_id, config.eos_token_id, config.pad_token_id)
 
@@ -275,9 +282,8 @@ def _fill(model, tokens: torch.Tensor, encoder_output) -> torch.Tensor:
     if placeholder_mask.any():
         hidden_states = model.target_pass(tokens, encoder_output)
         logits = model.lm_head(hidden_states[placeholder_mask])
-        logits[:, model.token_rows([config.bos_token_id, config.eos_token_id, config.pad_token_id, placeholder])] = (
-            float("-inf"))
-        tokens = fill_placeholders(tokens, model.row_tokens(logits.argmax(-1)), placeholder)
+        words = best_tokens(model, logits, [config.bos_token_id, config.eos_token_id, config.pad_token_id, placeholder])
+        tokens = fill_placeholders(tokens, words, placeholder)
     return tokens
 
 
