@@ -94,7 +94,7 @@ def test_prepare_train_and_generate_from_another_directory(installed, tiny_bert_
     assert len((work / "out.txt").read_text().splitlines()) == 3
 
 
-def test_every_script_parser_is_the_commands(tmp_path):
+def test_every_script_parser_is_the_commands():
     """The scripts parse with the parsers here, so `python -m training.X` and `deer-X` take the same flags."""
     assert set(cli.PARSERS) | set(cli.TRAINING_FLAGS) == {
         "prepare_data", "train", "train_ar", "tune_generation", "generate", "evaluate", "benchmark"}

@@ -13,16 +13,21 @@ import torch
 from training.arguments import DataArguments
 
 
+def tokenize_texts(tokenizer, sources: list[str], targets: list[str], max_source_length: int,
+                   max_target_length: int) -> dict[str, list]:
+    """Sources and targets -> {"input_ids": [[cls ... sep], ...], "labels": [[cls ... sep], ...]}, truncated. User
+    text never becomes a control token: a literal "[SEP]" or "[MASK]" is read as characters."""
+    return {"input_ids": tokenizer(sources, truncation=True, max_length=max_source_length,
+                                   split_special_tokens=True)["input_ids"],
+            "labels": tokenizer(targets, truncation=True, max_length=max_target_length,
+                                split_special_tokens=True)["input_ids"]}
+
+
 def tokenize_pairs(tokenizer, pairs, max_source_length: int, max_target_length: int) -> list[dict]:
     """Each pair -> {"input_ids": [cls ... sep], "labels": [cls ... sep]} (lists of ids), truncated."""
-    sources = tokenizer([pair["source"] for pair in pairs], truncation=True, max_length=max_source_length,
-                        split_special_tokens=True)  # a literal "[SEP]" in user text is text, not a control token
-    targets = tokenizer([pair["target"] for pair in pairs], truncation=True, max_length=max_target_length,
-                        split_special_tokens=True)
-    return [
-        {"input_ids": source, "labels": target}
-        for source, target in zip(sources["input_ids"], targets["input_ids"])
-    ]
+    columns = tokenize_texts(tokenizer, [pair["source"] for pair in pairs], [pair["target"] for pair in pairs],
+                             max_source_length, max_target_length)
+    return [{"input_ids": source, "labels": target} for source, target in zip(columns["input_ids"], columns["labels"])]
 
 
 @dataclass
@@ -140,12 +145,8 @@ def tokenize_split(dataset, tokenizer, data_args: DataArguments) -> datasets.Dat
             missing = [i for i, text in enumerate(batch[column]) if not isinstance(text, str)]
             if missing:
                 raise ValueError(f"column '{column}' has rows without text (e.g. {batch[column][missing[0]]!r}).")
-        # User text never becomes a control token: a literal "[SEP]" or "[MASK]" is read as characters.
-        sources = tokenizer(batch[data_args.source_column], truncation=True, max_length=data_args.max_source_length,
-                            split_special_tokens=True)
-        targets = tokenizer(batch[data_args.target_column], truncation=True, max_length=data_args.max_target_length,
-                            split_special_tokens=True)
-        return {"input_ids": sources["input_ids"], "labels": targets["input_ids"]}
+        return tokenize_texts(tokenizer, batch[data_args.source_column], batch[data_args.target_column],
+                              data_args.max_source_length, data_args.max_target_length)
 
     return dataset.map(tokenize, batched=True, remove_columns=dataset.column_names, desc="tokenizing")
 
