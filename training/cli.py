@@ -4,9 +4,8 @@ works from any directory (`python -m training.<script>` from the repository root
     deer-prepare-data   training.prepare_data       a bible task as JSON lines
     deer-train          training.train              fine-tune DEER (every Seq2SeqTrainingArguments flag too)
     deer-train-ar       training.train_ar           the BERT2BERT reference
-    deer-tune           training.tune_generation    tune the decoding knobs on validation
     deer-generate       training.generate           decode a file
-    deer-evaluate       training.evaluate           score a checkpoint on split files
+    deer-evaluate       training.evaluate           score a checkpoint on split files; choose its knobs (--select)
     deer-benchmark      training.benchmark          the quality/latency grid against the AR model
 
 The argument parsers of the scripts live here, with nothing but the standard library imported, so a command parses
@@ -22,7 +21,7 @@ import os
 import sys
 
 from training.arguments import ARModelArguments, CardArguments, DataArguments, ModelArguments
-from training.bible import TASKS
+from training.tasks import TASKS
 
 
 METRICS = ("bleu", "chrf", "rougeL")  # the names training.metrics.score returns
@@ -75,32 +74,28 @@ def generate_parser() -> argparse.ArgumentParser:
 
 def evaluate_parser() -> argparse.ArgumentParser:
     parser = new_parser("evaluate")
-    parser.add_argument("--model", required=True)
+    parser.add_argument("--model", required=True, help="a DEER checkpoint directory (with its tokenizer)")
     parser.add_argument("--data_dir", default=None, help="a directory from training.prepare_data")
-    parser.add_argument("--splits", nargs="+", default=["validation", "test"],
-                        help="split names (DATA_DIR/NAME.jsonl) or paths of split files (JSON lines / CSV / TSV)")
+    parser.add_argument("--splits", nargs="*", default=None,
+                        help="split names (DATA_DIR/NAME.jsonl) or paths of split files (JSON lines / CSV / TSV) "
+                             "(default: validation test, none with --select)")
     parser.add_argument("--iterations", nargs="+", type=int, default=[0, 1, 2, 4])
     parser.add_argument("--sparsity", nargs="+", type=float, default=[0.0], help="pruning levels (set_sparsity)")
     add_knob_arguments(parser)
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--output", default=None)
-    return parser
-
-
-def tune_generation_parser() -> argparse.ArgumentParser:
-    parser = new_parser("tune_generation")
-    parser.add_argument("--model", required=True, help="a DEER checkpoint directory (with its tokenizer)")
-    parser.add_argument("--validation_file", required=True, help="JSON lines / CSV / TSV with source and target")
-    parser.add_argument("--source_column", default="source")
-    parser.add_argument("--target_column", default="target")
-    parser.add_argument("--iterations", type=int, default=2, help="edit rounds to tune for (0 = the draft)")
-    parser.add_argument("--blank_penalties", type=float, nargs="+", default=[0.0, 1.0, 2.0, 3.0, 4.0, 6.0])
-    parser.add_argument("--deletion_penalties", type=float, nargs="+", default=[0.0, 1.0, 2.0, 4.0])
-    parser.add_argument("--penalties", type=float, nargs="+", default=[0.0, 0.5, 1.0, 1.5, 2.0, 3.0],
-                        help="eos_penalty candidates")
-    parser.add_argument("--metric", choices=METRICS, default="bleu")
-    parser.add_argument("--threads", type=int, default=None)
+    choice = parser.add_argument_group("choosing the knobs on validation (--select)")
+    choice.add_argument("--select", choices=METRICS, default=None, metavar="METRIC",
+                        help="choose blank_penalty, deletion_penalty, eos_penalty by this metric: " + ", ".join(METRICS))
+    choice.add_argument("--save", action="store_true", help="write the choice to the model's generation_config.json")
+    choice.add_argument("--validation_file", default=None, help="default: DATA_DIR/validation.jsonl")
+    choice.add_argument("--source_column", default="source")
+    choice.add_argument("--target_column", default="target")
+    choice.add_argument("--select_iterations", type=int, default=2, help="edit rounds to choose for (0 = the draft)")
+    choice.add_argument("--blank_penalties", type=float, nargs="+", default=[0.0, 1.0, 2.0, 3.0, 4.0, 6.0])
+    choice.add_argument("--deletion_penalties", type=float, nargs="+", default=[0.0, 1.0, 2.0, 4.0])
+    choice.add_argument("--eos_penalties", type=float, nargs="+", default=[0.0, 0.5, 1.0, 1.5, 2.0, 3.0])
     return parser
 
 
@@ -152,7 +147,7 @@ def dataclass_help_parser(script: str, classes: tuple) -> argparse.ArgumentParse
 
 
 PARSERS = {"prepare_data": prepare_data_parser, "generate": generate_parser, "evaluate": evaluate_parser,
-           "tune_generation": tune_generation_parser, "benchmark": benchmark_parser}
+           "benchmark": benchmark_parser}
 TRAINING_FLAGS = {"train": (ModelArguments, DataArguments, CardArguments),
                   "train_ar": (ARModelArguments, DataArguments)}
 
@@ -184,10 +179,6 @@ def train():
 
 def train_ar():
     run("train_ar")
-
-
-def tune():
-    run("tune_generation")
 
 
 def generate():

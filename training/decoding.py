@@ -1,5 +1,6 @@
-"""Decoding many texts with a trained model: DEER (`generate_texts`, the knobs from a command line) and the AR
-reference (`load_ar`, `ar_generate`, `ar_generate_texts`, and `trim_ar_vocabulary` for shipping it small).
+"""Decoding many texts with a trained model: DEER (`generate_texts`, the knobs from a command line, and
+`select_knobs`, which chooses them on validation data) and the AR reference (`load_ar`, `ar_generate`,
+`ar_generate_texts`, and `trim_ar_vocabulary` for shipping it small).
 """
 
 import copy
@@ -10,7 +11,10 @@ import torch
 from tqdm.auto import tqdm
 from transformers import EncoderDecoderModel
 
+from modeling_deer import DeerForConditionalGeneration
+
 from training.cli import KNOBS
+from training.metrics import score
 
 
 def apply_knob_arguments(model, args):
@@ -39,6 +43,40 @@ def generate_texts(model, tokenizer, sources: list[str], max_iterations: int, ba
     return outputs
 
 
+# The length knobs in the order `select_knobs` chooses them: the draft's first, then the edit rounds'.
+SELECTION_ORDER = ("blank_penalty", "deletion_penalty", "eos_penalty")
+
+
+def select_knobs(model, tokenizer, sources: list[str], references: list[str], candidates: dict[str, list[float]],
+                 iterations: int, metric: str, progress: bool = True) -> list[dict]:
+    """Choose DEER's three length knobs on validation pairs, one after the other, and set them in the model's
+    generation config (ties go to the smaller penalty):
+
+    * `blank_penalty` is subtracted from the CTC blank's score at every draft frame: larger values, longer drafts;
+    * `deletion_penalty` is subtracted from the deletion head's "delete" score in every round: larger values delete
+      less;
+    * `eos_penalty` is subtracted from the insertion head's "insert nothing" score in every round: larger values,
+      longer outputs.
+
+    `blank_penalty` is chosen first (the other two at 0), then `deletion_penalty`, then `eos_penalty`, each at the
+    values chosen before it, all at `iterations` rounds; at 0 rounds only `blank_penalty` matters and only it is
+    chosen. `references` are normalised (training.metrics). Returns every candidate's scores."""
+    config = model.generation_config
+    config.eos_penalty = config.deletion_penalty = 0.0
+    rows = []
+    for name in SELECTION_ORDER[: 1 if iterations == 0 else 3]:
+        tried = []
+        for value in tqdm(candidates[name], desc=f"{name} candidates", disable=not progress):
+            setattr(config, name, value)
+            outputs = generate_texts(model, tokenizer, sources, iterations, batch_size=32, progress=False)
+            words = sum(len(text.split()) for text in outputs) / len(outputs)
+            tried.append({"tuned": name, **{knob: getattr(config, knob) for knob in SELECTION_ORDER},
+                          **score(outputs, references), "words_per_output": words})
+        setattr(config, name, max(tried, key=lambda row: (row[metric], -row[name]))[name])
+        rows += tried
+    return rows
+
+
 def special_ids(tokenizer) -> tuple[int, int, int]:
     """(bos, eos, pad) of a BERT-family tokenizer: [CLS]/[SEP]/[PAD] or <s>/</s>/<pad>."""
     bos = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
@@ -46,6 +84,14 @@ def special_ids(tokenizer) -> tuple[int, int, int]:
     if bos is None or eos is None or tokenizer.pad_token_id is None:
         raise ValueError(f"tokenizer {tokenizer.name_or_path} needs cls/bos, sep/eos and pad tokens.")
     return bos, eos, tokenizer.pad_token_id
+
+
+def load_deer(path: str, sparsity: float = 0.0) -> DeerForConditionalGeneration:
+    """A DEER checkpoint for decoding, physically pruned to `sparsity` (0: as saved)."""
+    model = DeerForConditionalGeneration.from_pretrained(path).eval()
+    if sparsity > 0:
+        model.prune_to(sparsity)
+    return model
 
 
 def load_ar(path: str) -> EncoderDecoderModel:

@@ -1,11 +1,24 @@
-"""Score a DEER checkpoint on a prepared task's validation and test splits at several iteration counts.
+"""Score a DEER checkpoint on split files at several iteration counts and pruning levels; with `--select`, first
+choose its decoding knobs on the validation split (and with `--save`, keep them in the checkpoint).
 
-    python -m training.evaluate --model DIR --data_dir data/bible-de-en [--splits validation test | my_split.csv]
+    python -m training.evaluate --model DIR --data_dir data/bible-de-en-32 [--splits validation test | my_split.csv]
         [--iterations 0 1 2 4] [--sparsity 0 0.5]
         [--eos_penalty 0] [--blank_penalty 0] [--deletion_penalty 0] [--output results/NAME.json]
+    python -m training.evaluate --model DIR --validation_file data/bible-de-en-32/validation.jsonl \
+        --select bleu --save [--select_iterations 2] [--blank_penalties 0 1 2 3 4 6] \
+        [--deletion_penalties 0 1 2 4] [--eos_penalties 0 0.5 1 1.5 2 3]
 
 Prints BLEU, chrF and ROUGE-L per split, pruning level and iteration count (references normalised as
 training/metrics says) and the generation time; writes them as JSON with `--output`.
+
+`--select METRIC` chooses the three length knobs by METRIC on the validation pairs (`--validation_file`, else
+DATA_DIR/validation.jsonl), one after the other at `--select_iterations` rounds: `blank_penalty` (the draft's
+length), then `deletion_penalty` (larger deletes less), then `eos_penalty` (larger inserts more); ties go to the
+smaller penalty. Every candidate's scores are printed. `--save` writes the choice to the checkpoint's
+generation_config.json, with `max_iterations` set to the count it was chosen for, so that a plain `generate()`, the
+benchmark and a pushed model decode as chosen; the candidates go to tune_generation.json next to it. With
+`--select`, only the splits named in `--splits` are scored afterwards (none by default). The test split is never
+used to choose.
 """
 
 import json
@@ -16,34 +29,81 @@ import torch
 from transformers import AutoTokenizer
 
 from modeling_deer import DeerForConditionalGeneration
-from training.cli import evaluate_parser
+from training.cli import KNOBS, evaluate_parser
 from training.data import read_inputs
-from training.decoding import apply_knob_arguments, generate_texts
+from training.decoding import SELECTION_ORDER, apply_knob_arguments, generate_texts, select_knobs
 from training.metrics import normalize, score
+
+
+def split_path(parser, split: str, data_dir: str | None) -> str:
+    if os.path.isfile(split):
+        return split
+    if data_dir:
+        return os.path.join(data_dir, f"{split}.jsonl")
+    parser.error(f"{split}: not a file, and no --data_dir to find {split}.jsonl in")
+
+
+def read_pairs(parser, path: str, source_column: str = "source", target_column: str = "target"):
+    sources, targets = read_inputs(path, source_column, target_column)
+    if targets is None:
+        parser.error(f"{path} has no '{target_column}' column to score against")
+    return sources, targets
+
+
+def select(parser, args, model, tokenizer):
+    """--select: choose the knobs on validation; --save keeps them (and every candidate's scores) in the model."""
+    path = args.validation_file or split_path(parser, "validation", args.data_dir)
+    sources, targets = read_pairs(parser, path, args.source_column, args.target_column)
+    candidates = {"blank_penalty": args.blank_penalties, "deletion_penalty": args.deletion_penalties,
+                  "eos_penalty": args.eos_penalties}
+    rows = select_knobs(model, tokenizer, sources, normalize(tokenizer, targets), candidates, args.select_iterations,
+                        args.select)
+    for row in rows:
+        print(" | ".join(f"{name} {row[name]:4g}" for name in SELECTION_ORDER) + f" | BLEU {row['bleu']:6.2f} | chrF "
+              f"{row['chrf']:6.2f} | ROUGE-L {row['rougeL']:6.2f} | {row['words_per_output']:.1f} words per output")
+    config = model.generation_config
+    config.max_iterations = args.select_iterations  # the knobs travel with the round count they were chosen for
+    chosen = {name: getattr(config, name) for name in SELECTION_ORDER}
+    summary = (", ".join(f"{name} {value:g}" for name, value in chosen.items()) + f" (best {args.select} on "
+               f"{len(sources)} validation pairs at {args.select_iterations} iterations)")
+    if args.save:
+        config.save_pretrained(args.model)
+        with open(os.path.join(args.model, "tune_generation.json"), "w") as handle:
+            json.dump({"validation_file": path, "iterations": args.select_iterations, "metric": args.select,
+                       **chosen, "candidates": rows}, handle, indent=2)
+        summary += f" and max_iterations {args.select_iterations} saved to " + os.path.join(args.model,
+                                                                                             "generation_config.json")
+    print(summary, flush=True)
 
 
 def main(argv=None):
     parser = evaluate_parser()
     args = parser.parse_args(argv)
+    if args.select:
+        if any(getattr(args, name) is not None for name in KNOBS):
+            parser.error("--select chooses " + ", ".join(KNOBS) + ": give none of them with it")
+        if args.select_iterations < 0:
+            parser.error("--select_iterations must be at least 0")
+        if min(args.blank_penalties + args.deletion_penalties + args.eos_penalties) < 0:
+            parser.error("--blank_penalties, --deletion_penalties and --eos_penalties must be >= 0")
+    elif args.save:
+        parser.error("--save keeps what --select chooses: give --select METRIC too")
+    splits = args.splits if args.splits is not None else ([] if args.select else ["validation", "test"])
+    paths = [split_path(parser, split, args.data_dir) for split in splits]
     if args.threads:
         torch.set_num_threads(args.threads)
 
     model = DeerForConditionalGeneration.from_pretrained(args.model).eval()
     for sparsity in args.sparsity:  # an impossible level fails here, before any decoding
         model.set_sparsity(sparsity)
+    model.set_sparsity(args.sparsity[0])
     apply_knob_arguments(model, args)
     tokenizer = AutoTokenizer.from_pretrained(args.model)
+    if args.select:
+        select(parser, args, model, tokenizer)
     rows = []
-    for split in args.splits:
-        if os.path.isfile(split):
-            path = split
-        elif args.data_dir:
-            path = os.path.join(args.data_dir, f"{split}.jsonl")
-        else:
-            parser.error(f"--splits {split}: not a file, and no --data_dir to find {split}.jsonl in")
-        sources, targets = read_inputs(path, "source", "target")
-        if targets is None:
-            parser.error(f"{path} has no target column to score against")
+    for split, path in zip(splits, paths):
+        sources, targets = read_pairs(parser, path)
         references = normalize(tokenizer, targets)
         for sparsity in args.sparsity:
             model.set_sparsity(sparsity)
@@ -60,9 +120,7 @@ def main(argv=None):
     if args.output:
         with open(args.output, "w") as handle:
             json.dump({"model": args.model, "threads": torch.get_num_threads(),
-                       "eos_penalty": model.generation_config.eos_penalty,
-                       "blank_penalty": model.generation_config.blank_penalty,
-                       "deletion_penalty": model.generation_config.deletion_penalty,
+                       **{name: getattr(model.generation_config, name) for name in SELECTION_ORDER},
                        "rows": rows}, handle, indent=2)
 
 

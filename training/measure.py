@@ -1,14 +1,25 @@
 """Measuring for the benchmark scripts: medians of whole calls after a warm-up, several systems taking turns; a
-process's peak resident memory; the one count of non-embedding parameters every table uses; and random-weight
-DEER models of real backbone shapes."""
+process's peak resident memory, and a fresh process to measure it in; the one count of non-embedding parameters
+every table uses; and random-weight models of real backbone shapes (DEER, the plain MLM pass that is DEER's floor,
+and the BERT2BERT model a transformers user would otherwise pick)."""
 
+import copy
+import json
+import os
+import platform
 import resource
 import statistics
+import subprocess
+import sys
 import time
 
 import torch
+from transformers import (BatchEncoding, BertConfig, BertForMaskedLM, BertLMHeadModel, BertModel,
+                          EncoderDecoderModel)
 
 from modeling_deer import DeerConfig, DeerForConditionalGeneration
+from modeling_deer.edit_ops import inner_mask
+from training.bible import load_bible_pairs
 
 
 # Random-weight models of real shapes, for timing: what a backbone of that size costs, whatever it says. They use
@@ -17,8 +28,10 @@ BERT_VOCAB, BERT_PAD, BERT_CLS, BERT_SEP, BERT_MASK = 30522, 0, 101, 102, 103
 SHAPES = {
     "minilm": dict(num_hidden_layers=6, hidden_size=384, num_attention_heads=12, intermediate_size=1536),
     "bert-base": dict(num_hidden_layers=12, hidden_size=768, num_attention_heads=12, intermediate_size=3072),
+    "tiny": dict(num_hidden_layers=2, hidden_size=128, num_attention_heads=2, intermediate_size=512),  # for tests
 }
 SOURCE_LENGTH = 48
+OUTPUT_LENGTH = 32  # tokens the AR model writes in training.bench; DEER's draft is calibrated to this average
 
 
 def interleaved_medians(calls: dict, repeats: int, on_round=None) -> dict:
@@ -52,7 +65,31 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def hardware() -> dict:
+    """The machine a report's timings come from."""
+    cpu = platform.processor() or platform.machine()
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as handle:
+            names = [line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    return {"cpu": cpu, "cores": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "python": platform.python_version()}
+
+
+def in_fresh_process(module: str, threads: int, spec: str) -> dict:
+    """Run `python -m module --threads THREADS --memory_of SPEC` and return the JSON of its last output line: a
+    measurement (peak memory) that must not count what this process holds."""
+    command = [sys.executable, "-m", module, "--threads", str(threads), "--memory_of", spec]
+    result = subprocess.run(command, capture_output=True, text=True,
+                            env=dict(os.environ, TOKENIZERS_PARALLELISM="false"))
+    if result.returncode != 0:
+        raise RuntimeError(f"the measurement in a fresh process failed:\n{result.stderr[-2000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
 def build_model(shape: str, seed: int = 0) -> DeerForConditionalGeneration:
+    """A random DEER model of the shape, with random pruning scores and a blank that never wins (a full-length
+    draft); `calibrate_output_length` and `realistic_rounds` arrange the draft's length and the edit rounds."""
     torch.manual_seed(seed)
     config = DeerConfig(vocab_size=BERT_VOCAB, max_position_embeddings=512, pad_token_id=BERT_PAD,
                         bos_token_id=BERT_CLS, eos_token_id=BERT_SEP, placeholder_token_id=BERT_MASK, **SHAPES[shape])
@@ -61,8 +98,6 @@ def build_model(shape: str, seed: int = 0) -> DeerForConditionalGeneration:
         for score in model.pruning_scores():
             score.normal_()
         set_blank_score(model, -1e4)  # never blank: a full-length draft
-        model.deletion_head.bias.copy_(torch.tensor([1e4, 0.0]))  # keep every token
-        model.insertion_head.bias[0] = 1e4  # insert nothing
     return model
 
 
@@ -74,6 +109,96 @@ def set_blank_score(model, value: float):
             model.blank_head.bias.fill_(value)
         else:
             model.lm_head.decoder.bias[model.config.placeholder_token_id] = value
+
+
+def build_floor(shape: str) -> BertForMaskedLM:
+    """A plain masked LM of the shape: one pass over source + draft tokens is DEER's floor."""
+    torch.manual_seed(0)
+    return BertForMaskedLM(BertConfig(vocab_size=BERT_VOCAB, **SHAPES[shape])).eval()
+
+
+def build_autoregressive(shape: str) -> EncoderDecoderModel:
+    """BERT2BERT of the shape (encoder and decoder each that size), with BERT's special ids."""
+    torch.manual_seed(0)
+    encoder = BertModel(BertConfig(vocab_size=BERT_VOCAB, **SHAPES[shape]), add_pooling_layer=False)
+    decoder = BertLMHeadModel(BertConfig(vocab_size=BERT_VOCAB, is_decoder=True, add_cross_attention=True,
+                                         **SHAPES[shape]))
+    model = EncoderDecoderModel(encoder=encoder, decoder=decoder).eval()
+    for holder in (model.config, model.generation_config):
+        holder.decoder_start_token_id, holder.pad_token_id, holder.eos_token_id = BERT_CLS, BERT_PAD, BERT_SEP
+    return model
+
+
+def calibrate_output_length(model, sources: torch.Tensor, length: int) -> float:
+    """Raise or lower a random DEER model's blank score until the collapsed draft of `sources` averages `length`
+    tokens (bisection), so that it writes as much as the autoregressive model is made to. Returns the average."""
+    low, high = -20.0, 20.0
+    for _ in range(25):
+        middle = (low + high) / 2
+        set_blank_score(model, middle)
+        produced = (model.generate(input_ids=sources, max_iterations=0) != 0).sum(1).float().mean().item() - 2
+        low, high = (middle, high) if produced > length else (low, middle)
+    return produced
+
+
+@torch.no_grad()
+def calibrate_edits(model, sources: torch.Tensor, per_row: float = 1.0) -> dict:
+    """Set a random DEER model's deletion and insertion biases so that a round on the draft of `sources` deletes
+    about `per_row` tokens per row and inserts about as many placeholders (at most one per gap): realistic rounds,
+    which run all three of their passes (delete, insert, fill) and keep the outputs' length. Returns the deletions
+    and insertions per row that the draft then gets."""
+    config = model.config
+    model.insertion_head.bias[2:] = -1e4  # at most one placeholder per gap
+    draft = model.generate(input_ids=sources, max_iterations=0)
+    hidden_states = model.target_pass(draft, model.encode(sources))
+    rows = len(draft)
+
+    def threshold(margins: torch.Tensor) -> float:
+        """The margin above which `per_row` cases per row fall."""
+        return float(torch.quantile(margins.float(), 1 - min(1.0, per_row * rows / len(margins))))
+
+    weight = model.deletion_head.weight
+    deletion_margin = (hidden_states @ (weight[1] - weight[0]))[inner_mask(draft, config.pad_token_id)]
+    model.deletion_head.bias.copy_(torch.tensor([0.0, -threshold(deletion_margin)]))
+    pairs = torch.cat([hidden_states[:, :-1], hidden_states[:, 1:]], dim=-1)
+    weight = model.insertion_head.weight
+    insertion_margin = (pairs @ (weight[1] - weight[0]))[draft[:, 1:] != config.pad_token_id]
+    model.insertion_head.bias[:2] = torch.tensor([0.0, -threshold(insertion_margin)])
+    deletions = (model.deletion_logits(hidden_states).argmax(-1).bool() & inner_mask(draft, config.pad_token_id))
+    insertions = (model.insertion_logits(hidden_states).argmax(-1) == 1) & (draft[:, 1:] != config.pad_token_id)
+    return {"deletions_per_row": deletions.sum().item() / rows, "insertions_per_row": insertions.sum().item() / rows}
+
+
+def target_passes_per_round(model, batch, iterations: int = 2) -> float:
+    """Target passes a forced `generate` call runs per edit round, counted (3 = delete, insert and fill all ran)."""
+    count = 0
+    own = model.target_pass
+
+    def counted(*args, **kwargs):
+        nonlocal count
+        count += 1
+        return own(*args, **kwargs)
+
+    model.target_pass = counted
+    try:
+        forced(model, batch, iterations)()
+    finally:
+        del model.target_pass
+    return count / iterations
+
+
+def realistic_rounds(model, sources: torch.Tensor, rounds: int = 4) -> dict:
+    """Rig a random DEER model's edit heads for timing realistic rounds: `calibrate_edits` on the first source with
+    the fewest edits per row (1, then more) at which each of `rounds` forced rounds runs all three of its passes at
+    batch 1 (a larger batch then runs them too). Returns the edits per row and the passes per round at batch 1 and
+    at the batch of all `sources`."""
+    for per_row in (1, 1.5, 2, 3, 4, 6, 8):
+        edits = calibrate_edits(model, sources[:1], per_row)
+        passes = target_passes_per_round(model, tokens(sources[:1]), rounds)
+        if passes == 3:
+            break
+    return {**edits, "passes_per_round_b1": passes,
+            f"passes_per_round_b{len(sources)}": target_passes_per_round(model, tokens(sources), rounds)}
 
 
 def sources_batch() -> torch.Tensor:
@@ -93,3 +218,39 @@ def non_embedding_parameters(model) -> int:
     if output is not None:
         skip.add(id(output.weight))
     return sum(p.numel() for p in model.parameters() if id(p) not in skip)
+
+
+# -- what the timing scripts call ----------------------------------------------------------------------------------
+
+
+def forced(model, batch, iterations: int):
+    """A `generate` call that runs exactly `iterations` rounds."""
+    return lambda: model.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                                  max_iterations=iterations, stop_when_unchanged=False)
+
+
+def tokens(input_ids: torch.Tensor) -> BatchEncoding:
+    """Unpadded token ids as a tokenizer's batch."""
+    return BatchEncoding({"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)})
+
+
+def verse_batches(tokenizer) -> dict[int, BatchEncoding]:
+    """Real held-out verses (John, German): the first one alone, and the first 32 as one padded batch."""
+    sources = [pair["source"] for pair in load_bible_pairs("bible-de-en")["test"][:32]]
+    return {1: tokenizer(sources[:1], return_tensors="pt"), 32: tokenizer(sources, return_tensors="pt", padding=True)}
+
+
+def untrimmed_copy(model: DeerForConditionalGeneration) -> DeerForConditionalGeneration:
+    """`model` with its full vocabulary back: the dropped tokens' rows return with zero weights and a very low LM-head
+    bias, so they are never chosen and both models write the same outputs."""
+    config = copy.deepcopy(model.config)
+    kept, config.vocabulary_ids = torch.tensor(config.vocabulary_ids), None
+    full = DeerForConditionalGeneration(config).eval()
+    state = model.state_dict()
+    for key in ("model.embeddings.word_embeddings.weight", "lm_head.decoder.weight", "lm_head.decoder.bias"):
+        value = state[key]
+        state[key] = torch.full((config.vocab_size, *value.shape[1:]), -1e4 if value.dim() == 1 else 0.0)
+        state[key][kept] = value
+    full.load_state_dict(state)
+    full.generation_config = copy.deepcopy(model.generation_config)
+    return full

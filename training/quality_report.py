@@ -6,7 +6,7 @@ curves: the ablation table and the learning-curve figure of the README.
         --ar runs/bible-de-en/ar [--iterations 0 1 2 4] --output results/bible-de-en-quality
 
 Each DEER run is decoded at every iteration count twice: with its tuned decoding knobs (`blank_penalty`,
-`deletion_penalty`, `eos_penalty`, chosen on validation by `training.tune_generation` and saved with the model) and
+`deletion_penalty`, `eos_penalty`, chosen on validation by `training.evaluate --select` and saved with the model) and
 with all three at 0 (untuned), so the table shows what the knobs buy. The AR reference decodes greedily. Scores are
 BLEU, chrF and ROUGE-L (references normalised as training/metrics says) plus the length ratio (output words /
 reference words). Test scores are reported, never used to choose anything.
@@ -26,13 +26,12 @@ from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 
 from modeling_deer import DeerForConditionalGeneration
+from modeling_deer.model_card_deer import METRIC_NAMES
 from training.data import read_inputs
 from training.decoding import generate_texts
 from training.metrics import normalize, score
-
-TASK_METRICS = {"bible-kjv-bbe": ("rougeL", "bleu")}  # the task's first metric, then the second; default below
-DEFAULT_METRICS = ("bleu", "chrf")
-METRIC_LABELS = {"bleu": "BLEU", "chrf": "chrF", "rougeL": "ROUGE-L"}
+from training.report import markdown_table
+from training.tasks import task_metrics
 
 
 def scored(outputs: list[str], references: list[str]) -> dict:
@@ -70,16 +69,16 @@ def ar_rows(path: str, tokenizer, splits: dict) -> list[dict]:
     return rows
 
 
-def markdown_table(rows: list[dict], metrics: tuple[str, str], iterations: list[int]) -> str:
+def quality_table(rows: list[dict], metrics: tuple[str, str], iterations: list[int]) -> str:
     """One line per run and knob setting: the first metric on validation and test at each iteration count, the
     second metric and the length ratio on test at the best validation iteration count."""
     first, second = metrics
     header = (["run", "knobs (blank, deletion, eos)"]
-              + [f"val {METRIC_LABELS[first]} it{count}" for count in iterations]
-              + [f"test {METRIC_LABELS[first]} it{count}" for count in iterations]
-              + ["it chosen on val", f"test {METRIC_LABELS[first]}", f"test {METRIC_LABELS[second]}",
+              + [f"val {METRIC_NAMES[first]} it{count}" for count in iterations]
+              + [f"test {METRIC_NAMES[first]} it{count}" for count in iterations]
+              + ["it chosen on val", f"test {METRIC_NAMES[first]}", f"test {METRIC_NAMES[second]}",
                  "test length ratio"])
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = []
     groups = {}
     for row in rows:
         groups.setdefault((row["run"], row.get("knobs")), []).append(row)
@@ -99,8 +98,8 @@ def markdown_table(rows: list[dict], metrics: tuple[str, str], iterations: list[
             values = ([knob_text] + [f"{cell[('validation', count)][first]:.2f}" for count in iterations]
                       + [f"{cell[('test', count)][first]:.2f}" for count in iterations]
                       + [str(best), f"{chosen[first]:.2f}", f"{chosen[second]:.2f}", f"{chosen['length_ratio']:.2f}"])
-        lines.append("| " + " | ".join([run, *values]) + " |")
-    return "\n".join(lines) + "\n"
+        lines.append([run, *values])
+    return markdown_table(header, lines) + "\n"
 
 
 def read_curve(path: str) -> list[dict]:
@@ -135,10 +134,10 @@ def plot_curves(curves: dict[str, list[dict]], metric: str, task: str, path: str
     by_step.set_xlabel("training step (batch 16)")
     by_time.set_xlabel("training wall-clock, minutes (one CPU thread, evaluation excluded)")
     for axis in (by_step, by_time):
-        axis.set_ylabel(f"validation {METRIC_LABELS[metric]}")
+        axis.set_ylabel(f"validation {METRIC_NAMES[metric]}")
         axis.grid(alpha=0.3)
     by_step.legend(fontsize=8)
-    figure.suptitle(f"{task}: validation {METRIC_LABELS[metric]} during training (DEER at its training-time "
+    figure.suptitle(f"{task}: validation {METRIC_NAMES[metric]} during training (DEER at its training-time "
                     "evaluation setting, AR greedy)", fontsize=10)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
@@ -179,13 +178,13 @@ def main(argv=None):
     curves = {label: read_curve(path) for label, path in runs.items()}
     ar_curve = {"AR": read_curve(args.ar)} if args.ar else {}
 
-    metrics = TASK_METRICS.get(args.task, DEFAULT_METRICS)
+    metrics = task_metrics(args.task)
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     with open(args.output + ".json", "w") as handle:
         json.dump({"task": args.task, "command": "python -m training.quality_report " + " ".join(
             sys.argv[1:] if argv is None else argv), "validation_pairs": len(splits["validation"][0]),
             "test_pairs": len(splits["test"][0]), "rows": rows, "learning_curves": {**curves, **ar_curve}}, handle, indent=2)
-    table = markdown_table(rows, metrics, args.iterations)
+    table = quality_table(rows, metrics, args.iterations)
     with open(args.output + ".md", "w") as handle:
         handle.write(table)
     print(table)

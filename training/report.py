@@ -1,16 +1,42 @@
-"""The benchmark report's schema, for tables, plots and model cards: how its runs are named, the markdown grid, and
-the model-index entries and card section of one model's rows (`training.model_card` puts them in a card)."""
+"""Tables and the benchmark report's schema, for tables, plots and model cards: the one markdown table writer every
+script uses, how the benchmark's runs are named, its grid, and the model-index entries and card section of one
+model's rows (`training.model_card` puts them in a card)."""
+
+import json
+import os
 
 from huggingface_hub import EvalResult
 
 from modeling_deer.model_card_deer import METRIC_NAMES
+from training.tasks import task_type
 
 
-TASK_TYPES = {"bible-de-en": "translation", "bible-kjv-bbe": "text2text-generation"}
 
 
 RUN_LABELS = {"deer": "DEER", "deer_random": "DEER (random init)", "deer_distilled": "DEER (distilled data)",
               "ar": "AR (BERT2BERT, greedy)"}
+
+
+def run_info(path: str) -> dict:
+    """Training steps and the command of a run directory (as training.train / training.train_ar leave them)."""
+    info = {"path": path}
+    state = os.path.join(path, "trainer_state.json")
+    if os.path.exists(state):
+        with open(state) as handle:
+            info["steps"] = json.load(handle).get("global_step")
+    command = os.path.join(path, "run_command.txt")
+    if os.path.exists(command):
+        with open(command) as handle:
+            info["command"] = handle.read().strip()
+    return info
+
+
+def markdown_table(header: list[str], rows: list[list], numeric: bool = False) -> str:
+    """A markdown table; cells are written as given (format numbers first). `numeric` right-aligns every column
+    but the first."""
+    line = lambda cells: "| " + " | ".join(str(cell) for cell in cells) + " |"
+    rule = "|---|" + ("---:|" if numeric else "---|") * (len(header) - 1)
+    return "\n".join([line(header), rule, *map(line, rows)])
 
 
 def system_label(row: dict) -> str:
@@ -24,7 +50,7 @@ def results_table(rows: list[dict], metrics: list[str] | tuple[str, ...]) -> str
     ar = next((row for row in rows if row["system"] == "ar"), None)
     header = ["system", "sparsity", "iterations", *(METRIC_NAMES.get(m, m) for m in metrics), "ms/sent b1",
               "ms/sent b32"] + (["AR b1 / this b1"] if ar else []) + ["peak RSS MB", "non-emb params"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = []
     for row in rows:
         cells = [system_label(row), "" if row["system"] == "ar" else f"{row['sparsity']:g}",
                  "" if row["iterations"] is None else str(row["iterations"]),
@@ -32,8 +58,8 @@ def results_table(rows: list[dict], metrics: list[str] | tuple[str, ...]) -> str
         if ar:
             cells.append(f"{ar['latency_ms_b1'] / row['latency_ms_b1']:.1f}x")
         cells += [f"{row['peak_rss_mb']:.0f}", f"{row['params_nonembedding'] / 1e6:.2f}M"]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        lines.append(cells)
+    return markdown_table(header, lines)
 
 
 def report_eval_results(report: dict, run: str) -> list[EvalResult]:
@@ -46,7 +72,7 @@ def report_eval_results(report: dict, run: str) -> list[EvalResult]:
             continue
         for metric in report["metrics"]:
             results.append(EvalResult(
-                task_type=TASK_TYPES.get(task, "text2text-generation"), dataset_type=task, dataset_name=task,
+                task_type=task_type(task), dataset_type=task, dataset_name=task,
                 dataset_split="test", metric_type=metric.lower(), metric_value=round(row[metric], 4),
                 metric_name=f"{METRIC_NAMES.get(metric, metric)} ({row['iterations']} iterations, sparsity "
                             f"{row['sparsity']:g})",
@@ -71,3 +97,107 @@ def card_results(reports: list[dict], run: str = "deer") -> dict:
     deer_distilled, ...; not the other runs or the AR model) and one results section per report."""
     return {"eval_results": [result for report in reports for result in report_eval_results(report, run)],
             "sections": [report_section(report) for report in reports]}
+
+
+def plot(rows: list[dict], metric: str, title: str, path: str):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    deer = [row for row in rows if row["system"] == "deer"]
+    levels = sorted({row["sparsity"] for row in deer})
+    # The other runs as one curve each (unpruned), so that the figure stays readable; the table has all of it.
+    for run, style, sparsities in (("deer", "-o", levels), ("deer_distilled", "--s", levels[:1]),
+                                   ("deer_random", ":x", levels[:1])):
+        for sparsity in sparsities:
+            curve = sorted((row for row in deer if row["run"] == run and row["sparsity"] == sparsity),
+                           key=lambda row: row["iterations"])
+            if not curve:
+                continue
+            xs, ys = [row["latency_ms_b1"] for row in curve], [row[metric] for row in curve]
+            line, = axis.plot(xs, ys, style, label=f"{system_label(curve[0])}, sparsity {sparsity:g}",
+                              alpha=1.0 if run != "deer_random" else 0.6)
+            for row, x, y in zip(curve, xs, ys):
+                axis.annotate(str(row["iterations"]), (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7,
+                              color=line.get_color())
+    ar = next(row for row in rows if row["system"] == "ar")
+    axis.plot([ar["latency_ms_b1"]], [ar[metric]], "r*", markersize=14, label="AR (BERT2BERT, greedy)")
+    axis.set_xscale("log")
+    axis.set_xlabel("ms per sentence at batch 1 (log scale; labels: iterations)")
+    axis.set_ylabel(METRIC_NAMES[metric] + " (test)")
+    axis.set_title(title, fontsize=10)
+    axis.grid(True, which="both", alpha=0.3)
+    axis.legend(fontsize=7, loc="best")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+# -- main ---------------------------------------------------------------------------------------------------------------
+
+
+def rounds_text(rounds: dict) -> str:
+    """How realistic training.bench's rounds were: edits per row, and passes per round (3 = all ran)."""
+    return (f"{rounds['deletions_per_row']:g} deleted + {rounds['insertions_per_row']:g} inserted per row, "
+            f"passes/round b1 {rounds['passes_per_round_b1']:g}, b32 {rounds['passes_per_round_b32']:g}")
+
+
+def bench_tables(results: dict, shapes: list[str]) -> str:
+    """training.bench's tables, as the README shows them."""
+    threads, parts = results["threads"], []
+    source_length, output_length = results["source_length"], results["output_length"]
+    if "speed" in results:
+        rows = results["speed"]
+        cell = lambda shape, size: {r["system"]: r["latency_ms"] for r in rows
+                                    if r["shape"] == shape and r["batch_size"] == size}
+        parts.append(f"{threads} threads; latency per generate call in ms (median), sources of {source_length} "
+                     f"tokens; outputs: AR {output_length} tokens, DEER " + ", ".join(
+                         f"{shape} {next(r['output_tokens'] for r in rows if r['shape'] == shape)}" for shape in shapes)
+                     + " tokens on average; every round deletes and inserts: " + "; ".join(
+                         f"{shape} {rounds_text(next(r['rounds'] for r in rows if r['shape'] == shape))}"
+                         for shape in shapes) + "\n" + markdown_table(
+            ["shape", "batch", "floor", "deer-0", "deer-1", "deer-2", "deer-4", f"AR ({output_length} tokens)",
+             "deer-0 / floor", "AR / deer-0", "AR / deer-2"],
+            [[shape, size, *(f"{c[n]:.1f}" for n in ("floor", "deer-0", "deer-1", "deer-2", "deer-4", "ar")),
+              f"{c['deer-0'] / c['floor']:.2f}", f"{c['ar'] / c['deer-0']:.1f}x", f"{c['ar'] / c['deer-2']:.1f}x"]
+             for shape in shapes for size in (1, 32) for c in [cell(shape, size)]], numeric=True))
+    if "trimming" in results:
+        rows = results["trimming"]
+        cell = {(r["system"], r["batch_size"]): r["latency_ms"] for r in rows}
+        sizes = {r["system"].split("-")[0]: r["vocabulary"] for r in rows}
+        parts.append(f"vocabulary trimming, {rows[0]['model']}: {sizes['untrimmed']} -> {sizes['trimmed']} rows\n"
+                     + markdown_table(["batch", "iterations", "untrimmed ms", "trimmed ms", "speed-up"], [
+                         [size, k, f"{cell[f'untrimmed-{k}', size]:.1f}", f"{cell[f'trimmed-{k}', size]:.1f}",
+                          f"{cell[f'untrimmed-{k}', size] / cell[f'trimmed-{k}', size]:.2f}x"]
+                         for size in (1, 32) for k in (0, 2)], numeric=True))
+    if "pruning" in results:
+        rows = results["pruning"]
+        timings = [key for key in rows[0] if key.startswith("latency_ms")]
+        base = {r["shape"]: r for r in rows if r["level"] == 0.0}
+        ratio = lambda row, key, text: f"{text} (x{row[key] / base[row['shape']][key]:.2f})"
+        parts.append(f"{threads} threads; generate latency in ms (median), x = ratio to level 0 of the same shape\n"
+                     + markdown_table(
+            ["shape", "level", "non-emb params", "peak RSS MB"] + [key.removeprefix("latency_ms_") for key in timings]
+            + ["rounds"],
+            [[row["shape"], f"{row['level']:g}",
+              ratio(row, "params_nonembedding", f"{row['params_nonembedding'] / 1e6:.1f}M"),
+              ratio(row, "peak_rss_mb", f"{row['peak_rss_mb']:.0f}"),
+              *(ratio(row, key, f"{row[key]:.1f}") for key in timings), rounds_text(row["rounds"])]
+             for row in rows]))
+    if "basic" in results:
+        basic = results["basic"]
+        compiled = basic["compile_seconds"] is not None
+        parts.append(
+            f"model: {basic['model']}; {threads} threads; median of {results['repeats']} after warm-up\n"
+            f"training step (batch 16, source {tuple(basic['source_shape'])}, labels {tuple(basic['labels_shape'])}, "
+            f"forward + backward + AdamW): {basic['train_step_ms_batch16']:.0f} ms\n" + markdown_table(
+                ["iterations", "batch", "ms per generate call", "ms per sentence"]
+                + (["compiled ms per call"] if compiled else []),
+                [[row["iterations"], row["batch_size"], f"{row['ms_per_call']:.1f}", f"{row['ms_per_sentence']:.2f}"]
+                 + ([f"{row['ms_per_call_compiled']:.1f}"] if compiled else []) for row in basic["generate"]],
+                numeric=True)
+            + (f"\ncompile_passes() and the first call at each shape: {basic['compile_seconds']:.0f} s" if compiled
+               else ""))
+    return "\n\n".join(parts)

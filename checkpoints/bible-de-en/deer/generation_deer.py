@@ -1,5 +1,9 @@
 """DEER decoding: a one-pass CTC draft, then rounds of delete / insert placeholders / fill.
 
+The loop reaches the network only through the model's decoding interface (see `DeerForConditionalGeneration`):
+`draft_canvas`, `encode_and_target_pass`, `draft_logits`, `target_pass`, `deletion_logits`, `insertion_logits`,
+`word_logits`, and `token_rows` / `row_tokens` between tokenizer ids and the LM head's rows.
+
 Follow one row: `_draft` encodes the source and, in the same pass, runs bos + placeholders + eos (the source's keys
 and values are kept), then collapses the LM head's argmax (CTC); each round of `_refine` runs two or three target
 passes over the rows that are still changing, all against those cached source keys/values.
@@ -39,7 +43,7 @@ class DeerGenerationConfig(GenerationConfig):
             values give longer outputs.
         blank_penalty (`float`, defaults to 0.0): subtracted from the CTC blank's score at every draft frame; larger
             values give longer drafts (the draft's length control, as `eos_penalty` is the edit rounds'). Choose
-            both on validation data (`training.tune_generation`).
+            both on validation data (`training.evaluate --select`).
         deletion_penalty (`float`, defaults to 0.0): subtracted from the deletion head's "delete" score in every edit
             round: larger values delete less (a deletion head that removes right words makes rounds cost quality).
         max_new_tokens (`int`, optional): every output row holds at most this many tokens after bos (eos included),
@@ -217,7 +221,7 @@ def _draft(model, input_ids, attention_mask, blank_penalty: float, cap: int | No
     first words, then eos)."""
     draft = model.draft_canvas(input_ids, attention_mask)
     frame_mask = inner_mask(draft, model.config.pad_token_id)[:, 1:-1]
-    encoder_output, hidden_states = model.model.encode_and_target_pass(input_ids, attention_mask, draft)
+    encoder_output, hidden_states = model.encode_and_target_pass(input_ids, attention_mask, draft)
     logits = model.draft_logits(hidden_states[:, 1:-1][frame_mask])  # only real frames go through the LM head
     sequences = collapse_frames(model, logits, draft, frame_mask, blank_penalty)
     if cap is not None and sequences.shape[1] > cap:
@@ -258,14 +262,14 @@ def _refine(model, tokens: torch.Tensor, encoder_output, eos_penalty: float, del
 
     # a. Delete: never bos or eos; rows of two tokens have nothing to delete.
     hidden_states = model.target_pass(tokens, encoder_output)
-    deletion_logits = model.deletion_head(hidden_states)
+    deletion_logits = model.deletion_logits(hidden_states)
     delete = inner_mask(tokens, pad) & (deletion_logits[..., 1] - deletion_penalty > deletion_logits[..., 0])
     if delete.any():  # otherwise the sequences, and so their hidden states, are unchanged: reuse them
         tokens = apply_deletions(tokens, delete, pad)
         hidden_states = model.target_pass(tokens, encoder_output)
 
     # b. Insert placeholders: a count per gap between neighbours, the total capped by the position table.
-    insertion_logits = model.insertion_head(torch.cat([hidden_states[:, :-1], hidden_states[:, 1:]], dim=-1))
+    insertion_logits = model.insertion_logits(hidden_states)
     insertion_logits[..., 0] -= eos_penalty
     tokens = insert_placeholders(tokens, insertion_logits.argmax(-1), placeholder, pad,
                                  config.max_sequence_length if cap is None else cap)
@@ -281,7 +285,7 @@ def _fill(model, tokens: torch.Tensor, encoder_output) -> torch.Tensor:
     placeholder_mask = tokens == placeholder
     if placeholder_mask.any():
         hidden_states = model.target_pass(tokens, encoder_output)
-        logits = model.lm_head(hidden_states[placeholder_mask])
+        logits = model.word_logits(hidden_states[placeholder_mask])
         words = best_tokens(model, logits, [config.bos_token_id, config.eos_token_id, config.pad_token_id, placeholder])
         tokens = fill_placeholders(tokens, words, placeholder)
     return tokens

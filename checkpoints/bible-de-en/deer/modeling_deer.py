@@ -48,8 +48,8 @@ class DeerEmbeddings(nn.Module):
     """Word + position + token type embeddings. Positions count the real tokens of each row from
     `config.position_offset`, so source and target each start at the first position and padding never shifts them.
 
-    With a trimmed vocabulary (`trim_vocabulary`) the word embedding has one row per kept token: `rows` and `tokens`
-    translate between the tokenizer's ids and those rows. Everything else in the model works in tokenizer ids."""
+    With a trimmed vocabulary (`trim_vocabulary`) the word embedding has one row per kept token: `token_rows` and
+    `row_tokens` translate between the tokenizer's ids and those rows. Everything else in the model works in tokenizer ids."""
 
     def __init__(self, config: DeerConfig):
         super().__init__()
@@ -65,11 +65,11 @@ class DeerEmbeddings(nn.Module):
         self.register_buffer("token_to_row", token_to_row, persistent=False)
         self.register_buffer("row_to_token", row_to_token, persistent=False)
 
-    def rows(self, token_ids: torch.Tensor) -> torch.Tensor:
+    def token_rows(self, token_ids: torch.Tensor) -> torch.Tensor:
         """Tokenizer ids -> embedding rows (the same numbers unless the vocabulary is trimmed)."""
         return token_ids if self.token_to_row is None else self.token_to_row[token_ids]
 
-    def tokens(self, rows: torch.Tensor) -> torch.Tensor:
+    def row_tokens(self, rows: torch.Tensor) -> torch.Tensor:
         """Embedding rows (e.g. an argmax of the LM head) -> tokenizer ids."""
         return rows if self.row_to_token is None else self.row_to_token[rows]
 
@@ -77,7 +77,7 @@ class DeerEmbeddings(nn.Module):
         position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0) + self.position_offset
         token_type = min(token_type, self.token_type_embeddings.num_embeddings - 1)
         embeddings = (
-            self.word_embeddings(self.rows(input_ids))
+            self.word_embeddings(self.token_rows(input_ids))
             + self.position_embeddings(position_ids)
             + self.token_type_embeddings.weight[token_type]
         )
@@ -87,8 +87,8 @@ class DeerEmbeddings(nn.Module):
 class DeerAttention(nn.Module):
     """Multi-head self-attention whose queries may also attend to cached keys/values of the source.
 
-    `head_scores` rank the heads for pruning; `head_gate` (set by the model, None = every head on) multiplies each
-    head's output by 0 or 1. A layer may have no head left: its attention then adds only the output bias.
+    `head_scores` rank the heads for pruning; `head_gate` (set through `DeerLayer.set_gates`, None = every head on)
+    multiplies each head's output by 0 or 1. A layer may have no head left: its attention then adds only the output bias.
     """
 
     def __init__(self, config: DeerConfig, num_heads: int):
@@ -153,7 +153,8 @@ class DeerAttention(nn.Module):
 
 
 class DeerFeedForward(nn.Module):
-    """The FFN. `neuron_scores` rank its neurons for pruning; `neuron_gate` (None = all on) switches them."""
+    """The FFN. `neuron_scores` rank its neurons for pruning; `neuron_gate` (set through `DeerLayer.set_gates`,
+    None = all on) switches them."""
 
     def __init__(self, config: DeerConfig, intermediate_size: int):
         super().__init__()
@@ -187,6 +188,12 @@ class DeerLayer(nn.Module):
     def forward(self, hidden_states, key_mask, source_key_value=None):
         hidden_states, own_key_value = self.attention(hidden_states, key_mask, source_key_value)
         return self.feed_forward(hidden_states), own_key_value
+
+    def set_gates(self, head_gate: torch.Tensor | None, neuron_gate: torch.Tensor | None):
+        """Multiply each head's and each FFN neuron's output by its gate (0 or 1; None: all on). The model's pruning
+        level sets them (`DeerPruningMixin`), for every layer at once."""
+        self.attention.head_gate = head_gate
+        self.feed_forward.neuron_gate = neuron_gate
 
 
 class DeerLMHead(nn.Module):
@@ -324,8 +331,10 @@ class DeerForConditionalGeneration(DeerObjectiveMixin, DeerGenerationMixin, Deer
         self.deletion_head = nn.Linear(config.hidden_size, 2)
         # The CTC blank's own score in the draft, from the LM head's features (see DeerConfig.separate_blank_head).
         self.blank_head = nn.Linear(config.hidden_size, 1) if config.separate_blank_head else None
-        # The level `set_sparsity` masks to (evaluation); a physically pruned model starts at its own level.
+        # The pruning level every call computes at (see DeerPruningMixin); a pruned model starts at its own level.
         self.sparsity_level = config.pruned_sparsity
+        # The backbone passes, torch.compile'd by compile_passes; None: the eager methods of self.model.
+        self._compiled_passes: dict | None = None
         self.post_init()
 
     @classmethod
@@ -350,32 +359,58 @@ class DeerForConditionalGeneration(DeerObjectiveMixin, DeerGenerationMixin, Deer
     def set_output_embeddings(self, embeddings):
         self.lm_head.decoder = embeddings
 
-    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> DeerEncoderOutput:
-        return self.model.encode(input_ids, attention_mask)
-
-    def token_rows(self, token_ids) -> torch.Tensor:
-        """Tokenizer ids -> LM head rows (identity unless the vocabulary is trimmed)."""
-        token_ids = torch.as_tensor(token_ids, device=self.lm_head.decoder.bias.device)
-        return self.model.embeddings.rows(token_ids)
-
-    def row_tokens(self, rows: torch.Tensor) -> torch.Tensor:
-        """LM head rows (e.g. an argmax) -> tokenizer ids."""
-        return self.model.embeddings.tokens(rows)
-
-    def target_pass(self, target_ids: torch.Tensor, encoder_output: DeerEncoderOutput) -> torch.Tensor:
-        return self.model.target_pass(target_ids, encoder_output)
-
     def compile_passes(self, **compile_kwargs) -> "DeerForConditionalGeneration":
-        """Compile the backbone passes that every decoding round and training step runs (`encode`, `target_pass`
-        and the draft's `encode_and_target_pass`) with `torch.compile`, in place; `compile_kwargs` go to it (default
+        """Compile the three backbone passes that every decoding round and training step runs (`encode`,
+        `target_pass`, `encode_and_target_pass`) with `torch.compile`; `compile_kwargs` go to it (default
         `dynamic=True`: lengths change every round). The first calls at new shapes compile (tens of seconds on a
         CPU); the outputs equal the eager ones up to float rounding. Mostly worth it on a GPU, where it removes
         per-operation launch costs. Returns the model."""
         compile_kwargs.setdefault("dynamic", True)
-        # Instance attributes shadow the methods, so every caller (generate, forward) takes the compiled versions.
-        for name in ("encode", "target_pass", "encode_and_target_pass"):
-            setattr(self.model, name, torch.compile(getattr(DeerModel, name).__get__(self.model), **compile_kwargs))
+        self._compiled_passes = {name: torch.compile(getattr(self.model, name), **compile_kwargs)
+                                 for name in ("encode", "target_pass", "encode_and_target_pass")}
         return self
+
+    def _backbone(self, name: str):
+        """The backbone pass `name`: compiled after `compile_passes`, else `self.model`'s own method."""
+        return self._compiled_passes[name] if self._compiled_passes else getattr(self.model, name)
+
+    # -- the interface decoding (generation_deer.py) and the objective use ------------------------------------------
+    # Three passes over the backbone, the draft's canvas, and one scoring method per head; ids in and out are the
+    # tokenizer's, except that the LM head scores embedding rows (`token_rows` / `row_tokens` map between them).
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> DeerEncoderOutput:
+        """The source pass; its output caches every layer's source keys/values for the target passes."""
+        return self._backbone("encode")(input_ids, attention_mask)
+
+    def target_pass(self, target_ids: torch.Tensor, encoder_output: DeerEncoderOutput) -> torch.Tensor:
+        """A target sequence against the cached source: (batch, target_length, hidden)."""
+        return self._backbone("target_pass")(target_ids, encoder_output)
+
+    def encode_and_target_pass(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                               target_ids: torch.Tensor) -> tuple[DeerEncoderOutput, torch.Tensor]:
+        """`encode` then `target_pass`, in one pass (the draft, whose target is known before the source is encoded)."""
+        return self._backbone("encode_and_target_pass")(input_ids, attention_mask, target_ids)
+
+    def word_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """LM-head scores (..., embedding rows) of the words that fill placeholders."""
+        return self.lm_head(hidden_states)
+
+    def insertion_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """(batch, length - 1, max_insertions): how many placeholders go between neighbours i and i + 1."""
+        return self.insertion_head(torch.cat([hidden_states[:, :-1], hidden_states[:, 1:]], dim=-1))
+
+    def deletion_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """(..., 2): keep (0) or delete (1) each token."""
+        return self.deletion_head(hidden_states)
+
+    def token_rows(self, token_ids) -> torch.Tensor:
+        """Tokenizer ids -> LM head rows (identity unless the vocabulary is trimmed)."""
+        token_ids = torch.as_tensor(token_ids, device=self.lm_head.decoder.bias.device)
+        return self.model.embeddings.token_rows(token_ids)
+
+    def row_tokens(self, rows: torch.Tensor) -> torch.Tensor:
+        """LM head rows (e.g. an argmax) -> tokenizer ids."""
+        return self.model.embeddings.row_tokens(rows)
 
     # -- input checks ---------------------------------------------------------------------------------------------
 

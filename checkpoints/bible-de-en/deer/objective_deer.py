@@ -44,7 +44,7 @@ class DeerObjectiveMixin:
         self.eval()
         try:
             draft = self.draft_canvas(input_ids, attention_mask)
-            encoder_output, hidden_states = self.model.encode_and_target_pass(input_ids, attention_mask, draft)
+            encoder_output, hidden_states = self.encode_and_target_pass(input_ids, attention_mask, draft)
             frames = hidden_states[:, 1:-1][inner_mask(draft, config.pad_token_id)[:, 1:-1]]
             features = self.lm_head.transform(frames)
             words = self.lm_head.decoder(features)
@@ -170,7 +170,7 @@ class DeerObjectiveMixin:
 
         insertions = edit_oracle(deleted, targets, pad)
         hidden_states = self.target_pass(deleted, encoder_output)
-        insertion_logits = self.insertion_head(torch.cat([hidden_states[:, :-1], hidden_states[:, 1:]], dim=-1))
+        insertion_logits = self.insertion_logits(hidden_states)
         gap_mask = deleted[:, 1:] != pad
         insertion_loss = _cross_entropy(
             insertion_logits[gap_mask], insertions.insertion_counts.clamp(max=config.max_insertions - 1)[gap_mask],
@@ -180,7 +180,7 @@ class DeerObjectiveMixin:
         with_placeholders = insert_placeholders(deleted, insertions.insertion_counts, placeholder, pad)
         placeholder_mask = with_placeholders == placeholder
         hidden_states = self.target_pass(with_placeholders, encoder_output)
-        word_logits = self.lm_head(hidden_states[placeholder_mask])
+        word_logits = self.word_logits(hidden_states[placeholder_mask])
         word_targets = insertions.inserted_tokens[insertions.inserted_tokens != pad]
         word_loss = _cross_entropy(word_logits, self.token_rows(word_targets), config.word_label_smoothing)
 
@@ -192,7 +192,7 @@ class DeerObjectiveMixin:
         hidden_states = self.target_pass(predicted, encoder_output)
         inner = inner_mask(predicted, pad)
         deletion_loss = _cross_entropy(
-            self.deletion_head(hidden_states[inner]), deletion_targets[inner].long(), config.deletion_label_smoothing
+            self.deletion_logits(hidden_states[inner]), deletion_targets[inner].long(), config.deletion_label_smoothing
         )
         return insertion_loss, word_loss, deletion_loss
 

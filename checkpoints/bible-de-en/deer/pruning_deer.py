@@ -133,7 +133,13 @@ LEVEL_LOCK = threading.RLock()
 
 class DeerPruningMixin:
     """Pruning levels for `DeerForConditionalGeneration`: mask to a level (`set_sparsity`), remove for good
-    (`prune_to`), report, and the pieces training needs (scores, regulariser, optimizer groups)."""
+    (`prune_to`), report, and the pieces training needs (scores, regulariser, optimizer groups).
+
+    One state changes at run time: `self.sparsity_level`, the level every call computes at; `_apply_level` turns it
+    into the layers' gates (none at the level the weights were cut to). The config only records what is saved with
+    the weights: the levels training sampled (`sparsity_levels`) and the level `prune_to` cut the shapes to
+    (`pruned_sparsity`, the floor: a loaded model starts there). A training step samples its own level for that
+    step and restores `sparsity_level` after it; `generate(sparsity=...)` does the same for one call."""
 
     def _select_units(self, level: float) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Heads and neurons that `level` keeps, per layer, counted against the unpruned model."""
@@ -149,13 +155,12 @@ class DeerPruningMixin:
         layers = self.model.layers
         if level == self.config.pruned_sparsity and not straight_through:
             for layer in layers:
-                layer.attention.head_gate = layer.feed_forward.neuron_gate = None
+                layer.set_gates(None, None)
             return
         heads, neurons = self._select_units(level)
         for layer, keep_heads, keep_neurons in zip(layers, heads, neurons):
-            layer.attention.head_gate = unit_gates(layer.attention.head_scores, keep_heads, straight_through)
-            layer.feed_forward.neuron_gate = unit_gates(layer.feed_forward.neuron_scores, keep_neurons,
-                                                        straight_through)
+            layer.set_gates(unit_gates(layer.attention.head_scores, keep_heads, straight_through),
+                            unit_gates(layer.feed_forward.neuron_scores, keep_neurons, straight_through))
 
     def _check_reachable(self, level, action: str) -> float:
         level = check_level(level)
