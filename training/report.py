@@ -150,19 +150,38 @@ def bench_tables(results: dict, shapes: list[str]) -> str:
     source_length, output_length = results["source_length"], results["output_length"]
     if "speed" in results:
         rows = results["speed"]
-        cell = lambda shape, size: {r["system"]: r["latency_ms"] for r in rows
-                                    if r["shape"] == shape and r["batch_size"] == size}
+        cells = {}  # (shape, device, dtype, batch, compiled) -> {system: ms}
+        for row in rows:
+            compiled = row["system"].startswith("deer-compiled-")
+            key = (row["shape"], row.get("device", "cpu"), row.get("dtype", "float32"), row["batch_size"])
+            for variant in ((True,) if compiled else (False, True) if row["system"] in ("floor", "ar") else (False,)):
+                cells.setdefault(key + (variant,), {})[row["system"].replace("deer-compiled-", "deer-")] = \
+                    row["latency_ms"]
+        lines = [[shape, device, dtype, "yes" if compiled else "no", size,
+                  *(f"{c[n]:.1f}" for n in ("floor", "deer-0", "deer-1", "deer-2", "deer-4", "ar")),
+                  f"{c['deer-0'] / c['floor']:.2f}", f"{c['ar'] / c['deer-0']:.1f}x", f"{c['ar'] / c['deer-2']:.1f}x",
+                  f"{c['ar'] / c['deer-4']:.1f}x"]
+                 for (shape, device, dtype, size, compiled), c in cells.items() if "deer-0" in c]
         parts.append(f"{threads} threads; latency per generate call in ms (median), sources of {source_length} "
                      f"tokens; outputs: AR {output_length} tokens, DEER " + ", ".join(
                          f"{shape} {next(r['output_tokens'] for r in rows if r['shape'] == shape)}" for shape in shapes)
                      + " tokens on average; every round deletes and inserts: " + "; ".join(
                          f"{shape} {rounds_text(next(r['rounds'] for r in rows if r['shape'] == shape))}"
                          for shape in shapes) + "\n" + markdown_table(
-            ["shape", "batch", "floor", "deer-0", "deer-1", "deer-2", "deer-4", f"AR ({output_length} tokens)",
-             "deer-0 / floor", "AR / deer-0", "AR / deer-2"],
-            [[shape, size, *(f"{c[n]:.1f}" for n in ("floor", "deer-0", "deer-1", "deer-2", "deer-4", "ar")),
-              f"{c['deer-0'] / c['floor']:.2f}", f"{c['ar'] / c['deer-0']:.1f}x", f"{c['ar'] / c['deer-2']:.1f}x"]
-             for shape in shapes for size in (1, 32) for c in [cell(shape, size)]], numeric=True))
+            ["shape", "device", "dtype", "DEER compiled", "batch", "floor", "deer-0", "deer-1", "deer-2", "deer-4",
+             f"AR ({output_length} tokens)", "deer-0 / floor", "AR / deer-0", "AR / deer-2", "AR / deer-4"],
+            lines, numeric=True))
+    if "training" in results:
+        rows = results["training"]
+        steps = {(r["shape"], r["device"], r["dtype"], r["batch_size"]): {} for r in rows}
+        for row in rows:
+            steps[row["shape"], row["device"], row["dtype"], row["batch_size"]][row["system"]] = row["step_ms"]
+        parts.append("training steps (forward, backward, AdamW), random 48-token sources and 32-token targets\n"
+                     + markdown_table(["shape", "device", "dtype (autocast)", "batch", "DEER ms/step", "AR ms/step",
+                                       "DEER steps/s", "AR steps/s", "DEER / AR step time"],
+                                      [[*key, f"{c['deer']:.1f}", f"{c['ar']:.1f}", f"{1000 / c['deer']:.2f}",
+                                        f"{1000 / c['ar']:.2f}", f"{c['deer'] / c['ar']:.2f}"]
+                                       for key, c in steps.items()], numeric=True))
     if "trimming" in results:
         rows = results["trimming"]
         cell = {(r["system"], r["batch_size"]): r["latency_ms"] for r in rows}

@@ -1,0 +1,134 @@
+"""DEER on an accelerator: the same ids as the CPU in float32, sane half precision, training steps, pruning,
+trimming, save/load and compiled passes on the device, and clear errors instead of device-side asserts.
+
+Marked `gpu` and skipped without CUDA. `DEER_TEST_DEVICE=cpu pytest -m gpu tests/test_gpu.py` runs them on the CPU
+(the comparisons are then CPU against CPU), so the tests themselves are checked where no GPU is.
+"""
+
+import os
+
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from modeling_deer import DeerForConditionalGeneration
+
+from conftest import random_batch, tiny_model
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHIPPED = os.path.join(REPO, "checkpoints", "bible-de-en", "deer")  # a trained model that travels with the tree
+DEVICE = os.environ.get("DEER_TEST_DEVICE") or ("cuda" if torch.cuda.is_available() else None)
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(DEVICE is None, reason="no CUDA device (DEER_TEST_DEVICE=cpu "
+                                                                         "runs these tests on the CPU)")]
+VERSES = ["Im Anfang war das Wort, und das Wort war bei Gott, und das Wort war Gott.",
+          "Dieses war im Anfang bei Gott.", "Alles ward durch dasselbe, und ohne dasselbe ward auch nicht eines, "
+          "das geworden ist.", "In ihm war Leben, und das Leben war das Licht der Menschen.",
+          "Und das Licht scheint in der Finsternis, und die Finsternis hat es nicht erfaßt.",
+          "Da war ein Mensch, von Gott gesandt, sein Name Johannes.", "Jesus weinte.",
+          "Und das Wort ward Fleisch und wohnte unter uns."]
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    tokenizer = AutoTokenizer.from_pretrained(SHIPPED)
+    batch = tokenizer(VERSES, return_tensors="pt", padding=True)
+    return DeerForConditionalGeneration.from_pretrained(SHIPPED).eval(), tokenizer, batch
+
+
+def on(batch, device):
+    return {key: value.to(device) for key, value in batch.items() if key != "token_type_ids"}
+
+
+def token_agreement(first: torch.Tensor, second: torch.Tensor) -> float:
+    """Share of positions (over the longer of each pair of rows) holding the same token."""
+    width = max(first.shape[1], second.shape[1])
+    pad = lambda ids: torch.nn.functional.pad(ids.cpu(), (0, width - ids.shape[1]), value=-1)
+    first, second = pad(first), pad(second)
+    used = (first != -1) | (second != -1)
+    return float(((first == second) & used).sum() / used.sum())
+
+
+def test_generate_on_the_device_gives_the_cpus_ids_in_float32(shipped):
+    model, _, batch = shipped
+    on_device = DeerForConditionalGeneration.from_pretrained(SHIPPED).eval().to(DEVICE)
+    for iterations in (0, 2, 4):
+        expected = model.generate(**on(batch, "cpu"), max_iterations=iterations)
+        got = on_device.generate(**on(batch, DEVICE), max_iterations=iterations)
+        assert got.device.type == torch.device(DEVICE).type
+        assert torch.equal(got.cpu(), expected), f"{iterations} rounds: {token_agreement(got, expected):.3f} agree"
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_generation_is_finite_and_agrees_with_float32(shipped, dtype):
+    model, _, batch = shipped
+    reference = model.generate(**on(batch, "cpu"), max_iterations=2)
+    half = DeerForConditionalGeneration.from_pretrained(SHIPPED, dtype=dtype).eval().to(DEVICE)
+    assert half.lm_head.decoder.weight.dtype == dtype
+    inputs = on(batch, DEVICE)
+    with torch.no_grad():
+        encoder_output = half.encode(inputs["input_ids"], inputs["attention_mask"].bool())
+        draft = half.draft_canvas(inputs["input_ids"], inputs["attention_mask"].bool())
+        assert torch.isfinite(half.draft_frame_log_probs(draft, encoder_output)).all()
+    got = half.generate(**inputs, max_iterations=2)
+    assert token_agreement(got, reference) >= 0.95
+
+
+@pytest.mark.parametrize("autocast", [None, torch.bfloat16])
+def test_a_training_step_has_finite_losses_and_gradients(shipped, autocast):
+    _, tokenizer, batch = shipped
+    model = DeerForConditionalGeneration.from_pretrained(SHIPPED).to(DEVICE).train()
+    labels = tokenizer(VERSES[::-1], return_tensors="pt", padding=True).input_ids
+    labels = labels.masked_fill(labels == tokenizer.pad_token_id, -100).to(DEVICE)
+    device_type = torch.device(DEVICE).type
+    with torch.autocast(device_type, dtype=autocast or torch.float32, enabled=autocast is not None):
+        output = model(**on(batch, DEVICE), labels=labels)
+    for name in ("loss", "ctc_loss", "insertion_loss", "word_loss", "deletion_loss"):
+        assert torch.isfinite(getattr(output, name)), name
+    output.loss.backward()
+    gradients = [p.grad for p in model.parameters() if p.grad is not None]
+    assert gradients and all(torch.isfinite(g).all() for g in gradients)
+
+
+def test_prune_trim_save_load_on_the_device(tmp_path):
+    cpu_model = tiny_model(sparsity_levels=[0.0, 0.5], unk_token_id=4)
+    model = tiny_model(sparsity_levels=[0.0, 0.5], unk_token_id=4).to(DEVICE)
+    source, mask = random_batch(6, 9, seed=3)
+    for each in (cpu_model, model):
+        each.trim_vocabulary(list(range(4, 30))).prune_to(0.5)
+    assert model.lm_head.decoder.weight.device.type == torch.device(DEVICE).type
+    expected = cpu_model.generate(input_ids=source, attention_mask=mask, max_iterations=2)
+    got = model.generate(input_ids=source.to(DEVICE), attention_mask=mask.to(DEVICE), max_iterations=2)
+    assert torch.equal(got.cpu(), expected)
+    model.save_pretrained(tmp_path / "pruned")
+    loaded = DeerForConditionalGeneration.from_pretrained(tmp_path / "pruned").to(DEVICE).eval()
+    assert loaded.config.layer_num_heads == model.config.layer_num_heads
+    assert torch.equal(loaded.generate(input_ids=source.to(DEVICE), attention_mask=mask.to(DEVICE),
+                                       max_iterations=2).cpu(), expected)
+
+
+def test_compiled_passes_match_eager_on_the_device(shipped):
+    model, _, batch = shipped
+    eager = DeerForConditionalGeneration.from_pretrained(SHIPPED).eval().to(DEVICE)
+    compiled = DeerForConditionalGeneration.from_pretrained(SHIPPED).eval().to(DEVICE).compile_passes()
+    inputs = on(batch, DEVICE)
+    for iterations in (0, 2):
+        expected = eager.generate(**inputs, max_iterations=iterations)
+        got = compiled.generate(**inputs, max_iterations=iterations)
+        assert token_agreement(got, expected) >= 0.99
+
+
+def test_out_of_vocabulary_ids_give_a_clear_error_not_a_device_assert(shipped):
+    _, tokenizer, batch = shipped
+    model = DeerForConditionalGeneration.from_pretrained(SHIPPED).to(DEVICE)
+    inputs = on(batch, DEVICE)
+    labels = tokenizer(VERSES, return_tensors="pt", padding=True).input_ids.to(DEVICE)
+    labels[0, 1] = model.config.vocab_size + 5
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        model(**inputs, labels=labels)
+    bad_source = inputs["input_ids"].clone()
+    bad_source[0, 1] = model.config.vocab_size
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        model.generate(input_ids=bad_source, attention_mask=inputs["attention_mask"])
+    # The device is still usable afterwards (a device-side assert would poison it).
+    assert model.generate(**inputs, max_iterations=0).shape[0] == len(VERSES)
