@@ -215,15 +215,23 @@ def deer_generate(model, input_ids, attention_mask, generation_config: DeerGener
     return sequences
 
 
+# The draft scores this many (frame, vocabulary row) pairs at a time at most, so that its memory does not grow with
+# vocabulary x frames: a batch of 64 long sources has ~16,000 frames, and over XLM-R's 250k rows their float32
+# scores alone would take 16 GB. Only each frame's best token is kept.
+DRAFT_SCORES_PER_CHUNK = 2**24
+
+
 def _draft(model, input_ids, attention_mask, blank_penalty: float, cap: int | None = None):
-    """Encode the source and run bos + frames + eos in the same pass, then `collapse_frames`. Returns the source's
-    encoder output (its K/V cache, for the edit rounds) and the draft, each row cut to at most `cap` tokens (its
-    first words, then eos)."""
+    """Encode the source and run bos + frames + eos in the same pass, choose each frame's token (`frame_words`, a
+    chunk of frames at a time) and `collapse_frames`. Returns the source's encoder output (its K/V cache, for the
+    edit rounds) and the draft, each row cut to at most `cap` tokens (its first words, then eos)."""
     draft = model.draft_canvas(input_ids, attention_mask)
     frame_mask = inner_mask(draft, model.config.pad_token_id)[:, 1:-1]
     encoder_output, hidden_states = model.encode_and_target_pass(input_ids, attention_mask, draft)
-    logits = model.draft_logits(hidden_states[:, 1:-1][frame_mask])  # only real frames go through the LM head
-    sequences = collapse_frames(model, logits, draft, frame_mask, blank_penalty)
+    frames = hidden_states[:, 1:-1][frame_mask]  # only real frames go through the LM head
+    chunk = max(1, DRAFT_SCORES_PER_CHUNK // model.config.embedding_rows)
+    words = torch.cat([frame_words(model, model.draft_logits(part), blank_penalty) for part in frames.split(chunk)])
+    sequences = collapse_frames(model, words, draft, frame_mask)
     if cap is not None and sequences.shape[1] > cap:
         too_long = (sequences != model.config.pad_token_id).sum(1) > cap
         sequences = sequences[:, :cap].clone()
@@ -238,16 +246,19 @@ def best_tokens(model, scores: torch.Tensor, never: list[int]) -> torch.Tensor:
     return model.row_tokens(scores.argmax(-1))
 
 
-def collapse_frames(model, frame_scores: torch.Tensor, draft: torch.Tensor, frame_mask: torch.Tensor,
-                    blank_penalty: float = 0.0) -> torch.Tensor:
-    """The draft `bos ... eos` from the scores of its real frames, (frames, rows) in row-major order: the argmax of
-    each frame (the blank's score lowered by `blank_penalty`; bos, eos and pad are never chosen), CTC-collapsed.
-    Decoding and the edit losses on the model's own draft (training) both take it from here. Changes
+def frame_words(model, frame_scores: torch.Tensor, blank_penalty: float = 0.0) -> torch.Tensor:
+    """Each draft frame's token from its scores (frames, rows): the argmax, the blank's score lowered by
+    `blank_penalty`; the blank (placeholder) is a legal frame output, bos, eos and pad are not. Changes
     `frame_scores` in place."""
     config = model.config
     frame_scores[:, model.token_rows(config.placeholder_token_id)] -= blank_penalty
-    # The blank (placeholder) is a legal frame output; bos, eos and pad are not.
-    words = best_tokens(model, frame_scores, [config.bos_token_id, config.eos_token_id, config.pad_token_id])
+    return best_tokens(model, frame_scores, [config.bos_token_id, config.eos_token_id, config.pad_token_id])
+
+
+def collapse_frames(model, words: torch.Tensor, draft: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
+    """The draft `bos ... eos` from the tokens of its real frames (`frame_words`, in row-major order), CTC-collapsed.
+    Decoding and the edit losses on the model's own draft (training) both take it from here."""
+    config = model.config
     frame_tokens = draft[:, 1:-1].masked_scatter(frame_mask, words)
     inner = ctc_collapse(frame_tokens, frame_mask, config.placeholder_token_id, config.pad_token_id)
     return add_bos_eos(inner, config.bos_token_id, config.eos_token_id, config.pad_token_id)

@@ -18,7 +18,7 @@ from .edit_ops import (
     insert_placeholders,
     random_deletion,
 )
-from .generation_deer import collapse_frames
+from .generation_deer import collapse_frames, frame_words
 from .outputs_deer import DeerEncoderOutput, DeerSeq2SeqLMOutput
 
 
@@ -148,7 +148,7 @@ class DeerObjectiveMixin:
     def _draft_from_log_probs(self, frame_log_probs: torch.Tensor, draft: torch.Tensor) -> torch.Tensor:
         """The collapsed draft `bos ... eos` that decoding would write from these frame scores."""
         frame_mask = inner_mask(draft, self.config.pad_token_id)[:, 1:-1]
-        return collapse_frames(self, frame_log_probs.detach()[frame_mask], draft, frame_mask)
+        return collapse_frames(self, frame_words(self, frame_log_probs.detach()[frame_mask]), draft, frame_mask)
 
     def _edit_losses(self, encoder_output: DeerEncoderOutput, targets: torch.Tensor,
                      own_draft: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
