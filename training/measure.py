@@ -1,7 +1,8 @@
-"""Measuring for the benchmark scripts: medians of whole calls after a warm-up, several systems taking turns; a
-process's peak resident memory, and a fresh process to measure it in; the one count of non-embedding parameters
-every table uses; and random-weight models of real backbone shapes (DEER, the plain MLM pass that is DEER's floor,
-and the BERT2BERT model a transformers user would otherwise pick)."""
+"""Measuring: medians of whole calls after a warm-up, several systems taking turns (synchronised with a GPU when
+there is one); a process's peak resident memory, and a fresh process to measure it in; the machine; the one count of
+non-embedding parameters every table uses; and the measurements `training.bench` reports (speed against the floor
+and the AR model, training steps, vocabulary trimming, pruning levels, basic timings), on the random-weight models
+of training/synthetic.py or a real checkpoint."""
 
 import copy
 import json
@@ -11,32 +12,20 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 import torch
-from transformers import (BatchEncoding, BertConfig, BertForMaskedLM, BertLMHeadModel, BertModel,
-                          EncoderDecoderModel)
+from transformers import AutoTokenizer, BatchEncoding
 
-from modeling_deer import DeerConfig, DeerForConditionalGeneration
-from modeling_deer.edit_ops import inner_mask
+from modeling_deer import DeerForConditionalGeneration
 from training.bible import load_bible_pairs
+from training.synthetic import (BERT_CLS, BERT_MASK, BERT_SEP, OUTPUT_LENGTH, SOURCE_LENGTH, build_autoregressive,
+                                build_floor, build_model, calibrate_output_length, forced, realistic_rounds,
+                                sources_batch, tokens, vocabulary_size)
 
 
-# Random-weight models of real shapes, for timing: what a backbone of that size costs, whatever it says. They use
-# bert-base-uncased's vocabulary size and special ids ([PAD], [CLS], [SEP], [MASK]).
-BERT_VOCAB, BERT_PAD, BERT_CLS, BERT_SEP, BERT_MASK = 30522, 0, 101, 102, 103
-SHAPES = {
-    "minilm": dict(num_hidden_layers=6, hidden_size=384, num_attention_heads=12, intermediate_size=1536),
-    "bert-base": dict(num_hidden_layers=12, hidden_size=768, num_attention_heads=12, intermediate_size=3072),
-    "tiny": dict(num_hidden_layers=2, hidden_size=128, num_attention_heads=2, intermediate_size=512),  # tests, CI
-}
-VOCABULARY = {"tiny": 2000}  # the tiny shape's vocabulary, so that a smoke run takes seconds; others: BERT's
-
-
-def vocabulary_size(shape: str) -> int:
-    return VOCABULARY.get(shape, BERT_VOCAB)
-SOURCE_LENGTH = 48
-OUTPUT_LENGTH = 32  # tokens the AR model writes in training.bench; DEER's draft is calibrated to this average
+LEVELS = (0.0, 0.25, 0.5, 0.75)  # the pruning table's
 
 
 def interleaved_medians(calls: dict, repeats: int, on_round=None, synchronize=None) -> dict:
@@ -95,129 +84,6 @@ def in_fresh_process(module: str, threads: int, spec: str) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def build_model(shape: str, seed: int = 0) -> DeerForConditionalGeneration:
-    """A random DEER model of the shape, with random pruning scores and a blank that never wins (a full-length
-    draft); `calibrate_output_length` and `realistic_rounds` arrange the draft's length and the edit rounds."""
-    torch.manual_seed(seed)
-    config = DeerConfig(vocab_size=vocabulary_size(shape), max_position_embeddings=512, pad_token_id=BERT_PAD,
-                        bos_token_id=BERT_CLS, eos_token_id=BERT_SEP, placeholder_token_id=BERT_MASK, **SHAPES[shape])
-    model = DeerForConditionalGeneration(config).eval()
-    with torch.no_grad():
-        for score in model.pruning_scores():
-            score.normal_()
-        set_blank_score(model, -1e4)  # never blank: a full-length draft
-    return model
-
-
-def set_blank_score(model, value: float):
-    """Make the draft's blank score `value` at every frame (a random model's knob for the draft's length)."""
-    with torch.no_grad():
-        if model.blank_head is not None:
-            model.blank_head.weight.zero_()
-            model.blank_head.bias.fill_(value)
-        else:
-            model.lm_head.decoder.bias[model.config.placeholder_token_id] = value
-
-
-def build_floor(shape: str) -> BertForMaskedLM:
-    """A plain masked LM of the shape: one pass over source + draft tokens is DEER's floor."""
-    torch.manual_seed(0)
-    return BertForMaskedLM(BertConfig(vocab_size=vocabulary_size(shape), **SHAPES[shape])).eval()
-
-
-def build_autoregressive(shape: str) -> EncoderDecoderModel:
-    """BERT2BERT of the shape (encoder and decoder each that size), with BERT's special ids."""
-    torch.manual_seed(0)
-    encoder = BertModel(BertConfig(vocab_size=vocabulary_size(shape), **SHAPES[shape]), add_pooling_layer=False)
-    decoder = BertLMHeadModel(BertConfig(vocab_size=vocabulary_size(shape), is_decoder=True, add_cross_attention=True,
-                                         **SHAPES[shape]))
-    model = EncoderDecoderModel(encoder=encoder, decoder=decoder).eval()
-    for holder in (model.config, model.generation_config):
-        holder.decoder_start_token_id, holder.pad_token_id, holder.eos_token_id = BERT_CLS, BERT_PAD, BERT_SEP
-    return model
-
-
-def calibrate_output_length(model, sources: torch.Tensor, length: int) -> float:
-    """Raise or lower a random DEER model's blank score until the collapsed draft of `sources` averages `length`
-    tokens (bisection), so that it writes as much as the autoregressive model is made to. Returns the average."""
-    low, high = -20.0, 20.0
-    for _ in range(25):
-        middle = (low + high) / 2
-        set_blank_score(model, middle)
-        produced = (model.generate(input_ids=sources, max_iterations=0) != 0).sum(1).float().mean().item() - 2
-        low, high = (middle, high) if produced > length else (low, middle)
-    return produced
-
-
-@torch.no_grad()
-def calibrate_edits(model, sources: torch.Tensor, per_row: float = 1.0) -> dict:
-    """Set a random DEER model's deletion and insertion biases so that a round on the draft of `sources` deletes
-    about `per_row` tokens per row and inserts about as many placeholders (at most one per gap): realistic rounds,
-    which run all three of their passes (delete, insert, fill) and keep the outputs' length. Returns the deletions
-    and insertions per row that the draft then gets."""
-    config = model.config
-    model.insertion_head.bias[2:] = -1e4  # at most one placeholder per gap
-    draft = model.generate(input_ids=sources, max_iterations=0)
-    hidden_states = model.target_pass(draft, model.encode(sources))
-    rows = len(draft)
-
-    def threshold(margins: torch.Tensor) -> float:
-        """The margin above which `per_row` cases per row fall."""
-        return float(torch.quantile(margins.float(), 1 - min(1.0, per_row * rows / len(margins))))
-
-    weight = model.deletion_head.weight
-    deletion_margin = (hidden_states @ (weight[1] - weight[0]))[inner_mask(draft, config.pad_token_id)]
-    model.deletion_head.bias.copy_(torch.tensor([0.0, -threshold(deletion_margin)]))
-    pairs = torch.cat([hidden_states[:, :-1], hidden_states[:, 1:]], dim=-1)
-    weight = model.insertion_head.weight
-    insertion_margin = (pairs @ (weight[1] - weight[0]))[draft[:, 1:] != config.pad_token_id]
-    model.insertion_head.bias[:2] = torch.tensor([0.0, -threshold(insertion_margin)])
-    deletions = (model.deletion_logits(hidden_states).argmax(-1).bool() & inner_mask(draft, config.pad_token_id))
-    insertions = (model.insertion_logits(hidden_states).argmax(-1) == 1) & (draft[:, 1:] != config.pad_token_id)
-    return {"deletions_per_row": deletions.sum().item() / rows, "insertions_per_row": insertions.sum().item() / rows}
-
-
-def target_passes_per_round(model, batch, iterations: int = 2) -> float:
-    """Target passes a forced `generate` call runs per edit round, counted (3 = delete, insert and fill all ran)."""
-    count = 0
-    own = model.target_pass
-
-    def counted(*args, **kwargs):
-        nonlocal count
-        count += 1
-        return own(*args, **kwargs)
-
-    model.target_pass = counted
-    try:
-        forced(model, batch, iterations)()
-    finally:
-        del model.target_pass
-    return count / iterations
-
-
-def realistic_rounds(model, sources: torch.Tensor, rounds: int = 4) -> dict:
-    """Rig a random DEER model's edit heads for timing realistic rounds: `calibrate_edits` on the first source with
-    the fewest edits per row (1, then more) at which each of `rounds` forced rounds runs all three of its passes at
-    batch 1 (a larger batch then runs them too). Returns the edits per row and the passes per round at batch 1 and
-    at the batch of all `sources`."""
-    for per_row in (1, 1.5, 2, 3, 4, 6, 8):
-        edits = calibrate_edits(model, sources[:1], per_row)
-        passes = target_passes_per_round(model, tokens(sources[:1]), rounds)
-        if passes == 3:
-            break
-    return {**edits, "passes_per_round_b1": passes,
-            f"passes_per_round_b{len(sources)}": target_passes_per_round(model, tokens(sources), rounds)}
-
-
-def sources_batch(rows: int = 32, vocabulary: int = BERT_VOCAB) -> torch.Tensor:
-    """Random `SOURCE_LENGTH`-token sources ([CLS] ... [SEP]) of ids below `vocabulary`; the first 32 rows are the
-    same for any `rows`."""
-    generator = torch.Generator().manual_seed(1)
-    sources = torch.randint(1000, min(30000, vocabulary), (rows, SOURCE_LENGTH), generator=generator)
-    sources[:, 0], sources[:, -1] = BERT_CLS, BERT_SEP
-    return sources
-
-
 def non_embedding_parameters(model) -> int:
     """Parameters outside the embedding tables (word, position, type) and the output projection tied to them."""
     skip = set()
@@ -230,18 +96,7 @@ def non_embedding_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters() if id(p) not in skip)
 
 
-# -- what the timing scripts call ----------------------------------------------------------------------------------
-
-
-def forced(model, batch, iterations: int):
-    """A `generate` call that runs exactly `iterations` rounds."""
-    return lambda: model.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                                  max_iterations=iterations, stop_when_unchanged=False)
-
-
-def tokens(input_ids: torch.Tensor) -> BatchEncoding:
-    """Unpadded token ids as a tokenizer's batch."""
-    return BatchEncoding({"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)})
+# -- the measurements training.bench reports ----------------------------------------------------------------------
 
 
 def verse_batches(tokenizer) -> dict[int, BatchEncoding]:
@@ -264,3 +119,157 @@ def untrimmed_copy(model: DeerForConditionalGeneration) -> DeerForConditionalGen
     full.load_state_dict(state)
     full.generation_config = copy.deepcopy(model.generation_config)
     return full
+
+
+def time_speed(shape: str, repeats: int, device: str = "cpu", dtypes=("float32",), batch_sizes=(1, 32),
+               compiled: bool = False) -> list[dict]:
+    """DEER at 0/1/2/4 realistic rounds (and, with `compiled`, after `compile_passes()`), its floor and BERT2BERT,
+    for each dtype and batch size. The arranging (draft length, rounds) happens in float32 on the CPU first."""
+    deer, floor, autoregressive = build_model(shape), build_floor(shape), build_autoregressive(shape)
+    sources = sources_batch(max(32, *batch_sizes), vocabulary_size(shape))
+    deer_length = calibrate_output_length(deer, sources[:32], OUTPUT_LENGTH)
+    rounds = realistic_rounds(deer, sources[:32])
+    draft_length = int(deer.draft_lengths(torch.tensor([SOURCE_LENGTH]))[0])
+    joint = torch.cat([sources, torch.full((len(sources), draft_length), BERT_MASK)], dim=1).to(device)
+    sources = sources.to(device)
+    synchronize = torch.cuda.synchronize if torch.device(device).type == "cuda" else None
+    rows = []
+    for dtype in dtypes:
+        models = {name: copy.deepcopy(model).to(device, getattr(torch, dtype))
+                  for name, model in (("deer", deer), ("floor", floor), ("ar", autoregressive))}
+        if compiled:
+            models["deer-compiled"] = copy.deepcopy(models["deer"]).compile_passes()
+        for batch_size in batch_sizes:
+            batch = tokens(sources[:batch_size])
+            calls = {"floor": torch.no_grad()(lambda: models["floor"](input_ids=joint[:batch_size]))}
+            for name in ("deer", "deer-compiled") if compiled else ("deer",):
+                calls |= {f"{name}-{k}": forced(models[name], batch, k) for k in (0, 1, 2, 4)}
+            calls["ar"] = lambda: models["ar"].generate(
+                input_ids=batch.input_ids, attention_mask=batch.attention_mask, max_new_tokens=OUTPUT_LENGTH,
+                min_new_tokens=OUTPUT_LENGTH, do_sample=False, num_beams=1)
+            medians = interleaved_medians(calls, repeats if batch_size == 1 else max(2, repeats // 2),
+                                          synchronize=synchronize)
+            rows += [{"shape": shape, "device": device, "dtype": dtype, "batch_size": batch_size, "system": name,
+                      "latency_ms": milliseconds, "rounds": rounds,
+                      "output_tokens": OUTPUT_LENGTH if name == "ar" else round(deer_length, 1)}
+                     for name, milliseconds in medians.items()]
+    return rows
+
+
+def time_training(shape: str, repeats: int, device: str = "cpu", dtype: str = "float32",
+                  batch_size: int = 64) -> list[dict]:
+    """Optimizer steps per second (forward, backward, AdamW) of DEER and of BERT2BERT of the shape, on random
+    48-token sources and 32-token targets, under autocast to `dtype` (float32: none)."""
+    generator = torch.Generator().manual_seed(2)
+    sources = sources_batch(batch_size, vocabulary_size(shape)).to(device)
+    targets = torch.randint(1000, int(sources.max()) + 1, (batch_size, OUTPUT_LENGTH), generator=generator)
+    targets[:, 0], targets[:, -1] = BERT_CLS, BERT_SEP
+    targets = targets.to(device)
+    models = {"deer": build_model(shape), "ar": build_autoregressive(shape)}
+    inputs = {"deer": {"input_ids": sources, "labels": targets},
+              "ar": {"input_ids": sources, "attention_mask": torch.ones_like(sources),
+                     "decoder_input_ids": targets[:, :-1].contiguous(), "labels": targets[:, 1:].contiguous()}}
+    autocast = torch.autocast(torch.device(device).type, dtype=getattr(torch, dtype), enabled=dtype != "float32")
+    calls = {}
+    for name, model in models.items():
+        model.to(device).train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+
+        def step(model=model, optimizer=optimizer, batch=inputs[name]):
+            with autocast:
+                loss = model(**batch).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+
+        calls[name] = step
+    synchronize = torch.cuda.synchronize if torch.device(device).type == "cuda" else None
+    return [{"shape": shape, "device": device, "dtype": dtype, "batch_size": batch_size, "system": name,
+             "step_ms": milliseconds, "steps_per_second": 1000 / milliseconds}
+            for name, milliseconds in interleaved_medians(calls, repeats, synchronize=synchronize).items()]
+
+
+def time_trimming(model_dir: str, repeats: int) -> list[dict]:
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    trimmed = DeerForConditionalGeneration.from_pretrained(model_dir).eval()
+    if trimmed.config.vocabulary_ids is None:
+        raise SystemExit(f"--model {model_dir} has its full vocabulary: the trimming rows need a trimmed model")
+    models = {"untrimmed": untrimmed_copy(trimmed), "trimmed": trimmed}
+    rows = []
+    for batch_size, batch in verse_batches(tokenizer).items():
+        calls = {f"{name}-{k}": forced(model, batch, k) for name, model in models.items() for k in (0, 2)}
+        rows += [{"model": model_dir, "batch_size": batch_size, "system": name, "latency_ms": milliseconds,
+                  "vocabulary": models[name.split("-")[0]].config.embedding_rows}
+                 for name, milliseconds in interleaved_medians(calls, repeats).items()]
+    return rows
+
+
+def peak_memory(checkpoint: str) -> dict:
+    """(In a fresh process, `--memory_of`.) Load a pruned checkpoint and generate once at batch 32 with 2 rounds."""
+    reset_peak_rss()
+    model = DeerForConditionalGeneration.from_pretrained(checkpoint).eval()
+    output = forced(model, tokens(sources_batch(32, model.config.vocab_size)), 2)()
+    return {"peak_rss_mb": peak_rss_mb(), "output_tokens_b32_it2": int((output != 0).sum()) // 32}
+
+
+def time_pruning(shape: str, repeats: int, threads: int) -> list[dict]:
+    rows = []
+    with tempfile.TemporaryDirectory() as workdir:
+        model, checkpoints = build_model(shape), {}
+        rounds = {}
+        for level in LEVELS:  # levels are nested: prune the same model further each time
+            checkpoints[level] = os.path.join(workdir, f"{shape}-{level}")
+            rounds[level] = realistic_rounds(model.prune_to(level), sources_batch(32, vocabulary_size(shape)))
+            model.save_pretrained(checkpoints[level])
+        models = {level: DeerForConditionalGeneration.from_pretrained(path).eval()
+                  for level, path in checkpoints.items()}
+        timings = {level: {} for level in LEVELS}
+        for iterations in (0, 2):
+            for batch_size in (1, 32):
+                batch = tokens(sources_batch(32, vocabulary_size(shape))[:batch_size])
+                calls = {level: forced(model, batch, iterations) for level, model in models.items()}
+                for level, milliseconds in interleaved_medians(calls, repeats).items():
+                    timings[level][f"latency_ms_b{batch_size}_it{iterations}"] = milliseconds
+        for level, model in models.items():
+            rows.append({"shape": shape, "level": level, "params_nonembedding": non_embedding_parameters(model),
+                         "heads": sum(model.config.layer_num_heads),
+                         "ffn_neurons": sum(model.config.layer_intermediate_sizes), **timings[level],
+                         "rounds": rounds[level],
+                         **in_fresh_process("training.bench", threads, checkpoints[level])})
+    return rows
+
+
+def time_basic(model_dir: str, repeats: int, compile_passes: bool) -> dict:
+    model = DeerForConditionalGeneration.from_pretrained(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    from training.data import DeerDataCollator, tokenize_pairs  # (datasets, which a bare GPU machine lacks)
+
+    pairs = load_bible_pairs("bible-de-en")["train"][1000:1016]
+    batch = DeerDataCollator(tokenizer.pad_token_id)(tokenize_pairs(tokenizer, pairs, 128, 128))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+
+    def train_step():
+        model(**batch).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+    state = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    model.train()
+    step_ms = interleaved_medians({"step": train_step}, repeats)["step"]
+    model.load_state_dict(state)
+    model.eval()
+    batches = verse_batches(tokenizer)
+    calls = {(k, size): forced(model, batches[size], k) for k in (0, 1, 2) for size in (1, 32)}
+    rows = [{"iterations": k, "batch_size": size, "ms_per_call": ms, "ms_per_sentence": ms / size}
+            for (k, size), ms in interleaved_medians(calls, repeats).items()]
+    compile_seconds = None
+    if compile_passes:
+        started = time.perf_counter()
+        model.compile_passes()
+        for call in calls.values():  # the first call at each shape compiles
+            call()
+        compile_seconds = time.perf_counter() - started
+        for row, milliseconds in zip(rows, interleaved_medians(calls, repeats).values()):
+            row["ms_per_call_compiled"] = milliseconds
+    return {"model": model_dir, "train_step_ms_batch16": step_ms, "source_shape": list(batch["input_ids"].shape),
+            "labels_shape": list(batch["labels"].shape), "compile_seconds": compile_seconds, "generate": rows}
