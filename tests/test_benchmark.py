@@ -368,6 +368,7 @@ def test_bench_untrimmed_copy_decodes_exactly_as_the_trimmed_model():
                            trimmed.generate(**batch, max_iterations=iterations))
 
 
+@pytest.mark.slow
 def test_bench_basic_times_a_training_step_and_every_round_count(tmp_path, capsys):
     from training.bench import main as bench_main
 
