@@ -25,7 +25,9 @@ from training.tasks import TASKS
 
 
 METRICS = ("bleu", "chrf", "rougeL")  # the names training.metrics.score returns
-KNOBS = ("eos_penalty", "blank_penalty", "deletion_penalty")  # the decoding knobs a command can override
+# The decoding knobs a command can override, in the order `evaluate --select` chooses them: the draft's, then the
+# edit rounds'.
+KNOBS = ("blank_penalty", "deletion_penalty", "eos_penalty")
 
 
 def script_doc(script: str) -> str:

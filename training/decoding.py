@@ -12,7 +12,6 @@ from tqdm.auto import tqdm
 from transformers import EncoderDecoderModel
 
 from modeling_deer import DeerForConditionalGeneration
-
 from training.cli import KNOBS
 from training.metrics import score
 
@@ -43,10 +42,6 @@ def generate_texts(model, tokenizer, sources: list[str], max_iterations: int, ba
     return outputs
 
 
-# The length knobs in the order `select_knobs` chooses them: the draft's first, then the edit rounds'.
-SELECTION_ORDER = ("blank_penalty", "deletion_penalty", "eos_penalty")
-
-
 def select_knobs(model, tokenizer, sources: list[str], references: list[str], candidates: dict[str, list[float]],
                  iterations: int, metric: str, progress: bool = True) -> list[dict]:
     """Choose DEER's three length knobs on validation pairs, one after the other, and set them in the model's
@@ -64,13 +59,13 @@ def select_knobs(model, tokenizer, sources: list[str], references: list[str], ca
     config = model.generation_config
     config.eos_penalty = config.deletion_penalty = 0.0
     rows = []
-    for name in SELECTION_ORDER[: 1 if iterations == 0 else 3]:
+    for name in KNOBS[: 1 if iterations == 0 else 3]:
         tried = []
         for value in tqdm(candidates[name], desc=f"{name} candidates", disable=not progress):
             setattr(config, name, value)
             outputs = generate_texts(model, tokenizer, sources, iterations, batch_size=32, progress=False)
             words = sum(len(text.split()) for text in outputs) / len(outputs)
-            tried.append({"tuned": name, **{knob: getattr(config, knob) for knob in SELECTION_ORDER},
+            tried.append({"tuned": name, **{knob: getattr(config, knob) for knob in KNOBS},
                           **score(outputs, references), "words_per_output": words})
         setattr(config, name, max(tried, key=lambda row: (row[metric], -row[name]))[name])
         rows += tried

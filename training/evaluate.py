@@ -31,7 +31,7 @@ from transformers import AutoTokenizer
 from modeling_deer import DeerForConditionalGeneration
 from training.cli import KNOBS, evaluate_parser
 from training.data import read_inputs
-from training.decoding import SELECTION_ORDER, apply_knob_arguments, generate_texts, select_knobs
+from training.decoding import apply_knob_arguments, generate_texts, select_knobs
 from training.metrics import normalize, score
 
 
@@ -59,11 +59,11 @@ def select(parser, args, model, tokenizer):
     rows = select_knobs(model, tokenizer, sources, normalize(tokenizer, targets), candidates, args.select_iterations,
                         args.select)
     for row in rows:
-        print(" | ".join(f"{name} {row[name]:4g}" for name in SELECTION_ORDER) + f" | BLEU {row['bleu']:6.2f} | chrF "
+        print(" | ".join(f"{name} {row[name]:4g}" for name in KNOBS) + f" | BLEU {row['bleu']:6.2f} | chrF "
               f"{row['chrf']:6.2f} | ROUGE-L {row['rougeL']:6.2f} | {row['words_per_output']:.1f} words per output")
     config = model.generation_config
     config.max_iterations = args.select_iterations  # the knobs travel with the round count they were chosen for
-    chosen = {name: getattr(config, name) for name in SELECTION_ORDER}
+    chosen = {name: getattr(config, name) for name in KNOBS}
     summary = (", ".join(f"{name} {value:g}" for name, value in chosen.items()) + f" (best {args.select} on "
                f"{len(sources)} validation pairs at {args.select_iterations} iterations)")
     if args.save:
@@ -120,7 +120,7 @@ def main(argv=None):
     if args.output:
         with open(args.output, "w") as handle:
             json.dump({"model": args.model, "threads": torch.get_num_threads(),
-                       **{name: getattr(model.generation_config, name) for name in SELECTION_ORDER},
+                       **{name: getattr(model.generation_config, name) for name in KNOBS},
                        "rows": rows}, handle, indent=2)
 
 

@@ -121,6 +121,11 @@ def untrimmed_copy(model: DeerForConditionalGeneration) -> DeerForConditionalGen
     return full
 
 
+def synchronizer(device: str):
+    """What makes a timing wait for the device's queued work (None on the CPU)."""
+    return torch.cuda.synchronize if torch.device(device).type == "cuda" else None
+
+
 def time_speed(shape: str, repeats: int, device: str = "cpu", dtypes=("float32",), batch_sizes=(1, 32),
                compiled: bool = False) -> list[dict]:
     """DEER at 0/1/2/4 realistic rounds (and, with `compiled`, after `compile_passes()`), its floor and BERT2BERT,
@@ -132,7 +137,6 @@ def time_speed(shape: str, repeats: int, device: str = "cpu", dtypes=("float32",
     draft_length = int(deer.draft_lengths(torch.tensor([SOURCE_LENGTH]))[0])
     joint = torch.cat([sources, torch.full((len(sources), draft_length), BERT_MASK)], dim=1).to(device)
     sources = sources.to(device)
-    synchronize = torch.cuda.synchronize if torch.device(device).type == "cuda" else None
     rows = []
     for dtype in dtypes:
         models = {name: copy.deepcopy(model).to(device, getattr(torch, dtype))
@@ -148,7 +152,7 @@ def time_speed(shape: str, repeats: int, device: str = "cpu", dtypes=("float32",
                 input_ids=batch.input_ids, attention_mask=batch.attention_mask, max_new_tokens=OUTPUT_LENGTH,
                 min_new_tokens=OUTPUT_LENGTH, do_sample=False, num_beams=1)
             medians = interleaved_medians(calls, repeats if batch_size == 1 else max(2, repeats // 2),
-                                          synchronize=synchronize)
+                                          synchronize=synchronizer(device))
             rows += [{"shape": shape, "device": device, "dtype": dtype, "batch_size": batch_size, "system": name,
                       "latency_ms": milliseconds, "rounds": rounds,
                       "output_tokens": OUTPUT_LENGTH if name == "ar" else round(deer_length, 1)}
@@ -183,10 +187,9 @@ def time_training(shape: str, repeats: int, device: str = "cpu", dtype: str = "f
             optimizer.zero_grad()
 
         calls[name] = step
-    synchronize = torch.cuda.synchronize if torch.device(device).type == "cuda" else None
     return [{"shape": shape, "device": device, "dtype": dtype, "batch_size": batch_size, "system": name,
              "step_ms": milliseconds, "steps_per_second": 1000 / milliseconds}
-            for name, milliseconds in interleaved_medians(calls, repeats, synchronize=synchronize).items()]
+            for name, milliseconds in interleaved_medians(calls, repeats, synchronize=synchronizer(device)).items()]
 
 
 def time_trimming(model_dir: str, repeats: int) -> list[dict]:
@@ -213,20 +216,19 @@ def peak_memory(checkpoint: str) -> dict:
 
 
 def time_pruning(shape: str, repeats: int, threads: int) -> list[dict]:
-    rows = []
+    rows, sources = [], sources_batch(32, vocabulary_size(shape))
     with tempfile.TemporaryDirectory() as workdir:
-        model, checkpoints = build_model(shape), {}
-        rounds = {}
+        model, checkpoints, rounds = build_model(shape), {}, {}
         for level in LEVELS:  # levels are nested: prune the same model further each time
             checkpoints[level] = os.path.join(workdir, f"{shape}-{level}")
-            rounds[level] = realistic_rounds(model.prune_to(level), sources_batch(32, vocabulary_size(shape)))
+            rounds[level] = realistic_rounds(model.prune_to(level), sources)
             model.save_pretrained(checkpoints[level])
         models = {level: DeerForConditionalGeneration.from_pretrained(path).eval()
                   for level, path in checkpoints.items()}
         timings = {level: {} for level in LEVELS}
         for iterations in (0, 2):
             for batch_size in (1, 32):
-                batch = tokens(sources_batch(32, vocabulary_size(shape))[:batch_size])
+                batch = tokens(sources[:batch_size])
                 calls = {level: forced(model, batch, iterations) for level, model in models.items()}
                 for level, milliseconds in interleaved_medians(calls, repeats).items():
                     timings[level][f"latency_ms_b{batch_size}_it{iterations}"] = milliseconds

@@ -135,7 +135,7 @@ def plot(rows: list[dict], metric: str, title: str, path: str):
     plt.close(figure)
 
 
-# -- main ---------------------------------------------------------------------------------------------------------------
+# -- training.bench's tables ---------------------------------------------------------------------------------------------
 
 
 def rounds_text(rounds: dict) -> str:
@@ -150,18 +150,18 @@ def bench_tables(results: dict, shapes: list[str]) -> str:
     source_length, output_length = results["source_length"], results["output_length"]
     if "speed" in results:
         rows = results["speed"]
-        cells = {}  # (shape, device, dtype, batch, compiled) -> {system: ms}
+        cells = {}  # (shape, device, dtype, batch) -> {system: ms}
         for row in rows:
-            compiled = row["system"].startswith("deer-compiled-")
-            key = (row["shape"], row.get("device", "cpu"), row.get("dtype", "float32"), row["batch_size"])
-            for variant in ((True,) if compiled else (False, True) if row["system"] in ("floor", "ar") else (False,)):
-                cells.setdefault(key + (variant,), {})[row["system"].replace("deer-compiled-", "deer-")] = \
-                    row["latency_ms"]
-        lines = [[shape, device, dtype, "yes" if compiled else "no", size,
-                  *(f"{c[n]:.1f}" for n in ("floor", "deer-0", "deer-1", "deer-2", "deer-4", "ar")),
-                  f"{c['deer-0'] / c['floor']:.2f}", f"{c['ar'] / c['deer-0']:.1f}x", f"{c['ar'] / c['deer-2']:.1f}x",
-                  f"{c['ar'] / c['deer-4']:.1f}x"]
-                 for (shape, device, dtype, size, compiled), c in cells.items() if "deer-0" in c]
+            cells.setdefault((row["shape"], row["device"], row["dtype"], row["batch_size"]), {})[row["system"]] = \
+                row["latency_ms"]
+        lines = []  # a line for eager DEER, and one for compiled DEER where it was timed, against the same floor and AR
+        for (shape, device, dtype, size), c in cells.items():
+            for compiled, prefix in ((False, "deer-"), (True, "deer-compiled-")):
+                if f"{prefix}0" in c:
+                    deer = [c[f"{prefix}{k}"] for k in (0, 1, 2, 4)]
+                    lines.append([shape, device, dtype, "yes" if compiled else "no", size,
+                                  *(f"{ms:.1f}" for ms in (c["floor"], *deer, c["ar"])), f"{deer[0] / c['floor']:.2f}",
+                                  *(f"{c['ar'] / deer[k]:.1f}x" for k in (0, 2, 3))])
         parts.append(f"{threads} threads; latency per generate call in ms (median), sources of {source_length} "
                      f"tokens; outputs: AR {output_length} tokens, DEER " + ", ".join(
                          f"{shape} {next(r['output_tokens'] for r in rows if r['shape'] == shape)}" for shape in shapes)

@@ -93,20 +93,21 @@ def calibrate_edits(model, sources: torch.Tensor, per_row: float = 1.0) -> dict:
     draft = model.generate(input_ids=sources, max_iterations=0)
     hidden_states = model.target_pass(draft, model.encode(sources))
     rows = len(draft)
+    tokens_mask, gaps_mask = inner_mask(draft, config.pad_token_id), draft[:, 1:] != config.pad_token_id
 
     def threshold(margins: torch.Tensor) -> float:
         """The margin above which `per_row` cases per row fall."""
         return float(torch.quantile(margins.float(), 1 - min(1.0, per_row * rows / len(margins))))
 
     weight = model.deletion_head.weight
-    deletion_margin = (hidden_states @ (weight[1] - weight[0]))[inner_mask(draft, config.pad_token_id)]
+    deletion_margin = (hidden_states @ (weight[1] - weight[0]))[tokens_mask]
     model.deletion_head.bias.copy_(torch.tensor([0.0, -threshold(deletion_margin)]))
     pairs = torch.cat([hidden_states[:, :-1], hidden_states[:, 1:]], dim=-1)
     weight = model.insertion_head.weight
-    insertion_margin = (pairs @ (weight[1] - weight[0]))[draft[:, 1:] != config.pad_token_id]
+    insertion_margin = (pairs @ (weight[1] - weight[0]))[gaps_mask]
     model.insertion_head.bias[:2] = torch.tensor([0.0, -threshold(insertion_margin)])
-    deletions = (model.deletion_logits(hidden_states).argmax(-1).bool() & inner_mask(draft, config.pad_token_id))
-    insertions = (model.insertion_logits(hidden_states).argmax(-1) == 1) & (draft[:, 1:] != config.pad_token_id)
+    deletions = model.deletion_logits(hidden_states).argmax(-1).bool() & tokens_mask
+    insertions = (model.insertion_logits(hidden_states).argmax(-1) == 1) & gaps_mask
     return {"deletions_per_row": deletions.sum().item() / rows, "insertions_per_row": insertions.sum().item() / rows}
 
 
