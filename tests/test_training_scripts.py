@@ -17,9 +17,9 @@ from training.data import load_split
 from training.metrics import normalize, score
 from training.prepare_data import prepare
 from training.train import main as train_main
-from training.trainer import CtcOnlyCallback, GlancingScheduleCallback
+from training.trainer import CtcOnlyCallback, GlancingScheduleCallback, SpecialTokensCallback
 
-from conftest import FIXTURES
+from conftest import FIXTURES, tiny_model
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_FILE = os.path.join(FIXTURES, "bible-de-en.train.jsonl")
@@ -171,6 +171,17 @@ def test_ctc_only_phase_then_the_given_edit_weights():
     state.max_steps = 30
     default.on_train_begin(None, state, None)
     assert default.steps == 10
+
+
+def test_special_token_ids_survive_the_trainers_alignment_with_the_tokenizer():
+    # Trainer.train in some transformers 5 releases (5.17) sets bos / eos to the tokenizer's, None for BERT's.
+    model = tiny_model()
+    declared = (model.config.bos_token_id, model.config.eos_token_id, model.generation_config.bos_token_id)
+    callback = SpecialTokensCallback(model)
+    model.config.bos_token_id = model.config.eos_token_id = model.generation_config.bos_token_id = None
+    callback.on_train_begin(None, None, None, model=model)
+    assert (model.config.bos_token_id, model.config.eos_token_id, model.generation_config.bos_token_id) == declared
+    assert None not in declared
 
 
 def test_resumed_run_equals_the_run_that_never_stopped(tmp_path, tiny_bert_path):

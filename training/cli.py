@@ -86,6 +86,7 @@ def evaluate_parser() -> argparse.ArgumentParser:
     add_knob_arguments(parser)
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--device", default="cpu", help="where to decode: cpu, cuda, cuda:1, ...")
     parser.add_argument("--output", default=None)
     choice = parser.add_argument_group("choosing the knobs on validation (--select)")
     choice.add_argument("--select", choices=METRICS, default=None, metavar="METRIC",

@@ -34,7 +34,7 @@ def generate_texts(model, tokenizer, sources: list[str], max_iterations: int, ba
     for start in tqdm(range(0, len(order), batch_size), desc="generating", disable=not progress):
         indices = order[start : start + batch_size]
         batch = tokenizer([sources[i] for i in indices], return_tensors="pt", padding=True, truncation=True,
-                          max_length=limit, split_special_tokens=True)
+                          max_length=limit, split_special_tokens=True).to(model.device)
         ids = model.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                              max_iterations=max_iterations)
         for i, text in zip(indices, tokenizer.batch_decode(ids, skip_special_tokens=True)):
@@ -104,7 +104,7 @@ def ar_generate_texts(model, tokenizer, sources: list[str], batch_size: int) -> 
     limit = model.config.encoder.max_position_embeddings
     for start in range(0, len(sources), batch_size):
         batch = tokenizer(sources[start : start + batch_size], return_tensors="pt", padding=True, truncation=True,
-                          max_length=limit)
+                          max_length=limit).to(model.device)
         with torch.no_grad():
             ids = ar_generate(model, batch.input_ids, batch.attention_mask)
         outputs += tokenizer.batch_decode(ids, skip_special_tokens=True)

@@ -93,7 +93,7 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    model = DeerForConditionalGeneration.from_pretrained(args.model).eval()
+    model = DeerForConditionalGeneration.from_pretrained(args.model).eval().to(args.device)
     for sparsity in args.sparsity:  # an impossible level fails here, before any decoding
         model.set_sparsity(sparsity)
     model.set_sparsity(args.sparsity[0])
@@ -119,7 +119,7 @@ def main(argv=None):
                       f"{len(sources)} sentences", flush=True)
     if args.output:
         with open(args.output, "w") as handle:
-            json.dump({"model": args.model, "threads": torch.get_num_threads(),
+            json.dump({"model": args.model, "threads": torch.get_num_threads(), "device": args.device,
                        **{name: getattr(model.generation_config, name) for name in KNOBS},
                        "rows": rows}, handle, indent=2)
 

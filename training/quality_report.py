@@ -40,8 +40,8 @@ def scored(outputs: list[str], references: list[str]) -> dict:
     return {**score(outputs, references), "length_ratio": words / max(reference_words, 1)}
 
 
-def deer_rows(label: str, path: str, tokenizer, splits: dict, iterations: list[int]) -> list[dict]:
-    model = DeerForConditionalGeneration.from_pretrained(path).eval()
+def deer_rows(label: str, path: str, tokenizer, splits: dict, iterations: list[int], device: str = "cpu") -> list[dict]:
+    model = DeerForConditionalGeneration.from_pretrained(path).eval().to(device)
     config = model.generation_config
     tuned = (config.blank_penalty, config.deletion_penalty, config.eos_penalty)
     rows = []
@@ -57,10 +57,10 @@ def deer_rows(label: str, path: str, tokenizer, splits: dict, iterations: list[i
     return rows
 
 
-def ar_rows(path: str, tokenizer, splits: dict) -> list[dict]:
+def ar_rows(path: str, tokenizer, splits: dict, device: str = "cpu") -> list[dict]:
     from training.decoding import ar_generate_texts, load_ar
 
-    model = load_ar(path)
+    model = load_ar(path).to(device)
     rows = []
     for split, (sources, references) in splits.items():
         outputs = ar_generate_texts(model, tokenizer, sources, batch_size=32)
@@ -131,8 +131,8 @@ def plot_curves(curves: dict[str, list[dict]], metric: str, task: str, path: str
         by_step.plot([row["step"] for row in curve], values, style, marker="o", markersize=3, label=label)
         by_time.plot([row["train_seconds"] / 60 for row in curve], values, style, marker="o", markersize=3,
                      label=label)
-    by_step.set_xlabel("training step (batch 16)")
-    by_time.set_xlabel("training wall-clock, minutes (one CPU thread, evaluation excluded)")
+    by_step.set_xlabel("training step")
+    by_time.set_xlabel("training wall-clock, minutes (evaluation excluded)")
     for axis in (by_step, by_time):
         axis.set_ylabel(f"validation {METRIC_NAMES[metric]}")
         axis.grid(alpha=0.3)
@@ -152,6 +152,7 @@ def main(argv=None):
     parser.add_argument("--ar", default=None, help="the BERT2BERT reference's directory")
     parser.add_argument("--iterations", nargs="+", type=int, default=[0, 1, 2, 4])
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="where to decode: cpu, cuda, ...")
     parser.add_argument("--output", required=True, help="path without extension")
     args = parser.parse_args(argv)
     runs = {}
@@ -170,11 +171,11 @@ def main(argv=None):
     for label, path in tqdm(list(runs.items()), desc="runs"):
         tokenizer = AutoTokenizer.from_pretrained(path)
         normalised = {split: (sources, normalize(tokenizer, targets)) for split, (sources, targets) in splits.items()}
-        rows += deer_rows(label, path, tokenizer, normalised, args.iterations)
+        rows += deer_rows(label, path, tokenizer, normalised, args.iterations, args.device)
     if args.ar:
         tokenizer = AutoTokenizer.from_pretrained(args.ar)
         rows += ar_rows(args.ar, tokenizer, {split: (sources, normalize(tokenizer, targets))
-                                             for split, (sources, targets) in splits.items()})
+                                             for split, (sources, targets) in splits.items()}, args.device)
     curves = {label: read_curve(path) for label, path in runs.items()}
     ar_curve = {"AR": read_curve(args.ar)} if args.ar else {}
 

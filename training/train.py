@@ -123,7 +123,7 @@ def main(argv=None):
         compute_metrics=generation_metrics(tokenizer) if training_args.predict_with_generate else None,
         callbacks=[GlancingScheduleCallback(model_args.glancing_start, model_args.glancing_end)]
         + ([CtcOnlyCallback(model_args.ctc_only_steps, edit_weights)] if model_args.ctc_only_steps != 0 else [])
-        + run_callbacks(model_args.max_train_minutes),
+        + run_callbacks(model, model_args.max_train_minutes),
         score_learning_rate=model_args.score_learning_rate,
         generation_max_iterations=data_args.generation_max_iterations,
     )

@@ -111,6 +111,25 @@ class CtcOnlyCallback(TrainerCallback):
             setattr(model.config, name, weight)
 
 
+class SpecialTokensCallback(TrainerCallback):
+    """Puts the model's bos / eos / pad ids (config and generation config) back as they were when the callback was
+    made, once training begins. `Trainer.train` first aligns them with the tokenizer's, and some transformers 5
+    releases (5.17 among them) copy a missing one too: a BERT tokenizer has no bos or eos ([CLS] and [SEP] play
+    those roles), so they became None."""
+
+    NAMES = ("bos_token_id", "eos_token_id", "pad_token_id")
+
+    def __init__(self, model):
+        self.holders = [model.config] + ([model.generation_config] if getattr(model, "generation_config", None)
+                                         else [])
+        self.saved = [{name: getattr(holder, name, None) for name in self.NAMES} for holder in self.holders]
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        for holder, values in zip(self.holders, self.saved):
+            for name, value in values.items():
+                setattr(holder, name, value)
+
+
 class TimeLimitCallback(TrainerCallback):
     """Stops training once `minutes` of wall time have passed since it began. With several processes they agree on
     the step (the earliest one any process reached the limit at), so none waits forever for the others."""
@@ -192,9 +211,11 @@ class DeerTrainer(Seq2SeqTrainer):
         return loss, generated, inputs.get("labels")
 
 
-def run_callbacks(max_train_minutes: float | None) -> list[TrainerCallback]:
-    """The callbacks both training scripts use: the learning curve, and the time limit if one is given."""
-    return [LearningCurveCallback()] + ([TimeLimitCallback(max_train_minutes)] if max_train_minutes is not None else [])
+def run_callbacks(model, max_train_minutes: float | None) -> list[TrainerCallback]:
+    """The callbacks both training scripts use: the model's special ids kept, the learning curve, and the time limit
+    if one is given."""
+    return ([SpecialTokensCallback(model), LearningCurveCallback()]
+            + ([TimeLimitCallback(max_train_minutes)] if max_train_minutes is not None else []))
 
 
 def save_command(output_dir: str, module: str, argv: list[str] | None):

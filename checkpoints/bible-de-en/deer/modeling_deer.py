@@ -132,9 +132,12 @@ class DeerAttention(nn.Module):
             key = torch.cat([source_key_value[0], key], dim=2)
             value = torch.cat([source_key_value[1], value], dim=2)
         mask = key_mask[:, None, None, :] if key_mask.dim() == 2 else key_mask[:, None]
-        context = F.scaled_dot_product_attention(
-            query, key, value, attn_mask=mask, dropout_p=self.attention_dropout if self.training else 0.0
-        )
+        if self.num_heads == 0:  # every head pruned: nothing to attend with (CUDA's kernels fail on zero heads)
+            context = query
+        else:
+            context = F.scaled_dot_product_attention(
+                query, key, value, attn_mask=mask, dropout_p=self.attention_dropout if self.training else 0.0
+            )
         if self.head_gate is not None:
             context = context * self.head_gate[None, :, None, None]
         context = context.transpose(1, 2).reshape(hidden_states.shape[0], hidden_states.shape[1], -1)
