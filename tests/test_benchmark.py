@@ -398,3 +398,17 @@ def test_bench_every_table_on_the_tiny_shape(tmp_path, capsys):
     assert params == sorted(params, reverse=True)
     out = capsys.readouterr().out
     assert "deer-0 / floor" in out and "vocabulary trimming" in out and "x = ratio to level 0" in out
+
+
+def test_memory_table_measures_a_call_beyond_the_model():
+    from training.measure import scale_memory
+    from training.report import bench_tables
+
+    rows = []
+    for call in ("generation", "training"):
+        spec = {"shape": "tiny", "vocabulary": 2000, "batch": 2, "call": call, "chunked": True}
+        result = scale_memory(spec)  # chunked: the package's own setting, safe to run in this process
+        assert result["peak_mb"] >= result["model_mb"] > 0 and result["extra_mb"] >= 0
+        rows += [{**spec, **result}, {**spec, "chunked": False, **result}]
+    table = bench_tables({"threads": 1, "source_length": 48, "output_length": 32, "memory": rows}, ["tiny"])
+    assert "| tiny | 2000 | 2 | training |" in table and "1.0x" in table

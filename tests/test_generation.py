@@ -272,23 +272,22 @@ def test_transformers_generation_conventions():
         model.generate(input_ids=ids, max_new_tokens=0)
 
 
-def test_the_draft_scores_its_frames_a_chunk_at_a_time_with_the_same_outputs(monkeypatch):
-    """Memory bounded for any vocabulary: the LM head sees at most a chunk of draft frames at once, and the draft,
-    and so every round after it, is what scoring all frames at once gives."""
+def test_decoding_scores_a_chunk_of_positions_at_a_time_with_the_same_outputs(monkeypatch):
+    """Memory bounded for any vocabulary: the LM head sees at most a chunk of draft frames, or of placeholders to
+    fill, at once, and the draft and every round after it are what scoring them all at once gives."""
     import modeling_deer.generation_deer as generation
 
     model = tiny_model(seed=4)
     source, mask = random_batch(8, 12, seed=5)
-    whole = model.generate(input_ids=source, attention_mask=mask, max_iterations=2, blank_penalty=1.0)
-    whole_draft = model.generate(input_ids=source, attention_mask=mask, max_iterations=0, blank_penalty=1.0)
+    whole = [model.generate(input_ids=source, attention_mask=mask, max_iterations=count, blank_penalty=1.0)
+             for count in (0, 2)]
     rows_scored = []
     hook = model.lm_head.decoder.register_forward_hook(lambda module, args, output: rows_scored.append(len(args[0])))
-    monkeypatch.setattr(generation, "DRAFT_SCORES_PER_CHUNK", model.config.embedding_rows * 7)  # 7 frames a chunk
+    monkeypatch.setattr(generation, "SCORES_PER_CHUNK", model.config.embedding_rows * 7)  # 7 positions a chunk
     try:
-        chunked = model.generate(input_ids=source, attention_mask=mask, max_iterations=0, blank_penalty=1.0)
+        chunked = [model.generate(input_ids=source, attention_mask=mask, max_iterations=count, blank_penalty=1.0)
+                   for count in (0, 2)]
     finally:
         hook.remove()
     assert max(rows_scored) == 7 and len(rows_scored) > 3
-    assert torch.equal(chunked, whole_draft)
-    assert torch.equal(model.generate(input_ids=source, attention_mask=mask, max_iterations=2, blank_penalty=1.0),
-                       whole)
+    assert all(torch.equal(got, expected) for got, expected in zip(chunked, whole))

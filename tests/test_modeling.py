@@ -16,8 +16,14 @@ from transformers import (
 from modeling_deer import DeerForConditionalGeneration
 
 from modeling_deer.edit_ops import inner_mask
+from modeling_deer.generation_deer import collapse_frames
+import torch.nn.functional as F
 
-from conftest import BOS, EOS, MASK, PAD, load_pairs, random_batch, shortest_real_pairs, tiny_model
+from modeling_deer import objective_deer
+from modeling_deer.generation_deer import frame_words
+from modeling_deer.objective_deer import _ctc_loss, ctc_columns, ctc_frame_scores
+
+from conftest import BOS, EOS, MASK, PAD, TINY_VOCAB, load_pairs, random_batch, shortest_real_pairs, tiny_model
 
 
 # -- faithfulness: the converted model is the MLM ---------------------------------------------------------------------
@@ -254,8 +260,10 @@ def test_edit_heads_train_on_the_draft_that_decoding_writes():
     source_ids, source_mask = random_batch(4, 10, seed=7)
     with torch.no_grad():
         canvas = model.draft_canvas(source_ids, source_mask)
-        log_probs = model.draft_frame_log_probs(canvas, model.encode(source_ids, source_mask))
-        own_draft = model._draft_from_log_probs(log_probs, canvas)
+        hidden_states = model.target_pass(canvas, model.encode(source_ids, source_mask))[:, 1:-1]
+        *_, words = ctc_frame_scores(model, hidden_states, torch.zeros(4, 1, dtype=torch.long), choices=True)
+        frame_mask = inner_mask(canvas, PAD)[:, 1:-1]
+        own_draft = collapse_frames(model, words[frame_mask], canvas, frame_mask)
     generated = model.generate(input_ids=source_ids, attention_mask=source_mask, max_iterations=0)
     assert torch.equal(own_draft[:, : generated.shape[1]], generated)
     labels, _ = random_batch(4, 7, seed=8, min_length=4)
@@ -265,6 +273,60 @@ def test_edit_heads_train_on_the_draft_that_decoding_writes():
         assert torch.isfinite(getattr(output, name)), name
     output.loss.backward()
     assert model.deletion_head.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("frames_per_chunk", [None, 4])
+def test_ctc_on_the_columns_it_reads_equals_ctc_over_the_whole_vocabulary(monkeypatch, frames_per_chunk):
+    """A training step's CTC loss reads only the blank's and the targets' columns, the LM head run a chunk of frames
+    at a time (recomputed in the backward pass): the same loss, gradients and frame choices as the whole log_softmax
+    over the vocabulary, repeated target tokens and padding included."""
+    model = tiny_model(seed=3)
+    if frames_per_chunk is not None:
+        monkeypatch.setattr(objective_deer, "TRAINING_SCORES_PER_CHUNK", frames_per_chunk * model.config.embedding_rows)
+    generator = torch.Generator().manual_seed(0)
+    hidden_states = torch.randn(3, 9, model.config.hidden_size, generator=generator, requires_grad=True)
+    frame_lengths, targets = torch.tensor([9, 7, 5]), torch.tensor([[5, 6, 6, 7], [8, 8, 8, PAD], [9, 10, PAD, PAD]])
+    target_lengths, fits, smoothing = torch.tensor([4, 3, 2]), torch.ones(3, dtype=torch.bool), 0.1
+
+    full = model.draft_logits(hidden_states).float().log_softmax(-1)
+    nll = F.ctc_loss(full.transpose(0, 1), targets, frame_lengths, target_lengths, blank=MASK, reduction="none")
+    real = torch.arange(9) < frame_lengths[:, None]
+    mean = (full.mean(-1) * real).sum(1) / frame_lengths
+    expected = ((1 - smoothing) * nll / target_lengths - smoothing * mean).mean()
+    expected_gradient, = torch.autograd.grad(expected, hidden_states)
+
+    columns, column_targets = ctc_columns(targets, MASK)
+    scores, mean_log_probs = ctc_frame_scores(model, hidden_states, columns)
+    loss = _ctc_loss(scores, mean_log_probs, frame_lengths, column_targets, target_lengths, fits, smoothing)
+    gradient, = torch.autograd.grad(loss, hidden_states)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert torch.allclose(gradient, expected_gradient, atol=1e-6)
+    with torch.no_grad():
+        *_, best_rows, words = ctc_frame_scores(model, hidden_states, columns, choices=True)
+        assert torch.equal(best_rows, full.argmax(-1))
+        assert torch.equal(words, frame_words(model, full.reshape(27, -1).clone()).view(3, 9))
+
+
+def test_a_training_step_in_chunks_equals_the_step_at_once(monkeypatch):
+    """The CTC and word losses with the LM head run a few positions at a time (recomputed in the backward pass): the
+    same losses and gradients as scoring every position at once."""
+    def step():
+        model = tiny_model(seed=5, draft_edit_ratio=0.5).train()
+        source_ids, source_mask = random_batch(4, 10, seed=7)
+        labels, _ = random_batch(4, 8, seed=8, min_length=4)
+        torch.manual_seed(9)
+        output = model(input_ids=source_ids, attention_mask=source_mask, labels=labels.masked_fill(labels == PAD, -100))
+        output.loss.backward()
+        return output, {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
+
+    whole, whole_gradients = step()
+    monkeypatch.setattr(objective_deer, "TRAINING_SCORES_PER_CHUNK", 3 * TINY_VOCAB)  # 3 positions a chunk
+    chunked, chunked_gradients = step()
+    for name in ("loss", "ctc_loss", "insertion_loss", "word_loss", "deletion_loss"):
+        assert getattr(chunked, name).item() == pytest.approx(getattr(whole, name).item(), rel=1e-5), name
+    assert chunked_gradients.keys() == whole_gradients.keys()
+    for name, gradient in whole_gradients.items():
+        assert torch.allclose(chunked_gradients[name], gradient, atol=1e-5), name
 
 
 def test_calibrate_blank_starts_the_blank_level_with_the_best_word():

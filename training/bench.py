@@ -17,6 +17,12 @@ pruning  what each pruning level buys: each shape physically pruned to 0 / 0.25 
          (batch 32, 2 rounds), and `generate` latency at batch 1 and 32 for 0 and 2 rounds, with ratios to level 0.
 basic    `--model` on real verses: one training step at batch 16 (forward, backward, AdamW), and `generate` at
          batch 1 and 32 for exactly 0, 1 and 2 rounds; with `--compile`, again after `compile_passes()`.
+training DEER's and BERT2BERT's optimizer steps per second (`--training_batch_size`, autocast to the last of
+         `--dtypes`).
+memory   what one DEER call takes beyond its weights at batch 64 (48-token sources), with BERT's 30,522-row and
+         XLM-R's 250,002-row LM head: `generate` (draft and two rounds) and a training step (forward and backward),
+         the LM head's scores all at once (as before) and a chunk of frames at a time (as now); each in a fresh
+         process, peak resident memory.
 
 The random DEER weights are arranged so that every setting does realistic work whatever the weights say (see
 `training.synthetic`): the pruning scores are random (levels cut every layer differently, as trained scores do), and
@@ -31,14 +37,15 @@ import json
 import torch
 from tqdm.auto import tqdm
 
-from training.measure import peak_memory, time_basic, time_pruning, time_speed, time_training, time_trimming
+from training.measure import (memory_rows, peak_memory, scale_memory, time_basic, time_pruning, time_speed,
+                              time_training, time_trimming)
 from training.report import bench_tables
 from training.synthetic import OUTPUT_LENGTH, SHAPES, SOURCE_LENGTH
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tables", nargs="+", choices=["speed", "pruning", "basic", "training"],
+    parser.add_argument("--tables", nargs="+", choices=["speed", "pruning", "basic", "training", "memory"],
                         default=["speed", "pruning", "basic"])
     parser.add_argument("--shapes", nargs="+", choices=list(SHAPES), default=["minilm", "bert-base"])
     parser.add_argument("--threads", type=int, default=2)
@@ -58,11 +65,12 @@ def main(argv=None):
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.memory_of:  # a fresh process, so that its peak memory is its own
-        print(json.dumps(peak_memory(args.memory_of)))
+        spec = args.memory_of
+        print(json.dumps(scale_memory(json.loads(spec)) if spec.startswith("{") else peak_memory(spec)))
         return
     results = {"threads": args.threads, "repeats": args.repeats, "source_length": SOURCE_LENGTH,
                "output_length": OUTPUT_LENGTH}
-    jobs = [(table, shape) for table in ("speed", "pruning", "training") if table in args.tables
+    jobs = [(table, shape) for table in ("speed", "pruning", "training", "memory") if table in args.tables
             for shape in args.shapes]
     jobs += [(table, None) for table in ("trimming", "basic") if table in args.tables or
              (table == "trimming" and "speed" in args.tables and args.device == "cpu")]
@@ -73,6 +81,8 @@ def main(argv=None):
         elif table == "training":
             results.setdefault("training", []).extend(time_training(shape, args.repeats, args.device, args.dtypes[-1],
                                                                     args.training_batch_size))
+        elif table == "memory":
+            results.setdefault("memory", []).extend(memory_rows(shape, args.threads))
         elif table == "pruning":
             results.setdefault("pruning", []).extend(time_pruning(shape, args.repeats, args.threads))
         elif table == "trimming":

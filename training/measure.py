@@ -215,6 +215,62 @@ def peak_memory(checkpoint: str) -> dict:
     return {"peak_rss_mb": peak_rss_mb(), "output_tokens_b32_it2": int((output != 0).sum()) // 32}
 
 
+MEMORY_VOCABULARIES = (30522, 250002)  # BERT's and XLM-R's
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def scale_memory(spec: dict) -> dict:
+    """(In a fresh process, `--memory_of`.) The memory one DEER call takes beyond its model's weights: random weights
+    of `shape` with a `vocabulary`-row LM head, `batch` 48-token sources, either `generate` (the draft and two
+    realistic rounds) or a training step (forward and backward, 32-token targets). With `chunked` false the LM head
+    scores every frame at once (what the package did before), else a chunk of frames at a time, as it does now."""
+    from modeling_deer import generation_deer, objective_deer
+
+    if not spec["chunked"]:
+        generation_deer.SCORES_PER_CHUNK = objective_deer.TRAINING_SCORES_PER_CHUNK = 2**62
+    model = build_model(spec["shape"], vocabulary=spec["vocabulary"])
+    sources = sources_batch(spec["batch"], spec["vocabulary"])
+    if spec["call"] == "generation":
+        realistic_rounds(model, sources[:1], rounds=2)
+        call = forced(model, tokens(sources), 2)
+    else:
+        generator = torch.Generator().manual_seed(2)
+        targets = torch.randint(1000, int(sources.max()) + 1, (spec["batch"], OUTPUT_LENGTH), generator=generator)
+        targets[:, 0], targets[:, -1] = BERT_CLS, BERT_SEP
+        model.train()
+
+        def call():
+            model(input_ids=sources, labels=targets).loss.backward()
+    model_mb = rss_mb()
+    reset_peak_rss()
+    with torch.set_grad_enabled(spec["call"] == "training"):
+        call()
+    return {"model_mb": model_mb, "peak_mb": peak_rss_mb(), "extra_mb": peak_rss_mb() - model_mb}
+
+
+def memory_rows(shape: str, threads: int, batch_size: int = 64) -> list[dict]:
+    """`scale_memory` for each vocabulary, call and way of scoring, each in a fresh process."""
+    rows = []
+    for vocabulary in MEMORY_VOCABULARIES:
+        for call in ("generation", "training"):
+            for chunked in (False, True):
+                spec = {"shape": shape, "vocabulary": vocabulary, "batch": batch_size, "call": call,
+                        "chunked": chunked}
+                try:
+                    result = in_fresh_process("training.bench", threads, json.dumps(spec))
+                except RuntimeError as error:  # out of memory, most likely: say so in the table
+                    result = {"failed": str(error).strip().splitlines()[-1][:200]}
+                rows.append({**spec, **result})
+    return rows
+
+
 def time_pruning(shape: str, repeats: int, threads: int) -> list[dict]:
     rows, sources = [], sources_batch(32, vocabulary_size(shape))
     with tempfile.TemporaryDirectory() as workdir:

@@ -182,6 +182,22 @@ def bench_tables(results: dict, shapes: list[str]) -> str:
                                       [[*key, f"{c['deer']:.1f}", f"{c['ar']:.1f}", f"{1000 / c['deer']:.2f}",
                                         f"{1000 / c['ar']:.2f}", f"{c['deer'] / c['ar']:.2f}"]
                                        for key, c in steps.items()], numeric=True))
+    if "memory" in results:
+        cells = {}  # (shape, vocabulary, batch, call) -> {chunked: row}
+        for row in results["memory"]:
+            cells.setdefault((row["shape"], row["vocabulary"], row["batch"], row["call"]), {})[row["chunked"]] = row
+
+        def extra(row):
+            return f"{row['extra_mb']:.0f}" if "extra_mb" in row else "failed"
+
+        lines = [[*key, f"{c[True].get('model_mb', 0):.0f}", extra(c[False]), extra(c[True]),
+                  f"{c[False]['extra_mb'] / c[True]['extra_mb']:.1f}x" if "extra_mb" in c[False] and
+                  c[True].get("extra_mb", 0) > 0 else ""] for key, c in cells.items()]
+        parts.append(f"memory beyond the model: peak resident MB of a fresh process minus its size once the model is "
+                     f"built, {source_length}-token sources, generate = draft + 2 rounds, training = forward + "
+                     f"backward on {output_length}-token targets\n" + markdown_table(
+                         ["shape", "vocabulary", "batch", "call", "model MB", "scores at once MB",
+                          "scores in chunks MB", "saved"], lines, numeric=True))
     if "trimming" in results:
         rows = results["trimming"]
         cell = {(r["system"], r["batch_size"]): r["latency_ms"] for r in rows}

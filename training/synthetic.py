@@ -28,11 +28,12 @@ def vocabulary_size(shape: str) -> int:
     return VOCABULARY.get(shape, BERT_VOCAB)
 
 
-def build_model(shape: str, seed: int = 0) -> DeerForConditionalGeneration:
-    """A random DEER model of the shape, with random pruning scores and a blank that never wins (a full-length
-    draft); `calibrate_output_length` and `realistic_rounds` arrange the draft's length and the edit rounds."""
+def build_model(shape: str, seed: int = 0, vocabulary: int | None = None) -> DeerForConditionalGeneration:
+    """A random DEER model of the shape (with the shape's vocabulary unless given), with random pruning scores and a
+    blank that never wins (a full-length draft); `calibrate_output_length` and `realistic_rounds` arrange the draft's
+    length and the edit rounds."""
     torch.manual_seed(seed)
-    config = DeerConfig(vocab_size=vocabulary_size(shape), max_position_embeddings=512, pad_token_id=BERT_PAD,
+    config = DeerConfig(vocab_size=vocabulary or vocabulary_size(shape), max_position_embeddings=512, pad_token_id=BERT_PAD,
                         bos_token_id=BERT_CLS, eos_token_id=BERT_SEP, placeholder_token_id=BERT_MASK, **SHAPES[shape])
     model = DeerForConditionalGeneration(config).eval()
     with torch.no_grad():

@@ -215,10 +215,11 @@ def deer_generate(model, input_ids, attention_mask, generation_config: DeerGener
     return sequences
 
 
-# The draft scores this many (frame, vocabulary row) pairs at a time at most, so that its memory does not grow with
-# vocabulary x frames: a batch of 64 long sources has ~16,000 frames, and over XLM-R's 250k rows their float32
-# scores alone would take 16 GB. Only each frame's best token is kept.
-DRAFT_SCORES_PER_CHUNK = 2**24
+# Decoding scores this many (position, vocabulary row) pairs at a time at most, for the draft's frames and for the
+# placeholders a round fills, so that its memory does not grow with vocabulary x positions: a batch of 64 long
+# sources has ~16,000 frames, and over XLM-R's 250k rows their float32 scores alone would take 16 GB. Only each
+# position's best token is kept.
+SCORES_PER_CHUNK = 2**24
 
 
 def _draft(model, input_ids, attention_mask, blank_penalty: float, cap: int | None = None):
@@ -229,7 +230,7 @@ def _draft(model, input_ids, attention_mask, blank_penalty: float, cap: int | No
     frame_mask = inner_mask(draft, model.config.pad_token_id)[:, 1:-1]
     encoder_output, hidden_states = model.encode_and_target_pass(input_ids, attention_mask, draft)
     frames = hidden_states[:, 1:-1][frame_mask]  # only real frames go through the LM head
-    chunk = max(1, DRAFT_SCORES_PER_CHUNK // model.config.embedding_rows)
+    chunk = max(1, SCORES_PER_CHUNK // model.config.embedding_rows)
     words = torch.cat([frame_words(model, model.draft_logits(part), blank_penalty) for part in frames.split(chunk)])
     sequences = collapse_frames(model, words, draft, frame_mask)
     if cap is not None and sequences.shape[1] > cap:
@@ -296,8 +297,10 @@ def _fill(model, tokens: torch.Tensor, encoder_output) -> torch.Tensor:
     placeholder_mask = tokens == placeholder
     if placeholder_mask.any():
         hidden_states = model.target_pass(tokens, encoder_output)
-        logits = model.word_logits(hidden_states[placeholder_mask])
-        words = best_tokens(model, logits, [config.bos_token_id, config.eos_token_id, config.pad_token_id, placeholder])
+        never = [config.bos_token_id, config.eos_token_id, config.pad_token_id, placeholder]
+        chunk = max(1, SCORES_PER_CHUNK // config.embedding_rows)
+        words = torch.cat([best_tokens(model, model.word_logits(part), never)
+                           for part in hidden_states[placeholder_mask].split(chunk)])
         tokens = fill_placeholders(tokens, words, placeholder)
     return tokens
 

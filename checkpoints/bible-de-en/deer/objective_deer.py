@@ -5,6 +5,7 @@ before training.
 
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from .edit_ops import (
     apply_deletions,
@@ -20,6 +21,14 @@ from .edit_ops import (
 )
 from .generation_deer import collapse_frames, frame_words
 from .outputs_deer import DeerEncoderOutput, DeerSeq2SeqLMOutput
+
+
+# A training step scores every draft frame and every placeholder against every LM-head row. Above this many scores at
+# once (positions x rows), the LM head runs a chunk of positions at a time, keeps only what the losses read (CTC: the
+# blank's and the targets' columns; the word loss: the loss and each argmax) and recomputes each chunk's scores in the
+# backward pass, so that memory stops growing with vocabulary x positions (a 250k vocabulary at batch 64 would
+# otherwise hold gigabytes of scores).
+TRAINING_SCORES_PER_CHUNK = 2**24
 
 
 class DeerObjectiveMixin:
@@ -105,27 +114,31 @@ class DeerObjectiveMixin:
         frame_lengths = frame_mask.sum(1)
         gold_inner = compact(targets, inner_mask(targets, pad), pad)
         inner_lengths = (targets != pad).sum(1) - 2
-        # The LM head scores rows: the CTC targets and blank are mapped to rows, its choices back to tokens.
+        # The LM head scores rows: the CTC targets and blank are mapped to rows, its choices back to tokens. CTC
+        # reads each row's columns (the blank, then its target rows) and its targets as indices into them.
         gold_rows, blank_row = self.token_rows(gold_inner), int(self.token_rows(placeholder))
+        columns, column_targets = ctc_columns(gold_rows, blank_row)
         with torch.no_grad():
-            frame_log_probs = self.draft_frame_log_probs(draft, _detached(encoder_output))
-            alignment, path_log_prob = ctc_best_alignment(
-                frame_log_probs, frame_lengths, gold_rows, inner_lengths, blank_row
-            )
+            hidden_states = self.target_pass(draft, _detached(encoder_output))[:, 1:-1]
+            frame_scores, _, best_rows, frame_tokens = ctc_frame_scores(self, hidden_states, columns, choices=True)
+            alignment, path_log_prob = ctc_best_alignment(frame_scores, frame_lengths, column_targets, inner_lengths, 0)
             fits = torch.isfinite(path_log_prob)
             glanced_frames, _ = glancing_mix(
-                draft[:, 1:-1], self.row_tokens(frame_log_probs.argmax(-1)), self.row_tokens(alignment),
+                draft[:, 1:-1], self.row_tokens(best_rows), self.row_tokens(columns.gather(1, alignment)),
                 frame_mask & fits[:, None], config.glancing_ratio if self.training else 0.0, placeholder,
             )
         glanced = torch.cat([draft[:, :1], glanced_frames, draft[:, -1:]], dim=1)
-        frame_log_probs_glanced = self.draft_frame_log_probs(glanced, encoder_output)
-        ctc_loss = _ctc_loss(frame_log_probs_glanced, frame_lengths, gold_rows, inner_lengths, fits, blank_row,
+        hidden_states = self.target_pass(glanced, encoder_output)[:, 1:-1]
+        glanced_scores, mean_log_probs = ctc_frame_scores(self, hidden_states, columns)
+        ctc_loss = _ctc_loss(glanced_scores, mean_log_probs, frame_lengths, column_targets, inner_lengths, fits,
                              config.ctc_label_smoothing)
 
         weights = (config.insertion_loss_weight, config.word_loss_weight, config.deletion_loss_weight)
         edit_losses = (None, None, None)
         if any(weights):  # a CTC-only phase of training skips the edit passes altogether
-            own_draft = self._draft_from_log_probs(frame_log_probs, draft) if config.draft_edit_ratio > 0 else None
+            own_draft = None
+            if config.draft_edit_ratio > 0:  # the draft decoding would write from these frames
+                own_draft = collapse_frames(self, frame_tokens[frame_mask], draft, frame_mask)
             edit_losses = self._edit_losses(encoder_output, targets, own_draft)
         loss = config.ctc_loss_weight * ctc_loss
         for weight, component in zip(weights, edit_losses):
@@ -144,11 +157,6 @@ class DeerObjectiveMixin:
             num_unfit_targets=(~fits).sum(),
             encoder_last_hidden_state=encoder_output.last_hidden_state,
         )
-
-    def _draft_from_log_probs(self, frame_log_probs: torch.Tensor, draft: torch.Tensor) -> torch.Tensor:
-        """The collapsed draft `bos ... eos` that decoding would write from these frame scores."""
-        frame_mask = inner_mask(draft, self.config.pad_token_id)[:, 1:-1]
-        return collapse_frames(self, frame_words(self, frame_log_probs.detach()[frame_mask]), draft, frame_mask)
 
     def _edit_losses(self, encoder_output: DeerEncoderOutput, targets: torch.Tensor,
                      own_draft: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -180,12 +188,10 @@ class DeerObjectiveMixin:
         with_placeholders = insert_placeholders(deleted, insertions.insertion_counts, placeholder, pad)
         placeholder_mask = with_placeholders == placeholder
         hidden_states = self.target_pass(with_placeholders, encoder_output)
-        word_logits = self.word_logits(hidden_states[placeholder_mask])
         word_targets = insertions.inserted_tokens[insertions.inserted_tokens != pad]
-        word_loss = _cross_entropy(word_logits, self.token_rows(word_targets), config.word_label_smoothing)
-
-        predicted = fill_placeholders(with_placeholders, self.row_tokens(word_logits.detach().argmax(-1)),
-                                      placeholder)
+        word_loss, word_rows = _word_loss(self, hidden_states[placeholder_mask], self.token_rows(word_targets),
+                                          config.word_label_smoothing)
+        predicted = fill_placeholders(with_placeholders, self.row_tokens(word_rows), placeholder)
         if use_draft is not None:
             predicted = choose_rows(use_draft, own_draft, predicted, pad)
         deletion_targets = edit_oracle(predicted, targets, pad).delete_mask
@@ -212,17 +218,91 @@ def _cross_entropy(logits: torch.Tensor, targets: torch.Tensor, label_smoothing:
     return F.cross_entropy(logits.float(), targets, label_smoothing=label_smoothing)
 
 
-def _ctc_loss(log_probs, frame_lengths, targets, target_lengths, fits, blank_id, label_smoothing) -> torch.Tensor:
+def ctc_columns(gold_rows: torch.Tensor, blank_row: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The LM-head rows CTC reads for each row of targets (batch, S): (batch, 1 + S) columns, the blank then the
+    row's target rows; and the targets as indices into those columns, a repeated row pointing at its first column
+    (so that CTC still needs a blank between two equal neighbours)."""
+    columns = torch.cat([gold_rows.new_full((gold_rows.shape[0], 1), blank_row), gold_rows], dim=1)
+    first_equal = (gold_rows[:, :, None] == gold_rows[:, None, :]).int().argmax(-1)
+    return columns, 1 + first_equal
+
+
+def ctc_frame_scores(model, hidden_states: torch.Tensor, columns: torch.Tensor, choices: bool = False) -> tuple:
+    """From draft frames' hidden states (batch, frames, hidden): each frame's log-probabilities of its row's `columns`
+    (batch, frames, K) and its mean log-probability over all LM-head rows (batch, frames), the LM head run on
+    `TRAINING_SCORES_PER_CHUNK // rows` frames at a time. With more than one chunk and gradients on, each chunk's scores
+    are recomputed in the backward pass instead of kept. `choices` (no gradients) adds each frame's argmax row and
+    its `frame_words` token (what decoding would write there), both (batch, frames)."""
+    batch, frames, hidden_size = hidden_states.shape
+    size = max(1, TRAINING_SCORES_PER_CHUNK // model.config.embedding_rows)
+    chunks = list(zip(hidden_states.reshape(-1, hidden_size).split(size),
+                      columns.repeat_interleave(frames, dim=0).split(size)))
+    recompute = torch.is_grad_enabled() and len(chunks) > 1
+    picked, means, best_rows, words = [], [], [], []
+    for part, part_columns in chunks or [(hidden_states.new_zeros(0, hidden_size), columns[:0])]:
+        if recompute:
+            part_picked, part_mean = checkpoint(_chunk_log_probs, model, part, part_columns, use_reentrant=False)
+        else:
+            logits = model.draft_logits(part).float()
+            part_picked, part_mean = _column_log_probs(logits, part_columns)
+            if choices:
+                best_rows.append(logits.argmax(-1))
+                words.append(frame_words(model, logits))  # changes logits: last
+        picked.append(part_picked)
+        means.append(part_mean)
+    scores = (torch.cat(picked).view(batch, frames, -1), torch.cat(means).view(batch, frames))
+    if choices:
+        scores += (torch.cat(best_rows).view(batch, frames), torch.cat(words).view(batch, frames))
+    return scores
+
+
+def _word_loss(model, hidden_states: torch.Tensor, target_rows: torch.Tensor, label_smoothing: float) -> tuple:
+    """The mean cross-entropy of the words that fill placeholders (hidden states (n, hidden), target rows (n,)) and
+    each placeholder's argmax row, the LM head run on `TRAINING_SCORES_PER_CHUNK // rows` placeholders at a time (each
+    chunk recomputed in the backward pass)."""
+    size = max(1, TRAINING_SCORES_PER_CHUNK // model.config.embedding_rows)
+    if len(target_rows) <= size:  # one chunk
+        logits = model.word_logits(hidden_states)
+        return _cross_entropy(logits, target_rows, label_smoothing), logits.detach().argmax(-1)
+    total, rows = 0.0, []
+    for part, part_targets in zip(hidden_states.split(size), target_rows.split(size)):
+        part_loss, part_rows = checkpoint(_word_chunk, model, part, part_targets, label_smoothing, use_reentrant=False)
+        total, rows = total + part_loss, rows + [part_rows]
+    return total / len(target_rows), torch.cat(rows)
+
+
+def _word_chunk(model, hidden_states: torch.Tensor, target_rows: torch.Tensor, label_smoothing: float) -> tuple:
+    logits = model.word_logits(hidden_states).float()
+    loss = F.cross_entropy(logits, target_rows, label_smoothing=label_smoothing, reduction="sum")
+    return loss, logits.detach().argmax(-1)
+
+
+def _column_log_probs(logits: torch.Tensor, columns: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    normaliser = logits.logsumexp(-1, keepdim=True)
+    return logits.gather(-1, columns) - normaliser, logits.mean(-1) - normaliser.squeeze(-1)
+
+
+def _chunk_log_probs(model, hidden_states: torch.Tensor, columns: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return _column_log_probs(model.draft_logits(hidden_states).float(), columns)
+
+
+def _ctc_loss(log_probs, mean_log_probs, frame_lengths, targets, target_lengths, fits, label_smoothing) -> torch.Tensor:
     """CTC loss per target token, mixed with the mean log-probability over the vocabulary (label smoothing), over
-    the rows whose target fits the frames. log_probs: (batch, frames, vocab)."""
+    the rows whose target fits the frames. log_probs: (batch, frames, K) of `ctc_columns` (the blank is column 0),
+    mean_log_probs: (batch, frames)."""
     if not fits.any() or log_probs.shape[1] == 0:  # no frames at all: only empty targets fit, at probability 1
         return log_probs.sum() * 0.0
     negative_log_likelihood = F.ctc_loss(
-        log_probs.transpose(0, 1), targets, frame_lengths, target_lengths, blank=blank_id, reduction="none",
+        log_probs.transpose(0, 1), targets, frame_lengths, target_lengths, blank=0, reduction="none",
         zero_infinity=True,
     )
-    negative_log_likelihood = negative_log_likelihood / target_lengths.clamp(min=1)
+    # F.ctc_loss's gradient is exp(log_probs) - posterior, right only for log-probabilities over every class (a
+    # log_softmax's backward cancels the first term). These are a few columns of the vocabulary, so take that term
+    # back out: a term of value zero whose gradient is -exp(log_probs) on the real frames.
     frame_mask = torch.arange(log_probs.shape[1], device=log_probs.device) < frame_lengths[:, None]
-    mean_log_prob = (log_probs.mean(-1) * frame_mask).sum(1) / frame_lengths.clamp(min=1)
+    exp_sum = (log_probs.exp() * frame_mask[..., None]).sum((1, 2))
+    negative_log_likelihood = negative_log_likelihood - (exp_sum - exp_sum.detach())
+    negative_log_likelihood = negative_log_likelihood / target_lengths.clamp(min=1)
+    mean_log_prob = (mean_log_probs * frame_mask).sum(1) / frame_lengths.clamp(min=1)
     per_row = (1 - label_smoothing) * negative_log_likelihood - label_smoothing * mean_log_prob
     return per_row[fits].mean()
