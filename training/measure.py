@@ -80,7 +80,8 @@ def in_fresh_process(module: str, threads: int, spec: str) -> dict:
     result = subprocess.run(command, capture_output=True, text=True,
                             env=dict(os.environ, TOKENIZERS_PARALLELISM="false"))
     if result.returncode != 0:
-        raise RuntimeError(f"the measurement in a fresh process failed:\n{result.stderr[-2000:]}")
+        why = "killed by the system (out of memory?)" if result.returncode == -9 else f"exit {result.returncode}"
+        raise RuntimeError(f"the measurement in a fresh process failed ({why}):\n{result.stderr[-2000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -266,7 +267,7 @@ def memory_rows(shape: str, threads: int, batch_size: int = 64) -> list[dict]:
                 try:
                     result = in_fresh_process("training.bench", threads, json.dumps(spec))
                 except RuntimeError as error:  # out of memory, most likely: say so in the table
-                    result = {"failed": str(error).strip().splitlines()[-1][:200]}
+                    result = {"failed": str(error).strip().splitlines()[0][:200]}
                 rows.append({**spec, **result})
     return rows
 
