@@ -223,6 +223,8 @@ def ctc_columns(gold_rows: torch.Tensor, blank_row: int) -> tuple[torch.Tensor, 
     row's target rows; and the targets as indices into those columns, a repeated row pointing at its first column
     (so that CTC still needs a blank between two equal neighbours)."""
     columns = torch.cat([gold_rows.new_full((gold_rows.shape[0], 1), blank_row), gold_rows], dim=1)
+    if gold_rows.shape[1] == 0:  # every target empty: nothing to point at
+        return columns, gold_rows.clone()
     first_equal = (gold_rows[:, :, None] == gold_rows[:, None, :]).int().argmax(-1)
     return columns, 1 + first_equal
 
@@ -250,7 +252,7 @@ def ctc_frame_scores(model, hidden_states: torch.Tensor, columns: torch.Tensor, 
                 words.append(frame_words(model, logits))  # changes logits: last
         picked.append(part_picked)
         means.append(part_mean)
-    scores = (torch.cat(picked).view(batch, frames, -1), torch.cat(means).view(batch, frames))
+    scores = (torch.cat(picked).view(batch, frames, columns.shape[1]), torch.cat(means).view(batch, frames))
     if choices:
         scores += (torch.cat(best_rows).view(batch, frames), torch.cat(words).view(batch, frames))
     return scores
