@@ -54,12 +54,22 @@ def reset_peak_rss():
         handle.write("5")
 
 
-def peak_rss_mb() -> float:
+def _status_mb(field: str) -> float | None:
+    """A memory figure of this process from /proc/self/status (Linux), in MB; None if the file lacks it."""
     with open("/proc/self/status") as handle:
         for line in handle:
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return None
+
+
+def peak_rss_mb() -> float:
+    peak = _status_mb("VmHWM")
+    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def rss_mb() -> float:
+    return _status_mb("VmRSS") or 0.0
 
 
 def hardware() -> dict:
@@ -219,14 +229,6 @@ def peak_memory(checkpoint: str) -> dict:
 MEMORY_VOCABULARIES = (30522, 250002)  # BERT's and XLM-R's
 
 
-def rss_mb() -> float:
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def scale_memory(spec: dict) -> dict:
     """(In a fresh process, `--memory_of`.) The memory one DEER call takes beyond its model's weights: random weights
     of `shape` with a `vocabulary`-row LM head, `batch` 48-token sources, either `generate` (the draft and two
@@ -253,7 +255,8 @@ def scale_memory(spec: dict) -> dict:
     reset_peak_rss()
     with torch.set_grad_enabled(spec["call"] == "training"):
         call()
-    return {"model_mb": model_mb, "peak_mb": peak_rss_mb(), "extra_mb": peak_rss_mb() - model_mb}
+    peak_mb = peak_rss_mb()
+    return {"model_mb": model_mb, "peak_mb": peak_mb, "extra_mb": peak_mb - model_mb}
 
 
 def memory_rows(shape: str, threads: int, batch_size: int = 64) -> list[dict]:
