@@ -490,11 +490,6 @@ class DeerForConditionalGeneration(DeerObjectiveMixin, DeerGenerationMixin, Deer
         blank_row = self.token_rows([self.config.placeholder_token_id])
         return logits.index_copy(-1, blank_row, self.blank_head(features).to(logits.dtype))
 
-    def draft_frame_log_probs(self, draft: torch.Tensor, encoder_output: DeerEncoderOutput) -> torch.Tensor:
-        """Log-probabilities of the draft's frames (every position but bos and eos): (batch, frames - 2, vocab)."""
-        hidden_states = self.target_pass(draft, encoder_output)[:, 1:-1]
-        return self.draft_logits(hidden_states).float().log_softmax(-1)
-
     def forward(
         self,
         input_ids: torch.Tensor | None = None,
