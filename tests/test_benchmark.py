@@ -412,3 +412,35 @@ def test_memory_table_measures_a_call_beyond_the_model():
         rows += [{**spec, **result}, {**spec, "chunked": False, **result}]
     table = bench_tables({"threads": 1, "source_length": 48, "output_length": 32, "memory": rows}, ["tiny"])
     assert "| tiny | 2000 | 2 | training |" in table and "1.0x" in table
+
+
+def test_anatomy_times_each_part_of_generate_and_of_a_training_step():
+    from training.measure import time_anatomy
+    from training.report import bench_tables
+
+    rows = time_anatomy("tiny", repeats=1, training_batch_size=2)
+    parts = {row["part"]: row for row in rows}
+    for part in ("draft: source + frames pass", "draft: LM head over the frames", "round: deletion pass",
+                 "round: insertion pass", "round: fill pass", "round: LM head over the placeholders"):
+        assert parts[part]["ms"] > 0 and parts[part]["macs"] > 0
+    # a realistic round: it deletes and inserts, so its three passes see three different lengths of sequence
+    sizes = next(row["tokens"] for row in rows if "tokens" in row)
+    assert sizes["kept"] < sizes["draft"] and sizes["placeholders"] > 0
+    # the joint pass runs source + frames through every layer: more multiply-adds than any one pass of a round
+    assert parts["draft: source + frames pass"]["macs"] > 3 * parts["round: fill pass"]["macs"]
+    assert {"DEER step", "DEER step, CTC-only phase (no edit passes)", "AR step"} <= set(parts)
+    table = bench_tables({"threads": 1, "source_length": 48, "output_length": 32, "anatomy": rows}, ["tiny"])
+    assert "draft + 2 rounds" in table and "| round: fill pass |" in table and "/ AR step" in table
+
+
+@pytest.mark.slow
+def test_bench_batch_table_times_each_variant_against_the_ar_model(tmp_path, capsys):
+    from training.bench import main as bench_main
+
+    output = tmp_path / "bench.json"
+    bench_main(["--tables", "batch", "--shapes", "tiny", "--repeats", "1", "--threads", "1", "--model", SHIPPED_DEER,
+                "--output", str(output)])
+    rows = json.loads(output.read_text())["batch"]
+    assert {row["system"] for row in rows} == {"deer-0", "deer-2", "ar"}
+    assert len({row["variant"] for row in rows}) == 4 and {row["batch_size"] for row in rows} == {32}
+    assert "AR / deer-2" in capsys.readouterr().out

@@ -343,6 +343,16 @@ def test_evaluate_script_scores_each_split_and_iteration_count(tmp_path, tiny_be
     assert [(row["split"], row["sentences"]) for row in rows] == [(VALIDATION_FILE, 50)]
     assert rows[0]["bleu"] == next(row["bleu"] for row in report["rows"] if row["split"] == "validation" and
                                    row["sparsity"] == 0 and row["iterations"] == 0)
+    assert json.loads(output.read_text())["upsample_ratio"] == 2.0
+    # Fewer draft frames than the model was trained with: what they cost in quality is what this measures.
+    monkeypatch.setattr(sys, "argv", ["evaluate", "--model", str(model_dir), "--splits", VALIDATION_FILE,
+                                      "--iterations", "0", "--upsample_ratio", "1.5", "--output", str(output)])
+    evaluate.main()
+    assert json.loads(output.read_text())["upsample_ratio"] == 1.5
+    monkeypatch.setattr(sys, "argv", ["evaluate", "--model", str(model_dir), "--splits", VALIDATION_FILE,
+                                      "--upsample_ratio", "0.5"])
+    with pytest.raises(SystemExit):
+        evaluate.main()
 
 
 def test_the_stock_seq2seq_trainer_trains_evaluates_and_predicts(tmp_path, tiny_bert_path):

@@ -37,21 +37,23 @@ import json
 import torch
 from tqdm.auto import tqdm
 
-from training.measure import (memory_rows, peak_memory, scale_memory, time_basic, time_pruning, time_speed,
-                              time_training, time_trimming)
+from training.measure import (memory_rows, peak_memory, scale_memory, time_anatomy, time_basic, time_pruning,
+                              time_batch, time_speed, time_training, time_trimming)
 from training.report import bench_tables
 from training.synthetic import OUTPUT_LENGTH, SHAPES, SOURCE_LENGTH
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tables", nargs="+", choices=["speed", "pruning", "basic", "training", "memory"],
+    parser.add_argument("--tables", nargs="+", choices=["speed", "pruning", "basic", "training", "memory", "anatomy", "batch"],
                         default=["speed", "pruning", "basic"])
     parser.add_argument("--shapes", nargs="+", choices=list(SHAPES), default=["minilm", "bert-base"])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--model", default="checkpoints/bible-de-en/deer",
                         help="a trained DEER checkpoint with a trimmed vocabulary (speed's trimming rows, basic)")
+    parser.add_argument("--ar_model", default="checkpoints/bible-de-en/ar",
+                        help="batch: the AR checkpoint to time against --model")
     parser.add_argument("--compile", action="store_true", help="basic: also time generate after compile_passes()")
     parser.add_argument("--device", default="cpu", help="speed and training: cpu, cuda, ... (pruning and basic: cpu)")
     parser.add_argument("--dtypes", nargs="+", choices=["float32", "bfloat16", "float16"], default=["float32"],
@@ -70,7 +72,7 @@ def main(argv=None):
         return
     results = {"threads": args.threads, "repeats": args.repeats, "source_length": SOURCE_LENGTH,
                "output_length": OUTPUT_LENGTH}
-    jobs = [(table, shape) for table in ("speed", "pruning", "training", "memory") if table in args.tables
+    jobs = [(table, shape) for table in ("speed", "pruning", "training", "memory", "anatomy", "batch") if table in args.tables
             for shape in args.shapes]
     jobs += [(table, None) for table in ("trimming", "basic") if table in args.tables or
              (table == "trimming" and "speed" in args.tables and args.device == "cpu")]
@@ -83,6 +85,11 @@ def main(argv=None):
                                                                     args.training_batch_size))
         elif table == "memory":
             results.setdefault("memory", []).extend(memory_rows(shape, args.threads))
+        elif table == "anatomy":
+            results.setdefault("anatomy", []).extend(time_anatomy(shape, args.repeats, args.training_batch_size))
+        elif table == "batch":
+            results.setdefault("batch", []).extend(time_batch(shape, args.repeats, args.threads, args.model,
+                                                              args.ar_model))
         elif table == "pruning":
             results.setdefault("pruning", []).extend(time_pruning(shape, args.repeats, args.threads))
         elif table == "trimming":

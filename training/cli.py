@@ -87,6 +87,9 @@ def evaluate_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default="cpu", help="where to decode: cpu, cuda, cuda:1, ...")
+    parser.add_argument("--upsample_ratio", type=float, default=None,
+                        help="draft this many frames per source token instead of the model's own ratio (fewer frames "
+                             "cost less; what it costs in quality is what this measures)")
     parser.add_argument("--output", default=None)
     choice = parser.add_argument_group("choosing the knobs on validation (--select)")
     choice.add_argument("--select", choices=METRICS, default=None, metavar="METRIC",

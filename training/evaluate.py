@@ -3,7 +3,8 @@ choose its decoding knobs on the validation split (and with `--save`, keep them 
 
     python -m training.evaluate --model DIR --data_dir data/bible-de-en-32 [--splits validation test | my_split.csv]
         [--iterations 0 1 2 4] [--sparsity 0 0.5]
-        [--eos_penalty 0] [--blank_penalty 0] [--deletion_penalty 0] [--output results/NAME.json]
+        [--eos_penalty 0] [--blank_penalty 0] [--deletion_penalty 0] [--upsample_ratio 1.5]
+        [--output results/NAME.json]
     python -m training.evaluate --model DIR --validation_file data/bible-de-en-32/validation.jsonl \
         --select bleu --save [--select_iterations 2] [--blank_penalties 0 1 2 3 4 6] \
         [--deletion_penalties 0 1 2 4] [--eos_penalties 0 0.5 1 1.5 2 3]
@@ -88,6 +89,8 @@ def main(argv=None):
             parser.error("--blank_penalties, --deletion_penalties and --eos_penalties must be >= 0")
     elif args.save:
         parser.error("--save keeps what --select chooses: give --select METRIC too")
+    if args.upsample_ratio is not None and args.upsample_ratio < 1:
+        parser.error("--upsample_ratio must be at least 1 (a frame per source token)")
     splits = args.splits if args.splits is not None else ([] if args.select else ["validation", "test"])
     paths = [split_path(parser, split, args.data_dir) for split in splits]
     if args.threads:
@@ -98,6 +101,8 @@ def main(argv=None):
         model.set_sparsity(sparsity)
     model.set_sparsity(args.sparsity[0])
     apply_knob_arguments(model, args)
+    if args.upsample_ratio is not None:
+        model.config.upsample_ratio = args.upsample_ratio
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     if args.select:
         select(parser, args, model, tokenizer)
@@ -120,6 +125,7 @@ def main(argv=None):
     if args.output:
         with open(args.output, "w") as handle:
             json.dump({"model": args.model, "threads": torch.get_num_threads(), "device": args.device,
+                       "upsample_ratio": model.config.upsample_ratio,
                        **{name: getattr(model.generation_config, name) for name in KNOBS},
                        "rows": rows}, handle, indent=2)
 

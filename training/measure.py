@@ -335,3 +335,178 @@ def time_basic(model_dir: str, repeats: int, compile_passes: bool) -> dict:
             row["ms_per_call_compiled"] = milliseconds
     return {"model": model_dir, "train_step_ms_batch16": step_ms, "source_shape": list(batch["input_ids"].shape),
             "labels_shape": list(batch["labels"].shape), "compile_seconds": compile_seconds, "generate": rows}
+
+
+def pass_macs(config, queries: int, keys: int) -> int:
+    """Multiply-adds of one backbone pass of `queries` tokens attending to `keys` keys, at batch 1 (the layers'
+    projections and feed-forward, and attention's two products), the model's pruned sizes included."""
+    hidden = config.hidden_size
+    macs = 0
+    for heads, neurons in zip(config.layer_num_heads, config.layer_intermediate_sizes):
+        inner = heads * config.head_dim
+        macs += queries * (4 * hidden * inner + 2 * hidden * neurons) + 2 * queries * keys * inner
+    return macs
+
+
+def lm_head_macs(config, positions: int) -> int:
+    return positions * (config.hidden_size ** 2 + config.hidden_size * config.embedding_rows)
+
+
+def time_anatomy(shape: str, repeats: int, training_batch_size: int = 16) -> list[dict]:
+    """Where the time goes. `generate` at batch 1 in its parts (the draft's joint pass and LM head, one realistic
+    round's deletion, insertion and fill passes and LM head; "the rest" = the whole minus its timed parts), each
+    with its multiply-adds; and a training step at `training_batch_size`: the whole step, the step of the CTC-only
+    phase (no edit passes), the Viterbi alignment alone, and the AR model's step."""
+    from modeling_deer import generation_deer
+    from modeling_deer.edit_ops import apply_deletions, ctc_best_alignment, inner_mask, insert_placeholders
+
+    model, autoregressive = build_model(shape), build_autoregressive(shape)
+    config, pad, placeholder = model.config, model.config.pad_token_id, model.config.placeholder_token_id
+    sources = sources_batch(32, vocabulary_size(shape))
+    calibrate_output_length(model, sources, OUTPUT_LENGTH)
+    rounds = realistic_rounds(model, sources)
+    source, mask = sources[:1], torch.ones_like(sources[:1])
+    with torch.no_grad():  # one round's inputs, made as generation_deer._refine makes them
+        canvas = model.draft_canvas(source, mask)
+        encoder_output, states = model.encode_and_target_pass(source, mask, canvas)
+        frames = states[0, 1:-1]
+        _, draft = generation_deer._draft(model, source, mask, 0.0)
+        deletion = model.deletion_logits(model.target_pass(draft, encoder_output))
+        kept = apply_deletions(draft, inner_mask(draft, pad) & (deletion[..., 1] > deletion[..., 0]), pad)
+        insertion = model.insertion_logits(model.target_pass(kept, encoder_output))
+        filled = insert_placeholders(kept, insertion.argmax(-1), placeholder, pad, config.max_sequence_length)
+        fill_states = model.target_pass(filled, encoder_output)[filled == placeholder]
+    if kept.shape[1] == draft.shape[1] or int((filled == placeholder).sum()) == 0:
+        raise RuntimeError("the calibrated round neither deletes nor inserts: not a realistic round")
+    source_length = source.shape[1]
+    parts = {  # name: (call, multiply-adds or None)
+        "draft (0 rounds)": (lambda: generation_deer._draft(model, source, mask, 0.0), None),
+        "draft: source + frames pass": (lambda: model.encode_and_target_pass(source, mask, canvas),
+                                        pass_macs(config, source_length + canvas.shape[1],
+                                                  source_length + canvas.shape[1])),
+        "draft: LM head over the frames": (lambda: model.draft_logits(frames), lm_head_macs(config, len(frames))),
+        "round": (lambda: generation_deer._refine(model, draft, encoder_output, 0.0), None),
+        "round: deletion pass": (lambda: model.target_pass(draft, encoder_output),
+                                 pass_macs(config, draft.shape[1], source_length + draft.shape[1])),
+        "round: insertion pass": (lambda: model.target_pass(kept, encoder_output),
+                                  pass_macs(config, kept.shape[1], source_length + kept.shape[1])),
+        "round: fill pass": (lambda: model.target_pass(filled, encoder_output),
+                             pass_macs(config, filled.shape[1], source_length + filled.shape[1])),
+        "round: LM head over the placeholders": (lambda: model.word_logits(fill_states),
+                                                 lm_head_macs(config, len(fill_states))),
+        f"AR: {OUTPUT_LENGTH} tokens": (lambda: autoregressive.generate(
+            input_ids=source, attention_mask=mask, max_new_tokens=OUTPUT_LENGTH, min_new_tokens=OUTPUT_LENGTH,
+            do_sample=False, num_beams=1), None),
+    }
+    with torch.no_grad():
+        medians = interleaved_medians({name: call for name, (call, _) in parts.items()}, repeats)
+    rows = [{"shape": shape, "table": "generate", "batch_size": 1, "part": name, "ms": medians[name], "macs": macs,
+             "tokens": {"draft": draft.shape[1], "kept": kept.shape[1], "filled": filled.shape[1],
+                        "frames": len(frames), "placeholders": len(fill_states)}, "rounds": rounds}
+            for name, (_, macs) in parts.items()]
+    for whole in ("draft", "round"):  # what the timed parts leave
+        timed = sum(medians[name] for name in parts if name.startswith(f"{whole}:"))
+        rows.append({"shape": shape, "table": "generate", "batch_size": 1, "part": f"{whole}: the rest",
+                     "ms": medians[next(name for name in parts if name.startswith(whole))] - timed, "macs": None})
+
+    generator = torch.Generator().manual_seed(2)
+    sources = sources_batch(training_batch_size, vocabulary_size(shape))
+    targets = torch.randint(1000, int(sources.max()) + 1, (training_batch_size, OUTPUT_LENGTH), generator=generator)
+    targets[:, 0], targets[:, -1] = BERT_CLS, BERT_SEP
+    ctc_only = copy.deepcopy(model)
+    ctc_only.config.insertion_loss_weight = ctc_only.config.word_loss_weight = ctc_only.config.deletion_loss_weight = 0
+    steps = {"DEER step": (model, {"input_ids": sources, "labels": targets}),
+             "DEER step, CTC-only phase (no edit passes)": (ctc_only, {"input_ids": sources, "labels": targets}),
+             "AR step": (autoregressive, {"input_ids": sources, "attention_mask": torch.ones_like(sources),
+                                          "decoder_input_ids": targets[:, :-1].contiguous(),
+                                          "labels": targets[:, 1:].contiguous()})}
+    calls = {}
+    for name, (network, batch) in steps.items():
+        network.train()
+        optimizer = torch.optim.AdamW(network.parameters(), lr=1e-5)
+
+        def step(network=network, optimizer=optimizer, batch=batch):
+            network(**batch).loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+
+        calls[name] = step
+    frames = int(model.draft_lengths(torch.tensor([SOURCE_LENGTH]))[0]) - 2
+    log_probs = torch.randn(training_batch_size, frames, OUTPUT_LENGTH - 1, generator=generator).log_softmax(-1)
+    columns = torch.arange(1, OUTPUT_LENGTH - 1).expand(training_batch_size, -1)
+    calls["Viterbi alignment (in the DEER step)"] = lambda: ctc_best_alignment(
+        log_probs, torch.full((training_batch_size,), frames), columns,
+        torch.full((training_batch_size,), OUTPUT_LENGTH - 2), 0)
+    rows += [{"shape": shape, "table": "training", "batch_size": training_batch_size, "part": name, "ms": ms,
+              "macs": None} for name, ms in interleaved_medians(calls, repeats).items()]
+    return rows
+
+
+def _with_threads(call, threads: int):
+    """`call` run on `threads` threads (the setting restored afterwards)."""
+    def run():
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            return call()
+        finally:
+            torch.set_num_threads(before)
+    return run
+
+
+def _fewer_frames(model: DeerForConditionalGeneration, upsample_ratio: float) -> DeerForConditionalGeneration:
+    """A copy of `model` that drafts `upsample_ratio` frames per source token instead of its own ratio."""
+    copied = copy.deepcopy(model)
+    copied.config.upsample_ratio = upsample_ratio
+    return copied
+
+
+def time_batch(shape: str, repeats: int, threads: int, model_dir: str, ar_dir: str, batch_size: int = 32,
+               upsample_ratio: float = 1.5) -> list[dict]:
+    """DEER (0 and 2 realistic rounds) against BERT2BERT at `batch_size` under what a CPU user can change without
+    retraining: the thread count (`threads` and 1), bfloat16 weights, and drafting with fewer frames
+    (`upsample_ratio` instead of 2). Random weights of `shape` (`batch_size` 48-token sources; the fewer-frames copy
+    recalibrated to write as much), then the trained, trimmed `model_dir` and the AR checkpoint `ar_dir` on 32 real
+    held-out verses (the fewer-frames copy as it is: it then writes shorter outputs)."""
+    from training.decoding import ar_generate, load_ar
+
+    deer, autoregressive = build_model(shape), build_autoregressive(shape)
+    sources = sources_batch(batch_size, vocabulary_size(shape))
+    calibrate_output_length(deer, sources[:32], OUTPUT_LENGTH)
+    realistic_rounds(deer, sources[:32])
+    fewer = _fewer_frames(deer, upsample_ratio)
+    calibrate_output_length(fewer, sources[:32], OUTPUT_LENGTH)
+    realistic_rounds(fewer, sources[:32])
+    batch = tokens(sources)
+    ar_call = lambda model: lambda: model.generate(
+        input_ids=batch.input_ids, attention_mask=batch.attention_mask, max_new_tokens=OUTPUT_LENGTH,
+        min_new_tokens=OUTPUT_LENGTH, do_sample=False, num_beams=1)
+    variants = {  # name: (DEER, AR, threads)
+        f"float32, {threads} threads": (deer, autoregressive, threads),
+        "float32, 1 thread": (deer, autoregressive, 1),
+        f"bfloat16, {threads} threads": (copy.deepcopy(deer).to(torch.bfloat16),
+                                         copy.deepcopy(autoregressive).to(torch.bfloat16), threads),
+        f"float32, {threads} threads, draft of {upsample_ratio:g} x source frames": (fewer, autoregressive, threads),
+    }
+    rows = []
+    for label, real in ((f"{shape} shape, random weights", False), (f"trained: {model_dir}", True)):
+        if real:
+            tokenizer = AutoTokenizer.from_pretrained(model_dir)
+            deer = DeerForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).eval()
+            autoregressive = load_ar(ar_dir).float()
+            batch = verse_batches(tokenizer)[32]
+            ar_batch = verse_batches(AutoTokenizer.from_pretrained(ar_dir))[32]  # (its own trimmed vocabulary)
+            ar_call = lambda model: lambda: ar_generate(model, ar_batch.input_ids, ar_batch.attention_mask)
+            half = (copy.deepcopy(deer).to(torch.bfloat16), copy.deepcopy(autoregressive).to(torch.bfloat16))
+            variants = {name: (half[0] if "bfloat16" in name else _fewer_frames(deer, upsample_ratio)
+                               if "draft of" in name else deer, half[1] if "bfloat16" in name else autoregressive,
+                               count) for name, (_, _, count) in variants.items()}
+        calls = {}
+        for name, (model, ar_model, count) in variants.items():
+            calls |= {(name, f"deer-{k}"): _with_threads(forced(model, batch, k), count) for k in (0, 2)}
+            calls[name, "ar"] = _with_threads(ar_call(ar_model), count)
+        with torch.no_grad():
+            medians = interleaved_medians(calls, repeats)
+        rows += [{"models": label, "variant": name, "system": system, "batch_size": len(batch.input_ids),
+                  "latency_ms": ms} for (name, system), ms in medians.items()]
+    return rows

@@ -198,6 +198,38 @@ def bench_tables(results: dict, shapes: list[str]) -> str:
                      f"backward on {output_length}-token targets\n" + markdown_table(
                          ["shape", "vocabulary", "batch", "call", "model MB", "scores at once MB",
                           "scores in chunks MB", "saved"], lines, numeric=True))
+    if "anatomy" in results:
+        for shape in dict.fromkeys(row["shape"] for row in results["anatomy"]):
+            rows = [row for row in results["anatomy"] if row["shape"] == shape]
+            generate = {row["part"]: row for row in rows if row["table"] == "generate"}
+            draft, ar = generate["draft (0 rounds)"]["ms"], next(r["ms"] for p, r in generate.items() if "AR" in p)
+            sizes = next(row["tokens"] for row in rows if "tokens" in row)
+            lines = [[part, f"{row['ms']:.1f}", f"{row['ms'] / draft:.2f}",
+                      f"{row['macs'] / 1e9:.3f}" if row["macs"] else "",
+                      f"{row['macs'] / 1e6 / row['ms']:.1f}" if row["macs"] else ""]
+                     for part, row in generate.items()]
+            steps = {row["part"]: row["ms"] for row in rows if row["table"] == "training"}
+            step_lines = [[part, f"{ms:.1f}", f"{ms / steps['AR step']:.2f}"] for part, ms in steps.items()]
+            parts.append(
+                f"{shape} shape, {threads} threads: generate at batch 1 in parts, each timed alone (median ms); the "
+                f"draft has {sizes['frames']} frames, the round deletes {sizes['draft'] - sizes['kept']} of "
+                f"{sizes['draft']} tokens and fills {sizes['placeholders']} placeholders; draft + 2 rounds = "
+                f"{draft + 2 * generate['round']['ms']:.1f} ms, AR / (draft + 2 rounds) = "
+                f"{ar / (draft + 2 * generate['round']['ms']):.1f}x\n"
+                + markdown_table(["part", "ms", "/ draft", "GMAC", "GMAC/s"], lines, numeric=True)
+                + f"\n\ntraining at batch {rows[-1]['batch_size']} (forward, backward, AdamW; {source_length}-token "
+                f"sources, {output_length}-token targets)\n"
+                + markdown_table(["part", "ms", "/ AR step"], step_lines, numeric=True))
+    if "batch" in results:
+        cells = {}  # (models, variant) -> {system: ms}
+        for row in results["batch"]:
+            cells.setdefault((row["models"], row["variant"]), {})[row["system"]] = row["latency_ms"]
+        parts.append("batch 32 on this CPU: ms per generate call (median), DEER at exactly 0 and 2 realistic rounds, AR "
+                     "greedy; each variant's AR model under the same settings\n" + markdown_table(
+                         ["models", "variant", "deer-0", "deer-2", "AR", "AR / deer-0", "AR / deer-2"],
+                         [[*key, f"{c['deer-0']:.0f}", f"{c['deer-2']:.0f}", f"{c['ar']:.0f}",
+                           f"{c['ar'] / c['deer-0']:.2f}x", f"{c['ar'] / c['deer-2']:.2f}x"]
+                          for key, c in cells.items()], numeric=True))
     if "trimming" in results:
         rows = results["trimming"]
         cell = {(r["system"], r["batch_size"]): r["latency_ms"] for r in rows}
