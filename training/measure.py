@@ -461,6 +461,28 @@ def _fewer_frames(model: DeerForConditionalGeneration, upsample_ratio: float) ->
     return copied
 
 
+def _settings(deer, autoregressive, fewer_frames, threads: int, upsample_ratio: float) -> dict:
+    """The batch table's settings: name -> (DEER, AR model, threads)."""
+    half = lambda model: copy.deepcopy(model).to(torch.bfloat16)
+    return {f"float32, {threads} threads": (deer, autoregressive, threads),
+            "float32, 1 thread": (deer, autoregressive, 1),
+            f"bfloat16, {threads} threads": (half(deer), half(autoregressive), threads),
+            f"float32, {threads} threads, draft of {upsample_ratio:g} x source frames": (fewer_frames, autoregressive,
+                                                                                       threads)}
+
+
+def _time_settings(label: str, settings: dict, batch: BatchEncoding, ar_call, repeats: int) -> list[dict]:
+    """DEER at exactly 0 and 2 rounds and `ar_call(AR model)` under each setting, all taking turns."""
+    calls = {}
+    for name, (deer, autoregressive, threads) in settings.items():
+        calls |= {(name, f"deer-{k}"): _with_threads(forced(deer, batch, k), threads) for k in (0, 2)}
+        calls[name, "ar"] = _with_threads(ar_call(autoregressive), threads)
+    with torch.no_grad():
+        medians = interleaved_medians(calls, repeats)
+    return [{"models": label, "variant": name, "system": system, "batch_size": len(batch.input_ids),
+             "latency_ms": ms} for (name, system), ms in medians.items()]
+
+
 def time_batch(shape: str, repeats: int, threads: int, model_dir: str, ar_dir: str, batch_size: int = 32,
                upsample_ratio: float = 1.5) -> list[dict]:
     """DEER (0 and 2 realistic rounds) against BERT2BERT at `batch_size` under what a CPU user can change without
@@ -472,41 +494,24 @@ def time_batch(shape: str, repeats: int, threads: int, model_dir: str, ar_dir: s
 
     deer, autoregressive = build_model(shape), build_autoregressive(shape)
     sources = sources_batch(batch_size, vocabulary_size(shape))
-    calibrate_output_length(deer, sources[:32], OUTPUT_LENGTH)
-    realistic_rounds(deer, sources[:32])
     fewer = _fewer_frames(deer, upsample_ratio)
-    calibrate_output_length(fewer, sources[:32], OUTPUT_LENGTH)
-    realistic_rounds(fewer, sources[:32])
+    for model in (deer, fewer):
+        calibrate_output_length(model, sources[:32], OUTPUT_LENGTH)
+        realistic_rounds(model, sources[:32])
     batch = tokens(sources)
-    ar_call = lambda model: lambda: model.generate(
-        input_ids=batch.input_ids, attention_mask=batch.attention_mask, max_new_tokens=OUTPUT_LENGTH,
-        min_new_tokens=OUTPUT_LENGTH, do_sample=False, num_beams=1)
-    variants = {  # name: (DEER, AR, threads)
-        f"float32, {threads} threads": (deer, autoregressive, threads),
-        "float32, 1 thread": (deer, autoregressive, 1),
-        f"bfloat16, {threads} threads": (copy.deepcopy(deer).to(torch.bfloat16),
-                                         copy.deepcopy(autoregressive).to(torch.bfloat16), threads),
-        f"float32, {threads} threads, draft of {upsample_ratio:g} x source frames": (fewer, autoregressive, threads),
-    }
-    rows = []
-    for label, real in ((f"{shape} shape, random weights", False), (f"trained: {model_dir}", True)):
-        if real:
-            tokenizer = AutoTokenizer.from_pretrained(model_dir)
-            deer = DeerForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).eval()
-            autoregressive = load_ar(ar_dir).float()
-            batch = verse_batches(tokenizer)[32]
-            ar_batch = verse_batches(AutoTokenizer.from_pretrained(ar_dir))[32]  # (its own trimmed vocabulary)
-            ar_call = lambda model: lambda: ar_generate(model, ar_batch.input_ids, ar_batch.attention_mask)
-            half = (copy.deepcopy(deer).to(torch.bfloat16), copy.deepcopy(autoregressive).to(torch.bfloat16))
-            variants = {name: (half[0] if "bfloat16" in name else _fewer_frames(deer, upsample_ratio)
-                               if "draft of" in name else deer, half[1] if "bfloat16" in name else autoregressive,
-                               count) for name, (_, _, count) in variants.items()}
-        calls = {}
-        for name, (model, ar_model, count) in variants.items():
-            calls |= {(name, f"deer-{k}"): _with_threads(forced(model, batch, k), count) for k in (0, 2)}
-            calls[name, "ar"] = _with_threads(ar_call(ar_model), count)
-        with torch.no_grad():
-            medians = interleaved_medians(calls, repeats)
-        rows += [{"models": label, "variant": name, "system": system, "batch_size": len(batch.input_ids),
-                  "latency_ms": ms} for (name, system), ms in medians.items()]
-    return rows
+    rows = _time_settings(f"{shape} shape, random weights", _settings(deer, autoregressive, fewer, threads,
+                                                                      upsample_ratio), batch,
+                          lambda model: lambda: model.generate(
+                              input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                              max_new_tokens=OUTPUT_LENGTH, min_new_tokens=OUTPUT_LENGTH, do_sample=False,
+                              num_beams=1), repeats)
+
+    deer = DeerForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).eval()
+    autoregressive = load_ar(ar_dir).float()
+    ar_batch = verse_batches(AutoTokenizer.from_pretrained(ar_dir))[32]  # (the AR model's own trimmed vocabulary)
+    return rows + _time_settings(f"trained: {model_dir}", _settings(deer, autoregressive,
+                                                                    _fewer_frames(deer, upsample_ratio), threads,
+                                                                    upsample_ratio),
+                                 verse_batches(AutoTokenizer.from_pretrained(model_dir))[32],
+                                 lambda model: lambda: ar_generate(model, ar_batch.input_ids, ar_batch.attention_mask),
+                                 repeats)
