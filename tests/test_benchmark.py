@@ -429,6 +429,7 @@ def test_anatomy_times_each_part_of_generate_and_of_a_training_step():
     # the joint pass runs source + frames through every layer: more multiply-adds than any one pass of a round
     assert parts["draft: source + frames pass"]["macs"] > 3 * parts["round: fill pass"]["macs"]
     assert {"DEER step", "DEER step, CTC-only phase (no edit passes)", "AR step"} <= set(parts)
+    assert parts["generate, 2 rounds"]["ms"] > 0 and any(part.startswith("before: generate") for part in parts)
     table = bench_tables({"threads": 1, "source_length": 48, "output_length": 32, "anatomy": rows}, ["tiny"])
     assert "draft + 2 rounds" in table and "| round: fill pass |" in table and "/ AR step" in table
 

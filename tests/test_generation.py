@@ -282,7 +282,7 @@ def test_decoding_scores_a_chunk_of_positions_at_a_time_with_the_same_outputs(mo
     whole = [model.generate(input_ids=source, attention_mask=mask, max_iterations=count, blank_penalty=1.0)
              for count in (0, 2)]
     rows_scored = []
-    hook = model.lm_head.decoder.register_forward_hook(lambda module, args, output: rows_scored.append(len(args[0])))
+    hook = model.lm_head.dense.register_forward_hook(lambda module, args, output: rows_scored.append(len(args[0])))
     monkeypatch.setattr(generation, "SCORES_PER_CHUNK", model.config.embedding_rows * 7)  # 7 positions a chunk
     try:
         chunked = [model.generate(input_ids=source, attention_mask=mask, max_iterations=count, blank_penalty=1.0)
@@ -291,3 +291,23 @@ def test_decoding_scores_a_chunk_of_positions_at_a_time_with_the_same_outputs(mo
         hook.remove()
     assert max(rows_scored) == 7 and len(rows_scored) > 3
     assert all(torch.equal(got, expected) for got, expected in zip(chunked, whole))
+
+
+def test_the_lm_head_scores_a_few_positions_the_other_way_round_with_the_same_scores(monkeypatch):
+    """Up to FEW_POSITIONS positions the LM head computes rows x features^T (faster on a CPU for a round's few
+    placeholders): the same scores as the decoder's, up to float rounding, and the same outputs from generate."""
+    import modeling_deer.modeling_deer as modeling
+
+    model = tiny_model(seed=6)
+    features = torch.randn(4, 5, model.config.hidden_size)
+    for positions in (1, 4, modeling.FEW_POSITIONS, modeling.FEW_POSITIONS + 1):
+        part = features.reshape(-1, features.shape[-1])[:positions]
+        scores = model.lm_head.score(part)
+        assert scores.shape == (positions, model.config.embedding_rows)
+        torch.testing.assert_close(scores, model.lm_head.decoder(part), rtol=1e-5, atol=1e-5)
+        assert torch.equal(scores.argmax(-1), model.lm_head.decoder(part).argmax(-1))
+    assert model.lm_head.score(features).shape == (4, 5, model.config.embedding_rows)  # any leading shape
+    source, mask = random_batch(2, 10, seed=7)
+    fast = model.generate(input_ids=source, attention_mask=mask, max_iterations=2)
+    monkeypatch.setattr(modeling, "FEW_POSITIONS", 0)  # never the other way round
+    assert torch.equal(model.generate(input_ids=source, attention_mask=mask, max_iterations=2), fast)

@@ -352,11 +352,27 @@ def lm_head_macs(config, positions: int) -> int:
     return positions * (config.hidden_size ** 2 + config.hidden_size * config.embedding_rows)
 
 
+def _usual_lm_head(call):
+    """`call` with the LM head scoring every position as `decoder(features)`, as it did before it took the product
+    the other way round for a few positions (`modeling_deer.FEW_POSITIONS`)."""
+    from modeling_deer import modeling_deer
+
+    def run():
+        saved, modeling_deer.FEW_POSITIONS = modeling_deer.FEW_POSITIONS, 0
+        try:
+            return call()
+        finally:
+            modeling_deer.FEW_POSITIONS = saved
+    return run
+
+
 def time_anatomy(shape: str, repeats: int, training_batch_size: int = 16) -> list[dict]:
     """Where the time goes. `generate` at batch 1 in its parts (the draft's joint pass and LM head, one realistic
     round's deletion, insertion and fill passes and LM head; "the rest" = the whole minus its timed parts), each
     with its multiply-adds; and a training step at `training_batch_size`: the whole step, the step of the CTC-only
-    phase (no edit passes), the Viterbi alignment alone, and the AR model's step."""
+    phase (no edit passes), the Viterbi alignment alone, and the AR model's step. The generate parts are medians of
+    3 x `repeats` rounds, the training parts of `repeats`; rows named "before: ..." time the same calls with the LM
+    head as it scored a few positions before (`_usual_lm_head`)."""
     from modeling_deer import generation_deer
     from modeling_deer.edit_ops import apply_deletions, ctc_best_alignment, inner_mask, insert_placeholders
 
@@ -394,12 +410,17 @@ def time_anatomy(shape: str, repeats: int, training_batch_size: int = 16) -> lis
                              pass_macs(config, filled.shape[1], source_length + filled.shape[1])),
         "round: LM head over the placeholders": (lambda: model.word_logits(fill_states),
                                                  lm_head_macs(config, len(fill_states))),
+        "generate, 2 rounds": (forced(model, tokens(source), 2), None),
+        "before: generate, 2 rounds, every LM head call as decoder(features)": (
+            _usual_lm_head(forced(model, tokens(source), 2)), None),
+        "before: the round's LM head over the placeholders as decoder(features)": (
+            _usual_lm_head(lambda: model.word_logits(fill_states)), lm_head_macs(config, len(fill_states))),
         f"AR: {OUTPUT_LENGTH} tokens": (lambda: autoregressive.generate(
             input_ids=source, attention_mask=mask, max_new_tokens=OUTPUT_LENGTH, min_new_tokens=OUTPUT_LENGTH,
             do_sample=False, num_beams=1), None),
     }
-    with torch.no_grad():
-        medians = interleaved_medians({name: call for name, (call, _) in parts.items()}, repeats)
+    with torch.no_grad():  # (cheap calls, and a 5 % change to see: three times the rounds)
+        medians = interleaved_medians({name: call for name, (call, _) in parts.items()}, 3 * repeats)
     rows = [{"shape": shape, "table": "generate", "batch_size": 1, "part": name, "ms": medians[name], "macs": macs,
              "tokens": {"draft": draft.shape[1], "kept": kept.shape[1], "filled": filled.shape[1],
                         "frames": len(frames), "placeholders": len(fill_states)}, "rounds": rounds}
