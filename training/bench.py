@@ -42,10 +42,12 @@ from training.measure import (memory_rows, peak_memory, scale_memory, time_anato
 from training.report import bench_tables
 from training.synthetic import OUTPUT_LENGTH, SHAPES, SOURCE_LENGTH
 
+PER_SHAPE = ("speed", "pruning", "training", "memory", "anatomy", "batch")  # the tables timed once per --shapes
+
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tables", nargs="+", choices=["speed", "pruning", "basic", "training", "memory", "anatomy", "batch"],
+    parser.add_argument("--tables", nargs="+", choices=[*PER_SHAPE, "basic"],
                         default=["speed", "pruning", "basic"])
     parser.add_argument("--shapes", nargs="+", choices=list(SHAPES), default=["minilm", "bert-base"])
     parser.add_argument("--threads", type=int, default=2)
@@ -72,8 +74,7 @@ def main(argv=None):
         return
     results = {"threads": args.threads, "repeats": args.repeats, "source_length": SOURCE_LENGTH,
                "output_length": OUTPUT_LENGTH}
-    jobs = [(table, shape) for table in ("speed", "pruning", "training", "memory", "anatomy", "batch") if table in args.tables
-            for shape in args.shapes]
+    jobs = [(table, shape) for table in PER_SHAPE if table in args.tables for shape in args.shapes]
     jobs += [(table, None) for table in ("trimming", "basic") if table in args.tables or
              (table == "trimming" and "speed" in args.tables and args.device == "cpu")]
     for table, shape in tqdm(jobs, desc="timing", unit="table"):

@@ -4,6 +4,7 @@ non-embedding parameters every table uses; and the measurements `training.bench`
 and the AR model, training steps, vocabulary trimming, pruning levels, basic timings), on the random-weight models
 of training/synthetic.py or a real checkpoint."""
 
+import contextlib
 import copy
 import json
 import os
@@ -171,33 +172,42 @@ def time_speed(shape: str, repeats: int, device: str = "cpu", dtypes=("float32",
     return rows
 
 
+def training_inputs(shape: str, batch_size: int, device: str = "cpu") -> dict:
+    """A training batch for the timing tables: random 48-token sources and 32-token targets, as DEER's and as
+    BERT2BERT's keyword arguments ({"deer": ..., "ar": ...})."""
+    generator = torch.Generator().manual_seed(2)
+    sources = sources_batch(batch_size, vocabulary_size(shape))
+    targets = torch.randint(1000, int(sources.max()) + 1, (batch_size, OUTPUT_LENGTH), generator=generator)
+    targets[:, 0], targets[:, -1] = BERT_CLS, BERT_SEP
+    sources, targets = sources.to(device), targets.to(device)
+    return {"deer": {"input_ids": sources, "labels": targets},
+            "ar": {"input_ids": sources, "attention_mask": torch.ones_like(sources),
+                   "decoder_input_ids": targets[:, :-1].contiguous(), "labels": targets[:, 1:].contiguous()}}
+
+
+def optimizer_step(model, batch: dict, autocast=None):
+    """A call that runs one training step of `model` on `batch` (forward under `autocast` if given, backward,
+    AdamW); puts the model in training mode."""
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+
+    def step():
+        with autocast or contextlib.nullcontext():
+            loss = model(**batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    return step
+
+
 def time_training(shape: str, repeats: int, device: str = "cpu", dtype: str = "float32",
                   batch_size: int = 64) -> list[dict]:
     """Optimizer steps per second (forward, backward, AdamW) of DEER and of BERT2BERT of the shape, on random
     48-token sources and 32-token targets, under autocast to `dtype` (float32: none)."""
-    generator = torch.Generator().manual_seed(2)
-    sources = sources_batch(batch_size, vocabulary_size(shape)).to(device)
-    targets = torch.randint(1000, int(sources.max()) + 1, (batch_size, OUTPUT_LENGTH), generator=generator)
-    targets[:, 0], targets[:, -1] = BERT_CLS, BERT_SEP
-    targets = targets.to(device)
+    inputs = training_inputs(shape, batch_size, device)
     models = {"deer": build_model(shape), "ar": build_autoregressive(shape)}
-    inputs = {"deer": {"input_ids": sources, "labels": targets},
-              "ar": {"input_ids": sources, "attention_mask": torch.ones_like(sources),
-                     "decoder_input_ids": targets[:, :-1].contiguous(), "labels": targets[:, 1:].contiguous()}}
     autocast = torch.autocast(torch.device(device).type, dtype=getattr(torch, dtype), enabled=dtype != "float32")
-    calls = {}
-    for name, model in models.items():
-        model.to(device).train()
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
-
-        def step(model=model, optimizer=optimizer, batch=inputs[name]):
-            with autocast:
-                loss = model(**batch).loss
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad()
-
-        calls[name] = step
+    calls = {name: optimizer_step(model.to(device), inputs[name], autocast) for name, model in models.items()}
     return [{"shape": shape, "device": device, "dtype": dtype, "batch_size": batch_size, "system": name,
              "step_ms": milliseconds, "steps_per_second": 1000 / milliseconds}
             for name, milliseconds in interleaved_medians(calls, repeats, synchronize=synchronizer(device)).items()]
@@ -308,16 +318,8 @@ def time_basic(model_dir: str, repeats: int, compile_passes: bool) -> dict:
 
     pairs = load_bible_pairs("bible-de-en")["train"][1000:1016]
     batch = DeerDataCollator(tokenizer.pad_token_id)(tokenize_pairs(tokenizer, pairs, 128, 128))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
-
-    def train_step():
-        model(**batch).loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-
     state = {name: tensor.clone() for name, tensor in model.state_dict().items()}
-    model.train()
-    step_ms = interleaved_medians({"step": train_step}, repeats)["step"]
+    step_ms = interleaved_medians({"step": optimizer_step(model, batch)}, repeats)["step"]
     model.load_state_dict(state)
     model.eval()
     batches = verse_batches(tokenizer)
@@ -430,28 +432,13 @@ def time_anatomy(shape: str, repeats: int, training_batch_size: int = 16) -> lis
         rows.append({"shape": shape, "table": "generate", "batch_size": 1, "part": f"{whole}: the rest",
                      "ms": medians[next(name for name in parts if name.startswith(whole))] - timed, "macs": None})
 
-    generator = torch.Generator().manual_seed(2)
-    sources = sources_batch(training_batch_size, vocabulary_size(shape))
-    targets = torch.randint(1000, int(sources.max()) + 1, (training_batch_size, OUTPUT_LENGTH), generator=generator)
-    targets[:, 0], targets[:, -1] = BERT_CLS, BERT_SEP
+    inputs = training_inputs(shape, training_batch_size)
     ctc_only = copy.deepcopy(model)
     ctc_only.config.insertion_loss_weight = ctc_only.config.word_loss_weight = ctc_only.config.deletion_loss_weight = 0
-    steps = {"DEER step": (model, {"input_ids": sources, "labels": targets}),
-             "DEER step, CTC-only phase (no edit passes)": (ctc_only, {"input_ids": sources, "labels": targets}),
-             "AR step": (autoregressive, {"input_ids": sources, "attention_mask": torch.ones_like(sources),
-                                          "decoder_input_ids": targets[:, :-1].contiguous(),
-                                          "labels": targets[:, 1:].contiguous()})}
-    calls = {}
-    for name, (network, batch) in steps.items():
-        network.train()
-        optimizer = torch.optim.AdamW(network.parameters(), lr=1e-5)
-
-        def step(network=network, optimizer=optimizer, batch=batch):
-            network(**batch).loss.backward()
-            optimizer.step()
-            optimizer.zero_grad()
-
-        calls[name] = step
+    calls = {"DEER step": optimizer_step(model, inputs["deer"]),
+             "DEER step, CTC-only phase (no edit passes)": optimizer_step(ctc_only, inputs["deer"]),
+             "AR step": optimizer_step(autoregressive, inputs["ar"])}
+    generator = torch.Generator().manual_seed(3)
     frames = int(model.draft_lengths(torch.tensor([SOURCE_LENGTH]))[0]) - 2
     log_probs = torch.randn(training_batch_size, frames, OUTPUT_LENGTH - 1, generator=generator).log_softmax(-1)
     columns = torch.arange(1, OUTPUT_LENGTH - 1).expand(training_batch_size, -1)
