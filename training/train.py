@@ -27,7 +27,9 @@ from transformers import AutoConfig, AutoTokenizer, Seq2SeqTrainingArguments
 
 from modeling_deer import DeerForConditionalGeneration
 from training.arguments import CardArguments, DataArguments, ModelArguments
-from training.data import DeerDataCollator
+from training.cli import CANDIDATES
+from training.data import DeerDataCollator, read_inputs
+from training.decoding import tune_knobs
 from training.trainer import (
     CtcOnlyCallback,
     DeerTrainer,
@@ -42,6 +44,7 @@ from training.trainer import (
 
 
 logger = logging.getLogger(__name__)
+TUNE_METRICS = ("bleu", "chrf", "rougeL")
 
 
 def load_model(model_args: ModelArguments) -> DeerForConditionalGeneration:
@@ -81,6 +84,21 @@ def calibrate_blank(model, train_dataset, pad_token_id: int, seed: int, rows: in
     logger.info(f"blank calibrated on {len(picked)} training sources: bias {bias:.3f}")
 
 
+def tune_decoding(model, tokenizer, data_args: DataArguments, metric: str, output_dir: str):
+    """--tune_decoding: the knobs chosen on the validation file after training and saved with the model (the
+    evaluation during training decodes with them at 0)."""
+    sources, targets = read_inputs(data_args.validation_file, data_args.source_column, data_args.target_column)
+    if targets is None:
+        logger.warning(f"--tune_decoding: {data_args.validation_file} has no targets; the knobs stay as they are")
+        return
+    if data_args.max_eval_samples is not None:
+        sources, targets = sources[: data_args.max_eval_samples], targets[: data_args.max_eval_samples]
+    model.eval()
+    summary = tune_knobs(model, tokenizer, sources, targets, metric, data_args.generation_max_iterations, CANDIDATES,
+                         save_dir=output_dir, validation_file=data_args.validation_file, progress=False)
+    logger.info(f"decoding knobs chosen: {summary}")
+
+
 def main(argv=None):
     model_args, data_args, card_args, training_args = parse_arguments(
         (ModelArguments, DataArguments, CardArguments, Seq2SeqTrainingArguments), argv)
@@ -88,6 +106,9 @@ def main(argv=None):
     push, training_args.push_to_hub = training_args.push_to_hub, False
     transformers.utils.logging.set_verbosity_warning()
 
+    if model_args.tune_decoding not in TUNE_METRICS + ("none",):
+        raise SystemExit(f"error: --tune_decoding must be one of {', '.join(TUNE_METRICS)} or none, "
+                         f"not {model_args.tune_decoding!r}")
     tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path)
     model = load_model(model_args)
     limit = model.config.max_sequence_length
@@ -129,6 +150,9 @@ def main(argv=None):
     )
 
     metrics = train_and_evaluate(trainer, training_args, "training.train", argv)
+    if (model_args.tune_decoding != "none" and training_args.do_train and data_args.validation_file
+            and trainer.is_world_process_zero()):
+        tune_decoding(model, tokenizer, data_args, model_args.tune_decoding, training_args.output_dir)
     if push and trainer.is_world_process_zero():
         push_run(model, tokenizer, training_args, card_args, metrics)
     return trainer
