@@ -178,19 +178,26 @@ def test_evaluate_select_saves_the_knobs_chosen_on_validation(trained_pair, tmp_
     assert (report["blank_penalty"], report["deletion_penalty"], report["eos_penalty"]) == chosen
     saved = DeerForConditionalGeneration.from_pretrained(model_dir).generation_config
     assert (saved.blank_penalty, saved.deletion_penalty, saved.eos_penalty) == chosen
-    assert saved.max_iterations == report["iterations"] == 2  # the knobs travel with the rounds they were tuned for
+    # Then the round count: the best of 0 / 1 / 2 / 4 with those knobs (ties to fewer rounds), 2 reusing the scores
+    # of the last candidate.
+    assert report["iterations"] == 2 and [row["iterations"] for row in report["counts"]] == [0, 1, 2, 4]
+    assert report["counts"][2]["bleu"] == eos_rows[chosen[2]]["bleu"]
+    best_count = max(report["counts"], key=lambda row: (row["bleu"], -row["iterations"]))["iterations"]
+    assert saved.max_iterations == report["max_iterations"] == best_count
     out = capsys.readouterr().out
     assert "saved to" in out and " | sparsity " not in out  # with --select, no split is scored unless named
 
     # Without --save the choice is used for the splits named, and the checkpoint is left as it was.
     before = (model_dir / "generation_config.json").read_text()
     evaluate_main(["--model", str(model_dir), "--validation_file", VALIDATION_FILE, "--select", "chrf",
-                   "--select_iterations", "0", "--blank_penalties", "0", "8", "--splits", VALIDATION_FILE,
+                   "--select_iterations", "0", "--select_counts", "0", "--blank_penalties", "0", "8",
+                   "--splits", VALIDATION_FILE,
                    "--iterations", "0", "--threads", "1"])
     out = capsys.readouterr().out
     assert "best chrf" in out and "saved to" not in out and " | 0 iterations | " in out
     assert (model_dir / "generation_config.json").read_text() == before
     for extra, message in ((["--select", "bleu", "--select_iterations", "-1"], "at least 0"),
+                           (["--select", "bleu", "--select_counts", "0", "-2"], "at least 0"),
                            (["--select", "bleu", "--eos_penalties", "-1"], ">= 0"),
                            (["--select", "bleu", "--eos_penalty", "1"], "give none of them"),
                            (["--save"], "give --select METRIC too")):

@@ -252,7 +252,9 @@ def test_evaluation_by_generation_reports_bleu(tmp_path, tiny_bert_path):
     # the evaluation's round count, and saved with the model: each the best BLEU among its candidates.
     tuned = json.loads((output / "tune_generation.json").read_text())
     generation = json.loads((output / "generation_config.json").read_text())
-    assert generation["max_iterations"] == tuned["iterations"] == 1
+    assert tuned["iterations"] == 1 and generation["max_iterations"] == tuned["max_iterations"]
+    assert generation["max_iterations"] == max(tuned["counts"], key=lambda row: (row["bleu"], -row["iterations"]))[
+        "iterations"] and [row["iterations"] for row in tuned["counts"]] == [0, 1, 2, 4]
     for name in ("blank_penalty", "deletion_penalty", "eos_penalty"):
         rows = [row for row in tuned["candidates"] if row["tuned"] == name]
         assert len(rows) > 1 and generation.get(name, 0.0) == tuned[name]

@@ -43,9 +43,10 @@ class ModelArguments:
                 "faster model that can only write those tokens. The tokenizer is unchanged."})
     tune_decoding: str = field(default="bleu", metadata={
         "help": "After training, choose the decoding knobs (blank, deletion and eos penalties) on --validation_file by "
-                "this metric (bleu, chrf or rougeL) at --generation_max_iterations rounds, as `training.evaluate "
-                "--select METRIC --save` does, and save them with the model, so that a plain generate() decodes as "
-                "chosen. 'none': leave them at 0. Needs --do_train and --validation_file; otherwise nothing is tuned."})
+                "this metric (bleu, chrf or rougeL) at --generation_max_iterations rounds, then max_iterations among "
+                "0 1 2 4, as `training.evaluate --select METRIC --save` does, and save them with the model, so that "
+                "a plain generate() decodes as chosen. 'none': leave them as they are. Needs --do_train and "
+                "--validation_file; otherwise nothing is tuned."})
 
 
 @dataclass

@@ -31,6 +31,8 @@ KNOBS = ("blank_penalty", "deletion_penalty", "eos_penalty")
 # The values `--select` (training.evaluate) and `--tune_decoding` (training.train) try for each knob.
 CANDIDATES = {"blank_penalty": [0.0, 1.0, 2.0, 3.0, 4.0, 6.0], "deletion_penalty": [0.0, 1.0, 2.0, 4.0],
               "eos_penalty": [0.0, 0.5, 1.0, 1.5, 2.0, 3.0]}
+# The round counts they then choose `max_iterations` among (the knobs fixed).
+COUNTS = [0, 1, 2, 4]
 
 
 def script_doc(script: str) -> str:
@@ -102,6 +104,8 @@ def evaluate_parser() -> argparse.ArgumentParser:
     choice.add_argument("--source_column", default="source")
     choice.add_argument("--target_column", default="target")
     choice.add_argument("--select_iterations", type=int, default=2, help="edit rounds to choose for (0 = the draft)")
+    choice.add_argument("--select_counts", type=int, nargs="+", default=COUNTS,
+                        help="then max_iterations: the best of these round counts with the knobs chosen")
     choice.add_argument("--blank_penalties", type=float, nargs="+", default=CANDIDATES["blank_penalty"])
     choice.add_argument("--deletion_penalties", type=float, nargs="+", default=CANDIDATES["deletion_penalty"])
     choice.add_argument("--eos_penalties", type=float, nargs="+", default=CANDIDATES["eos_penalty"])

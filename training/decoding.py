@@ -74,27 +74,37 @@ def select_knobs(model, tokenizer, sources: list[str], references: list[str], ca
 
 
 def tune_knobs(model, tokenizer, sources: list[str], targets: list[str], metric: str, iterations: int,
-               candidates: dict[str, list[float]], save_dir: str | None = None, validation_file: str | None = None,
-               progress: bool = True) -> str:
-    """`select_knobs` on validation pairs (`targets` as written: they are normalised here), with `max_iterations`
-    set to the count the knobs were chosen for; with `save_dir`, the generation config is saved there and every
+               candidates: dict[str, list[float]], counts: list[int] | None = None, save_dir: str | None = None,
+               validation_file: str | None = None, progress: bool = True) -> str:
+    """`select_knobs` on validation pairs (`targets` as written: they are normalised here) at `iterations` rounds;
+    then `max_iterations` is set to the round count in `counts` that scores best with those knobs (ties go to fewer
+    rounds; without `counts`, to `iterations`). With `save_dir`, the generation config is saved there and every
     candidate's scores go to tune_generation.json beside it. Prints each candidate; returns a one-line summary."""
-    rows = select_knobs(model, tokenizer, sources, normalize(tokenizer, targets), candidates, iterations, metric,
-                        progress=progress)
+    references = normalize(tokenizer, targets)
+    rows = select_knobs(model, tokenizer, sources, references, candidates, iterations, metric, progress=progress)
     for row in rows:
         print(" | ".join(f"{name} {row[name]:4g}" for name in KNOBS) + f" | BLEU {row['bleu']:6.2f} | chrF "
               f"{row['chrf']:6.2f} | ROUGE-L {row['rougeL']:6.2f} | {row['words_per_output']:.1f} words per output")
     config = model.generation_config
-    config.max_iterations = iterations  # the knobs travel with the round count they were chosen for
     chosen = {name: getattr(config, name) for name in KNOBS}
+    tuned_row = next(row for row in reversed(rows) if all(row[name] == value for name, value in chosen.items()))
+    count_rows = []
+    for count in sorted(set(counts or [iterations])):
+        scores = tuned_row if count == iterations else score(
+            generate_texts(model, tokenizer, sources, count, batch_size=32, progress=False), references)
+        count_rows.append({"iterations": count, **{name: scores[name] for name in ("bleu", "chrf", "rougeL")}})
+        print(f"max_iterations {count} | BLEU {scores['bleu']:6.2f} | chrF {scores['chrf']:6.2f} | ROUGE-L "
+              f"{scores['rougeL']:6.2f}")
+    config.max_iterations = max(count_rows, key=lambda row: (row[metric], -row["iterations"]))["iterations"]
     summary = (", ".join(f"{name} {value:g}" for name, value in chosen.items()) + f" (best {metric} on "
-               f"{len(sources)} validation pairs at {iterations} iterations)")
+               f"{len(sources)} validation pairs at {iterations} iterations), max_iterations {config.max_iterations}")
     if save_dir is not None:
         config.save_pretrained(save_dir)
         with open(os.path.join(save_dir, "tune_generation.json"), "w") as handle:
             json.dump({"validation_file": validation_file, "iterations": iterations, "metric": metric, **chosen,
-                       "candidates": rows}, handle, indent=2)
-        summary += f" and max_iterations {iterations} saved to " + os.path.join(save_dir, "generation_config.json")
+                       "max_iterations": config.max_iterations, "candidates": rows, "counts": count_rows},
+                      handle, indent=2)
+        summary += " saved to " + os.path.join(save_dir, "generation_config.json")
     return summary
 
 

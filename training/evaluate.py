@@ -7,7 +7,7 @@ choose its decoding knobs on the validation split (and with `--save`, keep them 
         [--output results/NAME.json]
     python -m training.evaluate --model DIR --validation_file data/bible-de-en-32/validation.jsonl \
         --select bleu --save [--select_iterations 2] [--blank_penalties 0 1 2 3 4 6] \
-        [--deletion_penalties 0 1 2 4] [--eos_penalties 0 0.5 1 1.5 2 3]
+        [--deletion_penalties 0 1 2 4] [--eos_penalties 0 0.5 1 1.5 2 3] [--select_counts 0 1 2 4]
 
 Prints BLEU, chrF and ROUGE-L per split, pruning level and iteration count (references normalised as
 training/metrics says) and the generation time; writes them as JSON with `--output`.
@@ -15,9 +15,10 @@ training/metrics says) and the generation time; writes them as JSON with `--outp
 `--select METRIC` chooses the three length knobs by METRIC on the validation pairs (`--validation_file`, else
 DATA_DIR/validation.jsonl), one after the other at `--select_iterations` rounds: `blank_penalty` (the draft's
 length), then `deletion_penalty` (larger deletes less), then `eos_penalty` (larger inserts more); ties go to the
-smaller penalty. Every candidate's scores are printed. `--save` writes the choice to the checkpoint's
-generation_config.json, with `max_iterations` set to the count it was chosen for, so that a plain `generate()`, the
-benchmark and a pushed model decode as chosen; the candidates go to tune_generation.json next to it. With
+smaller penalty. Then, with those knobs, `max_iterations` is the best of `--select_counts` round counts (ties go to
+fewer rounds). Every candidate's scores are printed. `--save` writes the choice to the checkpoint's
+generation_config.json, so that a plain `generate()` and a pushed model decode as chosen; the candidates go to
+tune_generation.json next to it. With
 `--select`, only the splits named in `--splits` are scored afterwards (none by default). The test split is never
 used to choose.
 """
@@ -58,7 +59,7 @@ def select(parser, args, model, tokenizer):
     candidates = {"blank_penalty": args.blank_penalties, "deletion_penalty": args.deletion_penalties,
                   "eos_penalty": args.eos_penalties}
     print(tune_knobs(model, tokenizer, sources, targets, args.select, args.select_iterations, candidates,
-                     save_dir=args.model if args.save else None, validation_file=path), flush=True)
+                     args.select_counts, save_dir=args.model if args.save else None, validation_file=path), flush=True)
 
 
 def main(argv=None):
@@ -67,8 +68,8 @@ def main(argv=None):
     if args.select:
         if any(getattr(args, name) is not None for name in KNOBS):
             parser.error("--select chooses " + ", ".join(KNOBS) + ": give none of them with it")
-        if args.select_iterations < 0:
-            parser.error("--select_iterations must be at least 0")
+        if min([args.select_iterations] + args.select_counts) < 0:
+            parser.error("--select_iterations and --select_counts must be at least 0")
         if min(args.blank_penalties + args.deletion_penalties + args.eos_penalties) < 0:
             parser.error("--blank_penalties, --deletion_penalties and --eos_penalties must be >= 0")
     elif args.save:

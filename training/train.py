@@ -27,7 +27,7 @@ from transformers import AutoConfig, AutoTokenizer, Seq2SeqTrainingArguments
 
 from modeling_deer import DeerForConditionalGeneration
 from training.arguments import CardArguments, DataArguments, ModelArguments
-from training.cli import CANDIDATES
+from training.cli import CANDIDATES, COUNTS
 from training.data import DeerDataCollator, read_inputs
 from training.decoding import tune_knobs
 from training.trainer import (
@@ -95,7 +95,7 @@ def tune_decoding(model, tokenizer, data_args: DataArguments, metric: str, outpu
         sources, targets = sources[: data_args.max_eval_samples], targets[: data_args.max_eval_samples]
     model.eval()
     summary = tune_knobs(model, tokenizer, sources, targets, metric, data_args.generation_max_iterations, CANDIDATES,
-                         save_dir=output_dir, validation_file=data_args.validation_file, progress=False)
+                         COUNTS, save_dir=output_dir, validation_file=data_args.validation_file, progress=False)
     logger.info(f"decoding knobs chosen: {summary}")
 
 
