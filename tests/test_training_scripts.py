@@ -253,8 +253,9 @@ def test_evaluation_by_generation_reports_bleu(tmp_path, tiny_bert_path):
     tuned = json.loads((output / "tune_generation.json").read_text())
     generation = json.loads((output / "generation_config.json").read_text())
     assert tuned["iterations"] == 1 and generation["max_iterations"] == tuned["max_iterations"]
-    assert generation["max_iterations"] == max(tuned["counts"], key=lambda row: (row["bleu"], -row["iterations"]))[
-        "iterations"] and [row["iterations"] for row in tuned["counts"]] == [0, 1, 2, 4]
+    best = max(row["bleu"] for row in tuned["counts"])
+    assert generation["max_iterations"] == min(row["iterations"] for row in tuned["counts"] if row["bleu"] >= best - 0.1)
+    assert [row["iterations"] for row in tuned["counts"]] == [0, 1, 2, 4]
     for name in ("blank_penalty", "deletion_penalty", "eos_penalty"):
         rows = [row for row in tuned["candidates"] if row["tuned"] == name]
         assert len(rows) > 1 and generation.get(name, 0.0) == tuned[name]

@@ -73,12 +73,17 @@ def select_knobs(model, tokenizer, sources: list[str], references: list[str], ca
     return rows
 
 
+# A round count is kept as the default only if it scores at least this much (metric points) above fewer rounds:
+# more rounds cost time, and smaller differences are noise.
+ROUND_TOLERANCE = 0.1
+
+
 def tune_knobs(model, tokenizer, sources: list[str], targets: list[str], metric: str, iterations: int,
                candidates: dict[str, list[float]], counts: list[int] | None = None, save_dir: str | None = None,
                validation_file: str | None = None, progress: bool = True) -> str:
     """`select_knobs` on validation pairs (`targets` as written: they are normalised here) at `iterations` rounds;
-    then `max_iterations` is set to the round count in `counts` that scores best with those knobs (ties go to fewer
-    rounds; without `counts`, to `iterations`). With `save_dir`, the generation config is saved there and every
+    then `max_iterations` is set to the fewest rounds in `counts` that score within `ROUND_TOLERANCE` of the best
+    with those knobs (without `counts`, to `iterations`). With `save_dir`, the generation config is saved there and every
     candidate's scores go to tune_generation.json beside it. Prints each candidate; returns a one-line summary."""
     references = normalize(tokenizer, targets)
     rows = select_knobs(model, tokenizer, sources, references, candidates, iterations, metric, progress=progress)
@@ -95,7 +100,8 @@ def tune_knobs(model, tokenizer, sources: list[str], targets: list[str], metric:
         count_rows.append({"iterations": count, **{name: scores[name] for name in ("bleu", "chrf", "rougeL")}})
         print(f"max_iterations {count} | BLEU {scores['bleu']:6.2f} | chrF {scores['chrf']:6.2f} | ROUGE-L "
               f"{scores['rougeL']:6.2f}")
-    config.max_iterations = max(count_rows, key=lambda row: (row[metric], -row["iterations"]))["iterations"]
+    best = max(row[metric] for row in count_rows)
+    config.max_iterations = min(row["iterations"] for row in count_rows if row[metric] >= best - ROUND_TOLERANCE)
     summary = (", ".join(f"{name} {value:g}" for name, value in chosen.items()) + f" (best {metric} on "
                f"{len(sources)} validation pairs at {iterations} iterations), max_iterations {config.max_iterations}")
     if save_dir is not None:
