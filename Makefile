@@ -219,7 +219,7 @@ quality-64-report: venv
 	$(OFFLINE) $(PY) -m training.evaluate --model runs/$(TASK)/deer-all-64 --select $(TUNE_METRIC) --save \
 		--validation_file data/$(TASK)-64/validation.jsonl --threads 2
 	$(OFFLINE) $(PY) -m training.quality_report --task $(TASK) --data_dir data/$(TASK)-64 --ar runs/$(TASK)/ar-64 \
-		--runs "all fixes, pairs of <= 64 tokens=runs/$(TASK)/deer-all-64" --output results/$(TASK)-64-quality
+		--runs "all fixes, pairs of up to 64 tokens=runs/$(TASK)/deer-all-64" --output results/$(TASK)-64-quality
 
 # The MiniLM rows (a GPU job): DEER (fixed recipe) and BERT2BERT, both from the real pretrained MiniLM encoder
 # (6 layers, hidden 384; its MLM head starts fresh), trained side by side on one GPU for the same MINILM_STEPS at
