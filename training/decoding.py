@@ -83,8 +83,9 @@ def tune_knobs(model, tokenizer, sources: list[str], targets: list[str], metric:
                validation_file: str | None = None, progress: bool = True) -> str:
     """`select_knobs` on validation pairs (`targets` as written: they are normalised here) at `iterations` rounds;
     then `max_iterations` is set to the fewest rounds in `counts` that score within `ROUND_TOLERANCE` of the best
-    with those knobs (without `counts`, to `iterations`). With `save_dir`, the generation config is saved there and every
-    candidate's scores go to tune_generation.json beside it. Prints each candidate; returns a one-line summary."""
+    with those knobs (without `counts`, to `iterations`). With `save_dir`, the generation config is saved there and
+    every candidate's scores go to tune_generation.json beside it. Prints each candidate; returns a one-line
+    summary."""
     references = normalize(tokenizer, targets)
     rows = select_knobs(model, tokenizer, sources, references, candidates, iterations, metric, progress=progress)
     for row in rows:

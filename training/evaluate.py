@@ -16,11 +16,10 @@ training/metrics says) and the generation time; writes them as JSON with `--outp
 DATA_DIR/validation.jsonl), one after the other at `--select_iterations` rounds: `blank_penalty` (the draft's
 length), then `deletion_penalty` (larger deletes less), then `eos_penalty` (larger inserts more); ties go to the
 smaller penalty. Then, with those knobs, `max_iterations` is the fewest of `--select_counts` rounds that score
-within 0.1 of the best (more rounds cost time; smaller gains are noise). Every candidate's scores are printed. `--save` writes the choice to the checkpoint's
-generation_config.json, so that a plain `generate()` and a pushed model decode as chosen; the candidates go to
-tune_generation.json next to it. With
-`--select`, only the splits named in `--splits` are scored afterwards (none by default). The test split is never
-used to choose.
+within 0.1 of the best (more rounds cost time; smaller gains are noise). Every candidate's scores are printed.
+`--save` writes the choice to the checkpoint's generation_config.json, so that a plain `generate()` and a pushed
+model decode as chosen; the candidates go to tune_generation.json next to it. With `--select`, only the splits named
+in `--splits` are scored afterwards (none by default). The test split is never used to choose.
 """
 
 import json

@@ -27,7 +27,7 @@ from transformers import AutoConfig, AutoTokenizer, Seq2SeqTrainingArguments
 
 from modeling_deer import DeerForConditionalGeneration
 from training.arguments import CardArguments, DataArguments, ModelArguments
-from training.cli import CANDIDATES, COUNTS
+from training.cli import CANDIDATES, COUNTS, METRICS
 from training.data import DeerDataCollator, read_inputs
 from training.decoding import tune_knobs
 from training.trainer import (
@@ -44,7 +44,6 @@ from training.trainer import (
 
 
 logger = logging.getLogger(__name__)
-TUNE_METRICS = ("bleu", "chrf", "rougeL")
 
 
 def load_model(model_args: ModelArguments) -> DeerForConditionalGeneration:
@@ -106,8 +105,8 @@ def main(argv=None):
     push, training_args.push_to_hub = training_args.push_to_hub, False
     transformers.utils.logging.set_verbosity_warning()
 
-    if model_args.tune_decoding not in TUNE_METRICS + ("none",):
-        raise SystemExit(f"error: --tune_decoding must be one of {', '.join(TUNE_METRICS)} or none, "
+    if model_args.tune_decoding not in METRICS + ("none",):
+        raise SystemExit(f"error: --tune_decoding must be one of {', '.join(METRICS)} or none, "
                          f"not {model_args.tune_decoding!r}")
     tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path)
     model = load_model(model_args)
