@@ -504,7 +504,7 @@ class DeerForConditionalGeneration(DeerObjectiveMixin, DeerGenerationMixin, Deer
         if self.blank_head is None:
             return logits
         blank_row = self.token_rows([self.config.placeholder_token_id])
-        return logits.index_copy(-1, blank_row, self.blank_head(features).to(logits.dtype))
+        return logits.index_copy_(-1, blank_row, self.blank_head(features).to(logits.dtype))  # in place: no copy
 
     def forward(
         self,

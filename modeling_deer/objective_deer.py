@@ -120,9 +120,9 @@ class DeerObjectiveMixin:
         columns, column_targets = ctc_columns(gold_rows, blank_row)
         with torch.no_grad():
             hidden_states = self.target_pass(draft, _detached(encoder_output))[:, 1:-1]
-            frame_scores, _, best_rows, frame_tokens = ctc_frame_scores(self, hidden_states, columns, choices=True)
-            alignment, path_log_prob = ctc_best_alignment(frame_scores, frame_lengths, column_targets, inner_lengths, 0)
-            fits = torch.isfinite(path_log_prob)
+            frame_scores, best_rows, frame_tokens = frame_choices(self, hidden_states, columns)
+            alignment, path_score = ctc_best_alignment(frame_scores, frame_lengths, column_targets, inner_lengths, 0)
+            fits = torch.isfinite(path_score)
             glanced_frames, _ = glancing_mix(
                 draft[:, 1:-1], self.row_tokens(best_rows), self.row_tokens(columns.gather(1, alignment)),
                 frame_mask & fits[:, None], config.glancing_ratio if self.training else 0.0, placeholder,
@@ -229,33 +229,45 @@ def ctc_columns(gold_rows: torch.Tensor, blank_row: int) -> tuple[torch.Tensor, 
     return columns, 1 + first_equal
 
 
-def ctc_frame_scores(model, hidden_states: torch.Tensor, columns: torch.Tensor, choices: bool = False) -> tuple:
+def ctc_frame_scores(model, hidden_states: torch.Tensor, columns: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """From draft frames' hidden states (batch, frames, hidden): each frame's log-probabilities of its row's `columns`
     (batch, frames, K) and its mean log-probability over all LM-head rows (batch, frames), the LM head run on
     `TRAINING_SCORES_PER_CHUNK // rows` frames at a time. With more than one chunk and gradients on, each chunk's scores
-    are recomputed in the backward pass instead of kept. `choices` (no gradients) adds each frame's argmax row and
-    its `frame_words` token (what decoding would write there), both (batch, frames)."""
+    are recomputed in the backward pass instead of kept."""
     batch, frames, hidden_size = hidden_states.shape
     size = max(1, TRAINING_SCORES_PER_CHUNK // model.config.embedding_rows)
     chunks = list(zip(hidden_states.reshape(-1, hidden_size).split(size),
                       columns.repeat_interleave(frames, dim=0).split(size)))
     recompute = torch.is_grad_enabled() and len(chunks) > 1
-    picked, means, best_rows, words = [], [], [], []
+    picked, means = [], []
     for part, part_columns in chunks or [(hidden_states.new_zeros(0, hidden_size), columns[:0])]:
         if recompute:
             part_picked, part_mean = checkpoint(_chunk_log_probs, model, part, part_columns, use_reentrant=False)
         else:
-            logits = model.draft_logits(part).float()
-            part_picked, part_mean = _column_log_probs(logits, part_columns)
-            if choices:
-                best_rows.append(logits.argmax(-1))
-                words.append(frame_words(model, logits))  # changes logits: last
+            part_picked, part_mean = _chunk_log_probs(model, part, part_columns)
         picked.append(part_picked)
         means.append(part_mean)
-    scores = (torch.cat(picked).view(batch, frames, columns.shape[1]), torch.cat(means).view(batch, frames))
-    if choices:
-        scores += (torch.cat(best_rows).view(batch, frames), torch.cat(words).view(batch, frames))
-    return scores
+    return torch.cat(picked).view(batch, frames, columns.shape[1]), torch.cat(means).view(batch, frames)
+
+
+@torch.no_grad()
+def frame_choices(model, hidden_states: torch.Tensor, columns: torch.Tensor) -> tuple:
+    """What the glancing pass needs from draft frames' hidden states (batch, frames, hidden): each frame's scores of its
+    row's `columns` (batch, frames, K), not normalised (every CTC path takes one score from each frame, so the
+    normaliser shifts all paths alike and the best alignment is the same), its argmax row and its `frame_words` token
+    (what decoding would write there), both (batch, frames). The LM head runs on `TRAINING_SCORES_PER_CHUNK // rows`
+    frames at a time."""
+    batch, frames, hidden_size = hidden_states.shape
+    size = max(1, TRAINING_SCORES_PER_CHUNK // model.config.embedding_rows)
+    picked, best_rows, words = [], [], []
+    for part, part_columns in zip(hidden_states.reshape(-1, hidden_size).split(size),
+                                  columns.repeat_interleave(frames, dim=0).split(size)):
+        logits = model.draft_logits(part)
+        picked.append(logits.gather(-1, part_columns).float())
+        best_rows.append(logits.argmax(-1))
+        words.append(frame_words(model, logits))  # changes logits: last
+    return (torch.cat(picked).view(batch, frames, columns.shape[1]), torch.cat(best_rows).view(batch, frames),
+            torch.cat(words).view(batch, frames))
 
 
 def _word_loss(model, hidden_states: torch.Tensor, target_rows: torch.Tensor, label_smoothing: float) -> tuple:
@@ -279,13 +291,29 @@ def _word_chunk(model, hidden_states: torch.Tensor, target_rows: torch.Tensor, l
     return loss, logits.detach().argmax(-1)
 
 
-def _column_log_probs(logits: torch.Tensor, columns: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    normaliser = logits.logsumexp(-1, keepdim=True)
-    return logits.gather(-1, columns) - normaliser, logits.mean(-1) - normaliser.squeeze(-1)
+class ColumnLogProbs(torch.autograd.Function):
+    """From scores (n, rows) and `columns` (n, K): the log-probabilities of each position's columns (n, K) and its
+    mean log-probability over all rows (n,), as `log_softmax(scores)` would give them. Its backward pass makes one
+    (n, rows) tensor where autograd's, through gather, logsumexp and mean, makes several: with a small model the
+    element-wise work on the scores cost more than the LM head's matrix products."""
+
+    @staticmethod
+    def forward(ctx, scores: torch.Tensor, columns: torch.Tensor):
+        normaliser = scores.logsumexp(-1, keepdim=True)
+        ctx.save_for_backward(scores, normaliser, columns)
+        return scores.gather(-1, columns) - normaliser, scores.mean(-1) - normaliser.squeeze(-1)
+
+    @staticmethod
+    def backward(ctx, picked_gradient: torch.Tensor, mean_gradient: torch.Tensor):
+        # d picked_k / d scores_j = [j == columns_k] - softmax_j;  d mean / d scores_j = 1 / rows - softmax_j
+        scores, normaliser, columns = ctx.saved_tensors
+        total = picked_gradient.sum(-1, keepdim=True) + mean_gradient[:, None]
+        gradient = (scores - normaliser).exp_().mul_(-total).add_(mean_gradient[:, None] / scores.shape[-1])
+        return gradient.scatter_add_(-1, columns, picked_gradient), None
 
 
 def _chunk_log_probs(model, hidden_states: torch.Tensor, columns: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    return _column_log_probs(model.draft_logits(hidden_states).float(), columns)
+    return ColumnLogProbs.apply(model.draft_logits(hidden_states).float(), columns)
 
 
 def _ctc_loss(log_probs, mean_log_probs, frame_lengths, targets, target_lengths, fits, label_smoothing) -> torch.Tensor:

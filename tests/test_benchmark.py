@@ -358,6 +358,7 @@ def test_edit_analysis_swaps_in_the_oracle_one_decision_at_a_time(trained_pair, 
 
 SHIPPED_DEER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "checkpoints", "bible-de-en",
                             "deer")
+SHIPPED_AR = os.path.join(os.path.dirname(SHIPPED_DEER), "ar")
 
 
 def test_bench_untrimmed_copy_decodes_exactly_as_the_trimmed_model():
@@ -423,7 +424,7 @@ def test_memory_table_measures_a_call_beyond_the_model():
 
 
 def test_anatomy_times_each_part_of_generate_and_of_a_training_step():
-    from training.measure import time_anatomy
+    from training.measure import time_anatomy, time_shipped_training
     from training.report import bench_tables
 
     rows = time_anatomy("tiny", repeats=1, training_batch_size=2)
@@ -436,10 +437,19 @@ def test_anatomy_times_each_part_of_generate_and_of_a_training_step():
     assert sizes["kept"] < sizes["draft"] and sizes["placeholders"] > 0
     # the joint pass runs source + frames through every layer: more multiply-adds than any one pass of a round
     assert parts["draft: source + frames pass"]["macs"] > 3 * parts["round: fill pass"]["macs"]
-    assert {"DEER step", "DEER step, CTC-only phase (no edit passes)", "AR step"} <= set(parts)
+    assert {"DEER step", "DEER step, CTC-only phase (no edit passes)", "AR step",
+            "before: DEER step, the CTC scores through autograd"} <= set(parts)
     assert parts["generate, 2 rounds"]["ms"] > 0 and any(part.startswith("before: generate") for part in parts)
-    table = bench_tables({"threads": 1, "source_length": 48, "output_length": 32, "anatomy": rows}, ["tiny"])
+    # a DEER step multiplies more than the AR model's (a glancing pass, the CTC pass over twice the source, three
+    # edit passes), and the CTC-only phase less than the whole step
+    assert parts["DEER step"]["macs"] > parts["DEER step, CTC-only phase (no edit passes)"]["macs"] > parts[
+        "AR step"]["macs"] > 0
+    shipped = time_shipped_training(SHIPPED_DEER, SHIPPED_AR, repeats=1, batch_size=2)
+    assert [row["part"] for row in shipped] == ["DEER step", "before: DEER step, the CTC scores through autograd",
+                                                "AR step"] and all(row["ms"] > 0 for row in shipped)
+    table = bench_tables({"threads": 1, "source_length": 48, "output_length": 32, "anatomy": rows + shipped}, ["tiny"])
     assert "draft + 2 rounds" in table and "| round: fill pass |" in table and "/ AR step" in table
+    assert "shipped de-en checkpoints (6,044 and" in table and "| AR step | " in table
 
 
 @pytest.mark.slow

@@ -15,13 +15,13 @@ from transformers import (
 
 from modeling_deer import DeerForConditionalGeneration
 
-from modeling_deer.edit_ops import inner_mask
+from modeling_deer.edit_ops import ctc_best_alignment, inner_mask
 from modeling_deer.generation_deer import collapse_frames
 import torch.nn.functional as F
 
 from modeling_deer import objective_deer
 from modeling_deer.generation_deer import frame_words
-from modeling_deer.objective_deer import _ctc_loss, ctc_columns, ctc_frame_scores
+from modeling_deer.objective_deer import _ctc_loss, ctc_columns, ctc_frame_scores, frame_choices
 
 from conftest import BOS, EOS, MASK, PAD, TINY_VOCAB, load_pairs, random_batch, shortest_real_pairs, tiny_model
 
@@ -261,7 +261,7 @@ def test_edit_heads_train_on_the_draft_that_decoding_writes():
     with torch.no_grad():
         canvas = model.draft_canvas(source_ids, source_mask)
         hidden_states = model.target_pass(canvas, model.encode(source_ids, source_mask))[:, 1:-1]
-        *_, words = ctc_frame_scores(model, hidden_states, torch.zeros(4, 1, dtype=torch.long), choices=True)
+        *_, words = frame_choices(model, hidden_states, torch.zeros(4, 1, dtype=torch.long))
         frame_mask = inner_mask(canvas, PAD)[:, 1:-1]
         own_draft = collapse_frames(model, words[frame_mask], canvas, frame_mask)
     generated = model.generate(input_ids=source_ids, attention_mask=source_mask, max_iterations=0)
@@ -301,10 +301,26 @@ def test_ctc_on_the_columns_it_reads_equals_ctc_over_the_whole_vocabulary(monkey
     gradient, = torch.autograd.grad(loss, hidden_states)
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
     assert torch.allclose(gradient, expected_gradient, atol=1e-6)
-    with torch.no_grad():
-        *_, best_rows, words = ctc_frame_scores(model, hidden_states, columns, choices=True)
+    with torch.no_grad():  # the glancing pass's choices: the same alignment from scores that are not normalised
+        column_scores, best_rows, words = frame_choices(model, hidden_states, columns)
         assert torch.equal(best_rows, full.argmax(-1))
         assert torch.equal(words, frame_words(model, full.reshape(27, -1).clone()).view(3, 9))
+        alignment, path_score = ctc_best_alignment(column_scores, frame_lengths, column_targets, target_lengths, 0)
+        expected_alignment, path_log_prob = ctc_best_alignment(scores, frame_lengths, column_targets, target_lengths, 0)
+        assert torch.equal(alignment, expected_alignment)
+        assert torch.isfinite(path_score).all() and (path_log_prob < 0).all()
+
+
+def test_column_log_probs_backward_is_the_log_softmax_gradient():
+    """The fused backward of the CTC scores (one tensor of the scores' size, not autograd's several) against
+    numerical gradients, and its values against log_softmax, repeated columns included."""
+    generator = torch.Generator().manual_seed(0)
+    scores = torch.randn(5, 11, generator=generator, dtype=torch.double, requires_grad=True)
+    columns = torch.tensor([[0, 3, 3], [1, 2, 10], [0, 0, 0], [4, 5, 6], [10, 9, 3]])
+    picked, mean = objective_deer.ColumnLogProbs.apply(scores, columns)
+    log_probs = scores.log_softmax(-1)
+    assert torch.allclose(picked, log_probs.gather(-1, columns)) and torch.allclose(mean, log_probs.mean(-1))
+    assert torch.autograd.gradcheck(lambda s: objective_deer.ColumnLogProbs.apply(s, columns), (scores,))
 
 
 def test_a_training_step_in_chunks_equals_the_step_at_once(monkeypatch):

@@ -19,6 +19,12 @@ basic    `--model` on real verses: one training step at batch 16 (forward, backw
          batch 1 and 32 for exactly 0, 1 and 2 rounds; with `--compile`, again after `compile_passes()`.
 training DEER's and BERT2BERT's optimizer steps per second (`--training_batch_size`, autocast to the last of
          `--dtypes`).
+anatomy  where the time goes: `generate` at batch 1 in its parts (draft pass, LM head, each pass of a realistic round)
+         with their multiply-adds, and a training step at `--training_batch_size` (the whole step, its CTC-only phase,
+         the Viterbi alignment, the AR model's step); then the training steps of `--model` and `--ar_model`, the
+         shipped checkpoints, on real training pairs.
+batch    batch 32 on the CPU against BERT2BERT under what a user can switch (threads, bfloat16, fewer draft frames),
+         random weights and the shipped checkpoints.
 memory   what one DEER call takes beyond its weights at batch 64 (48-token sources), with BERT's 30,522-row and
          XLM-R's 250,002-row LM head: `generate` (draft and two rounds) and a training step (forward and backward),
          the LM head's scores all at once (as before) and a chunk of frames at a time (as now); each in a fresh
@@ -38,7 +44,7 @@ import torch
 from tqdm.auto import tqdm
 
 from training.measure import (memory_rows, peak_memory, scale_memory, time_anatomy, time_basic, time_pruning,
-                              time_batch, time_speed, time_training, time_trimming)
+                              time_batch, time_shipped_training, time_speed, time_training, time_trimming)
 from training.report import bench_tables
 from training.synthetic import OUTPUT_LENGTH, SHAPES, SOURCE_LENGTH
 
@@ -88,6 +94,9 @@ def main(argv=None):
             results.setdefault("memory", []).extend(memory_rows(shape, args.threads))
         elif table == "anatomy":
             results.setdefault("anatomy", []).extend(time_anatomy(shape, args.repeats, args.training_batch_size))
+            if shape == args.shapes[-1]:  # then, once, the shipped checkpoints' steps
+                results["anatomy"] += time_shipped_training(args.model, args.ar_model, args.repeats,
+                                                            args.training_batch_size)
         elif table == "batch":
             results.setdefault("batch", []).extend(time_batch(shape, args.repeats, args.threads, args.model,
                                                               args.ar_model))

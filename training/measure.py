@@ -368,6 +368,43 @@ def _usual_lm_head(call):
     return run
 
 
+def call_macs(call) -> float:
+    """Multiply-adds of one run of `call`, as torch's FlopCounterMode counts them (matrix products and attention,
+    forward and backward)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        call()
+    return counter.get_total_flops() / 2
+
+
+def _unfused_ctc_scores(call):
+    """`call` with a training step's draft scores handled as before `objective_deer.ColumnLogProbs`: autograd through
+    gather, logsumexp and mean (several tensors of the scores' size in the backward pass), the blank's scores written
+    into a copy of the LM head's, and the glancing pass normalising its scores (logsumexp and mean over every row)."""
+    from unittest import mock
+
+    from modeling_deer import objective_deer
+
+    def log_probs(scores, columns):
+        normaliser = scores.logsumexp(-1, keepdim=True)
+        return scores.gather(-1, columns) - normaliser, scores.mean(-1) - normaliser.squeeze(-1)
+
+    draft_logits = DeerForConditionalGeneration.draft_logits
+
+    def copied_draft_logits(model, hidden_states):
+        logits = draft_logits(model, hidden_states).clone()  # the copy that index_copy made
+        if not torch.is_grad_enabled():  # the glancing pass
+            logits.logsumexp(-1), logits.mean(-1)
+        return logits
+
+    def run():
+        with mock.patch.object(objective_deer.ColumnLogProbs, "apply", log_probs), \
+                mock.patch.object(DeerForConditionalGeneration, "draft_logits", copied_draft_logits):
+            return call()
+    return run
+
+
 def time_anatomy(shape: str, repeats: int, training_batch_size: int = 16) -> list[dict]:
     """Where the time goes. `generate` at batch 1 in its parts (the draft's joint pass and LM head, one realistic
     round's deletion, insertion and fill passes and LM head; "the rest" = the whole minus its timed parts), each
@@ -437,6 +474,8 @@ def time_anatomy(shape: str, repeats: int, training_batch_size: int = 16) -> lis
     ctc_only.config.insertion_loss_weight = ctc_only.config.word_loss_weight = ctc_only.config.deletion_loss_weight = 0
     calls = {"DEER step": optimizer_step(model, inputs["deer"]),
              "DEER step, CTC-only phase (no edit passes)": optimizer_step(ctc_only, inputs["deer"]),
+             "before: DEER step, the CTC scores through autograd": _unfused_ctc_scores(
+                 optimizer_step(model, inputs["deer"])),
              "AR step": optimizer_step(autoregressive, inputs["ar"])}
     generator = torch.Generator().manual_seed(3)
     frames = int(model.draft_lengths(torch.tensor([SOURCE_LENGTH]))[0]) - 2
@@ -445,9 +484,36 @@ def time_anatomy(shape: str, repeats: int, training_batch_size: int = 16) -> lis
     calls["Viterbi alignment (in the DEER step)"] = lambda: ctc_best_alignment(
         log_probs, torch.full((training_batch_size,), frames), columns,
         torch.full((training_batch_size,), OUTPUT_LENGTH - 2), 0)
+    macs = {name: call_macs(call) if "step" in name else None for name, call in calls.items()}
     rows += [{"shape": shape, "table": "training", "batch_size": training_batch_size, "part": name, "ms": ms,
-              "macs": None} for name, ms in interleaved_medians(calls, repeats).items()]
+              "macs": macs[name]} for name, ms in interleaved_medians(calls, repeats).items()]
     return rows
+
+
+def time_shipped_training(model_dir: str, ar_dir: str, repeats: int, batch_size: int = 16) -> list[dict]:
+    """A training step (forward, backward, AdamW) of the shipped DEER checkpoint and of the shipped AR checkpoint
+    (both trimmed to the training data's vocabulary), at `batch_size` on the same real training pairs (each model's
+    own tokenizer, sources and targets truncated to 32 tokens as the quality runs train them); medians of 3 x
+    `repeats` rounds."""
+    from training.data import DeerDataCollator, tokenize_pairs  # (datasets, which a bare GPU machine lacks)
+    from training.decoding import load_ar
+
+    pairs = load_bible_pairs("bible-de-en")["train"][1000:1000 + batch_size]
+    deer = DeerForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32)
+    autoregressive = load_ar(ar_dir).float()
+    deer_batch = DeerDataCollator(deer.config.pad_token_id)(tokenize_pairs(AutoTokenizer.from_pretrained(model_dir),
+                                                                           pairs, 32, 32))
+    ar_tokenizer = AutoTokenizer.from_pretrained(ar_dir)
+    ar_batch = DeerDataCollator(ar_tokenizer.pad_token_id)(tokenize_pairs(ar_tokenizer, pairs, 32, 32))
+    ar_batch["labels"] = ar_batch["labels"][:, 1:].contiguous()  # [w1 .. wn eos]: the model shifts them right behind bos
+    calls = {"DEER step": optimizer_step(deer, deer_batch),
+             "before: DEER step, the CTC scores through autograd": _unfused_ctc_scores(optimizer_step(deer, deer_batch)),
+             "AR step": optimizer_step(autoregressive, ar_batch)}
+    macs = {name: call_macs(call) for name, call in calls.items()}
+    return [{"shape": f"shipped de-en checkpoints ({deer.config.embedding_rows:,} and "
+                      f"{autoregressive.config.decoder.vocab_size:,} rows)", "table": "training",
+             "batch_size": batch_size, "part": name, "ms": ms, "macs": macs[name]}
+            for name, ms in interleaved_medians(calls, 3 * repeats).items()]  # (cheap calls: more rounds)
 
 
 def _with_threads(call, threads: int):

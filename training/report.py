@@ -201,15 +201,27 @@ def bench_tables(results: dict, shapes: list[str]) -> str:
     if "anatomy" in results:
         for shape in dict.fromkeys(row["shape"] for row in results["anatomy"]):
             rows = [row for row in results["anatomy"] if row["shape"] == shape]
+            steps = {row["part"]: row for row in rows if row["table"] == "training"}
+            ar_step = steps["AR step"]
+            step_lines = [[part, f"{row['ms']:.1f}", f"{row['ms'] / ar_step['ms']:.2f}",
+                           f"{row['macs'] / 1e9:.2f}" if row["macs"] else "",
+                           f"{row['macs'] / ar_step['macs']:.2f}" if row["macs"] else "",
+                           f"{row['macs'] / 1e6 / row['ms']:.1f}" if row["macs"] else ""]
+                          for part, row in steps.items()]
+            step_table = markdown_table(["part", "ms", "/ AR step", "GMAC", "GMAC / AR step's", "GMAC/s"],
+                                        step_lines, numeric=True)
             generate = {row["part"]: row for row in rows if row["table"] == "generate"}
+            if not generate:  # the shipped checkpoints: a training step only
+                parts.append(f"{shape}, {threads} threads: training at batch {rows[-1]['batch_size']} (forward, "
+                             f"backward, AdamW; real training pairs, sources and targets of at most 32 tokens)\n"
+                             + step_table)
+                continue
             draft, ar = generate["draft (0 rounds)"]["ms"], next(r["ms"] for p, r in generate.items() if "AR" in p)
             sizes = next(row["tokens"] for row in rows if "tokens" in row)
             lines = [[part, f"{row['ms']:.1f}", f"{row['ms'] / draft:.2f}",
                       f"{row['macs'] / 1e9:.3f}" if row["macs"] else "",
                       f"{row['macs'] / 1e6 / row['ms']:.1f}" if row["macs"] else ""]
                      for part, row in generate.items()]
-            steps = {row["part"]: row["ms"] for row in rows if row["table"] == "training"}
-            step_lines = [[part, f"{ms:.1f}", f"{ms / steps['AR step']:.2f}"] for part, ms in steps.items()]
             parts.append(
                 f"{shape} shape, {threads} threads: generate at batch 1 in parts, each timed alone (median ms); the "
                 f"draft has {sizes['frames']} frames, the round deletes {sizes['draft'] - sizes['kept']} of "
@@ -218,8 +230,7 @@ def bench_tables(results: dict, shapes: list[str]) -> str:
                 f"{ar / (draft + 2 * generate['round']['ms']):.1f}x\n"
                 + markdown_table(["part", "ms", "/ draft", "GMAC", "GMAC/s"], lines, numeric=True)
                 + f"\n\ntraining at batch {rows[-1]['batch_size']} (forward, backward, AdamW; {source_length}-token "
-                f"sources, {output_length}-token targets)\n"
-                + markdown_table(["part", "ms", "/ AR step"], step_lines, numeric=True))
+                f"sources, {output_length}-token targets)\n" + step_table)
     if "batch" in results:
         cells = {}  # (models, variant) -> {system: ms}
         for row in results["batch"]:
