@@ -409,9 +409,10 @@ def time_anatomy(shape: str, repeats: int, training_batch_size: int = 16) -> lis
     """Where the time goes. `generate` at batch 1 in its parts (the draft's joint pass and LM head, one realistic
     round's deletion, insertion and fill passes and LM head; "the rest" = the whole minus its timed parts), each
     with its multiply-adds; and a training step at `training_batch_size`: the whole step, the step of the CTC-only
-    phase (no edit passes), the Viterbi alignment alone, and the AR model's step. The generate parts are medians of
-    3 x `repeats` rounds, the training parts of `repeats`; rows named "before: ..." time the same calls with the LM
-    head as it scored a few positions before (`_usual_lm_head`)."""
+    phase (no edit passes), the Viterbi alignment alone, and the AR model's step, each step with its multiply-adds
+    (`call_macs`). The generate parts are medians of 3 x `repeats` rounds, the training parts of `repeats`; rows named
+    "before: ..." time the same calls with the LM head as it scored a few positions before (`_usual_lm_head`), or
+    the step with the draft's scores as it handled them before `ColumnLogProbs` (`_unfused_ctc_scores`)."""
     from modeling_deer import generation_deer
     from modeling_deer.edit_ops import apply_deletions, ctc_best_alignment, inner_mask, insert_placeholders
 
