@@ -423,6 +423,37 @@ def test_memory_table_measures_a_call_beyond_the_model():
     assert "| tiny | 2000 | 2 | training |" in table and "1.0x" in table
 
 
+def test_the_before_row_of_the_training_step_computes_the_same_loss():
+    """The anatomy table's "before" step (the CTC scores through autograd, as before ColumnLogProbs) does the old
+    work for the same numbers: the same losses and gradients as the step now."""
+    from training.measure import _unfused_ctc_scores
+
+    def step():
+        model = DeerForConditionalGeneration.from_pretrained(SHIPPED_DEER, dtype=torch.float32).train()
+        torch.manual_seed(0)
+        source = torch.tensor([[101, 2000, 2001, 2002, 102], [101, 2003, 2004, 102, 0]])
+        labels = torch.tensor([[101, 2005, 2006, 102], [101, 2007, 102, -100]])
+        output = model(input_ids=source, labels=labels)
+        nodes, seen = [output.loss.grad_fn], set()
+        while nodes:  # the names of the backward graph's nodes
+            node = nodes.pop()
+            if node is not None and node not in seen:
+                seen.add(node)
+                nodes += [parent for parent, _ in node.next_functions]
+        output.loss.backward()
+        step.result = output, model.lm_head.decoder.weight.grad.clone(), {type(node).__name__ for node in seen}
+
+    step()
+    now_output, now_gradient, now_nodes = step.result
+    _unfused_ctc_scores(step)()
+    before_output, before_gradient, before_nodes = step.result
+    assert "ColumnLogProbsBackward" in now_nodes and "ColumnLogProbsBackward" not in before_nodes
+    assert "LogsumexpBackward0" in before_nodes
+    for name in ("loss", "ctc_loss", "insertion_loss", "word_loss", "deletion_loss"):
+        assert getattr(before_output, name).item() == pytest.approx(getattr(now_output, name).item(), rel=1e-5), name
+    assert torch.allclose(before_gradient, now_gradient, atol=1e-6)
+
+
 def test_anatomy_times_each_part_of_generate_and_of_a_training_step():
     from training.measure import time_anatomy, time_shipped_training
     from training.report import bench_tables
