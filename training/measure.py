@@ -311,13 +311,19 @@ def time_pruning(shape: str, repeats: int, threads: int) -> list[dict]:
     return rows
 
 
+def training_batch(tokenizer, batch_size: int, max_length: int) -> dict:
+    """`batch_size` real bible-de-en training pairs (from the 1,000th on), tokenised with `tokenizer`, truncated to
+    `max_length` tokens and padded as training pads them."""
+    from training.data import DeerDataCollator, tokenize_pairs  # (datasets, which a bare GPU machine lacks)
+
+    pairs = load_bible_pairs("bible-de-en")["train"][1000:1000 + batch_size]
+    return DeerDataCollator(tokenizer.pad_token_id)(tokenize_pairs(tokenizer, pairs, max_length, max_length))
+
+
 def time_basic(model_dir: str, repeats: int, compile_passes: bool) -> dict:
     model = DeerForConditionalGeneration.from_pretrained(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    from training.data import DeerDataCollator, tokenize_pairs  # (datasets, which a bare GPU machine lacks)
-
-    pairs = load_bible_pairs("bible-de-en")["train"][1000:1016]
-    batch = DeerDataCollator(tokenizer.pad_token_id)(tokenize_pairs(tokenizer, pairs, 128, 128))
+    batch = training_batch(tokenizer, 16, 128)
     state = {name: tensor.clone() for name, tensor in model.state_dict().items()}
     step_ms = interleaved_medians({"step": optimizer_step(model, batch)}, repeats)["step"]
     model.load_state_dict(state)
@@ -496,16 +502,12 @@ def time_shipped_training(model_dir: str, ar_dir: str, repeats: int, batch_size:
     (both trimmed to the training data's vocabulary), at `batch_size` on the same real training pairs (each model's
     own tokenizer, sources and targets truncated to 32 tokens as the quality runs train them); medians of 3 x
     `repeats` rounds."""
-    from training.data import DeerDataCollator, tokenize_pairs  # (datasets, which a bare GPU machine lacks)
     from training.decoding import load_ar
 
-    pairs = load_bible_pairs("bible-de-en")["train"][1000:1000 + batch_size]
     deer = DeerForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32)
     autoregressive = load_ar(ar_dir).float()
-    deer_batch = DeerDataCollator(deer.config.pad_token_id)(tokenize_pairs(AutoTokenizer.from_pretrained(model_dir),
-                                                                           pairs, 32, 32))
-    ar_tokenizer = AutoTokenizer.from_pretrained(ar_dir)
-    ar_batch = DeerDataCollator(ar_tokenizer.pad_token_id)(tokenize_pairs(ar_tokenizer, pairs, 32, 32))
+    deer_batch = training_batch(AutoTokenizer.from_pretrained(model_dir), batch_size, 32)
+    ar_batch = training_batch(AutoTokenizer.from_pretrained(ar_dir), batch_size, 32)
     ar_batch["labels"] = ar_batch["labels"][:, 1:].contiguous()  # [w1 .. wn eos]: the model shifts them right behind bos
     calls = {"DEER step": optimizer_step(deer, deer_batch),
              "before: DEER step, the CTC scores through autograd": _unfused_ctc_scores(optimizer_step(deer, deer_batch)),

@@ -229,18 +229,26 @@ def ctc_columns(gold_rows: torch.Tensor, blank_row: int) -> tuple[torch.Tensor, 
     return columns, 1 + first_equal
 
 
+def _frame_chunks(model, hidden_states: torch.Tensor, columns: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Draft frames (batch, frames, hidden) and each frame's row `columns` (batch, K), flattened to positions and
+    split into chunks of `TRAINING_SCORES_PER_CHUNK // rows` positions (always at least one chunk, empty if there are
+    no frames)."""
+    size = max(1, TRAINING_SCORES_PER_CHUNK // model.config.embedding_rows)
+    frames, hidden_size = hidden_states.shape[1:]
+    return list(zip(hidden_states.reshape(-1, hidden_size).split(size),
+                    columns.repeat_interleave(frames, dim=0).split(size)))
+
+
 def ctc_frame_scores(model, hidden_states: torch.Tensor, columns: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """From draft frames' hidden states (batch, frames, hidden): each frame's log-probabilities of its row's `columns`
     (batch, frames, K) and its mean log-probability over all LM-head rows (batch, frames), the LM head run on
     `TRAINING_SCORES_PER_CHUNK // rows` frames at a time. With more than one chunk and gradients on, each chunk's scores
     are recomputed in the backward pass instead of kept."""
-    batch, frames, hidden_size = hidden_states.shape
-    size = max(1, TRAINING_SCORES_PER_CHUNK // model.config.embedding_rows)
-    chunks = list(zip(hidden_states.reshape(-1, hidden_size).split(size),
-                      columns.repeat_interleave(frames, dim=0).split(size)))
+    batch, frames = hidden_states.shape[:2]
+    chunks = _frame_chunks(model, hidden_states, columns)
     recompute = torch.is_grad_enabled() and len(chunks) > 1
     picked, means = [], []
-    for part, part_columns in chunks or [(hidden_states.new_zeros(0, hidden_size), columns[:0])]:
+    for part, part_columns in chunks:
         if recompute:
             part_picked, part_mean = checkpoint(_chunk_log_probs, model, part, part_columns, use_reentrant=False)
         else:
@@ -257,11 +265,9 @@ def frame_choices(model, hidden_states: torch.Tensor, columns: torch.Tensor) -> 
     normaliser shifts all paths alike and the best alignment is the same), its argmax row and its `frame_words` token
     (what decoding would write there), both (batch, frames). The LM head runs on `TRAINING_SCORES_PER_CHUNK // rows`
     frames at a time."""
-    batch, frames, hidden_size = hidden_states.shape
-    size = max(1, TRAINING_SCORES_PER_CHUNK // model.config.embedding_rows)
+    batch, frames = hidden_states.shape[:2]
     picked, best_rows, words = [], [], []
-    for part, part_columns in zip(hidden_states.reshape(-1, hidden_size).split(size),
-                                  columns.repeat_interleave(frames, dim=0).split(size)):
+    for part, part_columns in _frame_chunks(model, hidden_states, columns):
         logits = model.draft_logits(part)
         picked.append(logits.gather(-1, part_columns).float())
         best_rows.append(logits.argmax(-1))
