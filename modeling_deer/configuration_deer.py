@@ -58,6 +58,10 @@ class DeerConfig(PreTrainedConfig):
             model's own draft (deletions: draft -> gold's common subsequence, then the insertions and words that
             complete it), as decoding meets them; the other rows use the paper's inputs made from the gold target
             (random deletion). 0 = the paper.
+        edit_rows_ratio (`float`, defaults to 1.0): share of each training batch's rows, drawn afresh every step,
+            that the edit losses (their three passes) are computed on; the draft's CTC loss always uses every row.
+            Below 1 the edit passes cost that much less (their losses are means, so the same in expectation, from
+            fewer rows). Evaluation always uses every row.
 
     Vocabulary trimming (`DeerForConditionalGeneration.trim_vocabulary`):
         vocabulary_ids (`list[int]`, optional): the token ids the embeddings and LM head keep, in row order. The
@@ -115,6 +119,7 @@ class DeerConfig(PreTrainedConfig):
     separate_blank_head: bool = True
     blank_calibrated: bool = False
     draft_edit_ratio: float = 0.5
+    edit_rows_ratio: float = 1.0
 
     sparsity_levels: list[float] | None = None
     sparsity_weight: float = 10.0
@@ -219,6 +224,8 @@ class DeerConfig(PreTrainedConfig):
             require(isinstance(getattr(self, field), bool), field, "True or False")
         require(is_number(self.draft_edit_ratio) and 0 <= self.draft_edit_ratio <= 1, "draft_edit_ratio",
                 "a number in [0, 1]")
+        require(is_number(self.edit_rows_ratio) and 0 < self.edit_rows_ratio <= 1, "edit_rows_ratio",
+                "a number in (0, 1]")
         require(isinstance(self.sparsity_levels, (list, tuple))
                 and all(is_number(level) and 0 <= level < 1 for level in self.sparsity_levels),
                 "sparsity_levels", "a list of numbers in [0, 1)")

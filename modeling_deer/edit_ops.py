@@ -62,9 +62,13 @@ def choose_rows(use_first: torch.Tensor, first: torch.Tensor, second: torch.Tens
     width = max(first.shape[1], second.shape[1])
     first = torch.nn.functional.pad(first, (0, width - first.shape[1]), value=pad_id)
     second = torch.nn.functional.pad(second, (0, width - second.shape[1]), value=pad_id)
-    chosen = torch.where(use_first[:, None], first, second)
-    kept = int((chosen != pad_id).sum(1).max()) if chosen.shape[0] else 0
-    return chosen[:, :kept]
+    return trim_padding(torch.where(use_first[:, None], first, second), pad_id)
+
+
+def trim_padding(tokens: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """Drop the columns that are padding in every row (of right-padded rows)."""
+    width = int((tokens != pad_id).sum(1).max()) if tokens.shape[0] else 0
+    return tokens[:, :width]
 
 
 def source_anchored_frames(source_ids: torch.Tensor, source_mask: torch.Tensor, num_frames: torch.Tensor,

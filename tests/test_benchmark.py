@@ -455,7 +455,7 @@ def test_the_before_row_of_the_training_step_computes_the_same_loss():
 
 
 def test_anatomy_times_each_part_of_generate_and_of_a_training_step():
-    from training.measure import time_anatomy, time_shipped_training
+    from training.measure import HALF_EDIT_ROWS, time_anatomy, time_shipped_training
     from training.report import bench_tables
 
     rows = time_anatomy("tiny", repeats=1, training_batch_size=2)
@@ -475,9 +475,12 @@ def test_anatomy_times_each_part_of_generate_and_of_a_training_step():
     # edit passes), and the CTC-only phase less than the whole step
     assert parts["DEER step"]["macs"] > parts["DEER step, CTC-only phase (no edit passes)"]["macs"] > parts[
         "AR step"]["macs"] > 0
+    # the edit passes on half the rows (1 of 2): between the whole step and the CTC-only phase
+    assert parts["DEER step"]["macs"] > parts[HALF_EDIT_ROWS]["macs"] > parts[
+        "DEER step, CTC-only phase (no edit passes)"]["macs"]
     shipped = time_shipped_training(SHIPPED_DEER, SHIPPED_AR, repeats=1, batch_size=2)
-    assert [row["part"] for row in shipped] == ["DEER step", "before: DEER step, the CTC scores through autograd",
-                                                "AR step"] and all(row["ms"] > 0 for row in shipped)
+    assert [row["part"] for row in shipped] == ["DEER step", HALF_EDIT_ROWS,
+                                                "before: DEER step, the CTC scores through autograd", "AR step"] and all(row["ms"] > 0 for row in shipped)
     table = bench_tables({"threads": 1, "source_length": 48, "output_length": 32, "anatomy": rows + shipped}, ["tiny"])
     assert "draft + 2 rounds" in table and "| round: fill pass |" in table and "/ AR step" in table
     assert "shipped de-en checkpoints (6,044 and" in table and "| AR step | " in table

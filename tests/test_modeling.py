@@ -23,7 +23,8 @@ from modeling_deer import objective_deer
 from modeling_deer.generation_deer import frame_words
 from modeling_deer.objective_deer import _ctc_loss, ctc_columns, ctc_frame_scores, frame_choices
 
-from conftest import BOS, EOS, MASK, PAD, TINY_VOCAB, load_pairs, random_batch, shortest_real_pairs, tiny_model
+from conftest import (BOS, EOS, MASK, PAD, TINY_VOCAB, load_pairs, random_batch, shortest_real_pairs, tiny_config,
+                      tiny_model)
 
 
 # -- faithfulness: the converted model is the MLM ---------------------------------------------------------------------
@@ -273,6 +274,40 @@ def test_edit_heads_train_on_the_draft_that_decoding_writes():
         assert torch.isfinite(getattr(output, name)), name
     output.loss.backward()
     assert model.deletion_head.weight.grad.abs().sum() > 0
+
+
+def test_edit_rows_ratio_runs_the_edit_passes_on_a_share_of_the_rows(monkeypatch):
+    """With edit_rows_ratio, a training step runs the glancing and CTC passes on every row and the three edit passes
+    on that share of the rows (drawn at random, trimmed to their own width); with all rows drawn (ratio 1) or in
+    evaluation the edit losses are those of the whole batch."""
+    source_ids, source_mask = random_batch(6, 10, seed=7)
+    labels, _ = random_batch(6, 8, seed=8, min_length=4)
+    labels = labels.masked_fill(labels == PAD, -100)
+
+    def step(ratio, training=True, seed=9):
+        model = tiny_model(seed=5, draft_edit_ratio=0.5, edit_rows_ratio=ratio).train(training)
+        rows_seen = []
+        target_pass = model.target_pass
+        monkeypatch.setattr(model, "target_pass", lambda tokens, *args: rows_seen.append(len(tokens))
+                            or target_pass(tokens, *args))
+        torch.manual_seed(seed)
+        output = model(input_ids=source_ids, attention_mask=source_mask, labels=labels)
+        output.loss.backward()
+        return output, rows_seen
+
+    output, rows_seen = step(0.5)
+    assert rows_seen == [6, 6, 3, 3, 3]  # glancing, CTC; insertion, word, deletion
+    assert all(torch.isfinite(getattr(output, name)) for name in ("insertion_loss", "word_loss", "deletion_loss"))
+    assert step(0.5, seed=10)[0].word_loss != output.word_loss  # other rows drawn
+    assert step(0.01)[1][2:] == [1, 1, 1]  # at least one row
+    whole, whole_rows = step(1.0, training=False)
+    evaluated, evaluated_rows = step(0.5, training=False)
+    assert whole_rows == evaluated_rows == [6] * 5
+    for name in ("loss", "insertion_loss", "word_loss", "deletion_loss"):
+        assert getattr(evaluated, name).item() == pytest.approx(getattr(whole, name).item(), rel=1e-6), name
+    for bad in (0, 1.5, -0.5, "half"):
+        with pytest.raises(ValueError, match="edit_rows_ratio"):
+            tiny_config(edit_rows_ratio=bad)
 
 
 @pytest.mark.parametrize("frames_per_chunk", [None, 4])

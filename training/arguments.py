@@ -31,6 +31,9 @@ class ModelArguments:
                 "first training sources before training."})
     draft_edit_ratio: float | None = field(default=None, metadata={
         "help": "Share of the rows whose edit losses use the model's own draft (0 = the paper's gold-derived inputs)."})
+    edit_rows_ratio: float | None = field(default=None, metadata={
+        "help": "Share of each batch's rows (drawn afresh every step) that the edit losses are computed on; the CTC "
+                "loss always uses all. Below 1 the edit passes cost that much less. Default: the model's (new: 1)."})
     edit_loss_weight: float | None = field(default=None, metadata={
         "help": "Weight of each of the three edit losses (insertion, word, deletion); the CTC loss keeps weight 1. "
                 "Default: the model's (a new model: 0.5; the paper: 1)."})

@@ -20,8 +20,8 @@ basic    `--model` on real verses: one training step at batch 16 (forward, backw
 training DEER's and BERT2BERT's optimizer steps per second (`--training_batch_size`, autocast to the last of
          `--dtypes`).
 anatomy  where the time goes: `generate` at batch 1 in its parts (draft pass, LM head, each pass of a realistic round)
-         with their multiply-adds, and a training step at `--training_batch_size` (the whole step, its CTC-only phase,
-         the Viterbi alignment, the AR model's step); then the training steps of `--model` and `--ar_model`, the
+         with their multiply-adds, and a training step at `--training_batch_size` (the whole step, the step with the
+         edit losses on half the rows, its CTC-only phase, the Viterbi alignment, the AR model's step); then the training steps of `--model` and `--ar_model`, the
          shipped checkpoints, on real training pairs.
 batch    batch 32 on the CPU against BERT2BERT under what a user can switch (threads, bfloat16, fewer draft frames),
          random weights and the shipped checkpoints.

@@ -414,8 +414,8 @@ def _unfused_ctc_scores(call):
 def time_anatomy(shape: str, repeats: int, training_batch_size: int = 16) -> list[dict]:
     """Where the time goes. `generate` at batch 1 in its parts (the draft's joint pass and LM head, one realistic
     round's deletion, insertion and fill passes and LM head; "the rest" = the whole minus its timed parts), each
-    with its multiply-adds; and a training step at `training_batch_size`: the whole step, the step of the CTC-only
-    phase (no edit passes), the Viterbi alignment alone, and the AR model's step, each step with its multiply-adds
+    with its multiply-adds; and a training step at `training_batch_size`: the whole step, the step with the edit
+    losses on half the rows (`edit_rows_ratio` 0.5), the step of the CTC-only phase (no edit passes), the Viterbi alignment alone, and the AR model's step, each step with its multiply-adds
     (`call_macs`). The generate parts are medians of 3 x `repeats` rounds, the training parts of `repeats`; rows named
     "before: ..." time the same calls with the LM head as it scored a few positions before (`_usual_lm_head`), or
     the step with the draft's scores as it handled them before `ColumnLogProbs` (`_unfused_ctc_scores`)."""
@@ -480,6 +480,7 @@ def time_anatomy(shape: str, repeats: int, training_batch_size: int = 16) -> lis
     ctc_only = copy.deepcopy(model)
     ctc_only.config.insertion_loss_weight = ctc_only.config.word_loss_weight = ctc_only.config.deletion_loss_weight = 0
     calls = {"DEER step": optimizer_step(model, inputs["deer"]),
+             HALF_EDIT_ROWS: optimizer_step(_edit_rows(model, 0.5), inputs["deer"]),
              "DEER step, CTC-only phase (no edit passes)": optimizer_step(ctc_only, inputs["deer"]),
              "before: DEER step, the CTC scores through autograd": _unfused_ctc_scores(
                  optimizer_step(model, inputs["deer"])),
@@ -497,6 +498,16 @@ def time_anatomy(shape: str, repeats: int, training_batch_size: int = 16) -> lis
     return rows
 
 
+HALF_EDIT_ROWS = "DEER step, edit losses on half the rows (edit_rows_ratio 0.5)"
+
+
+def _edit_rows(model: DeerForConditionalGeneration, ratio: float) -> DeerForConditionalGeneration:
+    """A copy of `model` whose training steps compute the edit losses on `ratio` of the rows."""
+    model = copy.deepcopy(model)
+    model.config.edit_rows_ratio = ratio
+    return model
+
+
 def time_shipped_training(model_dir: str, ar_dir: str, repeats: int, batch_size: int = 16) -> list[dict]:
     """A training step (forward, backward, AdamW) of the shipped DEER checkpoint and of the shipped AR checkpoint
     (both trimmed to the training data's vocabulary), at `batch_size` on the same real training pairs (each model's
@@ -510,6 +521,7 @@ def time_shipped_training(model_dir: str, ar_dir: str, repeats: int, batch_size:
     ar_batch = training_batch(AutoTokenizer.from_pretrained(ar_dir), batch_size, 32)
     ar_batch["labels"] = ar_batch["labels"][:, 1:].contiguous()  # [w1 .. wn eos]: the model shifts them right behind bos
     calls = {"DEER step": optimizer_step(deer, deer_batch),
+             HALF_EDIT_ROWS: optimizer_step(_edit_rows(deer, 0.5), deer_batch),
              "before: DEER step, the CTC scores through autograd": _unfused_ctc_scores(optimizer_step(deer, deer_batch)),
              "AR step": optimizer_step(autoregressive, ar_batch)}
     macs = {name: call_macs(call) for name, call in calls.items()}

@@ -19,7 +19,8 @@ import torch
 from transformers import GenerationConfig
 from transformers.utils import ModelOutput, logging
 
-from .edit_ops import add_bos_eos, apply_deletions, ctc_collapse, fill_placeholders, inner_mask, insert_placeholders
+from .edit_ops import (add_bos_eos, apply_deletions, ctc_collapse, fill_placeholders, inner_mask, insert_placeholders,
+                       trim_padding)
 from .pruning_deer import LEVEL_LOCK
 
 
@@ -195,7 +196,7 @@ def deer_generate(model, input_ids, attention_mask, generation_config: DeerGener
     for _ in range(generation_config.max_iterations):
         if len(active) == 0:
             break
-        current = _trim(sequences[active], pad)
+        current = trim_padding(sequences[active], pad)
         edited = _refine(model, current, encoder_output.select_rows(active), generation_config.eos_penalty,
                          generation_config.deletion_penalty, cap)
         width = max(sequences.shape[1], edited.shape[1])
@@ -207,9 +208,9 @@ def deer_generate(model, input_ids, attention_mask, generation_config: DeerGener
         if generation_config.stop_when_unchanged:
             active = active[changed]
         if history is not None:
-            history.append(_trim(sequences, pad))
+            history.append(trim_padding(sequences, pad))
 
-    sequences = _trim(sequences, pad)
+    sequences = trim_padding(sequences, pad)
     if generation_config.return_dict_in_generate:
         return DeerGenerateOutput(sequences=sequences, num_iterations=num_iterations, history=history)
     return sequences
@@ -303,12 +304,6 @@ def _fill(model, tokens: torch.Tensor, encoder_output) -> torch.Tensor:
                            for part in hidden_states[placeholder_mask].split(chunk)])
         tokens = fill_placeholders(tokens, words, placeholder)
     return tokens
-
-
-def _trim(tokens: torch.Tensor, pad_id: int) -> torch.Tensor:
-    """Drop the columns that are padding in every row."""
-    width = int((tokens != pad_id).sum(1).max()) if tokens.shape[0] else 0
-    return tokens[:, :width]
 
 
 def _pad_to(tokens: torch.Tensor, width: int, pad_id: int) -> torch.Tensor:

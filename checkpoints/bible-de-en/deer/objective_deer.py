@@ -18,6 +18,7 @@ from .edit_ops import (
     inner_mask,
     insert_placeholders,
     random_deletion,
+    trim_padding,
 )
 from .generation_deer import collapse_frames, frame_words
 from .outputs_deer import DeerEncoderOutput, DeerSeq2SeqLMOutput
@@ -139,7 +140,13 @@ class DeerObjectiveMixin:
             own_draft = None
             if config.draft_edit_ratio > 0:  # the draft decoding would write from these frames
                 own_draft = collapse_frames(self, frame_tokens[frame_mask], draft, frame_mask)
-            edit_losses = self._edit_losses(encoder_output, targets, own_draft)
+            edit_encoding, edit_targets = encoder_output, targets
+            if self.training and config.edit_rows_ratio < 1:  # the edit passes on a random share of the rows
+                rows = torch.randperm(len(targets), device=targets.device)
+                rows = rows[:max(1, round(config.edit_rows_ratio * len(targets)))].sort().values
+                edit_encoding, edit_targets = encoder_output.select_rows(rows), trim_padding(targets[rows], pad)
+                own_draft = trim_padding(own_draft[rows], pad) if own_draft is not None else None
+            edit_losses = self._edit_losses(edit_encoding, edit_targets, own_draft)
         loss = config.ctc_loss_weight * ctc_loss
         for weight, component in zip(weights, edit_losses):
             if component is not None:
