@@ -158,12 +158,15 @@ quality-ablations: venv
 	$(call deer_run,deer-draft-edits,$(PAPER_RECIPE) --draft_edit_ratio 0.5)
 
 # quality-edit-rows (the main pair): the fixed recipe with its edit losses on half of each batch's rows (the edit
-# passes cost half; --edit_rows_ratio 0.5), seeds 0 and 1 side by side: what that saving costs in quality. Then
-# make quality-report QUALITY_RUNS="deer-all deer-all-seed1 deer-all-edit-half deer-all-edit-half-seed1" \
-#     QUALITY_OUTPUT=results/bible-de-en-edit-rows
+# passes cost half; --edit_rows_ratio 0.5), seeds 0, 1 and 2, and on a quarter of them (seed 0), two at a time: what
+# that saving costs in quality. Then
+# make quality-report QUALITY_RUNS="deer-all deer-all-seed1 deer-all-seed2 deer-all-edit-half \
+#     deer-all-edit-half-seed1 deer-all-edit-half-seed2 deer-all-edit-quarter" QUALITY_OUTPUT=results/bible-de-en-edit-rows
 quality-edit-rows: venv
 	$(call deer_run,deer-all-edit-half,$(FIXED_RECIPE) --edit_rows_ratio 0.5) & \
 	$(call deer_run,deer-all-edit-half-seed1,$(FIXED_RECIPE) --edit_rows_ratio 0.5 --seed 1) ; wait
+	$(call deer_run,deer-all-edit-half-seed2,$(FIXED_RECIPE) --edit_rows_ratio 0.5 --seed 2) & \
+	$(call deer_run,deer-all-edit-quarter,$(FIXED_RECIPE) --edit_rows_ratio 0.25) ; wait
 
 # quality-leave-one-out (the main pair): the fixed recipe less its blank row (source canvas + the three training
 # changes), and less its three training changes (the two draft fixes alone): how the gain over the best single fix
@@ -266,7 +269,9 @@ QUALITY_LABELS = deer-paper=paper_recipe deer-all=all_fixes deer-source=paper_+_
 	deer-all-levels=all_fixes_+_pruning_levels \
 	deer-all-no-blank=all_fixes_less_own_blank_row deer-draft-fixes=draft_fixes_only,_no_training_changes \
 	deer-all-edit-half=all_fixes,_edit_losses_on_half_the_rows \
-	deer-all-edit-half-seed1=all_fixes,_edit_losses_on_half_the_rows,_seed_1
+	deer-all-edit-half-seed1=all_fixes,_edit_losses_on_half_the_rows,_seed_1 \
+	deer-all-edit-half-seed2=all_fixes,_edit_losses_on_half_the_rows,_seed_2 \
+	deer-all-edit-quarter=all_fixes,_edit_losses_on_a_quarter_of_the_rows
 quality-report: venv
 	for run in $(QUALITY_RUNS); do $(OFFLINE) $(PY) -m training.evaluate --model runs/$(TASK)/$$run \
 		--validation_file data/$(TASK)-32/validation.jsonl --select $(TUNE_METRIC) --save --threads 2 || exit 1; done
