@@ -21,8 +21,8 @@ training DEER's and BERT2BERT's optimizer steps per second (`--training_batch_si
          `--dtypes`).
 anatomy  where the time goes: `generate` at batch 1 in its parts (draft pass, LM head, each pass of a realistic round)
          with their multiply-adds, and a training step at `--training_batch_size` (the whole step, the step with the
-         edit losses on half the rows, its CTC-only phase, the Viterbi alignment, the AR model's step); then the training steps of `--model` and `--ar_model`, the
-         shipped checkpoints, on real training pairs.
+         edit losses on half the rows, its CTC-only phase, the Viterbi alignment, the AR model's step); then the
+         training steps of `--model` and `--ar_model`, the shipped checkpoints, on real training pairs.
 batch    batch 32 on the CPU against BERT2BERT under what a user can switch (threads, bfloat16, fewer draft frames),
          random weights and the shipped checkpoints.
 memory   what one DEER call takes beyond its weights at batch 64 (48-token sources), with BERT's 30,522-row and

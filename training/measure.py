@@ -415,10 +415,11 @@ def time_anatomy(shape: str, repeats: int, training_batch_size: int = 16) -> lis
     """Where the time goes. `generate` at batch 1 in its parts (the draft's joint pass and LM head, one realistic
     round's deletion, insertion and fill passes and LM head; "the rest" = the whole minus its timed parts), each
     with its multiply-adds; and a training step at `training_batch_size`: the whole step, the step with the edit
-    losses on half the rows (`edit_rows_ratio` 0.5), the step of the CTC-only phase (no edit passes), the Viterbi alignment alone, and the AR model's step, each step with its multiply-adds
-    (`call_macs`). The generate parts are medians of 3 x `repeats` rounds, the training parts of `repeats`; rows named
-    "before: ..." time the same calls with the LM head as it scored a few positions before (`_usual_lm_head`), or
-    the step with the draft's scores as it handled them before `ColumnLogProbs` (`_unfused_ctc_scores`)."""
+    losses on half the rows (`edit_rows_ratio` 0.5), the step of the CTC-only phase (no edit passes), the Viterbi
+    alignment alone, and the AR model's step, each step with its multiply-adds (`call_macs`). The generate parts are
+    medians of 3 x `repeats` rounds, the training parts of `repeats`; rows named "before: ..." time the same calls
+    with the LM head as it scored a few positions before (`_usual_lm_head`), or the step with the draft's scores as
+    it handled them before `ColumnLogProbs` (`_unfused_ctc_scores`)."""
     from modeling_deer import generation_deer
     from modeling_deer.edit_ops import apply_deletions, ctc_best_alignment, inner_mask, insert_placeholders
 
@@ -479,11 +480,8 @@ def time_anatomy(shape: str, repeats: int, training_batch_size: int = 16) -> lis
     inputs = training_inputs(shape, training_batch_size)
     ctc_only = copy.deepcopy(model)
     ctc_only.config.insertion_loss_weight = ctc_only.config.word_loss_weight = ctc_only.config.deletion_loss_weight = 0
-    calls = {"DEER step": optimizer_step(model, inputs["deer"]),
-             HALF_EDIT_ROWS: optimizer_step(_edit_rows(model, 0.5), inputs["deer"]),
+    calls = {**_deer_steps(model, inputs["deer"]),
              "DEER step, CTC-only phase (no edit passes)": optimizer_step(ctc_only, inputs["deer"]),
-             "before: DEER step, the CTC scores through autograd": _unfused_ctc_scores(
-                 optimizer_step(model, inputs["deer"])),
              "AR step": optimizer_step(autoregressive, inputs["ar"])}
     generator = torch.Generator().manual_seed(3)
     frames = int(model.draft_lengths(torch.tensor([SOURCE_LENGTH]))[0]) - 2
@@ -501,11 +499,15 @@ def time_anatomy(shape: str, repeats: int, training_batch_size: int = 16) -> lis
 HALF_EDIT_ROWS = "DEER step, edit losses on half the rows (edit_rows_ratio 0.5)"
 
 
-def _edit_rows(model: DeerForConditionalGeneration, ratio: float) -> DeerForConditionalGeneration:
-    """A copy of `model` whose training steps compute the edit losses on `ratio` of the rows."""
-    model = copy.deepcopy(model)
-    model.config.edit_rows_ratio = ratio
-    return model
+def _deer_steps(model: DeerForConditionalGeneration, batch: dict) -> dict:
+    """The DEER training steps both training tables time on `batch`: the step as it is, with the edit losses on
+    half the rows (a copy of `model` at `edit_rows_ratio` 0.5), and with the draft's scores handled as before
+    `ColumnLogProbs`."""
+    half_rows = copy.deepcopy(model)
+    half_rows.config.edit_rows_ratio = 0.5
+    return {"DEER step": optimizer_step(model, batch),
+            HALF_EDIT_ROWS: optimizer_step(half_rows, batch),
+            "before: DEER step, the CTC scores through autograd": _unfused_ctc_scores(optimizer_step(model, batch))}
 
 
 def time_shipped_training(model_dir: str, ar_dir: str, repeats: int, batch_size: int = 16) -> list[dict]:
@@ -520,10 +522,7 @@ def time_shipped_training(model_dir: str, ar_dir: str, repeats: int, batch_size:
     deer_batch = training_batch(AutoTokenizer.from_pretrained(model_dir), batch_size, 32)
     ar_batch = training_batch(AutoTokenizer.from_pretrained(ar_dir), batch_size, 32)
     ar_batch["labels"] = ar_batch["labels"][:, 1:].contiguous()  # [w1 .. wn eos]: the model shifts them right behind bos
-    calls = {"DEER step": optimizer_step(deer, deer_batch),
-             HALF_EDIT_ROWS: optimizer_step(_edit_rows(deer, 0.5), deer_batch),
-             "before: DEER step, the CTC scores through autograd": _unfused_ctc_scores(optimizer_step(deer, deer_batch)),
-             "AR step": optimizer_step(autoregressive, ar_batch)}
+    calls = {**_deer_steps(deer, deer_batch), "AR step": optimizer_step(autoregressive, ar_batch)}
     macs = {name: call_macs(call) for name, call in calls.items()}
     return [{"shape": f"shipped de-en checkpoints ({deer.config.embedding_rows:,} and "
                       f"{autoregressive.config.decoder.vocab_size:,} rows)", "table": "training",

@@ -140,13 +140,7 @@ class DeerObjectiveMixin:
             own_draft = None
             if config.draft_edit_ratio > 0:  # the draft decoding would write from these frames
                 own_draft = collapse_frames(self, frame_tokens[frame_mask], draft, frame_mask)
-            edit_encoding, edit_targets = encoder_output, targets
-            if self.training and config.edit_rows_ratio < 1:  # the edit passes on a random share of the rows
-                rows = torch.randperm(len(targets), device=targets.device)
-                rows = rows[:max(1, round(config.edit_rows_ratio * len(targets)))].sort().values
-                edit_encoding, edit_targets = encoder_output.select_rows(rows), trim_padding(targets[rows], pad)
-                own_draft = trim_padding(own_draft[rows], pad) if own_draft is not None else None
-            edit_losses = self._edit_losses(edit_encoding, edit_targets, own_draft)
+            edit_losses = self._edit_losses(encoder_output, targets, own_draft)
         loss = config.ctc_loss_weight * ctc_loss
         for weight, component in zip(weights, edit_losses):
             if component is not None:
@@ -171,9 +165,15 @@ class DeerObjectiveMixin:
         (fill) -> (delete) -> gold. Each row's inputs come from the gold target (the paper: y_del, a random
         subsequence of it; then y_pred, y_del completed by the model's own words) or, for a `draft_edit_ratio`
         share of the rows, from the model's own draft (deleting what the oracle deletes from it leaves a
-        subsequence of the gold that the insertions complete)."""
+        subsequence of the gold that the insertions complete). In training with `edit_rows_ratio` < 1, only that
+        share of the rows, drawn at random, takes part."""
         config = self.config
         pad, placeholder = config.pad_token_id, config.placeholder_token_id
+        if self.training and config.edit_rows_ratio < 1:  # the edit passes on a random share of the rows
+            rows = torch.randperm(len(targets), device=targets.device)
+            rows = rows[:max(1, round(config.edit_rows_ratio * len(targets)))].sort().values
+            encoder_output, targets = encoder_output.select_rows(rows), trim_padding(targets[rows], pad)
+            own_draft = trim_padding(own_draft[rows], pad) if own_draft is not None else None
         # Evaluation draws its random deletions from a fixed seed, so that the same data gives the same loss.
         generator = None if self.training else torch.Generator(targets.device).manual_seed(0)
         deleted = random_deletion(targets, pad, generator)
