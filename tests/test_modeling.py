@@ -262,7 +262,7 @@ def test_edit_heads_train_on_the_draft_that_decoding_writes():
     with torch.no_grad():
         canvas = model.draft_canvas(source_ids, source_mask)
         hidden_states = model.target_pass(canvas, model.encode(source_ids, source_mask))[:, 1:-1]
-        *_, words = frame_choices(model, hidden_states, torch.zeros(4, 1, dtype=torch.long))
+        _, _, words, _ = frame_choices(model, hidden_states, torch.zeros(4, 1, dtype=torch.long))
         frame_mask = inner_mask(canvas, PAD)[:, 1:-1]
         own_draft = collapse_frames(model, words[frame_mask], canvas, frame_mask)
     generated = model.generate(input_ids=source_ids, attention_mask=source_mask, max_iterations=0)
@@ -310,6 +310,48 @@ def test_edit_rows_ratio_runs_the_edit_passes_on_a_share_of_the_rows(monkeypatch
             tiny_config(edit_rows_ratio=bad)
 
 
+def test_redraft_rows_read_their_own_confident_words(monkeypatch):
+    """With redraft_ratio 1, every row's CTC pass reads the canvas with the glancing pass's own words written in
+    at the non-blank frames above the row's threshold (none of the gold words glancing would reveal); with 0 the
+    CTC pass reads the glanced canvas; evaluation never reveals anything."""
+    source_ids, source_mask = random_batch(6, 10, seed=7)
+    labels, _ = random_batch(6, 8, seed=8, min_length=4)
+    labels = labels.masked_fill(labels == PAD, -100)
+
+    def passes(ratio, training=True, thresholds=(0.0, 0.0)):
+        monkeypatch.setattr(objective_deer, "REDRAFT_THRESHOLDS", thresholds)
+        model = tiny_model(seed=5, redraft_ratio=ratio, glancing_ratio=1.0).train(training)
+        model.config.hidden_dropout_prob = model.config.attention_probs_dropout_prob = 0.0
+        for module in model.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
+        seen = []
+        target_pass = model.target_pass
+        monkeypatch.setattr(model, "target_pass", lambda tokens, *args: seen.append(tokens.clone())
+                            or target_pass(tokens, *args))
+        output = model(input_ids=source_ids, attention_mask=source_mask, labels=labels)
+        return model, seen[0], seen[1], output
+
+    model, canvas, redrafted, output = passes(1.0)
+    with torch.no_grad():  # the glancing pass's own words (no blank penalty)
+        logits = model.draft_logits(model.target_pass(canvas, model.encode(source_ids, source_mask)))[:, 1:-1]
+        logits[..., [BOS, EOS, PAD]] = float("-inf")
+        words = logits.argmax(-1)
+    frame_mask = inner_mask(canvas, PAD)[:, 1:-1]
+    reveal = frame_mask & (words != MASK)  # threshold 0: every non-blank frame
+    assert torch.equal(redrafted[:, 1:-1], torch.where(reveal, words, canvas[:, 1:-1]))
+    assert torch.isfinite(output.loss)
+    _, canvas, nothing, _ = passes(1.0, thresholds=(1.01, 1.01))  # above every probability: the bare canvas
+    assert torch.equal(nothing, canvas)
+    _, canvas, glanced, _ = passes(0.0)
+    assert not torch.equal(glanced, canvas)  # glancing (ratio 1) reveals gold words instead
+    _, canvas, evaluated, _ = passes(1.0, training=False)
+    assert torch.equal(evaluated, canvas)
+    for bad in (-0.1, 1.5, "all"):
+        with pytest.raises(ValueError, match="redraft_ratio"):
+            tiny_config(redraft_ratio=bad)
+
+
 @pytest.mark.parametrize("frames_per_chunk", [None, 4])
 def test_ctc_on_the_columns_it_reads_equals_ctc_over_the_whole_vocabulary(monkeypatch, frames_per_chunk):
     """A training step's CTC loss reads only the blank's and the targets' columns, the LM head run a chunk of frames
@@ -337,9 +379,12 @@ def test_ctc_on_the_columns_it_reads_equals_ctc_over_the_whole_vocabulary(monkey
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
     assert torch.allclose(gradient, expected_gradient, atol=1e-6)
     with torch.no_grad():  # the glancing pass's choices: the same alignment from scores that are not normalised
-        column_scores, best_rows, words = frame_choices(model, hidden_states, columns)
+        column_scores, best_rows, words, confidences = frame_choices(model, hidden_states, columns)
         assert torch.equal(best_rows, full.argmax(-1))
         assert torch.equal(words, frame_words(model, full.reshape(27, -1).clone()).view(3, 9))
+        chosen = model.token_rows(words.flatten())  # each word's probability under its frame's full softmax
+        expected_confidences = full.reshape(27, -1).softmax(-1).gather(1, chosen[:, None]).view(3, 9)
+        assert torch.allclose(confidences, expected_confidences, atol=1e-6)
         alignment, path_score = ctc_best_alignment(column_scores, frame_lengths, column_targets, target_lengths, 0)
         expected_alignment, path_log_prob = ctc_best_alignment(scores, frame_lengths, column_targets, target_lengths, 0)
         assert torch.equal(alignment, expected_alignment)

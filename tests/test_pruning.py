@@ -7,7 +7,7 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 from modeling_deer import DeerForConditionalGeneration
 from modeling_deer.pruning_deer import head_parameter_count, neuron_parameter_count, select_units
 
-from conftest import PAD, random_batch, shortest_real_pairs, tiny_model
+from conftest import PAD, random_batch, shortest_real_pairs, tiny_config, tiny_model
 
 LEVELS = (0.25, 0.5, 0.75)
 
@@ -199,6 +199,50 @@ def test_training_with_levels_reports_the_regulariser_and_trains_the_scores():
     assert all(layer.attention.head_gate is None for layer in model.model.layers)
     # Without levels there is no regulariser.
     assert tiny_model().train()(input_ids=source_ids, labels=labels.masked_fill(labels == PAD, -100)).sparsity_loss is None
+
+
+def test_full_every_step_trains_the_full_size_and_one_smaller_level(monkeypatch):
+    """With full_every_step a training step runs the objective twice: at the full size (no unit gated off), then at
+    one level drawn from the smaller ones; the loss is the sum of the two (the regulariser once) and the components
+    reported are the full size's. Without it, one level per step."""
+    source_ids, source_mask = random_batch(3, 10, seed=8)
+    labels, _ = random_batch(3, 7, seed=9, min_length=4)
+    labels = labels.masked_fill(labels == PAD, -100)
+
+    def step(**overrides):
+        model = tiny_model(sparsity_levels=[0.0, 0.5, 0.75], **overrides).train()
+        for module in model.modules():  # the two passes comparable to a single one
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
+        levels, losses = [], []
+        deer_loss = model._deer_loss
+        apply_level = model._apply_level
+        monkeypatch.setattr(model, "_apply_level", lambda level, **kwargs: levels.append(level)
+                            or apply_level(level, **kwargs))
+        def recorded(*args):  # each pass's output and its own loss (the step's output object gets the sum)
+            output = deer_loss(*args)
+            losses.append((output, output.loss.item()))
+            return output
+
+        monkeypatch.setattr(model, "_deer_loss", recorded)
+        torch.manual_seed(0)
+        output = model(input_ids=source_ids, attention_mask=source_mask, labels=labels)
+        return model, output, levels[:-1], losses  # the last level applied restores the evaluation level
+
+    for seed in range(4):
+        torch.manual_seed(seed)
+        model, output, levels, losses = step(full_every_step=True)
+        assert levels[0] == 0.0 and levels[1] in (0.5, 0.75) and len(levels) == len(losses) == 2
+        (full, full_loss), (smaller, smaller_loss) = losses
+        assert full.sparsity_loss is not None and smaller.sparsity_loss is None
+        assert output is full and smaller.ctc_loss != full.ctc_loss
+        assert output.loss.item() == pytest.approx(full_loss + smaller_loss, rel=1e-6)
+        output.loss.backward()
+        assert all(score.grad is not None and score.grad.abs().sum() > 0 for score in model.pruning_scores())
+    model, output, levels, losses = step()
+    assert len(levels) == len(losses) == 1 and levels[0] in (0.0, 0.5, 0.75)
+    with pytest.raises(ValueError, match="full_every_step"):
+        tiny_config(full_every_step="yes")
 
 
 def test_optimizer_groups_give_the_scores_their_own_learning_rate():

@@ -253,14 +253,24 @@ def test_evaluation_by_generation_reports_bleu(tmp_path, tiny_bert_path):
     tuned = json.loads((output / "tune_generation.json").read_text())
     generation = json.loads((output / "generation_config.json").read_text())
     assert tuned["iterations"] == 1 and generation["max_iterations"] == tuned["max_iterations"]
+    assert generation["refinement"] == tuned["refinement"] in ("edits", "redraft")
+    # The kind of round and the count kept: the fewest rounds within 0.5 % of the best score of either kind.
     best = max(row["bleu"] for row in tuned["counts"])
-    assert generation["max_iterations"] == min(row["iterations"] for row in tuned["counts"] if row["bleu"] >= best - 0.1)
-    assert [row["iterations"] for row in tuned["counts"]] == [0, 1, 2, 4]
-    for name in ("blank_penalty", "deletion_penalty", "eos_penalty"):
-        rows = [row for row in tuned["candidates"] if row["tuned"] == name]
-        assert len(rows) > 1 and generation.get(name, 0.0) == tuned[name]
-        best = max(row["bleu"] for row in rows)
-        assert next(row for row in rows if row[name] == tuned[name])["bleu"] == best
+    within = [row for row in tuned["counts"] if row["bleu"] >= best * (1 - 0.005)]
+    kept = min(within, key=lambda row: (row["iterations"], -row["bleu"]))
+    assert (generation["max_iterations"], generation["refinement"]) == (kept["iterations"], kept["refinement"])
+    assert [(row["refinement"], row["iterations"]) for row in tuned["counts"]] == [
+        (kind, count) for kind in ("edits", "redraft") for count in (0, 1, 2, 4)]
+    for kind, names in (("edits", ("blank_penalty", "deletion_penalty", "eos_penalty")),
+                        ("redraft", ("blank_penalty", "reveal_threshold"))):
+        for name in names:
+            rows = [row for row in tuned["candidates"] if row["tuned"] == name and row["refinement"] == kind]
+            assert len(rows) > 1
+            best = max(row["bleu"] for row in rows)
+            if kind == generation["refinement"]:  # the kept kind's knobs are saved
+                default = 0.9 if name == "reveal_threshold" else 0.0  # a default value is not written
+                assert generation.get(name, default) == tuned[name] == min(row[name] for row in rows
+                                                                           if row["bleu"] == best)
     assert len({row["blank_penalty"] for row in tuned["candidates"] if row["tuned"] == "blank_penalty"}) == 6
     with pytest.raises(SystemExit, match="--tune_decoding must be one of bleu, chrf, rougeL or none"):
         train_main(run_args(tmp_path / "bad", tiny_bert_path, "--do_train", "--tune_decoding", "BLEU"))

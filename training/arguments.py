@@ -34,6 +34,12 @@ class ModelArguments:
     edit_rows_ratio: float | None = field(default=None, metadata={
         "help": "Share of each batch's rows (drawn afresh every step) that the edit losses are computed on; the CTC "
                 "loss always uses all. Below 1 the edit passes cost that much less. Default: the model's (new: 1)."})
+    full_every_step: bool | None = field(default=None, metadata={
+        "help": "With --sparsity_levels: train the full size on every step and one smaller level beside it (two "
+                "passes per step) instead of one level drawn per step. Default: the model's."})
+    redraft_ratio: float | None = field(default=None, metadata={
+        "help": "Share of the rows whose CTC pass reads the model's own confident draft words instead of glanced gold "
+                "ones: trains the re-drafting rounds (generate(refinement='redraft')). Default: the model's."})
     edit_loss_weight: float | None = field(default=None, metadata={
         "help": "Weight of each of the three edit losses (insertion, word, deletion); the CTC loss keeps weight 1. "
                 "Default: the model's (a new model: 0.5; the paper: 1)."})

@@ -25,12 +25,15 @@ from training.tasks import TASKS
 
 
 METRICS = ("bleu", "chrf", "rougeL")  # the names training.metrics.score returns
-# The decoding knobs a command can override, in the order `evaluate --select` chooses them: the draft's, then the
-# edit rounds'.
-KNOBS = ("blank_penalty", "deletion_penalty", "eos_penalty")
+# The decoding knobs a command can override: the draft's, the edit rounds', the re-drafting rounds'.
+KNOBS = ("blank_penalty", "deletion_penalty", "eos_penalty", "reveal_threshold")
+# What a round does (DeerGenerationConfig.refinement), and the knobs each kind of round is tuned by, in the order
+# `evaluate --select` chooses them.
+REFINEMENTS = {"edits": ("blank_penalty", "deletion_penalty", "eos_penalty"),
+               "redraft": ("blank_penalty", "reveal_threshold")}
 # The values `--select` (training.evaluate) and `--tune_decoding` (training.train) try for each knob.
 CANDIDATES = {"blank_penalty": [0.0, 1.0, 2.0, 3.0, 4.0, 6.0], "deletion_penalty": [0.0, 1.0, 2.0, 4.0],
-              "eos_penalty": [0.0, 0.5, 1.0, 1.5, 2.0, 3.0]}
+              "eos_penalty": [0.0, 0.5, 1.0, 1.5, 2.0, 3.0], "reveal_threshold": [0.5, 0.7, 0.8, 0.9, 0.95]}
 # The round counts they then choose `max_iterations` among (the knobs fixed).
 COUNTS = [0, 1, 2, 4]
 
@@ -46,7 +49,11 @@ def new_parser(script: str) -> argparse.ArgumentParser:
 
 
 def add_knob_arguments(parser: argparse.ArgumentParser):
-    """--eos_penalty, --blank_penalty, --deletion_penalty: override the model's saved decoding knobs."""
+    """--refinement and the knobs (--blank_penalty, --deletion_penalty, --eos_penalty, --reveal_threshold): override
+    the model's saved decoding choices."""
+    parser.add_argument("--refinement", choices=sorted(REFINEMENTS), default=None,
+                        help="what a round does: edits (delete / insert / fill) or redraft (the draft pass again with "
+                             "its confident words revealed); default: the model's generation config")
     for name in KNOBS:
         parser.add_argument(f"--{name}", type=float, default=None, help="default: the model's generation config")
 
@@ -98,7 +105,8 @@ def evaluate_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", default=None)
     choice = parser.add_argument_group("choosing the knobs on validation (--select)")
     choice.add_argument("--select", choices=METRICS, default=None, metavar="METRIC",
-                        help="choose blank_penalty, deletion_penalty, eos_penalty by this metric: " + ", ".join(METRICS))
+                        help="choose the kind of round, its knobs and the round count by this metric: "
+                        + ", ".join(METRICS))
     choice.add_argument("--save", action="store_true", help="write the choice to the model's generation_config.json")
     choice.add_argument("--validation_file", default=None, help="default: DATA_DIR/validation.jsonl")
     choice.add_argument("--source_column", default="source")
@@ -109,6 +117,9 @@ def evaluate_parser() -> argparse.ArgumentParser:
     choice.add_argument("--blank_penalties", type=float, nargs="+", default=CANDIDATES["blank_penalty"])
     choice.add_argument("--deletion_penalties", type=float, nargs="+", default=CANDIDATES["deletion_penalty"])
     choice.add_argument("--eos_penalties", type=float, nargs="+", default=CANDIDATES["eos_penalty"])
+    choice.add_argument("--reveal_thresholds", type=float, nargs="+", default=CANDIDATES["reveal_threshold"])
+    choice.add_argument("--select_refinements", nargs="+", choices=sorted(REFINEMENTS), default=sorted(REFINEMENTS),
+                        help="the kinds of round to choose among (each with its own knobs)")
     return parser
 
 

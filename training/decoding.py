@@ -13,13 +13,13 @@ from tqdm.auto import tqdm
 from transformers import EncoderDecoderModel
 
 from modeling_deer import DeerForConditionalGeneration
-from training.cli import KNOBS
+from training.cli import KNOBS, REFINEMENTS
 from training.metrics import normalize, score
 
 
 def apply_knob_arguments(model, args):
     """Set the knobs given on the command line; a bad value fails here, before any decoding."""
-    for name in KNOBS:
+    for name in ("refinement", *KNOBS):
         if getattr(args, name) is not None:
             setattr(model.generation_config, name, getattr(args, name))
     model.generation_config.validate()
@@ -44,71 +44,95 @@ def generate_texts(model, tokenizer, sources: list[str], max_iterations: int, ba
 
 
 def select_knobs(model, tokenizer, sources: list[str], references: list[str], candidates: dict[str, list[float]],
-                 iterations: int, metric: str, progress: bool = True) -> list[dict]:
-    """Choose DEER's three length knobs on validation pairs, one after the other, and set them in the model's
-    generation config (ties go to the smaller penalty):
+                 iterations: int, metric: str, refinement: str = "edits", progress: bool = True) -> list[dict]:
+    """Choose the knobs of one kind of round (`refinement`) on validation pairs, one after the other, and set them
+    in the model's generation config (ties go to the smaller value):
 
     * `blank_penalty` is subtracted from the CTC blank's score at every draft frame: larger values, longer drafts;
-    * `deletion_penalty` is subtracted from the deletion head's "delete" score in every round: larger values delete
-      less;
-    * `eos_penalty` is subtracted from the insertion head's "insert nothing" score in every round: larger values,
-      longer outputs.
+    * edits: `deletion_penalty` is subtracted from the deletion head's "delete" score in every round (larger values
+      delete less), then `eos_penalty` from the insertion head's "insert nothing" score (larger values, longer
+      outputs);
+    * redraft: `reveal_threshold`, the confidence above which a frame's word is revealed to the next pass.
 
-    `blank_penalty` is chosen first (the other two at 0), then `deletion_penalty`, then `eos_penalty`, each at the
-    values chosen before it, all at `iterations` rounds; at 0 rounds only `blank_penalty` matters and only it is
-    chosen. `references` are normalised (training.metrics). Returns every candidate's scores."""
+    Each is chosen at the values chosen before it, the others neutral (penalties 0, threshold 0.9), all at
+    `iterations` rounds; at 0 rounds only `blank_penalty` matters and only it is chosen. `references` are normalised
+    (training.metrics). Returns every candidate's scores."""
     config = model.generation_config
+    config.refinement = refinement
     config.eos_penalty = config.deletion_penalty = 0.0
+    config.reveal_threshold = 0.9
     rows = []
-    for name in KNOBS[: 1 if iterations == 0 else 3]:
+    for name in REFINEMENTS[refinement][: 1 if iterations == 0 else None]:
         tried = []
-        for value in tqdm(candidates[name], desc=f"{name} candidates", disable=not progress):
+        for value in tqdm(candidates[name], desc=f"{refinement}: {name} candidates", disable=not progress):
             setattr(config, name, value)
             outputs = generate_texts(model, tokenizer, sources, iterations, batch_size=32, progress=False)
             words = sum(len(text.split()) for text in outputs) / len(outputs)
-            tried.append({"tuned": name, **{knob: getattr(config, knob) for knob in KNOBS},
+            tried.append({"refinement": refinement, "tuned": name, **{knob: getattr(config, knob) for knob in KNOBS},
                           **score(outputs, references), "words_per_output": words})
         setattr(config, name, max(tried, key=lambda row: (row[metric], -row[name]))[name])
         rows += tried
     return rows
 
 
-# A round count is kept as the default only if it scores at least this much (metric points) above fewer rounds:
-# more rounds cost time, and smaller differences are noise.
-ROUND_TOLERANCE = 0.1
+# A round count is kept as the default only if it scores at least this share of the best score above fewer rounds
+# (0.1 BLEU at 20): more rounds cost time, and smaller differences are noise. Relative, so that a model scoring near
+# 0 (early in training) is not held at the draft by a margin larger than its scores.
+ROUND_TOLERANCE = 0.005
+
+
+def kept_round_count(count_rows: list[dict], metric: str) -> dict:
+    """Of the scored (kind of round, round count) rows, the one to keep: the fewest rounds scoring within
+    `ROUND_TOLERANCE` of the best (the better score among equal counts)."""
+    best = max(row[metric] for row in count_rows)
+    return min((row for row in count_rows if row[metric] >= best - ROUND_TOLERANCE * abs(best)),
+               key=lambda row: (row["iterations"], -row[metric]))
 
 
 def tune_knobs(model, tokenizer, sources: list[str], targets: list[str], metric: str, iterations: int,
-               candidates: dict[str, list[float]], counts: list[int] | None = None, save_dir: str | None = None,
+               candidates: dict[str, list[float]], counts: list[int] | None = None,
+               refinements: tuple[str, ...] = tuple(REFINEMENTS), save_dir: str | None = None,
                validation_file: str | None = None, progress: bool = True) -> str:
-    """`select_knobs` on validation pairs (`targets` as written: they are normalised here) at `iterations` rounds;
-    then `max_iterations` is set to the fewest rounds in `counts` that score within `ROUND_TOLERANCE` of the best
-    with those knobs (without `counts`, to `iterations`). With `save_dir`, the generation config is saved there and
-    every candidate's scores go to tune_generation.json beside it. Prints each candidate; returns a one-line
-    summary."""
+    """For each kind of round in `refinements`, `select_knobs` on validation pairs (`targets` as written: they are
+    normalised here) at `iterations` rounds, then scores every round count in `counts` with those knobs (without
+    `counts`, `iterations` only). The kind, its knobs and `max_iterations` kept are those of the fewest rounds that
+    score within `ROUND_TOLERANCE` of the best score of any kind and count (the better score among equal counts).
+    With `save_dir`, the generation config is saved there and every candidate's scores go to tune_generation.json
+    beside it. Prints each candidate; returns a one-line summary."""
     references = normalize(tokenizer, targets)
-    rows = select_knobs(model, tokenizer, sources, references, candidates, iterations, metric, progress=progress)
-    for row in rows:
-        print(" | ".join(f"{name} {row[name]:4g}" for name in KNOBS) + f" | BLEU {row['bleu']:6.2f} | chrF "
-              f"{row['chrf']:6.2f} | ROUGE-L {row['rougeL']:6.2f} | {row['words_per_output']:.1f} words per output")
     config = model.generation_config
-    chosen = {name: getattr(config, name) for name in KNOBS}
-    tuned_row = next(row for row in reversed(rows) if all(row[name] == value for name, value in chosen.items()))
-    count_rows = []
-    for count in sorted(set(counts or [iterations])):
-        scores = tuned_row if count == iterations else score(
-            generate_texts(model, tokenizer, sources, count, batch_size=32, progress=False), references)
-        count_rows.append({"iterations": count, **{name: scores[name] for name in ("bleu", "chrf", "rougeL")}})
-        print(f"max_iterations {count} | BLEU {scores['bleu']:6.2f} | chrF {scores['chrf']:6.2f} | ROUGE-L "
-              f"{scores['rougeL']:6.2f}")
-    best = max(row[metric] for row in count_rows)
-    config.max_iterations = min(row["iterations"] for row in count_rows if row[metric] >= best - ROUND_TOLERANCE)
-    summary = (", ".join(f"{name} {value:g}" for name, value in chosen.items()) + f" (best {metric} on "
-               f"{len(sources)} validation pairs at {iterations} iterations), max_iterations {config.max_iterations}")
+    rows, count_rows, chosen = [], [], {}
+    for refinement in refinements:
+        tried = select_knobs(model, tokenizer, sources, references, candidates, iterations, metric, refinement,
+                             progress=progress)
+        for row in tried:
+            print(f"{refinement:>7} | " + " | ".join(f"{name} {row[name]:4g}" for name in REFINEMENTS[refinement])
+                  + f" | BLEU {row['bleu']:6.2f} | chrF {row['chrf']:6.2f} | ROUGE-L {row['rougeL']:6.2f} | "
+                  f"{row['words_per_output']:.1f} words per output")
+        chosen[refinement] = {name: getattr(config, name) for name in KNOBS}
+        tuned_row = next(row for row in reversed(tried) if all(row[name] == value
+                                                               for name, value in chosen[refinement].items()))
+        for count in sorted(set(counts or [iterations])):
+            scores = tuned_row if count == iterations else score(
+                generate_texts(model, tokenizer, sources, count, batch_size=32, progress=False), references)
+            count_rows.append({"refinement": refinement, "iterations": count,
+                               **{name: scores[name] for name in ("bleu", "chrf", "rougeL")}})
+            print(f"{refinement:>7} | max_iterations {count} | BLEU {scores['bleu']:6.2f} | chrF {scores['chrf']:6.2f}"
+                  f" | ROUGE-L {scores['rougeL']:6.2f}")
+        rows += tried
+    kept = kept_round_count(count_rows, metric)
+    config.refinement, config.max_iterations = kept["refinement"], kept["iterations"]
+    for name, value in chosen[kept["refinement"]].items():
+        setattr(config, name, value)
+    knobs = {name: getattr(config, name) for name in REFINEMENTS[config.refinement]}
+    summary = (f"refinement {config.refinement}, " + ", ".join(f"{name} {value:g}" for name, value in knobs.items())
+               + f" (best {metric} on {len(sources)} validation pairs at {iterations} iterations), max_iterations "
+               f"{config.max_iterations}")
     if save_dir is not None:
         config.save_pretrained(save_dir)
         with open(os.path.join(save_dir, "tune_generation.json"), "w") as handle:
-            json.dump({"validation_file": validation_file, "iterations": iterations, "metric": metric, **chosen,
+            json.dump({"validation_file": validation_file, "iterations": iterations, "metric": metric,
+                       "refinement": config.refinement, **{name: getattr(config, name) for name in KNOBS},
                        "max_iterations": config.max_iterations, "candidates": rows, "counts": count_rows},
                       handle, indent=2)
         summary += " saved to " + os.path.join(save_dir, "generation_config.json")

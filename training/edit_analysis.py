@@ -15,7 +15,8 @@ the model's decoding knobs as saved (`generation_config.json`):
 
 It also scores the deletion head, at its own threshold (no `deletion_penalty`), as a detector of the words the
 oracle deletes: precision, recall, and the share of draft words the oracle deletes (the precision of deleting at
-random); and counts the words it deletes with the saved penalty. Use it on validation data: it reads the
+random); counts the words it deletes with the saved penalty; and scores the insertion head on the oracle-kept draft
+(with the saved `eos_penalty`): its insertions per gap against the oracle's, and the share of gaps it counts right. Use it on validation data: it reads the
 references.
 """
 
@@ -41,14 +42,14 @@ def analyse(model, tokenizer, sources: list[str], targets: list[str], batch_size
     pad = config.pad_token_id
     outputs = {name: [] for name in SETTINGS}
     counts = dict.fromkeys(("draft_words", "oracle_deletes", "model_deletes", "model_deletes_right",
-                            "deletes_with_penalty"), 0)
+                            "deletes_with_penalty", "gaps", "oracle_inserts", "model_inserts", "gaps_counted_right"), 0)
     for start in range(0, len(sources), batch_size):
         # Tokenised as generation and training read text (a literal "[SEP]" is text).
         batch = tokenizer(sources[start : start + batch_size], return_tensors="pt", padding=True, truncation=True,
                           max_length=config.max_sequence_length, split_special_tokens=True)
         gold = tokenizer(targets[start : start + batch_size], return_tensors="pt", padding=True, truncation=True,
                          max_length=config.max_sequence_length, split_special_tokens=True).input_ids
-        encoder_output, draft = _draft(model, batch.input_ids, batch.attention_mask, knobs.blank_penalty)
+        encoder_output, draft, _ = _draft(model, batch.input_ids, batch.attention_mask, knobs.blank_penalty)
         words = inner_mask(draft, pad)
         oracle = edit_oracle(draft, gold, pad).delete_mask & words
         deletion_logits = model.deletion_head(model.target_pass(draft, encoder_output))
@@ -62,6 +63,16 @@ def analyse(model, tokenizer, sources: list[str], targets: list[str], batch_size
 
         kept = apply_deletions(draft, oracle, pad)
         insertions = edit_oracle(kept, gold, pad).insertion_counts
+        # The insertion head on the oracle-kept draft (where the oracle's counts are the right answer), as a round
+        # decides them (the saved eos_penalty).
+        insertion_logits = model.insertion_logits(model.target_pass(kept, encoder_output))
+        insertion_logits[..., 0] -= knobs.eos_penalty
+        gaps = kept[:, 1:] != pad
+        model_counts = insertion_logits.argmax(-1)[gaps]
+        counts["gaps"] += int(gaps.sum())
+        counts["oracle_inserts"] += int(insertions[gaps].sum())
+        counts["model_inserts"] += int(model_counts.sum())
+        counts["gaps_counted_right"] += int((model_counts == insertions[gaps]).sum())
         rows = {
             "draft": draft,
             "model round": _refine(model, draft, encoder_output, knobs.eos_penalty, knobs.deletion_penalty),
@@ -80,7 +91,10 @@ def analyse(model, tokenizer, sources: list[str], targets: list[str], batch_size
     detector = {**counts, "precision": counts["model_deletes_right"] / deleted,
                 "recall": counts["model_deletes_right"] / max(counts["oracle_deletes"], 1),
                 "oracle_delete_share": counts["oracle_deletes"] / max(counts["draft_words"], 1)}
-    return {"settings": results, "deletion_head": detector,
+    gaps = max(counts["gaps"], 1)
+    insertion = {"oracle_per_gap": counts["oracle_inserts"] / gaps, "model_per_gap": counts["model_inserts"] / gaps,
+                 "gaps_counted_right": counts["gaps_counted_right"] / gaps}
+    return {"settings": results, "deletion_head": detector, "insertion_head": insertion,
             "reference_words_per_output": sum(len(t.split()) for t in references) / len(references),
             "outputs": outputs}
 
@@ -115,6 +129,9 @@ def main(argv=None):
           f"{detector['draft_words']} words (the precision of deleting at random); with deletion_penalty "
           f"{knobs['deletion_penalty']:g} it deletes {detector['deletes_with_penalty']}; references average "
           f"{report['reference_words_per_output']:.2f} words")
+    insertion = report["insertion_head"]
+    print(f"insertion head on the oracle-kept draft: {insertion['model_per_gap']:.2f} insertions per gap against the "
+          f"oracle's {insertion['oracle_per_gap']:.2f}; {insertion['gaps_counted_right']:.2f} of the gaps counted right")
     if args.output:
         os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
         with open(args.output, "w") as handle:

@@ -2,24 +2,26 @@
 choose its decoding knobs on the validation split (and with `--save`, keep them in the checkpoint).
 
     python -m training.evaluate --model DIR --data_dir data/bible-de-en-32 [--splits validation test | my_split.csv]
-        [--iterations 0 1 2 4] [--sparsity 0 0.5]
-        [--eos_penalty 0] [--blank_penalty 0] [--deletion_penalty 0] [--upsample_ratio 1.5]
+        [--iterations 0 1 2 4] [--sparsity 0 0.5] [--refinement edits|redraft]
+        [--eos_penalty 0] [--blank_penalty 0] [--deletion_penalty 0] [--reveal_threshold 0.9] [--upsample_ratio 1.5]
         [--output results/NAME.json]
     python -m training.evaluate --model DIR --validation_file data/bible-de-en-32/validation.jsonl \
-        --select bleu --save [--select_iterations 2] [--blank_penalties 0 1 2 3 4 6] \
-        [--deletion_penalties 0 1 2 4] [--eos_penalties 0 0.5 1 1.5 2 3] [--select_counts 0 1 2 4]
+        --select bleu --save [--select_iterations 2] [--select_refinements edits redraft] \
+        [--blank_penalties 0 1 2 3 4 6] [--deletion_penalties 0 1 2 4] [--eos_penalties 0 0.5 1 1.5 2 3] \
+        [--reveal_thresholds 0.5 0.7 0.8 0.9 0.95] [--select_counts 0 1 2 4]
 
 Prints BLEU, chrF and ROUGE-L per split, pruning level and iteration count (references normalised as
 training/metrics says) and the generation time; writes them as JSON with `--output`.
 
-`--select METRIC` chooses the three length knobs by METRIC on the validation pairs (`--validation_file`, else
-DATA_DIR/validation.jsonl), one after the other at `--select_iterations` rounds: `blank_penalty` (the draft's
-length), then `deletion_penalty` (larger deletes less), then `eos_penalty` (larger inserts more); ties go to the
-smaller penalty. Then, with those knobs, `max_iterations` is the fewest of `--select_counts` rounds that score
-within 0.1 of the best (more rounds cost time; smaller gains are noise). Every candidate's scores are printed.
-`--save` writes the choice to the checkpoint's generation_config.json, so that a plain `generate()` and a pushed
-model decode as chosen; the candidates go to tune_generation.json next to it. With `--select`, only the splits named
-in `--splits` are scored afterwards (none by default). The test split is never used to choose.
+`--select METRIC` chooses, by METRIC on the validation pairs (`--validation_file`, else DATA_DIR/validation.jsonl),
+the kind of round and its knobs, one after the other at `--select_iterations` rounds, for each kind in
+`--select_refinements`: `blank_penalty` (the draft's length); then for edit rounds `deletion_penalty` (larger deletes
+less) and `eos_penalty` (larger inserts more), for re-drafting rounds `reveal_threshold`; ties go to the smaller
+value. Then every `--select_counts` round count is scored with each kind's knobs, and the kind and count kept are the
+fewest rounds that score within 0.5 % of the best (more rounds cost time; smaller gains are noise). Every
+candidate's scores are printed. `--save` writes the choice to the checkpoint's generation_config.json, so that a
+plain `generate()` and a pushed model decode as chosen; the candidates go to tune_generation.json next to it. With
+`--select`, only the splits named in `--splits` are scored afterwards (none by default). The test split is never used to choose.
 """
 
 import json
@@ -56,21 +58,25 @@ def select(parser, args, model, tokenizer):
     path = args.validation_file or split_path(parser, "validation", args.data_dir)
     sources, targets = read_pairs(parser, path, args.source_column, args.target_column)
     candidates = {"blank_penalty": args.blank_penalties, "deletion_penalty": args.deletion_penalties,
-                  "eos_penalty": args.eos_penalties}
+                  "eos_penalty": args.eos_penalties, "reveal_threshold": args.reveal_thresholds}
     print(tune_knobs(model, tokenizer, sources, targets, args.select, args.select_iterations, candidates,
-                     args.select_counts, save_dir=args.model if args.save else None, validation_file=path), flush=True)
+                     args.select_counts, tuple(args.select_refinements), save_dir=args.model if args.save else None,
+                     validation_file=path), flush=True)
 
 
 def main(argv=None):
     parser = evaluate_parser()
     args = parser.parse_args(argv)
     if args.select:
-        if any(getattr(args, name) is not None for name in KNOBS):
-            parser.error("--select chooses " + ", ".join(KNOBS) + ": give none of them with it")
+        if any(getattr(args, name) is not None for name in ("refinement", *KNOBS)):
+            parser.error("--select chooses --refinement, " + ", ".join(f"--{name}" for name in KNOBS)
+                         + ": give none of them with it")
         if min([args.select_iterations] + args.select_counts) < 0:
             parser.error("--select_iterations and --select_counts must be at least 0")
         if min(args.blank_penalties + args.deletion_penalties + args.eos_penalties) < 0:
             parser.error("--blank_penalties, --deletion_penalties and --eos_penalties must be >= 0")
+        if not all(0 < value <= 1 for value in args.reveal_thresholds):
+            parser.error("--reveal_thresholds must be probabilities in (0, 1]")
     elif args.save:
         parser.error("--save keeps what --select chooses: give --select METRIC too")
     if args.upsample_ratio is not None and args.upsample_ratio < 1:
@@ -110,7 +116,7 @@ def main(argv=None):
         with open(args.output, "w") as handle:
             json.dump({"model": args.model, "threads": torch.get_num_threads(), "device": args.device,
                        "upsample_ratio": model.config.upsample_ratio,
-                       **{name: getattr(model.generation_config, name) for name in KNOBS},
+                       **{name: getattr(model.generation_config, name) for name in ("refinement", *KNOBS)},
                        "rows": rows}, handle, indent=2)
 
 

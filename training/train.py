@@ -48,7 +48,8 @@ logger = logging.getLogger(__name__)
 
 def load_model(model_args: ModelArguments) -> DeerForConditionalGeneration:
     overrides = {"glancing_ratio": model_args.glancing_start, "sparsity_levels": list(model_args.sparsity_levels)}
-    for name in ("upsample_ratio", "sparsity_weight", "draft_input", "draft_edit_ratio", "edit_rows_ratio"):
+    for name in ("upsample_ratio", "sparsity_weight", "draft_input", "draft_edit_ratio", "edit_rows_ratio",
+                 "redraft_ratio", "full_every_step"):
         if getattr(model_args, name) is not None:
             overrides[name] = getattr(model_args, name)
     if model_args.edit_loss_weight is not None:
