@@ -70,10 +70,17 @@ class CardArguments:
 
 @dataclass
 class DataArguments:
-    train_file: str | None = field(default=None, metadata={"help": "JSON lines, CSV or TSV."})
-    validation_file: str | None = field(default=None, metadata={"help": "JSON lines, CSV or TSV."})
-    source_column: str = field(default="source")
-    target_column: str = field(default="target")
+    train_file: str | None = field(default=None, metadata={
+        "help": "JSON lines, JSON, CSV, TSV, parquet, arrow, or a save_to_disk folder (of a DatasetDict: its 'train' "
+                "split)."})
+    validation_file: str | None = field(default=None, metadata={
+        "help": "As --train_file (of a DatasetDict folder: its 'validation' split)."})
+    source_column: str = field(default="source", metadata={"help": "The sources' column (flat rows)."})
+    target_column: str = field(default="target", metadata={"help": "The targets' column (flat rows)."})
+    source_lang: str | None = field(default=None, metadata={
+        "help": "The sources' language in a 'translation' column of dicts ({'translation': {'de': ..., 'en': ...}})."})
+    target_lang: str | None = field(default=None, metadata={
+        "help": "The targets' language in a 'translation' column of dicts."})
     max_train_samples: int | None = field(default=None)
     max_eval_samples: int | None = field(default=None)
     max_source_length: int = field(default=128, metadata={"help": "Longer sources are truncated."})

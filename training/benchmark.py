@@ -119,8 +119,9 @@ def main(argv=None):
 
     metrics = tuple(args.metrics or task_metrics(args.task))
     test_file = args.test_file or os.path.join(args.data_dir, "test.jsonl")
-    test = load_split(test_file, "source", "target", args.max_eval_samples)
-    sources, targets = test["source"], test["target"]
+    test = load_split(test_file, args.source_column, args.target_column, args.max_eval_samples,
+                      source_lang=args.source_lang, target_lang=args.target_lang, split="test")
+    sources, targets = test[args.source_column], test[args.target_column]
     if len(sources) < 32:
         raise SystemExit(f"error: the test split has {len(sources)} pairs; the batch-32 timing needs 32")
     b1_sources, b32_sources = sources[: args.b1_sentences], sources[:32]

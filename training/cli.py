@@ -58,6 +58,16 @@ def add_knob_arguments(parser: argparse.ArgumentParser):
         parser.add_argument(f"--{name}", type=float, default=None, help="default: the model's generation config")
 
 
+def add_data_arguments(parser, group=None):
+    """Where a split's text is: flat columns (--source_column / --target_column), or the languages of a
+    `translation` column of dicts (--source_lang / --target_lang)."""
+    group = group or parser
+    group.add_argument("--source_column", default="source", help="the sources' column (flat rows)")
+    group.add_argument("--target_column", default="target", help="the targets' column (flat rows)")
+    group.add_argument("--source_lang", default=None, help="the sources' language in a 'translation' column of dicts")
+    group.add_argument("--target_lang", default=None, help="the targets' language in a 'translation' column of dicts")
+
+
 # -- the parsers -------------------------------------------------------------------------------------------------------
 
 
@@ -80,8 +90,7 @@ def generate_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sparsity", type=float, default=0.0, help="mask the model to this pruning level")
     add_knob_arguments(parser)
     parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--source_column", default="source")
-    parser.add_argument("--target_column", default="target")
+    add_data_arguments(parser)
     parser.add_argument("--threads", type=int, default=None)
     return parser
 
@@ -97,6 +106,7 @@ def evaluate_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sparsity", nargs="+", type=float, default=[0.0], help="pruning levels (set_sparsity)")
     add_knob_arguments(parser)
     parser.add_argument("--batch_size", type=int, default=32)
+    add_data_arguments(parser)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default="cpu", help="where to decode: cpu, cuda, cuda:1, ...")
     parser.add_argument("--upsample_ratio", type=float, default=None,
@@ -109,8 +119,6 @@ def evaluate_parser() -> argparse.ArgumentParser:
                         + ", ".join(METRICS))
     choice.add_argument("--save", action="store_true", help="write the choice to the model's generation_config.json")
     choice.add_argument("--validation_file", default=None, help="default: DATA_DIR/validation.jsonl")
-    choice.add_argument("--source_column", default="source")
-    choice.add_argument("--target_column", default="target")
     choice.add_argument("--select_iterations", type=int, default=2, help="edit rounds to choose for (0 = the draft)")
     choice.add_argument("--select_counts", type=int, nargs="+", default=COUNTS,
                         help="then max_iterations: the best of these round counts with the knobs chosen")
@@ -129,8 +137,9 @@ def benchmark_parser() -> argparse.ArgumentParser:
     parser.add_argument("--metrics", nargs=2, choices=sorted(METRICS), default=None,
                         help="the two quality metrics, the first one plotted (default: the task's, else bleu chrf)")
     parser.add_argument("--data_dir", help="holds test.jsonl (training.prepare_data writes it)")
-    parser.add_argument("--test_file", default=None, help="score this split file instead of DATA_DIR/test.jsonl "
-                                                          "(JSON lines / CSV / TSV with source and target)")
+    parser.add_argument("--test_file", default=None, help="score this split instead of DATA_DIR/test.jsonl (any "
+                                                          "form deer-train reads, with source and target)")
+    add_data_arguments(parser)
     parser.add_argument("--deer", help="a DEER checkpoint (with its tokenizer)")
     parser.add_argument("--ar", help="an EncoderDecoderModel checkpoint (training.train_ar)")
     parser.add_argument("--deer_random", default=None, help="the ablation: DEER trained from random weights")

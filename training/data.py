@@ -1,4 +1,5 @@
-"""Data files: reading and checking splits (JSON lines / CSV / TSV, or plain text to generate from), tokenising them
+"""Data: reading and checking splits in every form a Hugging Face user holds them (JSON lines, JSON, CSV, TSV, parquet,
+arrow, a `save_to_disk` folder; flat columns or `translation` dicts; plain text to generate from), tokenising them
 for the Trainer, batching (source, target) pairs for DEER, and writing JSON lines."""
 
 import csv
@@ -59,8 +60,8 @@ def check_text_file(path: str):
     try:
         raw.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise ValueError(f"data file {path} is not UTF-8 (byte {error.start}: {raw[error.start:error.start + 1]!r}); "
-                         "re-encode it, e.g. `iconv -t UTF-8`.") from None
+        raise ValueError(f"data file {path} is not UTF-8 text (byte {error.start}: {raw[error.start:error.start + 1]!r})"
+                         f"; re-encode it, e.g. `iconv -t UTF-8`, or give one of {FORMS}.") from None
 
 
 def _no_duplicate_keys(pairs):
@@ -114,24 +115,97 @@ def check_rows(path: str, text_columns: tuple[str, ...]):
                                  "text.")
 
 
-def load_split(path: str, source_column: str, target_column: str, max_samples: int | None,
-               target_required: bool = True) -> datasets.Dataset:
-    """A JSON lines / CSV / TSV split, checked first (`check_text_file`, `check_rows`); the target column may be
-    absent when `target_required` is False (text to generate from)."""
-    check_text_file(path)
-    check_rows(path, (source_column, target_column))
-    extension = path.rsplit(".", 1)[-1].lower()
-    if extension in ("json", "jsonl"):
-        dataset = datasets.load_dataset("json", data_files=path, split="train")
-    elif extension in ("csv", "tsv"):
-        dataset = datasets.load_dataset("csv", data_files=path, split="train",
-                                        delimiter="\t" if extension == "tsv" else ",")
-    else:
-        raise ValueError(f"data file {path}: use .jsonl, .json, .csv or .tsv.")
+# The forms a split may come in: a file, by its extension, and the `datasets` builder that reads it; or a folder
+# written by `Dataset.save_to_disk` / `DatasetDict.save_to_disk`.
+TABLE_BUILDERS = {"jsonl": "json", "json": "json", "csv": "csv", "tsv": "csv", "parquet": "parquet", "arrow": "arrow"}
+FORMS = ".jsonl, .json, .csv, .tsv, .parquet, .arrow or a folder written by save_to_disk"
+
+
+def open_table(path: str, split: str | None = None) -> datasets.Dataset:
+    """The rows of a split, whatever form it has: a data file (`TABLE_BUILDERS`, text files checked first by
+    `check_text_file` and `check_rows`) or a `save_to_disk` folder. A `DatasetDict` folder gives its split `split`
+    (the role the caller reads it for: train, validation, test), or its only split."""
+    if os.path.isdir(path):
+        try:
+            loaded = datasets.load_from_disk(path)
+        except FileNotFoundError:
+            raise ValueError(f"{path} is a folder, but not one written by save_to_disk; give a data file ({FORMS})."
+                             ) from None
+        if isinstance(loaded, datasets.DatasetDict):
+            names = list(loaded)
+            if split in loaded:
+                return loaded[split]
+            if len(names) == 1:
+                return loaded[names[0]]
+            raise ValueError(f"{path} holds the splits {', '.join(names)} and none is '{split}'; give one split's "
+                             f"folder, e.g. {os.path.join(path, names[0])}.")
+        return loaded
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"data file {path} does not exist.")
+    extension = path.rsplit(".", 1)[-1].lower() if "." in os.path.basename(path) else ""
+    if extension not in TABLE_BUILDERS:
+        raise ValueError(f"data file {path}: a {'.' + extension if extension else 'file without an extension'}; "
+                         f"DEER reads {FORMS}.")
+    if TABLE_BUILDERS[extension] in ("json", "csv"):
+        check_text_file(path)
+    elif os.path.getsize(path) == 0:
+        raise ValueError(f"data file {path} is empty.")
+    options = {"delimiter": "\t"} if extension == "tsv" else {"delimiter": ","} if extension == "csv" else {}
+    try:
+        return datasets.load_dataset(TABLE_BUILDERS[extension], data_files=path, split="train", **options)
+    except Exception as error:  # a parquet or arrow file that is not one
+        if TABLE_BUILDERS[extension] in ("json", "csv"):
+            raise
+        raise ValueError(f"data file {path} cannot be read as .{extension} ({type(error).__name__}: {error}).") from None
+
+
+def pair_columns(dataset: datasets.Dataset, path: str, source_column: str, target_column: str,
+                 source_lang: str | None = None, target_lang: str | None = None,
+                 target_required: bool = True) -> datasets.Dataset:
+    """The split with its text under `source_column` and `target_column`: flat columns as they are, or, with
+    `source_lang` / `target_lang`, the languages of a `translation` column of dicts (`{"translation": {"de": ...,
+    "en": ...}}`, the form of most translation sets on the Hub) copied out under those names."""
+    columns = dataset.column_names
+    if source_lang is not None or target_lang is not None:
+        if "translation" not in columns:
+            raise ValueError(f"{path} has columns {columns} and no 'translation' column for --source_lang / "
+                             "--target_lang; for flat columns use --source_column / --target_column.")
+        first = dataset[0]["translation"] if len(dataset) else {}
+        languages = sorted(first) if isinstance(first, dict) else []
+        wanted = [lang for lang in (source_lang, target_lang) if lang is not None]
+        missing = [lang for lang in wanted if lang not in languages]
+        if missing or not isinstance(first, dict):
+            raise ValueError(f"{path}: its 'translation' rows hold the languages {languages}, not "
+                             f"{', '.join(repr(lang) for lang in missing or wanted)}.")
+
+        def flatten(batch):
+            out = {}
+            for name, lang in ((source_column, source_lang), (target_column, target_lang)):
+                if lang is not None:
+                    out[name] = [row.get(lang) if isinstance(row, dict) else None for row in batch["translation"]]
+            return out
+
+        dataset = dataset.map(flatten, batched=True, remove_columns=columns, desc="reading translation pairs")
+        return dataset
     for column in (source_column, target_column) if target_required else (source_column,):
-        if column not in dataset.column_names:
-            raise ValueError(f"data file {path} has columns {dataset.column_names}, not '{column}'; "
-                             "set --source_column / --target_column.")
+        if column not in columns:
+            hint = "set --source_column / --target_column"
+            if "translation" in columns:
+                first = dataset[0]["translation"] if len(dataset) else None
+                languages = " ".join(sorted(first)) if isinstance(first, dict) else "SRC TGT"
+                hint = f"its rows hold a 'translation' dict: set --source_lang / --target_lang (languages: {languages})"
+            raise ValueError(f"data file {path} has columns {columns}, not '{column}'; {hint}.")
+    return dataset
+
+
+def load_split(path: str, source_column: str, target_column: str, max_samples: int | None,
+               target_required: bool = True, source_lang: str | None = None, target_lang: str | None = None,
+               split: str | None = None) -> datasets.Dataset:
+    """A split in any form `open_table` reads, its text under `source_column` / `target_column` (`pair_columns`);
+    the target may be absent when `target_required` is False (text to generate from). Every command reads its data
+    here."""
+    dataset = pair_columns(open_table(path, split), path, source_column, target_column, source_lang, target_lang,
+                           target_required)
     if len(dataset) == 0:
         raise ValueError(f"data file {path} holds no rows.")
     if max_samples is not None:
@@ -151,12 +225,21 @@ def tokenize_split(dataset, tokenizer, data_args: DataArguments) -> datasets.Dat
     return dataset.map(tokenize, batched=True, remove_columns=dataset.column_names, desc="tokenizing")
 
 
-def read_inputs(path: str, source_column: str, target_column: str) -> tuple[list[str], list[str] | None]:
-    """Sources (and targets, where the file has that column) of a JSON lines / CSV / TSV file, or the lines of a
-    plain text file: every line, blank ones too, so that output line i answers input line i. A row without text
-    fails here, before any work, naming the file and line."""
-    if path.rsplit(".", 1)[-1].lower() in ("jsonl", "json", "csv", "tsv"):
-        dataset = load_split(path, source_column, target_column, None, target_required=False)
+def read_inputs(path: str, source_column: str, target_column: str, source_lang: str | None = None,
+                target_lang: str | None = None, split: str | None = None) -> tuple[list[str], list[str] | None]:
+    """Sources (and targets, where the data has them) of a split in any form `load_split` reads, or the lines of a
+    plain text file (any other name: .txt, .de, ...): every line, blank ones too, so that output line i answers input line i.
+    A row without text fails here, before any work, naming the file and line."""
+    extension = path.rsplit(".", 1)[-1].lower() if "." in os.path.basename(path) else ""
+    if os.path.isdir(path) or extension in TABLE_BUILDERS:
+        dataset = load_split(path, source_column, target_column, None, target_required=False,
+                             source_lang=source_lang, target_lang=target_lang, split=split)
+        for column in (source_column, target_column):
+            if column in dataset.column_names:
+                missing = [i for i, text in enumerate(dataset[column]) if not isinstance(text, str)]
+                if missing:
+                    raise ValueError(f"data file {path}, row {missing[0] + 1}: column '{column}' holds "
+                                     f"{dataset[missing[0]][column]!r}, not text.")
         targets = dataset[target_column] if target_column in dataset.column_names else None
         return list(dataset[source_column]), (list(targets) if targets is not None else None)
     check_text_file(path)

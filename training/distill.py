@@ -19,7 +19,8 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 
-from training.data import read_inputs
+from training.cli import add_data_arguments
+from training.data import load_split
 from training.decoding import ar_generate_texts, load_ar
 
 
@@ -37,15 +38,13 @@ def distill(teacher, tokenizer, sources: list[str], batch_size: int, progress: b
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--teacher", required=True, help="an EncoderDecoderModel checkpoint (training.train_ar)")
-    parser.add_argument("--input", required=True, help="JSON lines with source and target")
+    parser.add_argument("--input", required=True, help="the training split with source and target (any form deer-train "
+                                                        "reads)")
     parser.add_argument("--output", required=True, help="JSON lines to write")
-    parser.add_argument("--source_column", default="source")
-    parser.add_argument("--target_column", default="target")
+    add_data_arguments(parser)
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
-    if not args.input.endswith((".jsonl", ".json")):
-        parser.error("--input must be JSON lines (.jsonl)")
     if args.batch_size < 1:
         parser.error("--batch_size must be at least 1")
     if os.path.abspath(args.input) == os.path.abspath(args.output):
@@ -53,9 +52,10 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    sources, _ = read_inputs(args.input, args.source_column, args.target_column)  # checks the file and columns
-    with open(args.input, encoding="utf-8") as handle:
-        rows = [json.loads(line) for line in handle if line.strip()]
+    # Any form deer-train reads; the rows are written back as JSON lines, the targets replaced.
+    rows = load_split(args.input, args.source_column, args.target_column, None, source_lang=args.source_lang,
+                      target_lang=args.target_lang, split="train").to_list()
+    sources = [row[args.source_column] for row in rows]
     teacher = load_ar(args.teacher)
     tokenizer = AutoTokenizer.from_pretrained(args.teacher)
     outputs = distill(teacher, tokenizer, sources, args.batch_size)

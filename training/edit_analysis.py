@@ -30,6 +30,7 @@ from transformers import AutoTokenizer
 from modeling_deer import DeerForConditionalGeneration
 from modeling_deer.edit_ops import apply_deletions, edit_oracle, inner_mask, insert_placeholders
 from modeling_deer.generation_deer import _draft, _fill, _refine
+from training.cli import add_data_arguments
 from training.data import read_inputs
 from training.metrics import normalize, score
 
@@ -103,14 +104,14 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="a DEER checkpoint directory (with its tokenizer)")
     parser.add_argument("--data_file", required=True, help="JSON lines / CSV / TSV with source and target columns")
-    parser.add_argument("--source_column", default="source")
-    parser.add_argument("--target_column", default="target")
+    add_data_arguments(parser)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--output", default=None, help="write the results as JSON")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    sources, targets = read_inputs(args.data_file, args.source_column, args.target_column)
+    sources, targets = read_inputs(args.data_file, args.source_column, args.target_column, args.source_lang,
+                                   args.target_lang, "validation")
     if targets is None:
         parser.error(f"{args.data_file} has no '{args.target_column}' column: the oracle needs the references")
 

@@ -39,24 +39,25 @@ from training.metrics import normalize, score
 
 
 def split_path(parser, split: str, data_dir: str | None) -> str:
-    if os.path.isfile(split):
+    if os.path.exists(split):  # a file, or a save_to_disk folder
         return split
     if data_dir:
         return os.path.join(data_dir, f"{split}.jsonl")
     parser.error(f"{split}: not a file, and no --data_dir to find {split}.jsonl in")
 
 
-def read_pairs(parser, path: str, source_column: str = "source", target_column: str = "target"):
-    sources, targets = read_inputs(path, source_column, target_column)
+def read_pairs(parser, args, path: str, split: str):
+    sources, targets = read_inputs(path, args.source_column, args.target_column, args.source_lang, args.target_lang,
+                                   split)
     if targets is None:
-        parser.error(f"{path} has no '{target_column}' column to score against")
+        parser.error(f"{path} has no '{args.target_column}' column to score against")
     return sources, targets
 
 
 def select(parser, args, model, tokenizer):
     """--select: choose the knobs on validation; --save keeps them (and every candidate's scores) in the model."""
     path = args.validation_file or split_path(parser, "validation", args.data_dir)
-    sources, targets = read_pairs(parser, path, args.source_column, args.target_column)
+    sources, targets = read_pairs(parser, args, path, "validation")
     candidates = {"blank_penalty": args.blank_penalties, "deletion_penalty": args.deletion_penalties,
                   "eos_penalty": args.eos_penalties, "reveal_threshold": args.reveal_thresholds}
     print(tune_knobs(model, tokenizer, sources, targets, args.select, args.select_iterations, candidates,
@@ -98,7 +99,7 @@ def main(argv=None):
         select(parser, args, model, tokenizer)
     rows = []
     for split, path in zip(splits, paths):
-        sources, targets = read_pairs(parser, path)
+        sources, targets = read_pairs(parser, args, path, split)
         references = normalize(tokenizer, targets)
         for sparsity in args.sparsity:
             model.set_sparsity(sparsity)

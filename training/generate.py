@@ -2,7 +2,7 @@
 
     python -m training.generate --model DIR --input FILE --output FILE \
         [--max_iterations 2] [--sparsity 0.5] [--eos_penalty 1] [--blank_penalty 2] [--deletion_penalty 2]
-        [--batch_size 32] [--source_column source] [--target_column target]
+        [--batch_size 32] [--source_column source] [--target_column target] [--source_lang de --target_lang en]
 
 FILE is JSON lines, CSV or TSV with a source column, or plain text (one source per line). When the input has a
 target column, the outputs are scored (BLEU, chrF, ROUGE-L; references normalised as training/metrics says) and the
@@ -32,7 +32,8 @@ def main(argv=None):
     model.set_sparsity(args.sparsity)
     apply_knob_arguments(model, args)
     iterations = model.generation_config.max_iterations if args.max_iterations is None else args.max_iterations
-    sources, targets = read_inputs(args.input, args.source_column, args.target_column)
+    sources, targets = read_inputs(args.input, args.source_column, args.target_column, args.source_lang,
+                                   args.target_lang)
 
     started = time.perf_counter()
     outputs = generate_texts(model, tokenizer, sources, iterations, args.batch_size)

@@ -87,7 +87,8 @@ def calibrate_blank(model, train_dataset, pad_token_id: int, seed: int, rows: in
 def tune_decoding(model, tokenizer, data_args: DataArguments, metric: str, output_dir: str):
     """--tune_decoding: the knobs chosen on the validation file after training and saved with the model (the
     evaluation during training decodes with them at 0)."""
-    sources, targets = read_inputs(data_args.validation_file, data_args.source_column, data_args.target_column)
+    sources, targets = read_inputs(data_args.validation_file, data_args.source_column, data_args.target_column,
+                                   data_args.source_lang, data_args.target_lang, "validation")
     if targets is None:
         logger.warning(f"--tune_decoding: {data_args.validation_file} has no targets; the knobs stay as they are")
         return

@@ -252,12 +252,15 @@ def load_datasets(data_args: DataArguments, training_args, tokenizer, transform=
     transform = transform or (lambda dataset: dataset)
     splits = []
     with training_args.main_process_first(desc="loading and tokenizing"):
-        for wanted, path, max_samples in ((training_args.do_train, data_args.train_file, data_args.max_train_samples),
-                                          (training_args.do_eval, data_args.validation_file,
-                                           data_args.max_eval_samples)):
-            splits.append(transform(tokenize_split(load_split(path, data_args.source_column, data_args.target_column,
-                                                              max_samples), tokenizer, data_args))
-                          if wanted else None)
+        for wanted, path, max_samples, role in (
+                (training_args.do_train, data_args.train_file, data_args.max_train_samples, "train"),
+                (training_args.do_eval, data_args.validation_file, data_args.max_eval_samples, "validation")):
+            if wanted:
+                split = load_split(path, data_args.source_column, data_args.target_column, max_samples,
+                                   source_lang=data_args.source_lang, target_lang=data_args.target_lang, split=role)
+                splits.append(transform(tokenize_split(split, tokenizer, data_args)))
+            else:
+                splits.append(None)
     return splits
 
 

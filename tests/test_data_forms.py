@@ -1,0 +1,97 @@
+"""A user's own data in the forms Hugging Face users hold it: every command reads it through `training.data.load_split`
+(files by extension, save_to_disk folders, flat columns or `translation` dicts), and a form it cannot read is named."""
+
+import json
+import os
+
+import datasets
+import pytest
+
+from training.data import load_split, read_inputs
+from training.train import main as train_main
+
+from conftest import FIXTURES
+from test_training_scripts import run_args
+
+
+def fixture_pairs(split: str, count: int) -> list[dict]:
+    with open(os.path.join(FIXTURES, f"bible-de-en.{split}.jsonl"), encoding="utf-8") as handle:
+        return [{"source": row["source"], "target": row["target"]} for row in map(json.loads, handle)][:count]
+
+
+@pytest.fixture(scope="module")
+def forms(tmp_path_factory):
+    """The same 16 training and 4 validation pairs as a DatasetDict folder, a parquet file, an arrow file and
+    WMT-style JSON lines."""
+    root = tmp_path_factory.mktemp("forms")
+    train, validation = datasets.Dataset.from_list(fixture_pairs("train", 16)), datasets.Dataset.from_list(
+        fixture_pairs("validation", 4))
+    datasets.DatasetDict({"train": train, "validation": validation}).save_to_disk(str(root / "dict"))
+    train.to_parquet(str(root / "train.parquet"))
+    arrow = datasets.Dataset.from_list(fixture_pairs("train", 16))
+    arrow.save_to_disk(str(root / "single"))
+    arrow_file = next(name for name in os.listdir(root / "single") if name.endswith(".arrow"))
+    os.replace(root / "single" / arrow_file, root / "train.arrow")
+    with open(root / "wmt.jsonl", "w", encoding="utf-8") as handle:
+        for pair in fixture_pairs("train", 16):
+            handle.write(json.dumps({"translation": {"de": pair["source"], "en": pair["target"]}}) + "\n")
+    return root
+
+
+def test_every_form_gives_the_same_pairs(forms):
+    expected = fixture_pairs("train", 16)
+    sources = [pair["source"] for pair in expected]
+    for path, options in ((forms / "dict", {"split": "train"}), (forms / "train.parquet", {}),
+                          (forms / "train.arrow", {}), (forms / "wmt.jsonl", {"source_lang": "de", "target_lang": "en"})):
+        dataset = load_split(str(path), "source", "target", None, **options)
+        assert dataset["source"] == sources and dataset["target"] == [pair["target"] for pair in expected], path
+    # A DatasetDict folder gives the split asked for by role; one split's folder works alone too.
+    assert load_split(str(forms / "dict"), "source", "target", None, split="validation")["source"] == [
+        pair["source"] for pair in fixture_pairs("validation", 4)]
+    assert read_inputs(str(forms / "dict" / "validation"), "source", "target")[0] == [
+        pair["source"] for pair in fixture_pairs("validation", 4)]
+    # The languages may be read under other column names, and the other way round.
+    flipped = load_split(str(forms / "wmt.jsonl"), "de", "en", 2, source_lang="en", target_lang="de")
+    assert flipped["de"] == [pair["target"] for pair in expected[:2]]
+
+
+@pytest.mark.parametrize("form, options", [
+    ("dict", []),
+    ("train.parquet", []),
+    ("wmt.jsonl", ["--source_lang", "de", "--target_lang", "en"]),
+])
+def test_training_two_steps_from_each_form(forms, tmp_path, tiny_bert_path, form, options):
+    path = str(forms / form)
+    validation = str(forms / "dict") if form == "dict" else path
+    trainer = train_main(run_args(tmp_path, tiny_bert_path, "--train_file", path, "--validation_file", validation,
+                                  "--do_train", "--do_eval", "--max_steps", "2", "--save_strategy", "no",
+                                  "--tune_decoding", "none",
+                                  *options))
+    assert trainer.state.global_step == 2
+    assert len(trainer.train_dataset) == 16 and len(trainer.eval_dataset) == (4 if form == "dict" else 16)
+
+
+def test_forms_it_cannot_read_are_named(forms, tmp_path):
+    cases = []
+    sheet = tmp_path / "pairs.xlsx"
+    sheet.write_bytes(b"PK\x03\x04 not text")
+    cases.append((sheet, {}, r"a \.xlsx; DEER reads \.jsonl, \.json, \.csv, \.tsv, \.parquet, \.arrow or a folder "
+                             "written by save_to_disk"))
+    folder = tmp_path / "plain_folder"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("hello")
+    cases.append((folder, {}, "is a folder, but not one written by save_to_disk"))
+    cases.append((forms / "dict", {"split": "test"}, "holds the splits train, validation and none is 'test'; give one "
+                                                     "split's folder"))
+    cases.append((forms / "wmt.jsonl", {}, r"its rows hold a 'translation' dict: set --source_lang / --target_lang "
+                                           r"\(languages: de en\)"))
+    cases.append((forms / "wmt.jsonl", {"source_lang": "fr", "target_lang": "en"},
+                  r"'translation' rows hold the languages \['de', 'en'\], not 'fr'"))
+    cases.append((forms / "train.parquet", {"source_lang": "de", "target_lang": "en"},
+                  "no 'translation' column for --source_lang / --target_lang"))
+    broken = tmp_path / "broken.parquet"
+    broken.write_text("source,target\nJa,Yes\n")
+    cases.append((broken, {}, "cannot be read as .parquet"))
+    for path, options, message in cases:
+        with pytest.raises(ValueError, match=message):
+            load_split(str(path), "source", "target", None, **options)
