@@ -232,6 +232,14 @@ def deer_generate(model, input_ids, attention_mask, generation_config: DeerGener
         if history is not None:
             history.append(trim_padding(sequences, pad))
 
+    # A source with no words (an empty text tokenises to bos eos) has nothing to say: its output is empty too.
+    specials = torch.tensor([config.bos_token_id, config.eos_token_id, pad, config.placeholder_token_id],
+                            device=input_ids.device)
+    wordless = ~(attention_mask & ~torch.isin(input_ids, specials)).any(1)
+    if wordless.any():
+        empty = torch.full_like(sequences[:1], pad)
+        empty[0, :2] = torch.tensor([config.bos_token_id, config.eos_token_id])
+        sequences = torch.where(wordless[:, None], empty, sequences)
     sequences = trim_padding(sequences, pad)
     if generation_config.return_dict_in_generate:
         return DeerGenerateOutput(sequences=sequences, num_iterations=num_iterations, history=history)

@@ -103,3 +103,59 @@ def test_every_script_parser_is_the_commands():
     assert set(cli.METRICS) == set(METRIC_NAMES)
     with pytest.raises(SystemExit):
         cli.run("generate", ["--model", "m"])  # --input and --output missing: argparse exits before any import
+
+
+# -- refusals: one line, before anything loads where they can be judged without torch ----------------------------------
+
+
+def refusal(capsys, script: str, *args: str) -> str:
+    """The command's refusal: exit status 2 and a single line on stderr, which is returned."""
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(script, list(args))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: "), err
+    return err.strip()
+
+
+def test_refusals_are_one_line(capsys, tmp_path):
+    data = tmp_path / "in.txt"
+    data.write_text("Ja.\n")
+    not_a_model = tmp_path / "empty_folder"
+    not_a_model.mkdir()
+    cases = [
+        (("generate", "--model", "runs/nowhere/deer", "--input", str(data), "--output", "o"),
+         "error: --model runs/nowhere/deer: no such folder, and not a Hub id (owner/name)"),
+        (("generate", "--model", "./deer", "--input", str(data), "--output", "o"),
+         "error: --model ./deer: no such folder, and not a Hub id (owner/name)"),
+        (("evaluate", "--model", str(data), "--data_dir", str(tmp_path)),
+         f"error: --model {data} is a file; give the model's folder (with config.json) or a Hub id"),
+        (("generate", "--model", str(not_a_model), "--input", str(tmp_path / "missing.txt"), "--output", "o"),
+         f"error: --input {tmp_path / 'missing.txt'}: no such file or folder"),
+        (("generate", "--model", str(not_a_model), "--input", str(data), "--output", "o", "--max_iterations", "-1"),
+         "error: iteration counts must be 0 or more (0 = the draft alone), got -1"),
+        (("evaluate", "--model", str(not_a_model), "--iterations", "0", "-2"),
+         "error: iteration counts must be 0 or more (0 = the draft alone), got -2"),
+        (("generate", "--model", str(not_a_model), "--input", str(data), "--output", "o", "--sparsity", "1.5"),
+         "error: pruning levels must be in [0, 1) (0 = the full model), got 1.5"),
+        (("benchmark", "--deer", str(not_a_model), "--sparsities", "0", "-0.5"),
+         "error: pruning levels must be in [0, 1) (0 = the full model), got -0.5"),
+        (("generate", "--model", str(not_a_model), "--input", str(data), "--output", "o", "--batch_size", "0"),
+         "error: --batch_size must be at least 1, got 0"),
+        (("train", "--model_name_or_path", "../missing", "--output_dir", str(tmp_path / "o")),
+         "error: --model_name_or_path ../missing: no such folder, and not a Hub id (owner/name)"),
+    ]
+    for args, message in cases:
+        assert refusal(capsys, *args) == message
+    # What only loading can tell (a folder without a model) is one line too, the traceback one flag away.
+    message = refusal(capsys, "generate", "--model", str(not_a_model), "--input", str(data), "--output", "o")
+    assert str(not_a_model) in message and message.endswith("(run again with --debug for the traceback)")
+    with pytest.raises(OSError):
+        cli.run("generate", ["--model", str(not_a_model), "--input", str(data), "--output", "o", "--debug"])
+
+
+def test_train_without_data_refuses_in_one_line(capsys, tmp_path, tiny_bert_path):
+    with pytest.raises(SystemExit, match="^error: nothing to do: give --train_file"):
+        cli.run("train", ["--model_name_or_path", tiny_bert_path, "--output_dir", str(tmp_path / "o"),
+                          "--report_to", "none", "--use_cpu"])
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())  # nothing left behind

@@ -64,7 +64,7 @@ def test_training_two_steps_from_each_form(forms, tmp_path, tiny_bert_path, form
     path = str(forms / form)
     validation = str(forms / "dict") if form == "dict" else path
     trainer = train_main(run_args(tmp_path, tiny_bert_path, "--train_file", path, "--validation_file", validation,
-                                  "--do_train", "--do_eval", "--max_steps", "2", "--save_strategy", "no",
+                                  "--do_eval", "--max_steps", "2", "--save_strategy", "no",  # --do_train implied
                                   "--tune_decoding", "none",
                                   *options))
     assert trainer.state.global_step == 2

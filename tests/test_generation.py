@@ -378,3 +378,13 @@ def test_bad_refinement_options_are_refused(model, options, message):
     source_ids, source_mask = random_batch(2, 8, seed=8)
     with pytest.raises(ValueError, match=message):
         model.generate(input_ids=source_ids, attention_mask=source_mask, **options)
+
+
+def test_a_source_without_words_gives_an_empty_output(model):
+    """An empty text tokenises to bos eos: its output is bos eos (an empty text), in a batch as alone."""
+    source_ids = torch.tensor([[BOS, EOS, PAD, PAD], [BOS, 7, 8, EOS]])
+    batch = model.generate(input_ids=source_ids, max_iterations=2)
+    assert batch[0].tolist()[:2] == [BOS, EOS] and (batch[0, 2:] == PAD).all()
+    assert torch.equal(batch[1][batch[1] != PAD], model.generate(input_ids=source_ids[1:], max_iterations=2)[0])
+    alone = model.generate(input_ids=source_ids[:1, :2], max_iterations=2, refinement="redraft")
+    assert alone.tolist() == [[BOS, EOS]]

@@ -420,3 +420,19 @@ def test_the_stock_seq2seq_trainer_trains_evaluates_and_predicts(tmp_path, tiny_
             assert prediction.predictions.shape[0] == 8
         else:  # the loss components and encoder states are not predictions
             assert seen[-1] is None or len(seen[-1]) == 0
+
+
+def test_generation_warns_with_a_count_when_it_truncates(tmp_path, tiny_bert_path, caplog):
+    from transformers import AutoTokenizer
+
+    from modeling_deer import DeerForConditionalGeneration
+    from training.decoding import generate_texts
+
+    model = DeerForConditionalGeneration.from_mlm(tiny_bert_path).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert_path)
+    limit = model.config.max_sequence_length
+    sources = ["Ja.", " ".join(["Wort"] * (limit + 5)), "Nein.", " ".join(["und"] * (limit - 1))]
+    with caplog.at_level("WARNING", logger="training.decoding"):
+        outputs = generate_texts(model, tokenizer, sources, 0, batch_size=2, progress=False)
+    assert len(outputs) == 4
+    assert f"2 of 4 sources are longer than the model's position table ({limit} tokens)" in caplog.text

@@ -18,6 +18,7 @@ import ast
 import dataclasses
 import importlib
 import os
+import re
 import sys
 
 from training.arguments import ARModelArguments, CardArguments, DataArguments, ModelArguments
@@ -188,18 +189,71 @@ TRAINING_FLAGS = {"train": (ModelArguments, DataArguments, CardArguments),
 # -- the commands ------------------------------------------------------------------------------------------------------
 
 
+# A refusal of a command is one line; with --debug (or DEER_DEBUG=1) it is the whole traceback.
+DEBUG_HELP = "run again with --debug for the traceback"
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
+
+
+def refuse(message: str):
+    """Exit with `error: message` as the command's only line on stderr."""
+    sys.stderr.write(f"error: {message}\n")
+    raise SystemExit(2)
+
+
+def check_model_path(flag: str, path: str | None):
+    """A model argument is a local folder or a Hub id (owner/name); anything else is refused before loading."""
+    if path is None or os.path.isdir(path):
+        return
+    if os.path.exists(path):
+        refuse(f"{flag} {path} is a file; give the model's folder (with config.json) or a Hub id")
+    if path.startswith((".", "/", "~")) or path.endswith("/") or not HUB_ID.fullmatch(path):
+        refuse(f"{flag} {path}: no such folder, and not a Hub id (owner/name)")
+
+
+def check_arguments(script: str, args: argparse.Namespace):
+    """What can be judged without torch: model paths, input files, counts and levels."""
+    for flag in ("model", "deer", "ar", "deer_random", "deer_distilled"):
+        check_model_path(f"--{flag}", getattr(args, flag, None))
+    iterations = getattr(args, "iterations", None) or []
+    if getattr(args, "max_iterations", None) is not None:
+        iterations = [*iterations, args.max_iterations]
+    if any(count < 0 for count in iterations):
+        refuse(f"iteration counts must be 0 or more (0 = the draft alone), got {min(iterations)}")
+    levels = getattr(args, "sparsity", None)
+    levels = [] if levels is None else levels if isinstance(levels, list) else [levels]
+    levels += getattr(args, "sparsities", None) or []
+    if any(not 0 <= level < 1 for level in levels):
+        refuse(f"pruning levels must be in [0, 1) (0 = the full model), got {next(l for l in levels if not 0 <= l < 1)}")
+    for name in ("batch_size", "threads"):
+        if getattr(args, name, None) is not None and getattr(args, name) < 1:
+            refuse(f"--{name} must be at least 1, got {getattr(args, name)}")
+    if script == "generate" and not os.path.exists(args.input):
+        refuse(f"--input {args.input}: no such file or folder")
+
+
 def run(script: str, argv: list[str] | None = None):
-    """Parse the arguments of `training.<script>` here (help and flag errors exit before torch loads), then import
-    the script and run its `main`."""
+    """Parse the arguments of `training.<script>` here (help and flag errors exit before torch loads), check what
+    can be checked without torch, then import the script and run its `main`. Its refusals (a bad file, a model that
+    cannot be loaded, an impossible setting) are one line; `--debug` (or DEER_DEBUG=1) shows the traceback."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv or os.environ.get("DEER_DEBUG", "0") not in ("", "0")
+    argv = [arg for arg in argv if arg != "--debug"]
     if script in TRAINING_FLAGS:
         if "-h" in argv or "--help" in argv:
             dataclass_help_parser(script, TRAINING_FLAGS[script]).print_help()
             raise SystemExit(0)
         argv = ["--help" if arg == "--help-all" else arg for arg in argv]
+        if "--model_name_or_path" in argv[:-1]:
+            check_model_path("--model_name_or_path", argv[argv.index("--model_name_or_path") + 1])
     else:
-        PARSERS[script]().parse_args(argv)
-    importlib.import_module(f"training.{script}").main(argv)
+        check_arguments(script, PARSERS[script]().parse_args(argv))
+    try:
+        importlib.import_module(f"training.{script}").main(argv)
+    except (OSError, ValueError, TypeError) as error:
+        if debug:
+            raise
+        lines = str(error).strip().splitlines()
+        refuse(f"{lines[0] if lines else type(error).__name__} ({DEBUG_HELP})")
 
 
 def prepare_data():

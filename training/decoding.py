@@ -5,6 +5,7 @@
 
 import copy
 import json
+import logging
 import os
 
 import tokenizers
@@ -15,6 +16,8 @@ from transformers import EncoderDecoderModel
 from modeling_deer import DeerForConditionalGeneration
 from training.cli import KNOBS, REFINEMENTS
 from training.metrics import normalize, score
+
+logger = logging.getLogger(__name__)
 
 
 def apply_knob_arguments(model, args):
@@ -32,6 +35,11 @@ def generate_texts(model, tokenizer, sources: list[str], max_iterations: int, ba
     outputs = ["" if not text.strip() else None for text in sources]
     order = sorted((i for i, text in enumerate(sources) if text.strip()), key=lambda i: len(sources[i]))
     limit = model.config.max_sequence_length
+    lengths = [len(ids) for ids in tokenizer([sources[i] for i in order], split_special_tokens=True)["input_ids"]]
+    too_long = sum(length > limit for length in lengths)
+    if too_long:
+        logger.warning(f"{too_long} of {len(sources)} sources are longer than the model's position table ({limit} "
+                       "tokens): they are truncated to it.")
     for start in tqdm(range(0, len(order), batch_size), desc="generating", disable=not progress):
         indices = order[start : start + batch_size]
         batch = tokenizer([sources[i] for i in indices], return_tensors="pt", padding=True, truncation=True,

@@ -237,8 +237,13 @@ def parse_arguments(dataclass_types: tuple, argv: list[str] | None):
     training_args = next(args for args in parsed if isinstance(args, Seq2SeqTrainingArguments))
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO,
                         handlers=[logging.StreamHandler(sys.stdout)])
+    if data_args.train_file and not training_args.do_train:  # a train file says what to do (--do_train implied)
+        training_args.do_train = True
     if training_args.do_train and not data_args.train_file:
         raise SystemExit("error: --do_train needs --train_file")
+    if not training_args.do_train and not training_args.do_eval:
+        raise SystemExit("error: nothing to do: give --train_file (the data to train on), or --do_eval with "
+                         "--validation_file to evaluate the model as it is")
     if training_args.do_eval and not data_args.validation_file:
         raise SystemExit("error: --do_eval needs --validation_file")
     transformers.set_seed(training_args.seed)
