@@ -95,3 +95,20 @@ def test_forms_it_cannot_read_are_named(forms, tmp_path):
     for path, options, message in cases:
         with pytest.raises(ValueError, match=message):
             load_split(str(path), "source", "target", None, **options)
+
+
+def test_training_from_a_dataset_name(tmp_path, tiny_bert_path):
+    """--dataset_name goes through datasets.load_dataset: here a local folder of split files (offline), its train
+    and validation splits by name."""
+    folder = tmp_path / "my_dataset"
+    folder.mkdir()
+    for split, count in (("train", 16), ("validation", 4)):
+        with open(folder / f"{split}.jsonl", "w", encoding="utf-8") as handle:
+            handle.writelines(json.dumps(pair) + "\n" for pair in fixture_pairs(split, count))
+    args = run_args(tmp_path / "run", tiny_bert_path)
+    del args[args.index("--train_file") : args.index("--train_file") + 2]  # the dataset instead of the file
+    trainer = train_main(args + ["--dataset_name", str(folder), "--do_eval", "--max_steps", "2", "--save_strategy",
+                                 "no", "--tune_decoding", "none"])
+    assert trainer.state.global_step == 2 and len(trainer.train_dataset) == 16 and len(trainer.eval_dataset) == 4
+    with pytest.raises(ValueError, match="--dataset_name .*nowhere.*: cannot be loaded"):
+        load_split(str(tmp_path / "nowhere"), "source", "target", None, named=True)

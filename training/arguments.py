@@ -75,6 +75,10 @@ class DataArguments:
                 "split)."})
     validation_file: str | None = field(default=None, metadata={
         "help": "As --train_file (of a DatasetDict folder: its 'validation' split)."})
+    dataset_name: str | None = field(default=None, metadata={
+        "help": "Instead of the files: a dataset for datasets.load_dataset (a local dataset folder or script "
+                "offline, a Hub id when online); its train and validation splits by name."})
+    dataset_config_name: str | None = field(default=None, metadata={"help": "The dataset's configuration."})
     source_column: str = field(default="source", metadata={"help": "The sources' column (flat rows)."})
     target_column: str = field(default="target", metadata={"help": "The targets' column (flat rows)."})
     source_lang: str | None = field(default=None, metadata={

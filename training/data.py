@@ -159,6 +159,22 @@ def open_table(path: str, split: str | None = None) -> datasets.Dataset:
         raise ValueError(f"data file {path} cannot be read as .{extension} ({type(error).__name__}: {error}).") from None
 
 
+def open_named(name: str, config_name: str | None = None, split: str | None = None) -> datasets.Dataset:
+    """`--dataset_name` / `--dataset_config_name`: a dataset through `datasets.load_dataset` (a local dataset folder
+    or script offline, a Hub id when online), its split `split` (or its only split)."""
+    try:
+        loaded = datasets.load_dataset(name, config_name)
+    except (FileNotFoundError, ConnectionError, ValueError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"--dataset_name {name}: cannot be loaded ({first}).") from None
+    names = list(loaded)
+    if split in loaded:
+        return loaded[split]
+    if len(names) == 1:
+        return loaded[names[0]]
+    raise ValueError(f"--dataset_name {name} has the splits {', '.join(names)} and none is '{split}'.")
+
+
 def pair_columns(dataset: datasets.Dataset, path: str, source_column: str, target_column: str,
                  source_lang: str | None = None, target_lang: str | None = None,
                  target_required: bool = True) -> datasets.Dataset:
@@ -200,12 +216,13 @@ def pair_columns(dataset: datasets.Dataset, path: str, source_column: str, targe
 
 def load_split(path: str, source_column: str, target_column: str, max_samples: int | None,
                target_required: bool = True, source_lang: str | None = None, target_lang: str | None = None,
-               split: str | None = None) -> datasets.Dataset:
-    """A split in any form `open_table` reads, its text under `source_column` / `target_column` (`pair_columns`);
-    the target may be absent when `target_required` is False (text to generate from). Every command reads its data
-    here."""
-    dataset = pair_columns(open_table(path, split), path, source_column, target_column, source_lang, target_lang,
-                           target_required)
+               split: str | None = None, dataset_config_name: str | None = None,
+               named: bool = False) -> datasets.Dataset:
+    """A split in any form `open_table` reads (with `named`, `path` is a `--dataset_name` for `open_named`), its
+    text under `source_column` / `target_column` (`pair_columns`); the target may be absent when `target_required`
+    is False (text to generate from). Every command reads its data here."""
+    table = open_named(path, dataset_config_name, split) if named else open_table(path, split)
+    dataset = pair_columns(table, path, source_column, target_column, source_lang, target_lang, target_required)
     if len(dataset) == 0:
         raise ValueError(f"data file {path} holds no rows.")
     if max_samples is not None:

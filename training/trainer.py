@@ -237,15 +237,15 @@ def parse_arguments(dataclass_types: tuple, argv: list[str] | None):
     training_args = next(args for args in parsed if isinstance(args, Seq2SeqTrainingArguments))
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO,
                         handlers=[logging.StreamHandler(sys.stdout)])
-    if data_args.train_file and not training_args.do_train:  # a train file says what to do (--do_train implied)
+    if (data_args.train_file or data_args.dataset_name) and not training_args.do_train:  # --do_train implied
         training_args.do_train = True
-    if training_args.do_train and not data_args.train_file:
-        raise SystemExit("error: --do_train needs --train_file")
+    if training_args.do_train and not (data_args.train_file or data_args.dataset_name):
+        raise SystemExit("error: --do_train needs --train_file or --dataset_name")
     if not training_args.do_train and not training_args.do_eval:
-        raise SystemExit("error: nothing to do: give --train_file (the data to train on), or --do_eval with "
-                         "--validation_file to evaluate the model as it is")
-    if training_args.do_eval and not data_args.validation_file:
-        raise SystemExit("error: --do_eval needs --validation_file")
+        raise SystemExit("error: nothing to do: give --train_file or --dataset_name (the data to train on), or "
+                         "--do_eval with --validation_file to evaluate the model as it is")
+    if training_args.do_eval and not (data_args.validation_file or data_args.dataset_name):
+        raise SystemExit("error: --do_eval needs --validation_file or --dataset_name")
     transformers.set_seed(training_args.seed)
     logger.info(f"world size {training_args.world_size}, process {training_args.process_index}")
     return parsed
@@ -261,8 +261,11 @@ def load_datasets(data_args: DataArguments, training_args, tokenizer, transform=
                 (training_args.do_train, data_args.train_file, data_args.max_train_samples, "train"),
                 (training_args.do_eval, data_args.validation_file, data_args.max_eval_samples, "validation")):
             if wanted:
-                split = load_split(path, data_args.source_column, data_args.target_column, max_samples,
-                                   source_lang=data_args.source_lang, target_lang=data_args.target_lang, split=role)
+                named = data_args.dataset_name is not None and path is None
+                split = load_split(data_args.dataset_name if named else path, data_args.source_column,
+                                   data_args.target_column, max_samples, source_lang=data_args.source_lang,
+                                   target_lang=data_args.target_lang, split=role,
+                                   dataset_config_name=data_args.dataset_config_name, named=named)
                 splits.append(transform(tokenize_split(split, tokenizer, data_args)))
             else:
                 splits.append(None)
