@@ -159,3 +159,34 @@ def test_train_without_data_refuses_in_one_line(capsys, tmp_path, tiny_bert_path
         cli.run("train", ["--model_name_or_path", tiny_bert_path, "--output_dir", str(tmp_path / "o"),
                           "--report_to", "none", "--use_cpu"])
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())  # nothing left behind
+
+
+def test_generation_across_two_processes_writes_the_one_process_file(tmp_path, tiny_bert_path):
+    """torchrun with two processes (gloo, CPU): each generates its share of the lines, logged, and the first writes
+    the file in input order, the same as one process writes."""
+    from transformers import AutoTokenizer
+
+    from modeling_deer import DeerForConditionalGeneration
+
+    model_dir = tmp_path / "model"
+    DeerForConditionalGeneration.from_mlm(tiny_bert_path).save_pretrained(model_dir)
+    AutoTokenizer.from_pretrained(tiny_bert_path).save_pretrained(model_dir)
+    lines = ["Im Anfang war das Wort.", "", "Und das Wort war bei Gott.", "Ja.", "Und Gott war das Wort.",
+             "Dieses war im Anfang bei Gott."]
+    (tmp_path / "in.txt").write_text("\n".join(lines) + "\n")
+    environment = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", OMP_NUM_THREADS="1",
+                       PYTHONPATH=str(REPO))
+    common = ["-m", "training.generate", "--model", str(model_dir), "--input", str(tmp_path / "in.txt"),
+              "--max_iterations", "1", "--batch_size", "2"]
+    one = subprocess.run([sys.executable, *common, "--output", str(tmp_path / "one.txt")], env=environment,
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert one.returncode == 0, one.stderr[-2000:]
+    torchrun = Path(sys.executable).parent / "torchrun"
+    two = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "--module",
+                          *common[1:], "--output", str(tmp_path / "two.txt")], env=environment, capture_output=True,
+                         text=True, timeout=300, cwd=tmp_path)
+    assert two.returncode == 0, two.stderr[-3000:]
+    logged = two.stdout + two.stderr
+    assert "process 1 of 2: lines 1-3" in logged and "process 2 of 2: lines 4-6" in logged
+    assert (tmp_path / "two.txt").read_text() == (tmp_path / "one.txt").read_text()
+    assert len((tmp_path / "one.txt").read_text().splitlines()) == 6

@@ -51,6 +51,29 @@ def generate_texts(model, tokenizer, sources: list[str], max_iterations: int, ba
     return outputs
 
 
+def generate_across_processes(generate_share, sources: list[str]) -> list[str] | None:
+    """Generation over a corpus on every process that `torchrun` or `accelerate launch` started (one process: all of
+    it): process r of n takes the r-th contiguous share of `sources`, logs it as `process R of N: lines A-B`, runs
+    `generate_share(share) -> outputs` on it, and the first process gathers the outputs in input order and returns
+    them (the others return None). Processes talk over gloo on the CPU, over NCCL with one GPU each."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return generate_share(sources)
+    import torch.distributed as distributed
+
+    started_here = not distributed.is_initialized()
+    if started_here:
+        distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    rank = distributed.get_rank()
+    start, end = rank * len(sources) // world, (rank + 1) * len(sources) // world
+    print(f"process {rank + 1} of {world}: lines {start + 1}-{end}", flush=True)
+    shares = [None] * world if rank == 0 else None
+    distributed.gather_object(generate_share(sources[start:end]), shares, dst=0)
+    if started_here:
+        distributed.destroy_process_group()
+    return [text for share in shares for text in share] if rank == 0 else None
+
+
 def select_knobs(model, tokenizer, sources: list[str], references: list[str], candidates: dict[str, list[float]],
                  iterations: int, metric: str, refinement: str = "edits", progress: bool = True) -> list[dict]:
     """Choose the knobs of one kind of round (`refinement`) on validation pairs, one after the other, and set them

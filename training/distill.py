@@ -3,6 +3,7 @@ greedy outputs, for DEER to learn from.
 
     python -m training.distill --teacher runs/bible-de-en/ar --input data/bible-de-en-32/train.jsonl \
         --output data/bible-de-en-32-distilled/train.jsonl [--batch_size 64]
+    torchrun --nproc_per_node 4 -m training.distill ...   # the sources split between 4 processes, one file written
 
 Non-autoregressive models learn much better from a teacher's outputs than from human references: one consistent
 rendering per source instead of many possible ones (Kim & Rush 2016; nearly every NAT system, DEER's evaluation
@@ -21,7 +22,7 @@ from transformers import AutoTokenizer
 
 from training.cli import add_data_arguments
 from training.data import load_split
-from training.decoding import ar_generate_texts, load_ar
+from training.decoding import ar_generate_texts, generate_across_processes, load_ar
 
 
 def distill(teacher, tokenizer, sources: list[str], batch_size: int, progress: bool = True) -> list[str]:
@@ -58,7 +59,9 @@ def main(argv=None):
     sources = [row[args.source_column] for row in rows]
     teacher = load_ar(args.teacher)
     tokenizer = AutoTokenizer.from_pretrained(args.teacher)
-    outputs = distill(teacher, tokenizer, sources, args.batch_size)
+    outputs = generate_across_processes(lambda share: distill(teacher, tokenizer, share, args.batch_size), sources)
+    if outputs is None:  # another process writes the file
+        return
     empty = sum(not text.strip() for text in outputs)
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     with open(args.output, "w", encoding="utf-8") as handle:

@@ -4,12 +4,18 @@
         [--max_iterations 2] [--sparsity 0.5] [--eos_penalty 1] [--blank_penalty 2] [--deletion_penalty 2]
         [--batch_size 32] [--source_column source] [--target_column target] [--source_lang de --target_lang en]
 
-FILE is JSON lines, CSV or TSV with a source column, or plain text (one source per line). When the input has a
+    torchrun --nproc_per_node 4 -m training.generate ...    # or accelerate launch: the lines split between them
+
+FILE is any form deer-train reads (JSON lines, CSV, TSV, parquet, arrow, a save_to_disk folder) with a source column
+(or a `translation` column with --source_lang), or plain text (one source per line). With several processes each
+takes a contiguous share of the lines (logged as `process R of N: lines A-B`) and the first writes the output, in
+input order, the same file one process writes. When the input has a
 target column, the outputs are scored (BLEU, chrF, ROUGE-L; references normalised as training/metrics says) and the
 scores printed and written next to the output as OUTPUT.scores.json. The output holds one generated text per line.
 """
 
 import json
+import os
 import time
 
 import torch
@@ -18,7 +24,7 @@ from transformers import AutoTokenizer
 from modeling_deer import DeerForConditionalGeneration
 from training.cli import generate_parser
 from training.data import read_inputs
-from training.decoding import apply_knob_arguments, generate_texts
+from training.decoding import apply_knob_arguments, generate_across_processes, generate_texts
 from training.metrics import normalize, score
 
 
@@ -27,7 +33,9 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    model = DeerForConditionalGeneration.from_pretrained(args.model).eval()
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))  # several processes (torchrun): a GPU each, where there are
+    device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    model = DeerForConditionalGeneration.from_pretrained(args.model).eval().to(device)
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     model.set_sparsity(args.sparsity)
     apply_knob_arguments(model, args)
@@ -36,8 +44,11 @@ def main(argv=None):
                                    args.target_lang)
 
     started = time.perf_counter()
-    outputs = generate_texts(model, tokenizer, sources, iterations, args.batch_size)
+    outputs = generate_across_processes(
+        lambda share: generate_texts(model, tokenizer, share, iterations, args.batch_size), sources)
     seconds = time.perf_counter() - started
+    if outputs is None:  # another process writes the file
+        return
     with open(args.output, "w", encoding="utf-8") as handle:
         handle.writelines(text + "\n" for text in outputs)
     print(f"{len(outputs)} outputs written to {args.output} in {seconds:.1f} s "
