@@ -13,6 +13,8 @@ from .pipeline_deer import custom_pipelines
 
 
 logger = logging.get_logger(__name__)
+# This file runs as the installed package, or as a saved model's remote code (trust_remote_code=True).
+IS_PACKAGE = __name__.startswith("modeling_deer.")
 
 
 class DeerConfig(PreTrainedConfig):
@@ -139,8 +141,14 @@ class DeerConfig(PreTrainedConfig):
     tie_word_embeddings: bool = True
 
     def __post_init__(self, **kwargs):
-        # The pipeline this model's saved files carry (pipeline_deer.py, saved because it is imported here).
-        kwargs.setdefault("custom_pipelines", custom_pipelines())
+        # The pipeline this model's saved files carry (pipeline_deer.py, saved because it is imported here), for
+        # `pipeline(..., trust_remote_code=True)` without the package. With the package imported its pipeline is
+        # registered, and a config that listed it would make transformers demand trust_remote_code all the same:
+        # the package's config keeps it only in what it saves (`to_dict`).
+        if IS_PACKAGE:
+            kwargs.pop("custom_pipelines", None)
+        else:
+            kwargs.setdefault("custom_pipelines", custom_pipelines())
         if self.sparsity_levels is None:
             self.sparsity_levels = []
         if self.layer_num_heads is None:
@@ -162,6 +170,9 @@ class DeerConfig(PreTrainedConfig):
                 "with DeerForConditionalGeneration.from_mlm(path) (then fine-tune it)."
             )
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "custom_pipelines": custom_pipelines()}
 
     # -- derived sizes -------------------------------------------------------------------------------------------
 

@@ -190,3 +190,9 @@ def test_generation_across_two_processes_writes_the_one_process_file(tmp_path, t
     assert "process 1 of 2: lines 1-3" in logged and "process 2 of 2: lines 4-6" in logged
     assert (tmp_path / "two.txt").read_text() == (tmp_path / "one.txt").read_text()
     assert len((tmp_path / "one.txt").read_text().splitlines()) == 6
+    # Standard input to standard output: the same texts, and nothing else on standard output.
+    piped = subprocess.run([sys.executable, *common[:4], "--input", "-", *common[6:], "--output", "-"],
+                           input="\n".join(lines) + "\n", env=environment, capture_output=True, text=True,
+                           timeout=300, cwd=tmp_path)
+    assert piped.returncode == 0, piped.stderr[-2000:]
+    assert piped.stdout == (tmp_path / "one.txt").read_text() and "6 outputs written" in piped.stderr

@@ -119,12 +119,18 @@ def test_the_pipeline_from_a_local_dir_and_from_remote_code(tmp_path, tiny_bert_
     model.save_pretrained(tmp_path / "model", tokenizer=tokenizer)  # the tokenizer travels with the model
     assert (tmp_path / "model" / "tokenizer.json").exists()
     texts = ["Im Anfang war das Wort.", "Und das Wort war bei Gott.", "Ja."]
-    # A saved model names its pipeline in config.json, so from a directory or the Hub transformers asks for
-    # trust_remote_code (the pipeline file travels with the model); a loaded model object needs nothing.
+    # With the package imported, the pipeline is registered: a directory (or a Hub id) or a loaded model opens
+    # without trust_remote_code. A saved model still names its pipeline in config.json, for remote code (below).
     translate = pipeline("deer-text2text", model=DeerForConditionalGeneration.from_pretrained(tmp_path / "model"),
                          tokenizer=tokenizer)
+    assert type(pipeline("deer-text2text", model=str(tmp_path / "model"))).__name__ == "DeerText2TextPipeline"
     assert type(pipeline("deer-text2text", model=str(tmp_path / "model"), trust_remote_code=True)).__name__ == (
         "DeerText2TextPipeline")
+    saved = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert saved["custom_pipelines"]["deer-text2text"]["impl"] == "pipeline_deer.DeerText2TextPipeline"
+    with pytest.raises(ValueError, match="empty list"):
+        translate([])
+    assert translate(["", "Ja."], max_iterations=1)[0] == {"generated_text": ""}
     outputs = translate(texts, max_iterations=1, sparsity=0.5, max_new_tokens=6, batch_size=2)
     assert [list(row) for row in outputs] == [["generated_text"]] * 3
     loaded = DeerForConditionalGeneration.from_pretrained(tmp_path / "model")

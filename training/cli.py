@@ -227,7 +227,7 @@ def check_arguments(script: str, args: argparse.Namespace):
     for name in ("batch_size", "threads"):
         if getattr(args, name, None) is not None and getattr(args, name) < 1:
             refuse(f"--{name} must be at least 1, got {getattr(args, name)}")
-    if script == "generate" and not os.path.exists(args.input):
+    if script == "generate" and args.input != "-" and not os.path.exists(args.input):
         refuse(f"--input {args.input}: no such file or folder")
 
 

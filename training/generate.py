@@ -5,6 +5,7 @@
         [--batch_size 32] [--source_column source] [--target_column target] [--source_lang de --target_lang en]
 
     torchrun --nproc_per_node 4 -m training.generate ...    # or accelerate launch: the lines split between them
+    cat sources.txt | python -m training.generate --model DIR --input - --output - > outputs.txt
 
 FILE is any form deer-train reads (JSON lines, CSV, TSV, parquet, arrow, a save_to_disk folder) with a source column
 (or a `translation` column with --source_lang), or plain text (one source per line). With several processes each
@@ -16,6 +17,7 @@ scores printed and written next to the output as OUTPUT.scores.json. The output 
 
 import json
 import os
+import sys
 import time
 
 import torch
@@ -33,6 +35,11 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
 
+    if args.input == "-":  # plain text on standard input, one source per line
+        sources, targets = sys.stdin.read().splitlines(), None
+    else:  # read (and checked) before the model loads
+        sources, targets = read_inputs(args.input, args.source_column, args.target_column, args.source_lang,
+                                       args.target_lang)
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))  # several processes (torchrun): a GPU each, where there are
     device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
     model = DeerForConditionalGeneration.from_pretrained(args.model).eval().to(device)
@@ -40,8 +47,6 @@ def main(argv=None):
     model.set_sparsity(args.sparsity)
     apply_knob_arguments(model, args)
     iterations = model.generation_config.max_iterations if args.max_iterations is None else args.max_iterations
-    sources, targets = read_inputs(args.input, args.source_column, args.target_column, args.source_lang,
-                                   args.target_lang)
 
     started = time.perf_counter()
     outputs = generate_across_processes(
@@ -49,11 +54,16 @@ def main(argv=None):
     seconds = time.perf_counter() - started
     if outputs is None:  # another process writes the file
         return
-    with open(args.output, "w", encoding="utf-8") as handle:
-        handle.writelines(text + "\n" for text in outputs)
-    print(f"{len(outputs)} outputs written to {args.output} in {seconds:.1f} s "
-          f"(max_iterations={iterations}, sparsity={args.sparsity:g}, batch {args.batch_size})")
-    if targets is not None:
+    if args.output == "-":  # standard output holds the texts only; the summary goes to standard error
+        sys.stdout.writelines(text + "\n" for text in outputs)
+        sys.stdout.flush()
+    else:
+        with open(args.output, "w", encoding="utf-8") as handle:
+            handle.writelines(text + "\n" for text in outputs)
+    print(f"{len(outputs)} outputs written to {'standard output' if args.output == '-' else args.output} in "
+          f"{seconds:.1f} s (max_iterations={iterations}, sparsity={args.sparsity:g}, batch {args.batch_size})",
+          file=sys.stderr if args.output == "-" else sys.stdout)
+    if targets is not None and args.output != "-":
         results = score(outputs, normalize(tokenizer, targets))
         results.update(max_iterations=iterations, sparsity=args.sparsity, sentences=len(outputs), seconds=seconds)
         with open(args.output + ".scores.json", "w") as handle:
