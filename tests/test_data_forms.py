@@ -112,3 +112,22 @@ def test_training_from_a_dataset_name(tmp_path, tiny_bert_path):
     assert trainer.state.global_step == 2 and len(trainer.train_dataset) == 16 and len(trainer.eval_dataset) == 4
     with pytest.raises(ValueError, match="--dataset_name .*nowhere.*: cannot be loaded"):
         load_split(str(tmp_path / "nowhere"), "source", "target", None, named=True)
+
+
+@pytest.mark.parametrize("form", ["wmt.jsonl", "dict"])
+def test_training_two_steps_from_a_stream(forms, tmp_path, tiny_bert_path, form):
+    """--streaming trains from an IterableDataset read as training goes (data larger than memory), by --max_steps."""
+    options = ["--source_lang", "de", "--target_lang", "en"] if form == "wmt.jsonl" else []
+    trainer = train_main(run_args(tmp_path, tiny_bert_path, "--train_file", str(forms / form), "--streaming", "true",
+                                  "--max_steps", "2", "--save_strategy", "no", "--tune_decoding", "none", *options))
+    assert isinstance(trainer.train_dataset, datasets.IterableDataset) and trainer.state.global_step == 2
+    row = next(iter(trainer.train_dataset))
+    assert set(row) == {"input_ids", "labels"} and row["input_ids"][0] == 101
+
+
+def test_streaming_refusals(forms, tmp_path, tiny_bert_path):
+    base = run_args(tmp_path, tiny_bert_path, "--train_file", str(forms / "dict"), "--streaming", "true")
+    with pytest.raises(SystemExit, match="--streaming needs --max_steps"):
+        train_main(base)
+    with pytest.raises(SystemExit, match="--trim_vocabulary reads every training token first: not with --streaming"):
+        train_main(base + ["--max_steps", "2", "--trim_vocabulary"])

@@ -79,6 +79,9 @@ class DataArguments:
         "help": "Instead of the files: a dataset for datasets.load_dataset (a local dataset folder or script "
                 "offline, a Hub id when online); its train and validation splits by name."})
     dataset_config_name: str | None = field(default=None, metadata={"help": "The dataset's configuration."})
+    streaming: bool = field(default=False, metadata={
+        "help": "Read the training data as training goes (an IterableDataset), for data larger than memory; needs "
+                "--max_steps, and not --trim_vocabulary (it reads every training token first)."})
     source_column: str = field(default="source", metadata={"help": "The sources' column (flat rows)."})
     target_column: str = field(default="target", metadata={"help": "The targets' column (flat rows)."})
     source_lang: str | None = field(default=None, metadata={

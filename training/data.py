@@ -121,10 +121,20 @@ TABLE_BUILDERS = {"jsonl": "json", "json": "json", "csv": "csv", "tsv": "csv", "
 FORMS = ".jsonl, .json, .csv, .tsv, .parquet, .arrow or a folder written by save_to_disk"
 
 
-def open_table(path: str, split: str | None = None) -> datasets.Dataset:
+def open_table(path: str, split: str | None = None, streaming: bool = False) -> datasets.Dataset:
     """The rows of a split, whatever form it has: a data file (`TABLE_BUILDERS`, text files checked first by
     `check_text_file` and `check_rows`) or a `save_to_disk` folder. A `DatasetDict` folder gives its split `split`
-    (the role the caller reads it for: train, validation, test), or its only split."""
+    (the role the caller reads it for: train, validation, test), or its only split. With `streaming`, an
+    `IterableDataset` read as training goes (a text file is then not read ahead to check its rows)."""
+    if streaming:
+        if os.path.isdir(path):
+            return open_table(path, split).to_iterable_dataset()
+        extension = path.rsplit(".", 1)[-1].lower() if "." in os.path.basename(path) else ""
+        if not os.path.isfile(path) or extension not in TABLE_BUILDERS:
+            open_table(path, split)  # the same refusal as without streaming
+        options = {"delimiter": "\t" if extension == "tsv" else ","} if extension in ("csv", "tsv") else {}
+        return datasets.load_dataset(TABLE_BUILDERS[extension], data_files=path, split="train", streaming=True,
+                                     **options)
     if os.path.isdir(path):
         try:
             loaded = datasets.load_from_disk(path)
@@ -159,11 +169,12 @@ def open_table(path: str, split: str | None = None) -> datasets.Dataset:
         raise ValueError(f"data file {path} cannot be read as .{extension} ({type(error).__name__}: {error}).") from None
 
 
-def open_named(name: str, config_name: str | None = None, split: str | None = None) -> datasets.Dataset:
+def open_named(name: str, config_name: str | None = None, split: str | None = None,
+               streaming: bool = False) -> datasets.Dataset:
     """`--dataset_name` / `--dataset_config_name`: a dataset through `datasets.load_dataset` (a local dataset folder
     or script offline, a Hub id when online), its split `split` (or its only split)."""
     try:
-        loaded = datasets.load_dataset(name, config_name)
+        loaded = datasets.load_dataset(name, config_name, streaming=streaming)
     except (FileNotFoundError, ConnectionError, ValueError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ValueError(f"--dataset_name {name}: cannot be loaded ({first}).") from None
@@ -181,12 +192,13 @@ def pair_columns(dataset: datasets.Dataset, path: str, source_column: str, targe
     """The split with its text under `source_column` and `target_column`: flat columns as they are, or, with
     `source_lang` / `target_lang`, the languages of a `translation` column of dicts (`{"translation": {"de": ...,
     "en": ...}}`, the form of most translation sets on the Hub) copied out under those names."""
-    columns = dataset.column_names
+    first_row = next(iter(dataset), None)  # an IterableDataset may not know its columns before it is read
+    columns = dataset.column_names or list(first_row or {})
     if source_lang is not None or target_lang is not None:
         if "translation" not in columns:
             raise ValueError(f"{path} has columns {columns} and no 'translation' column for --source_lang / "
                              "--target_lang; for flat columns use --source_column / --target_column.")
-        first = dataset[0]["translation"] if len(dataset) else {}
+        first = first_row["translation"] if first_row else {}
         languages = sorted(first) if isinstance(first, dict) else []
         wanted = [lang for lang in (source_lang, target_lang) if lang is not None]
         missing = [lang for lang in wanted if lang not in languages]
@@ -201,28 +213,43 @@ def pair_columns(dataset: datasets.Dataset, path: str, source_column: str, targe
                     out[name] = [row.get(lang) if isinstance(row, dict) else None for row in batch["translation"]]
             return out
 
-        dataset = dataset.map(flatten, batched=True, remove_columns=columns, desc="reading translation pairs")
-        return dataset
+        return map_rows(dataset, flatten, "reading translation pairs", batched=True, remove_columns=columns)
     for column in (source_column, target_column) if target_required else (source_column,):
         if column not in columns:
             hint = "set --source_column / --target_column"
             if "translation" in columns:
-                first = dataset[0]["translation"] if len(dataset) else None
+                first = first_row["translation"] if first_row else None
                 languages = " ".join(sorted(first)) if isinstance(first, dict) else "SRC TGT"
                 hint = f"its rows hold a 'translation' dict: set --source_lang / --target_lang (languages: {languages})"
             raise ValueError(f"data file {path} has columns {columns}, not '{column}'; {hint}.")
     return dataset
 
 
+def map_rows(dataset, function, description: str, **options):
+    """`dataset.map`, with a progress description where the dataset is not a stream (an `IterableDataset` maps
+    lazily, as it is read)."""
+    if isinstance(dataset, datasets.IterableDataset):
+        return dataset.map(function, **options)
+    return dataset.map(function, desc=description, **options)
+
+
 def load_split(path: str, source_column: str, target_column: str, max_samples: int | None,
                target_required: bool = True, source_lang: str | None = None, target_lang: str | None = None,
-               split: str | None = None, dataset_config_name: str | None = None,
-               named: bool = False) -> datasets.Dataset:
+               split: str | None = None, dataset_config_name: str | None = None, named: bool = False,
+               streaming: bool = False) -> datasets.Dataset:
     """A split in any form `open_table` reads (with `named`, `path` is a `--dataset_name` for `open_named`), its
     text under `source_column` / `target_column` (`pair_columns`); the target may be absent when `target_required`
-    is False (text to generate from). Every command reads its data here."""
-    table = open_named(path, dataset_config_name, split) if named else open_table(path, split)
+    is False (text to generate from). With `streaming`, an `IterableDataset` (data larger than memory). Every
+    command reads its data here."""
+    if named:
+        table = open_named(path, dataset_config_name, split, streaming)
+    else:
+        table = open_table(path, split, streaming)
     dataset = pair_columns(table, path, source_column, target_column, source_lang, target_lang, target_required)
+    if streaming:
+        if next(iter(dataset), None) is None:
+            raise ValueError(f"data file {path} holds no rows.")
+        return dataset.take(max_samples) if max_samples is not None else dataset
     if len(dataset) == 0:
         raise ValueError(f"data file {path} holds no rows.")
     if max_samples is not None:
@@ -239,7 +266,8 @@ def tokenize_split(dataset, tokenizer, data_args: DataArguments) -> datasets.Dat
         return tokenize_texts(tokenizer, batch[data_args.source_column], batch[data_args.target_column],
                               data_args.max_source_length, data_args.max_target_length)
 
-    return dataset.map(tokenize, batched=True, remove_columns=dataset.column_names, desc="tokenizing")
+    columns = dataset.column_names or list(next(iter(dataset)))
+    return map_rows(dataset, tokenize, "tokenizing", batched=True, remove_columns=columns)
 
 
 def read_inputs(path: str, source_column: str, target_column: str, source_lang: str | None = None,

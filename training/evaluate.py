@@ -29,6 +29,7 @@ import os
 import time
 
 import torch
+from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 
 from modeling_deer import DeerForConditionalGeneration
@@ -98,21 +99,25 @@ def main(argv=None):
     if args.select:
         select(parser, args, model, tokenizer)
     rows = []
+    bar = tqdm(total=len(paths) * len(args.sparsity) * len(args.iterations), desc="scoring", unit="setting",
+               disable=not paths)
     for split, path in zip(splits, paths):
         sources, targets = read_pairs(parser, args, path, split)
         references = normalize(tokenizer, targets)
         for sparsity in args.sparsity:
             model.set_sparsity(sparsity)
             for iterations in args.iterations:
+                bar.update()
                 started = time.perf_counter()
                 outputs = generate_texts(model, tokenizer, sources, iterations, args.batch_size, progress=False)
                 seconds = time.perf_counter() - started
                 rows.append({"split": split, "sparsity": sparsity, "iterations": iterations,
                              "sentences": len(sources), "seconds": seconds, **score(outputs, references),
                              "example": outputs[0]})
-                print(f"{split:>10} | sparsity {sparsity:g} | {iterations} iterations | BLEU {rows[-1]['bleu']:6.2f} "
-                      f"| chrF {rows[-1]['chrf']:6.2f} | ROUGE-L {rows[-1]['rougeL']:6.2f} | {seconds:6.1f} s for "
-                      f"{len(sources)} sentences", flush=True)
+                tqdm.write(f"{split:>10} | sparsity {sparsity:g} | {iterations} iterations | BLEU "
+                           f"{rows[-1]['bleu']:6.2f} | chrF {rows[-1]['chrf']:6.2f} | ROUGE-L {rows[-1]['rougeL']:6.2f} "
+                           f"| {seconds:6.1f} s for {len(sources)} sentences")
+    bar.close()
     if args.output:
         with open(args.output, "w") as handle:
             json.dump({"model": args.model, "threads": torch.get_num_threads(), "device": args.device,

@@ -19,8 +19,10 @@ The tokenizer is saved with the model; metrics go to `*_results.json` in the out
 generation reports BLEU, chrF and ROUGE-L against references normalised as training/metrics/__init__.py says.
 """
 
+import itertools
 import logging
 
+import datasets
 import torch
 import transformers
 from transformers import AutoConfig, AutoTokenizer, Seq2SeqTrainingArguments
@@ -76,12 +78,17 @@ def load_model(model_args: ModelArguments) -> DeerForConditionalGeneration:
 
 
 def calibrate_blank(model, train_dataset, pad_token_id: int, seed: int, rows: int = 64):
-    """`model.calibrate_blank` on `rows` training sources drawn with `seed` (the same on every process)."""
+    """`model.calibrate_blank` on `rows` training sources drawn with `seed` (the same on every process; from a
+    stream, its first rows)."""
     generator = torch.Generator().manual_seed(seed)
-    picked = torch.randperm(len(train_dataset), generator=generator)[:rows].tolist()
-    batch = DeerDataCollator(pad_token_id)([{"input_ids": train_dataset[i]["input_ids"]} for i in picked])
+    if isinstance(train_dataset, datasets.IterableDataset):  # a stream: its first rows
+        features = [{"input_ids": row["input_ids"]} for row in itertools.islice(train_dataset, rows)]
+    else:
+        picked = torch.randperm(len(train_dataset), generator=generator)[:rows].tolist()
+        features = [{"input_ids": train_dataset[i]["input_ids"]} for i in picked]
+    batch = DeerDataCollator(pad_token_id)(features)
     bias = model.calibrate_blank(batch["input_ids"], batch["attention_mask"])
-    logger.info(f"blank calibrated on {len(picked)} training sources: bias {bias:.3f}")
+    logger.info(f"blank calibrated on {len(features)} training sources: bias {bias:.3f}")
 
 
 def tune_decoding(model, tokenizer, data_args: DataArguments, metric: str, output_dir: str):
@@ -121,6 +128,8 @@ def main(argv=None):
     if model_args.trim_vocabulary:
         if train_dataset is None:
             raise SystemExit("error: --trim_vocabulary needs --do_train and --train_file (it keeps their tokens)")
+        if data_args.streaming:
+            raise SystemExit("error: --trim_vocabulary reads every training token first: not with --streaming")
         if model.config.unk_token_id is None:
             model.config.unk_token_id = tokenizer.unk_token_id
         used = set()

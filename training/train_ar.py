@@ -24,6 +24,7 @@ from transformers import (
 )
 
 from training.arguments import ARModelArguments, DataArguments
+from training.data import map_rows
 from training.decoding import special_ids
 from training.trainer import generation_metrics, load_datasets, parse_arguments, run_callbacks, train_and_evaluate
 
@@ -45,7 +46,7 @@ def load_model(model_args: ARModelArguments, tokenizer, max_target_length: int) 
 
 def drop_bos(dataset):
     """Labels [bos w1 .. wn eos] -> [w1 .. wn eos]: the model shifts them right behind decoder_start (= bos)."""
-    return dataset.map(lambda row: {"labels": row["labels"][1:]}, desc="labels")
+    return map_rows(dataset, lambda row: {"labels": row["labels"][1:]}, "labels")
 
 
 def main(argv=None):

@@ -244,6 +244,8 @@ def parse_arguments(dataclass_types: tuple, argv: list[str] | None):
     if not training_args.do_train and not training_args.do_eval:
         raise SystemExit("error: nothing to do: give --train_file or --dataset_name (the data to train on), or "
                          "--do_eval with --validation_file to evaluate the model as it is")
+    if data_args.streaming and training_args.do_train and training_args.max_steps <= 0:
+        raise SystemExit("error: --streaming needs --max_steps (a stream has no length to count epochs by)")
     if training_args.do_eval and not (data_args.validation_file or data_args.dataset_name):
         raise SystemExit("error: --do_eval needs --validation_file or --dataset_name")
     transformers.set_seed(training_args.seed)
@@ -265,7 +267,8 @@ def load_datasets(data_args: DataArguments, training_args, tokenizer, transform=
                 split = load_split(data_args.dataset_name if named else path, data_args.source_column,
                                    data_args.target_column, max_samples, source_lang=data_args.source_lang,
                                    target_lang=data_args.target_lang, split=role,
-                                   dataset_config_name=data_args.dataset_config_name, named=named)
+                                   dataset_config_name=data_args.dataset_config_name, named=named,
+                                   streaming=data_args.streaming and role == "train")
                 splits.append(transform(tokenize_split(split, tokenizer, data_args)))
             else:
                 splits.append(None)
