@@ -21,7 +21,7 @@ from transformers.utils import ModelOutput, logging
 
 from .edit_ops import (add_bos_eos, apply_deletions, ctc_collapse, fill_placeholders, inner_mask, insert_placeholders,
                        trim_padding)
-from .pruning_deer import LEVEL_LOCK
+from .pruning_deer import OWN_LEVEL
 
 
 logger = logging.get_logger(__name__)
@@ -198,17 +198,27 @@ def _cannot_honour(name: str, names: list[str] | None = None) -> ValueError:
     )
 
 
-def deer_generate(model, input_ids, attention_mask, generation_config: DeerGenerationConfig):
+def deer_generate(model, input_ids, attention_mask, generation_config: DeerGenerationConfig, gates=OWN_LEVEL):
+    """The decoding loop; `gates`: the call's pruning level (`level_gates`), carried by its encoder output into
+    every pass."""
     config = model.config
     pad = config.pad_token_id
     cap = generation_config.output_length_cap(config.max_sequence_length)
     blank_penalty = generation_config.blank_penalty
-    encoder_output, sequences, frames = _draft(model, input_ids, attention_mask, blank_penalty, cap)
+    encoder_output, sequences, frames = _draft(model, input_ids, attention_mask, blank_penalty, cap, gates)
     batch = sequences.shape[0]
+    # A source with no words (an empty text tokenises to bos eos) has nothing to say: its output is empty too.
+    specials = torch.tensor([config.bos_token_id, config.eos_token_id, pad, config.placeholder_token_id],
+                            device=input_ids.device)
+    wordless = ~(attention_mask & ~torch.isin(input_ids, specials)).any(1)
+    if wordless.any():
+        empty = torch.full_like(sequences[:1], pad)
+        empty[0, :2] = torch.tensor([config.bos_token_id, config.eos_token_id])
+        sequences = trim_padding(torch.where(wordless[:, None], empty, sequences), pad)
     num_iterations = torch.zeros(batch, dtype=torch.long, device=sequences.device)
     history = [sequences] if generation_config.output_history else None
 
-    active = torch.arange(batch, device=sequences.device)  # rows still being refined
+    active = torch.arange(batch, device=sequences.device)[~wordless]  # rows still being refined
     for _ in range(generation_config.max_iterations):
         if len(active) == 0:
             break
@@ -232,14 +242,6 @@ def deer_generate(model, input_ids, attention_mask, generation_config: DeerGener
         if history is not None:
             history.append(trim_padding(sequences, pad))
 
-    # A source with no words (an empty text tokenises to bos eos) has nothing to say: its output is empty too.
-    specials = torch.tensor([config.bos_token_id, config.eos_token_id, pad, config.placeholder_token_id],
-                            device=input_ids.device)
-    wordless = ~(attention_mask & ~torch.isin(input_ids, specials)).any(1)
-    if wordless.any():
-        empty = torch.full_like(sequences[:1], pad)
-        empty[0, :2] = torch.tensor([config.bos_token_id, config.eos_token_id])
-        sequences = torch.where(wordless[:, None], empty, sequences)
     sequences = trim_padding(sequences, pad)
     if generation_config.return_dict_in_generate:
         return DeerGenerateOutput(sequences=sequences, num_iterations=num_iterations, history=history)
@@ -296,13 +298,13 @@ def _frame_pass(model, canvas: torch.Tensor, frame_mask: torch.Tensor, hidden_st
     return DraftFrames(canvas, frame_mask, words, confidences)
 
 
-def _draft(model, input_ids, attention_mask, blank_penalty: float, cap: int | None = None):
+def _draft(model, input_ids, attention_mask, blank_penalty: float, cap: int | None = None, gates=OWN_LEVEL):
     """Encode the source and run bos + frames + eos in the same pass, choose each frame's token (`frame_words`) and
     collapse them. Returns the source's encoder output (its K/V cache, for the rounds), the draft (each row cut to
     at most `cap` tokens) and its `DraftFrames` (for re-drafting rounds)."""
     canvas = model.draft_canvas(input_ids, attention_mask)
     frame_mask = inner_mask(canvas, model.config.pad_token_id)[:, 1:-1]
-    encoder_output, hidden_states = model.encode_and_target_pass(input_ids, attention_mask, canvas)
+    encoder_output, hidden_states = model.encode_and_target_pass(input_ids, attention_mask, canvas, gates)
     frames = _frame_pass(model, canvas, frame_mask, hidden_states, blank_penalty)
     return encoder_output, frames.collapse(model, cap), frames
 
@@ -438,15 +440,9 @@ class DeerGenerationMixin:
         sparsity = kwargs.pop("sparsity", None)
         generation_config = resolve_generation_config(self.generation_config, generation_config, kwargs)
         attention_mask = self._check_source(input_ids, attention_mask)
-        with LEVEL_LOCK:
-            if sparsity is None:
-                return deer_generate(self, input_ids.long(), attention_mask, generation_config)
-            level = self._check_reachable(sparsity, "generate(sparsity=...)")
-            self._apply_level(level)  # for this call only
-            try:
-                return deer_generate(self, input_ids.long(), attention_mask, generation_config)
-            finally:
-                self._apply_level(self.sparsity_level)
+        level = self.sparsity_level if sparsity is None else self._check_reachable(sparsity, "generate(sparsity=...)")
+        # The level's gates travel with this call (no state set on the model): calls at other levels run alongside.
+        return deer_generate(self, input_ids.long(), attention_mask, generation_config, self.level_gates(level))
 
     def adjust_generation_fn(self, generation_config, from_auto_class, from_pipeline, pretrained_model_name_or_path,
                              **kwargs):

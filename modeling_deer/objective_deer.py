@@ -235,6 +235,7 @@ def _detached(encoder_output: DeerEncoderOutput) -> DeerEncoderOutput:
         last_hidden_state=encoder_output.last_hidden_state.detach(),
         key_values=tuple((key.detach(), value.detach()) for key, value in encoder_output.key_values),
         attention_mask=encoder_output.attention_mask,
+        gates=encoder_output.gates,
     )
 
 

@@ -106,7 +106,7 @@ def test_deletion_penalty_deletes_less():
 
 
 def test_output_dict_history_and_iteration_counts(model):
-    source_ids, source_mask = random_batch(4, 12, seed=5)
+    source_ids, source_mask = random_batch(4, 12, seed=5, min_length=3)  # every row with a word to translate
     output = model.generate(
         input_ids=source_ids, attention_mask=source_mask, max_iterations=4,
         return_dict_in_generate=True, output_history=True,
@@ -384,6 +384,8 @@ def test_a_source_without_words_gives_an_empty_output(model):
     """An empty text tokenises to bos eos: its output is bos eos (an empty text), in a batch as alone."""
     source_ids = torch.tensor([[BOS, EOS, PAD, PAD], [BOS, 7, 8, EOS]])
     batch = model.generate(input_ids=source_ids, max_iterations=2)
+    output = model.generate(input_ids=source_ids, max_iterations=2, return_dict_in_generate=True, output_history=True)
+    assert output.num_iterations[0] == 0 and torch.equal(output.history[-1], output.sequences)
     assert batch[0].tolist()[:2] == [BOS, EOS] and (batch[0, 2:] == PAD).all()
     assert torch.equal(batch[1][batch[1] != PAD], model.generate(input_ids=source_ids[1:], max_iterations=2)[0])
     alone = model.generate(input_ids=source_ids[:1, :2], max_iterations=2, refinement="redraft")

@@ -195,8 +195,9 @@ def test_training_with_levels_reports_the_regulariser_and_trains_the_scores():
     output.loss.backward()
     for score in model.pruning_scores():
         assert score.grad is not None and score.grad.abs().sum() > 0
-    # After the step the model is back at its evaluation level (no gates left behind).
-    assert all(layer.attention.head_gate is None for layer in model.model.layers)
+    # The step's levels travelled with it: the model's own level is untouched, and a pass without a level has no
+    # gates.
+    assert model.sparsity_level == 0.0 and model.eval().encode(source_ids, source_mask).gates is None
     # Without levels there is no regulariser.
     assert tiny_model().train()(input_ids=source_ids, labels=labels.masked_fill(labels == PAD, -100)).sparsity_loss is None
 
@@ -216,9 +217,9 @@ def test_full_every_step_trains_the_full_size_and_one_smaller_level(monkeypatch)
                 module.p = 0.0
         levels, losses = [], []
         deer_loss = model._deer_loss
-        apply_level = model._apply_level
-        monkeypatch.setattr(model, "_apply_level", lambda level, **kwargs: levels.append(level)
-                            or apply_level(level, **kwargs))
+        level_gates = model.level_gates
+        monkeypatch.setattr(model, "level_gates", lambda level, **kwargs: levels.append(level)
+                            or level_gates(level, **kwargs))
         def recorded(*args):  # each pass's output and its own loss (the step's output object gets the sum)
             output = deer_loss(*args)
             losses.append((output, output.loss.item()))
@@ -227,7 +228,7 @@ def test_full_every_step_trains_the_full_size_and_one_smaller_level(monkeypatch)
         monkeypatch.setattr(model, "_deer_loss", recorded)
         torch.manual_seed(0)
         output = model(input_ids=source_ids, attention_mask=source_mask, labels=labels)
-        return model, output, levels[:-1], losses  # the last level applied restores the evaluation level
+        return model, output, levels, losses
 
     for seed in range(4):
         torch.manual_seed(seed)
@@ -295,7 +296,7 @@ def test_per_call_sparsity_leaves_the_model_alone_and_threads_get_their_own_leve
     assert not torch.equal(expected[0.0], expected[0.5])  # the levels really differ
     assert torch.equal(model.generate(input_ids=source_ids, attention_mask=source_mask, max_iterations=2,
                                       sparsity=0.5), expected[0.5])
-    assert model.sparsity_level == 0.0 and all(layer.attention.head_gate is None for layer in model.model.layers)
+    assert model.sparsity_level == 0.0
 
     def decode(level):
         return model.generate(input_ids=source_ids, attention_mask=source_mask, max_iterations=2, sparsity=level)
@@ -313,3 +314,32 @@ def test_per_call_sparsity_leaves_the_model_alone_and_threads_get_their_own_leve
             job.result()
     with pytest.raises(ValueError, match=r"\[0, 1\)"):
         model.generate(input_ids=source_ids, sparsity=1.5)
+
+
+def test_two_generate_calls_run_inside_one_model_at_once():
+    """Nothing serialises generate: two threads, at two levels, are inside their draft passes at the same time (a
+    barrier in the pass that only both together can pass), and each gets its own level's output."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    model = scored_model(seed=3, sparsity_levels=[0.0, 0.5])
+    source_ids, source_mask = random_batch(3, 9, seed=4)
+    expected = {level: model.generate(input_ids=source_ids, attention_mask=source_mask, max_iterations=2,
+                                      sparsity=level) for level in (0.0, 0.5)}
+    barrier = threading.Barrier(2, timeout=20)
+    draft_pass = model.encode_and_target_pass
+
+    def waiting_draft_pass(*args, **kwargs):
+        barrier.wait()  # raises BrokenBarrierError if the other call cannot get in meanwhile
+        return draft_pass(*args, **kwargs)
+
+    model.encode_and_target_pass = waiting_draft_pass
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            jobs = {level: pool.submit(model.generate, input_ids=source_ids, attention_mask=source_mask,
+                                       max_iterations=2, sparsity=level) for level in (0.0, 0.5)}
+            outputs = {level: job.result() for level, job in jobs.items()}
+    finally:
+        del model.encode_and_target_pass
+    assert all(torch.equal(outputs[level], expected[level]) for level in (0.0, 0.5))
+    assert not torch.equal(outputs[0.0], outputs[0.5])
