@@ -108,8 +108,10 @@ def test_training_from_a_dataset_name(tmp_path, tiny_bert_path):
     args = run_args(tmp_path / "run", tiny_bert_path)
     del args[args.index("--train_file") : args.index("--train_file") + 2]  # the dataset instead of the file
     trainer = train_main(args + ["--dataset_name", str(folder), "--do_eval", "--max_steps", "2", "--save_strategy",
-                                 "no", "--tune_decoding", "none"])
+                                 "no", "--tune_decoding", "none", "--report_to", "tensorboard", "--logging_steps", "1"])
     assert trainer.state.global_step == 2 and len(trainer.train_dataset) == 16 and len(trainer.eval_dataset) == 4
+    # tensorboard comes with the train extras: its event files are written
+    assert any(name.startswith("events.out.tfevents") for _, _, files in os.walk(tmp_path / "run") for name in files)
     with pytest.raises(ValueError, match="--dataset_name .*nowhere.*: cannot be loaded"):
         load_split(str(tmp_path / "nowhere"), "source", "target", None, named=True)
 
