@@ -182,16 +182,25 @@ quality-dial: venv
 	( $(call deer_run,deer-redraft-seed1,$(FIXED_RECIPE) $(REDRAFT) --seed 1) && \
 	  $(call deer_run,deer-redraft-seed2,$(FIXED_RECIPE) $(REDRAFT) --seed 2) ) ; wait
 
-DIAL_SEEDS = deer-redraft deer-redraft-seed1 deer-redraft-seed2
+# dial-report (after quality-runs, quality-seeds' two seeds and quality-dial): every run's knobs and kind of round
+# chosen on validation, the edit analyses (the shipped recipe before, the two attempts after), then results/dial.json
+# (the recipe as shipped, three seeds, and the levels against the same recipe without them) and
+# results/dial-redraft-training.json (the re-drafting recipe's three seeds).
+DIAL_SEEDS = deer-all deer-all-seed1 deer-all-seed2
+REDRAFT_SEEDS = deer-redraft deer-redraft-seed1 deer-redraft-seed2
 dial-report: venv
-	for run in deer-own-drafts $(DIAL_SEEDS) deer-redraft-levels; do $(OFFLINE) $(PY) -m training.evaluate \
-		--model runs/$(TASK)/$$run --validation_file data/$(TASK)-32/validation.jsonl --select $(TUNE_METRIC) \
-		--save --threads 2 || exit 1; done
+	for run in $(DIAL_SEEDS) deer-own-drafts $(REDRAFT_SEEDS) deer-redraft-levels; do $(OFFLINE) $(PY) -m \
+		training.evaluate --model runs/$(TASK)/$$run --validation_file data/$(TASK)-32/validation.jsonl \
+		--select $(TUNE_METRIC) --save --threads 2 || exit 1; done
+	$(OFFLINE) $(PY) -m training.edit_analysis --model runs/$(TASK)/deer-all \
+		--data_file data/$(TASK)-32/validation.jsonl --output results/$(TASK)-edit-analysis.json
 	for run in deer-own-drafts deer-redraft; do $(OFFLINE) $(PY) -m training.edit_analysis --model runs/$(TASK)/$$run \
 		--data_file data/$(TASK)-32/validation.jsonl --output results/$(TASK)-edit-analysis-$$run.json || exit 1; done
 	$(OFFLINE) $(PY) -m training.dial_report --task $(TASK) --data_dir data/$(TASK)-32 \
 		--seeds $(foreach run,$(DIAL_SEEDS),runs/$(TASK)/$(run)) --levels runs/$(TASK)/deer-redraft-levels \
-		--output results/dial
+		--no_levels runs/$(TASK)/deer-redraft --output results/dial
+	$(OFFLINE) $(PY) -m training.dial_report --task $(TASK) --data_dir data/$(TASK)-32 \
+		--seeds $(foreach run,$(REDRAFT_SEEDS),runs/$(TASK)/$(run)) --output results/dial-redraft-training
 
 # quality-leave-one-out (the main pair): the fixed recipe less its blank row (source canvas + the three training
 # changes), and less its three training changes (the two draft fixes alone): how the gain over the best single fix

@@ -127,8 +127,9 @@ def tune_knobs(model, tokenizer, sources: list[str], targets: list[str], metric:
     """For each kind of round in `refinements`, `select_knobs` on validation pairs (`targets` as written: they are
     normalised here) at `iterations` rounds, then scores every round count in `counts` with those knobs (without
     `counts`, `iterations` only). The kind, its knobs and `max_iterations` kept are those of the fewest rounds that
-    score within `ROUND_TOLERANCE` of the best score of any kind and count (the better score among equal counts).
-    With `save_dir`, the generation config is saved there and every candidate's scores go to tune_generation.json
+    score within `ROUND_TOLERANCE` of the best score of any kind and count (the better score among equal counts); the
+    other kinds' own knobs are kept as chosen for them too, so that `refinement=` switches to a tuned round. With
+    `save_dir`, the generation config is saved there and every candidate's scores go to tune_generation.json
     beside it. Prints each candidate; returns a one-line summary."""
     references = normalize(tokenizer, targets)
     config = model.generation_config
@@ -153,8 +154,11 @@ def tune_knobs(model, tokenizer, sources: list[str], targets: list[str], metric:
         rows += tried
     kept = kept_round_count(count_rows, metric)
     config.refinement, config.max_iterations = kept["refinement"], kept["iterations"]
-    for name, value in chosen[kept["refinement"]].items():
-        setattr(config, name, value)
+    for refinement in chosen:  # each kind's own knobs as chosen for it (a user may switch kinds), then the kept
+        for name in REFINEMENTS[refinement]:  # kind's (the draft's blank_penalty is shared)
+            setattr(config, name, chosen[refinement][name])
+    for name in REFINEMENTS[kept["refinement"]]:
+        setattr(config, name, chosen[kept["refinement"]][name])
     knobs = {name: getattr(config, name) for name in REFINEMENTS[config.refinement]}
     summary = (f"refinement {config.refinement}, " + ", ".join(f"{name} {value:g}" for name, value in knobs.items())
                + f" (best {metric} on {len(sources)} validation pairs at {iterations} iterations), max_iterations "

@@ -13,6 +13,8 @@ from .pipeline_deer import custom_pipelines
 
 
 logger = logging.get_logger(__name__)
+# This file runs as the installed package, or as a saved model's remote code (trust_remote_code=True).
+IS_PACKAGE = __name__.startswith("modeling_deer.")
 
 
 class DeerConfig(PreTrainedConfig):
@@ -62,6 +64,10 @@ class DeerConfig(PreTrainedConfig):
             that the edit losses (their three passes) are computed on; the draft's CTC loss always uses every row.
             Below 1 the edit passes cost that much less (their losses are means, so the same in expectation, from
             fewer rows). Evaluation always uses every row.
+        redraft_ratio (`float`, defaults to 0.0): share of each training batch's rows, drawn afresh every step, whose
+            CTC pass reads the model's own draft words at the frames it is surest of (above a confidence threshold
+            drawn per row, uniform in [0.5, 1]) instead of the gold words glancing reveals: what a re-drafting round
+            (`generate(refinement="redraft")`) feeds the draft pass. 0 = glancing on every row (the paper).
 
     Vocabulary trimming (`DeerForConditionalGeneration.trim_vocabulary`):
         vocabulary_ids (`list[int]`, optional): the token ids the embeddings and LM head keep, in row order. The
@@ -72,6 +78,9 @@ class DeerConfig(PreTrainedConfig):
     Pruning (used by pruning_deer.py):
         sparsity_levels (`list[float]`, defaults to []): levels sampled during training, each in [0, 1).
         sparsity_weight (`float`, defaults to 10.0): weight of the mean(sigmoid(score)) regulariser.
+        full_every_step (`bool`, defaults to False): each training step runs the full size and then one level drawn
+            from the smaller `sparsity_levels` (two passes of the objective per step, their losses summed), instead
+            of one level drawn from all of them: the full size then trains on every step, as without levels.
         layer_num_heads, layer_intermediate_sizes (`list[int]`, optional): per-layer sizes of a physically pruned
             model; `None` means every layer has `num_attention_heads` heads and `intermediate_size` neurons.
         pruned_sparsity (`float`, defaults to 0.0): the level a pruned model was cut to.
@@ -120,9 +129,11 @@ class DeerConfig(PreTrainedConfig):
     blank_calibrated: bool = False
     draft_edit_ratio: float = 0.5
     edit_rows_ratio: float = 1.0
+    redraft_ratio: float = 0.0
 
     sparsity_levels: list[float] | None = None
     sparsity_weight: float = 10.0
+    full_every_step: bool = False
     layer_num_heads: list[int] | None = None
     layer_intermediate_sizes: list[int] | None = None
     pruned_sparsity: float = 0.0
@@ -130,8 +141,14 @@ class DeerConfig(PreTrainedConfig):
     tie_word_embeddings: bool = True
 
     def __post_init__(self, **kwargs):
-        # The pipeline this model's saved files carry (pipeline_deer.py, saved because it is imported here).
-        kwargs.setdefault("custom_pipelines", custom_pipelines())
+        # The pipeline this model's saved files carry (pipeline_deer.py, saved because it is imported here), for
+        # `pipeline(..., trust_remote_code=True)` without the package. With the package imported its pipeline is
+        # registered, and a config that listed it would make transformers demand trust_remote_code all the same:
+        # the package's config keeps it only in what it saves (`to_dict`).
+        if IS_PACKAGE:
+            kwargs.pop("custom_pipelines", None)
+        else:
+            kwargs.setdefault("custom_pipelines", custom_pipelines())
         if self.sparsity_levels is None:
             self.sparsity_levels = []
         if self.layer_num_heads is None:
@@ -153,6 +170,9 @@ class DeerConfig(PreTrainedConfig):
                 "with DeerForConditionalGeneration.from_mlm(path) (then fine-tune it)."
             )
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "custom_pipelines": custom_pipelines()}
 
     # -- derived sizes -------------------------------------------------------------------------------------------
 
@@ -220,10 +240,11 @@ class DeerConfig(PreTrainedConfig):
             require(is_number(value) and 0 <= value < 1, field, "a number in [0, 1)")
         require(is_number(self.glancing_ratio) and 0 <= self.glancing_ratio <= 1, "glancing_ratio", "a number in [0, 1]")
         require(self.draft_input in ("source", "placeholder"), "draft_input", "'source' or 'placeholder'")
-        for field in ("separate_blank_head", "blank_calibrated"):
+        for field in ("separate_blank_head", "blank_calibrated", "full_every_step"):
             require(isinstance(getattr(self, field), bool), field, "True or False")
         require(is_number(self.draft_edit_ratio) and 0 <= self.draft_edit_ratio <= 1, "draft_edit_ratio",
                 "a number in [0, 1]")
+        require(is_number(self.redraft_ratio) and 0 <= self.redraft_ratio <= 1, "redraft_ratio", "a number in [0, 1]")
         require(is_number(self.edit_rows_ratio) and 0 < self.edit_rows_ratio <= 1, "edit_rows_ratio",
                 "a number in (0, 1]")
         require(isinstance(self.sparsity_levels, (list, tuple))

@@ -21,13 +21,15 @@ from transformers.utils import ModelOutput, logging
 
 from .edit_ops import (add_bos_eos, apply_deletions, ctc_collapse, fill_placeholders, inner_mask, insert_placeholders,
                        trim_padding)
-from .pruning_deer import LEVEL_LOCK
+from .pruning_deer import OWN_LEVEL
 
 
 logger = logging.get_logger(__name__)
 
-OPTIONS = ("max_iterations", "eos_penalty", "blank_penalty", "deletion_penalty", "max_new_tokens", "max_length",
-           "stop_when_unchanged", "return_dict_in_generate", "output_history")
+OPTIONS = ("max_iterations", "refinement", "reveal_threshold", "eos_penalty", "blank_penalty", "deletion_penalty",
+           "max_new_tokens", "max_length", "stop_when_unchanged", "return_dict_in_generate", "output_history")
+# What a round after the draft does (`DeerGenerationConfig.refinement`).
+REFINEMENTS = ("edits", "redraft")
 # What transformers' own tools (Seq2SeqTrainer, pipelines) pass to generate() and DEER has no use for.
 PASSED_BY_TOOLS = ("synced_gpus", "use_cache", "bos_token_id", "eos_token_id", "pad_token_id", "labels",
                    "decoder_input_ids", "decoder_attention_mask")
@@ -39,7 +41,12 @@ class DeerGenerationConfig(GenerationConfig):
     """Decoding knobs of DEER, saved as generation_config.json.
 
     Args:
-        max_iterations (`int`, defaults to 4): edit rounds after the draft; 0 returns the collapsed CTC draft.
+        max_iterations (`int`, defaults to 4): rounds after the draft; 0 returns the collapsed CTC draft.
+        refinement (`str`, defaults to "edits"): what a round does. "edits": DEER's delete / insert placeholders /
+            fill (two or three passes). "redraft": the draft pass again, with the words of the frames the last
+            pass was surest of written into its input (one pass; a model trained with `redraft_ratio` > 0).
+        reveal_threshold (`float`, defaults to 0.9): with "redraft", the frames whose word has at least this
+            probability are revealed to the next pass.
         eos_penalty (`float`, defaults to 0.0): subtracted from the insertion head's "insert nothing" score; larger
             values give longer outputs.
         blank_penalty (`float`, defaults to 0.0): subtracted from the CTC blank's score at every draft frame; larger
@@ -63,6 +70,8 @@ class DeerGenerationConfig(GenerationConfig):
         # Like transformers' DiffusionGemmaGenerationConfig, this does not call GenerationConfig.__init__: the
         # autoregressive knobs (num_beams, top_k, max_new_tokens, ...) have no meaning here.
         self.max_iterations = plain_number(kwargs.pop("max_iterations", 4))
+        self.refinement = kwargs.pop("refinement", "edits")
+        self.reveal_threshold = plain_number(kwargs.pop("reveal_threshold", 0.9))
         self.eos_penalty = plain_number(kwargs.pop("eos_penalty", 0.0))
         self.blank_penalty = plain_number(kwargs.pop("blank_penalty", 0.0))
         self.deletion_penalty = plain_number(kwargs.pop("deletion_penalty", 0.0))
@@ -85,6 +94,11 @@ class DeerGenerationConfig(GenerationConfig):
     def validate(self, strict=False, **kwargs):
         if isinstance(self.max_iterations, bool) or not isinstance(self.max_iterations, int) or self.max_iterations < 0:
             raise ValueError(f"max_iterations must be an integer >= 0 (0 = draft only), got {self.max_iterations!r}.")
+        if self.refinement not in REFINEMENTS:
+            raise ValueError(f"refinement must be one of {REFINEMENTS}, got {self.refinement!r}.")
+        threshold = self.reveal_threshold
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
+            raise ValueError(f"reveal_threshold must be a probability in (0, 1], got {threshold!r}.")
         for name in ("eos_penalty", "blank_penalty", "deletion_penalty"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -178,27 +192,45 @@ def _cannot_honour(name: str, names: list[str] | None = None) -> ValueError:
     return ValueError(
         f"generate() got {names or name!r}, which DEER cannot honour: it writes every token at once (a CTC draft, "
         "then edit rounds), with no beams, sampling or streaming. Its own choices are max_iterations (rounds after "
-        "the draft), sparsity (set_sparsity / prune_to), eos_penalty, blank_penalty, deletion_penalty (length), "
+        "the draft), refinement and reveal_threshold (what a round does), sparsity (set_sparsity / prune_to), "
+        "eos_penalty, blank_penalty, deletion_penalty (length), "
         "max_new_tokens / max_length (caps), return_dict_in_generate and output_history."
     )
 
 
-def deer_generate(model, input_ids, attention_mask, generation_config: DeerGenerationConfig):
+def deer_generate(model, input_ids, attention_mask, generation_config: DeerGenerationConfig, gates=OWN_LEVEL):
+    """The decoding loop; `gates`: the call's pruning level (`level_gates`), carried by its encoder output into
+    every pass."""
     config = model.config
     pad = config.pad_token_id
     cap = generation_config.output_length_cap(config.max_sequence_length)
-    encoder_output, sequences = _draft(model, input_ids, attention_mask, generation_config.blank_penalty, cap)
+    blank_penalty = generation_config.blank_penalty
+    encoder_output, sequences, frames = _draft(model, input_ids, attention_mask, blank_penalty, cap, gates)
     batch = sequences.shape[0]
+    # A source with no words (an empty text tokenises to bos eos) has nothing to say: its output is empty too.
+    specials = torch.tensor([config.bos_token_id, config.eos_token_id, pad, config.placeholder_token_id],
+                            device=input_ids.device)
+    wordless = ~(attention_mask & ~torch.isin(input_ids, specials)).any(1)
+    if wordless.any():
+        empty = torch.full_like(sequences[:1], pad)
+        empty[0, :2] = torch.tensor([config.bos_token_id, config.eos_token_id])
+        sequences = trim_padding(torch.where(wordless[:, None], empty, sequences), pad)
     num_iterations = torch.zeros(batch, dtype=torch.long, device=sequences.device)
     history = [sequences] if generation_config.output_history else None
 
-    active = torch.arange(batch, device=sequences.device)  # rows still being refined
+    active = torch.arange(batch, device=sequences.device)[~wordless]  # rows still being refined
     for _ in range(generation_config.max_iterations):
         if len(active) == 0:
             break
-        current = trim_padding(sequences[active], pad)
-        edited = _refine(model, current, encoder_output.select_rows(active), generation_config.eos_penalty,
-                         generation_config.deletion_penalty, cap)
+        if generation_config.refinement == "redraft":
+            redrafted = _redraft(model, frames.select_rows(active), encoder_output.select_rows(active),
+                                 generation_config.reveal_threshold, blank_penalty)
+            frames = frames.update_rows(active, redrafted)
+            edited = redrafted.collapse(model, cap)
+        else:
+            current = trim_padding(sequences[active], pad)
+            edited = _refine(model, current, encoder_output.select_rows(active), generation_config.eos_penalty,
+                             generation_config.deletion_penalty, cap)
         width = max(sequences.shape[1], edited.shape[1])
         sequences = _pad_to(sequences, width, pad)
         edited = _pad_to(edited, width, pad)
@@ -223,22 +255,71 @@ def deer_generate(model, input_ids, attention_mask, generation_config: DeerGener
 SCORES_PER_CHUNK = 2**24
 
 
-def _draft(model, input_ids, attention_mask, blank_penalty: float, cap: int | None = None):
-    """Encode the source and run bos + frames + eos in the same pass, choose each frame's token (`frame_words`, a
-    chunk of frames at a time) and `collapse_frames`. Returns the source's encoder output (its K/V cache, for the
-    edit rounds) and the draft, each row cut to at most `cap` tokens (its first words, then eos)."""
-    draft = model.draft_canvas(input_ids, attention_mask)
-    frame_mask = inner_mask(draft, model.config.pad_token_id)[:, 1:-1]
-    encoder_output, hidden_states = model.encode_and_target_pass(input_ids, attention_mask, draft)
+@dataclass
+class DraftFrames:
+    """A draft before its CTC collapse: the pass's input `canvas` (batch, draft length: bos, frames, eos, padding),
+    which of its frames are real (`frame_mask`, (batch, frames)), and each frame's token and that token's
+    probability (`words`, `confidences`, (batch, frames); padding frames hold the canvas and 0)."""
+
+    canvas: torch.Tensor
+    frame_mask: torch.Tensor
+    words: torch.Tensor
+    confidences: torch.Tensor
+
+    def select_rows(self, rows: torch.Tensor) -> "DraftFrames":
+        return DraftFrames(self.canvas[rows], self.frame_mask[rows], self.words[rows], self.confidences[rows])
+
+    def update_rows(self, rows: torch.Tensor, new: "DraftFrames") -> "DraftFrames":
+        return DraftFrames(self.canvas, self.frame_mask, self.words.index_copy(0, rows, new.words),
+                           self.confidences.index_copy(0, rows, new.confidences))
+
+    def collapse(self, model, cap: int | None = None) -> torch.Tensor:
+        """The `bos ... eos` rows these frames spell (`collapse_frames`), each cut to at most `cap` tokens (its
+        first words, then eos)."""
+        config = model.config
+        sequences = collapse_frames(model, self.words[self.frame_mask], self.canvas, self.frame_mask)
+        if cap is not None and sequences.shape[1] > cap:
+            too_long = (sequences != config.pad_token_id).sum(1) > cap
+            sequences = sequences[:, :cap].clone()
+            sequences[too_long, cap - 1] = config.eos_token_id
+        return sequences
+
+
+def _frame_pass(model, canvas: torch.Tensor, frame_mask: torch.Tensor, hidden_states: torch.Tensor,
+                blank_penalty: float) -> DraftFrames:
+    """Each real frame's token and confidence (`frame_words_and_confidences`) from a draft pass's hidden states
+    (batch, draft length, hidden), a chunk of frames at a time."""
     frames = hidden_states[:, 1:-1][frame_mask]  # only real frames go through the LM head
     chunk = max(1, SCORES_PER_CHUNK // model.config.embedding_rows)
-    words = torch.cat([frame_words(model, model.draft_logits(part), blank_penalty) for part in frames.split(chunk)])
-    sequences = collapse_frames(model, words, draft, frame_mask)
-    if cap is not None and sequences.shape[1] > cap:
-        too_long = (sequences != model.config.pad_token_id).sum(1) > cap
-        sequences = sequences[:, :cap].clone()
-        sequences[too_long, cap - 1] = model.config.eos_token_id
-    return encoder_output, sequences
+    chosen = [frame_words_and_confidences(model, model.draft_logits(part), blank_penalty) for part in frames.split(chunk)]
+    words = canvas[:, 1:-1].masked_scatter(frame_mask, torch.cat([part[0] for part in chosen]))
+    confidences = torch.zeros(frame_mask.shape, device=canvas.device).masked_scatter(
+        frame_mask, torch.cat([part[1] for part in chosen]))
+    return DraftFrames(canvas, frame_mask, words, confidences)
+
+
+def _draft(model, input_ids, attention_mask, blank_penalty: float, cap: int | None = None, gates=OWN_LEVEL):
+    """Encode the source and run bos + frames + eos in the same pass, choose each frame's token (`frame_words`) and
+    collapse them. Returns the source's encoder output (its K/V cache, for the rounds), the draft (each row cut to
+    at most `cap` tokens) and its `DraftFrames` (for re-drafting rounds)."""
+    canvas = model.draft_canvas(input_ids, attention_mask)
+    frame_mask = inner_mask(canvas, model.config.pad_token_id)[:, 1:-1]
+    encoder_output, hidden_states = model.encode_and_target_pass(input_ids, attention_mask, canvas, gates)
+    frames = _frame_pass(model, canvas, frame_mask, hidden_states, blank_penalty)
+    return encoder_output, frames.collapse(model, cap), frames
+
+
+def _redraft(model, frames: DraftFrames, encoder_output, reveal_threshold: float, blank_penalty: float) -> DraftFrames:
+    """One re-drafting round: the draft pass again, on the canvas with the words of the frames whose confidence is
+    at least `reveal_threshold` written in (the blank is never revealed), every frame chosen afresh. The model
+    learns to use them from training rows that read its own confident words (`DeerConfig.redraft_ratio`). One pass
+    per round."""
+    reveal = frames.frame_mask & (frames.words != model.config.placeholder_token_id) & (
+        frames.confidences >= reveal_threshold)
+    canvas = frames.canvas.clone()
+    canvas[:, 1:-1] = torch.where(reveal, frames.words, frames.canvas[:, 1:-1])
+    hidden_states = model.target_pass(canvas, encoder_output)
+    return _frame_pass(model, frames.canvas, frames.frame_mask, hidden_states, blank_penalty)
 
 
 def best_tokens(model, scores: torch.Tensor, never: list[int]) -> torch.Tensor:
@@ -252,9 +333,20 @@ def frame_words(model, frame_scores: torch.Tensor, blank_penalty: float = 0.0) -
     """Each draft frame's token from its scores (frames, rows): the argmax, the blank's score lowered by
     `blank_penalty`; the blank (placeholder) is a legal frame output, bos, eos and pad are not. Changes
     `frame_scores` in place."""
+    return frame_words_and_confidences(model, frame_scores, blank_penalty)[0]
+
+
+def frame_words_and_confidences(model, frame_scores: torch.Tensor, blank_penalty: float = 0.0
+                                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """`frame_words`, and each chosen token's probability under the frame's softmax (the blank's score lowered by
+    `blank_penalty`): how sure the draft is of it. Re-drafting rounds reveal the frames above a threshold."""
     config = model.config
     frame_scores[:, model.token_rows(config.placeholder_token_id)] -= blank_penalty
-    return best_tokens(model, frame_scores, [config.bos_token_id, config.eos_token_id, config.pad_token_id])
+    log_normaliser = frame_scores.float().logsumexp(-1)
+    frame_scores[:, model.token_rows([config.bos_token_id, config.eos_token_id, config.pad_token_id])] = float("-inf")
+    best = frame_scores.argmax(-1)
+    confidences = (frame_scores.gather(-1, best[:, None]).squeeze(-1).float() - log_normaliser).exp()
+    return model.row_tokens(best), confidences
 
 
 def collapse_frames(model, words: torch.Tensor, draft: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
@@ -348,15 +440,9 @@ class DeerGenerationMixin:
         sparsity = kwargs.pop("sparsity", None)
         generation_config = resolve_generation_config(self.generation_config, generation_config, kwargs)
         attention_mask = self._check_source(input_ids, attention_mask)
-        with LEVEL_LOCK:
-            if sparsity is None:
-                return deer_generate(self, input_ids.long(), attention_mask, generation_config)
-            level = self._check_reachable(sparsity, "generate(sparsity=...)")
-            self._apply_level(level)  # for this call only
-            try:
-                return deer_generate(self, input_ids.long(), attention_mask, generation_config)
-            finally:
-                self._apply_level(self.sparsity_level)
+        level = self.sparsity_level if sparsity is None else self._check_reachable(sparsity, "generate(sparsity=...)")
+        # The level's gates travel with this call (no state set on the model): calls at other levels run alongside.
+        return deer_generate(self, input_ids.long(), attention_mask, generation_config, self.level_gates(level))
 
     def adjust_generation_fn(self, generation_config, from_auto_class, from_pipeline, pretrained_model_name_or_path,
                              **kwargs):

@@ -29,7 +29,7 @@ from .generation_deer import DeerGenerationConfig, DeerGenerationMixin
 from .hub_deer import DeerHubMixin
 from .objective_deer import DeerObjectiveMixin
 from .outputs_deer import DeerEncoderOutput, DeerSeq2SeqLMOutput
-from .pruning_deer import DeerPruningMixin, linear, prune_linear
+from .pruning_deer import OWN_LEVEL, DeerPruningMixin, linear, prune_linear
 from .vocabulary_deer import DeerVocabularyMixin, vocabulary_maps
 
 
@@ -87,8 +87,8 @@ class DeerEmbeddings(nn.Module):
 class DeerAttention(nn.Module):
     """Multi-head self-attention whose queries may also attend to cached keys/values of the source.
 
-    `head_scores` rank the heads for pruning; `head_gate` (set through `DeerLayer.set_gates`, None = every head on)
-    multiplies each head's output by 0 or 1. A layer may have no head left: its attention then adds only the output bias.
+    `head_scores` rank the heads for pruning; a call's `head_gate` (None = every head on) multiplies each head's
+    output by 0 or 1. A layer may have no head left: its attention then adds only the output bias.
     """
 
     def __init__(self, config: DeerConfig, num_heads: int):
@@ -104,7 +104,6 @@ class DeerAttention(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.attention_dropout = config.attention_probs_dropout_prob
         self.head_scores = nn.Parameter(torch.zeros(num_heads))
-        self.head_gate: torch.Tensor | None = None
 
     def _split_heads(self, states: torch.Tensor) -> torch.Tensor:
         batch, length, _ = states.shape
@@ -115,6 +114,7 @@ class DeerAttention(nn.Module):
         hidden_states: torch.Tensor,
         key_mask: torch.Tensor,
         source_key_value: tuple[torch.Tensor, torch.Tensor] | None = None,
+        head_gate: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """
         Args:
@@ -122,6 +122,7 @@ class DeerAttention(nn.Module):
             key_mask: bool, True where a key may be attended: (batch, keys) or (batch, length, keys), with
                 keys = source_length + length when `source_key_value` is given, else length.
             source_key_value: cached (key, value) of the source, each (batch, heads, source_length, head_dim).
+            head_gate: (heads,) 0 or 1 per head (this call's pruning level), or None.
         Returns:
             the new hidden states and this pass's own (key, value).
         """
@@ -138,8 +139,8 @@ class DeerAttention(nn.Module):
             context = F.scaled_dot_product_attention(
                 query, key, value, attn_mask=mask, dropout_p=self.attention_dropout if self.training else 0.0
             )
-        if self.head_gate is not None:
-            context = context * self.head_gate[None, :, None, None]
+        if head_gate is not None:
+            context = context * head_gate[None, :, None, None]
         context = context.transpose(1, 2).reshape(hidden_states.shape[0], hidden_states.shape[1], -1)
         hidden_states = self.LayerNorm(hidden_states + self.dropout(self.output(context)))
         return hidden_states, own_key_value
@@ -156,8 +157,7 @@ class DeerAttention(nn.Module):
 
 
 class DeerFeedForward(nn.Module):
-    """The FFN. `neuron_scores` rank its neurons for pruning; `neuron_gate` (set through `DeerLayer.set_gates`,
-    None = all on) switches them."""
+    """The FFN. `neuron_scores` rank its neurons for pruning; a call's `neuron_gate` (None = all on) switches them."""
 
     def __init__(self, config: DeerConfig, intermediate_size: int):
         super().__init__()
@@ -167,12 +167,11 @@ class DeerFeedForward(nn.Module):
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.neuron_scores = nn.Parameter(torch.zeros(intermediate_size))
-        self.neuron_gate: torch.Tensor | None = None
 
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+    def forward(self, hidden_states: torch.Tensor, neuron_gate: torch.Tensor | None = None) -> torch.Tensor:
         activations = self.activation(self.up(hidden_states))
-        if self.neuron_gate is not None:
-            activations = activations * self.neuron_gate
+        if neuron_gate is not None:
+            activations = activations * neuron_gate
         return self.LayerNorm(hidden_states + self.dropout(self.down(activations)))
 
     def prune_neurons(self, keep: torch.Tensor):
@@ -188,15 +187,12 @@ class DeerLayer(nn.Module):
         self.attention = DeerAttention(config, config.layer_num_heads[layer_index])
         self.feed_forward = DeerFeedForward(config, config.layer_intermediate_sizes[layer_index])
 
-    def forward(self, hidden_states, key_mask, source_key_value=None):
-        hidden_states, own_key_value = self.attention(hidden_states, key_mask, source_key_value)
-        return self.feed_forward(hidden_states), own_key_value
-
-    def set_gates(self, head_gate: torch.Tensor | None, neuron_gate: torch.Tensor | None):
-        """Multiply each head's and each FFN neuron's output by its gate (0 or 1; None: all on). The model's pruning
-        level sets them (`DeerPruningMixin`), for every layer at once."""
-        self.attention.head_gate = head_gate
-        self.feed_forward.neuron_gate = neuron_gate
+    def forward(self, hidden_states, key_mask, source_key_value=None, gates=None):
+        """`gates`: this call's (head gate, neuron gate) for the layer (its pruning level, `DeerPruningMixin
+        .level_gates`), or None for every unit on. They travel with the call: no state is set on the modules."""
+        head_gate, neuron_gate = gates if gates is not None else (None, None)
+        hidden_states, own_key_value = self.attention(hidden_states, key_mask, source_key_value, head_gate)
+        return self.feed_forward(hidden_states, neuron_gate), own_key_value
 
 
 # Up to this many positions, the LM head multiplies its rows by the features rather than the features by its rows
@@ -280,18 +276,20 @@ class DeerModel(DeerPreTrainedModel):
     def set_input_embeddings(self, embeddings):
         self.embeddings.word_embeddings = embeddings
 
-    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> DeerEncoderOutput:
-        """Source pass: the source attends to itself only. Keeps every layer's source keys/values."""
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+               gates: tuple | None = None) -> DeerEncoderOutput:
+        """Source pass: the source attends to itself only. Keeps every layer's source keys/values, and the call's
+        pruning `gates` (per layer, or None) for the target passes."""
         if attention_mask is None:
             attention_mask = input_ids != self.config.pad_token_id
         attention_mask = attention_mask.bool()
         hidden_states = self.embeddings(input_ids, attention_mask, SOURCE_TOKEN_TYPE)
         key_values = []
-        for layer in self.layers:
-            hidden_states, key_value = layer(hidden_states, attention_mask)
+        for layer, layer_gates in zip(self.layers, gates or [None] * len(self.layers)):
+            hidden_states, key_value = layer(hidden_states, attention_mask, gates=layer_gates)
             key_values.append(key_value)
         return DeerEncoderOutput(
-            last_hidden_state=hidden_states, key_values=tuple(key_values), attention_mask=attention_mask
+            last_hidden_state=hidden_states, key_values=tuple(key_values), attention_mask=attention_mask, gates=gates
         )
 
     def target_pass(self, target_ids: torch.Tensor, encoder_output: DeerEncoderOutput) -> torch.Tensor:
@@ -299,12 +297,14 @@ class DeerModel(DeerPreTrainedModel):
         target_mask = target_ids != self.config.pad_token_id
         key_mask = torch.cat([encoder_output.attention_mask, target_mask], dim=1)
         hidden_states = self.embeddings(target_ids, target_mask, TARGET_TOKEN_TYPE)
-        for layer, source_key_value in zip(self.layers, encoder_output.key_values):
-            hidden_states, _ = layer(hidden_states, key_mask, source_key_value)
+        gates = encoder_output.gates or [None] * len(self.layers)
+        for layer, source_key_value, layer_gates in zip(self.layers, encoder_output.key_values, gates):
+            hidden_states, _ = layer(hidden_states, key_mask, source_key_value, layer_gates)
         return hidden_states
 
     def encode_and_target_pass(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                               target_ids: torch.Tensor) -> tuple[DeerEncoderOutput, torch.Tensor]:
+                               target_ids: torch.Tensor, gates: tuple | None = None
+                               ) -> tuple[DeerEncoderOutput, torch.Tensor]:
         """`encode` and then `target_pass` in one pass over [source ; target], with the same results: source queries
         attend to source keys only, target queries to both. Fewer, larger matrix products than two passes (on a CPU
         at batch 1 the split costs a BERT-base draft ~15 %); decoding uses it for the draft, whose target is known
@@ -318,12 +318,12 @@ class DeerModel(DeerPreTrainedModel):
         sees = is_target[:, None] | ~is_target[None, :]  # (queries, keys): a source query never sees the target
         key_mask = torch.cat([attention_mask, target_mask], dim=1)[:, None, :] & sees[None]
         key_values = []
-        for layer in self.layers:
-            hidden_states, (key, value) = layer(hidden_states, key_mask)
+        for layer, layer_gates in zip(self.layers, gates or [None] * len(self.layers)):
+            hidden_states, (key, value) = layer(hidden_states, key_mask, gates=layer_gates)
             # Copies, so that the target's keys and values are not kept alive by the cache.
             key_values.append((key[:, :, :source_length].contiguous(), value[:, :, :source_length].contiguous()))
         encoder_output = DeerEncoderOutput(last_hidden_state=hidden_states[:, :source_length],
-                                           key_values=tuple(key_values), attention_mask=attention_mask)
+                                           key_values=tuple(key_values), attention_mask=attention_mask, gates=gates)
         return encoder_output, hidden_states[:, source_length:]
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs):
@@ -397,18 +397,25 @@ class DeerForConditionalGeneration(DeerObjectiveMixin, DeerGenerationMixin, Deer
     # Three passes over the backbone, the draft's canvas, and one scoring method per head; ids in and out are the
     # tokenizer's, except that the LM head scores embedding rows (`token_rows` / `row_tokens` map between them).
 
-    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> DeerEncoderOutput:
-        """The source pass; its output caches every layer's source keys/values for the target passes."""
-        return self._backbone("encode")(input_ids, attention_mask)
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+               gates=OWN_LEVEL) -> DeerEncoderOutput:
+        """The source pass; its output caches every layer's source keys/values for the target passes, and the
+        pruning `gates` they compute at (`level_gates`; default: the model's own level, `set_sparsity`)."""
+        return self._backbone("encode")(input_ids, attention_mask, self._call_gates(gates))
 
     def target_pass(self, target_ids: torch.Tensor, encoder_output: DeerEncoderOutput) -> torch.Tensor:
         """A target sequence against the cached source: (batch, target_length, hidden)."""
         return self._backbone("target_pass")(target_ids, encoder_output)
 
-    def encode_and_target_pass(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                               target_ids: torch.Tensor) -> tuple[DeerEncoderOutput, torch.Tensor]:
-        """`encode` then `target_pass`, in one pass (the draft, whose target is known before the source is encoded)."""
-        return self._backbone("encode_and_target_pass")(input_ids, attention_mask, target_ids)
+    def encode_and_target_pass(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, target_ids: torch.Tensor,
+                               gates=OWN_LEVEL) -> tuple[DeerEncoderOutput, torch.Tensor]:
+        """`encode` then `target_pass`, in one pass (the draft, whose target is known before the source is encoded);
+        `gates` as for `encode`."""
+        return self._backbone("encode_and_target_pass")(input_ids, attention_mask, target_ids,
+                                                        self._call_gates(gates))
+
+    def _call_gates(self, gates):
+        return self.level_gates(self.sparsity_level) if gates is OWN_LEVEL else gates
 
     def word_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """LM-head scores (..., embedding rows) of the words that fill placeholders."""
@@ -525,21 +532,19 @@ class DeerForConditionalGeneration(DeerObjectiveMixin, DeerGenerationMixin, Deer
         attention_mask = self._check_source(input_ids, attention_mask)
         input_ids = input_ids.long()  # int32 ids (some tokenizers' choice) work too
         targets = self._check_labels(labels, input_ids.shape[0]) if labels is not None else None
-        # Training with sparsity levels: this step runs at a sampled level, with straight-through gates.
-        sample_level = self.training and bool(self.config.sparsity_levels)
-        if sample_level:
-            levels = self.config.sparsity_levels
-            level = max(levels[int(torch.randint(len(levels), ()))], self.config.pruned_sparsity)
-            self._apply_level(level, straight_through=True)
-        try:
-            encoder_output = self.encode(input_ids, attention_mask)
+        # Training with sparsity levels: this step runs at the levels `training_levels` draws (with straight-through
+        # gates); otherwise the model's own level.
+        training_gates = [self.level_gates(level, straight_through=True) for level in self.training_levels()]
+        outputs = []
+        for gates in training_gates or [None]:
+            encoder_output = self.encode(input_ids, attention_mask, gates)
             if targets is None:
                 return DeerSeq2SeqLMOutput(encoder_last_hidden_state=encoder_output.last_hidden_state)
-            sparsity_loss = self.sparsity_regularizer() if sample_level else None
-            return self._deer_loss(input_ids, attention_mask, encoder_output, targets, sparsity_loss)
-        finally:
-            if sample_level:
-                self._apply_level(self.sparsity_level)
+            sparsity_loss = self.sparsity_regularizer() if training_gates and not outputs else None
+            outputs.append(self._deer_loss(input_ids, attention_mask, encoder_output, targets, sparsity_loss))
+        if len(outputs) > 1:  # the components logged are the full size's; the loss trains both
+            outputs[0].loss = sum(output.loss for output in outputs)
+        return outputs[0]
 
 
 __all__ = ["DeerForConditionalGeneration", "DeerModel", "DeerPreTrainedModel"]

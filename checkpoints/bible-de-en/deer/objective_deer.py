@@ -20,7 +20,7 @@ from .edit_ops import (
     random_deletion,
     trim_padding,
 )
-from .generation_deer import collapse_frames, frame_words
+from .generation_deer import collapse_frames, frame_words_and_confidences
 from .outputs_deer import DeerEncoderOutput, DeerSeq2SeqLMOutput
 
 
@@ -30,6 +30,9 @@ from .outputs_deer import DeerEncoderOutput, DeerSeq2SeqLMOutput
 # backward pass, so that memory stops growing with vocabulary x positions (a 250k vocabulary at batch 64 would
 # otherwise hold gigabytes of scores).
 TRAINING_SCORES_PER_CHUNK = 2**24
+# The confidence thresholds a re-drafting row of a training batch draws from (uniformly): its frames above the
+# threshold are revealed. Decoding's `reveal_threshold` is chosen in this range.
+REDRAFT_THRESHOLDS = (0.5, 1.0)
 
 
 class DeerObjectiveMixin:
@@ -121,13 +124,16 @@ class DeerObjectiveMixin:
         columns, column_targets = ctc_columns(gold_rows, blank_row)
         with torch.no_grad():
             hidden_states = self.target_pass(draft, _detached(encoder_output))[:, 1:-1]
-            frame_scores, best_rows, frame_tokens = frame_choices(self, hidden_states, columns)
+            frame_scores, best_rows, frame_tokens, confidences = frame_choices(self, hidden_states, columns)
             alignment, path_score = ctc_best_alignment(frame_scores, frame_lengths, column_targets, inner_lengths, 0)
             fits = torch.isfinite(path_score)
             glanced_frames, _ = glancing_mix(
                 draft[:, 1:-1], self.row_tokens(best_rows), self.row_tokens(columns.gather(1, alignment)),
                 frame_mask & fits[:, None], config.glancing_ratio if self.training else 0.0, placeholder,
             )
+            if self.training and config.redraft_ratio > 0:
+                glanced_frames = self._redraft_input(draft[:, 1:-1], glanced_frames, frame_tokens, confidences,
+                                                     frame_mask)
         glanced = torch.cat([draft[:, :1], glanced_frames, draft[:, -1:]], dim=1)
         hidden_states = self.target_pass(glanced, encoder_output)[:, 1:-1]
         glanced_scores, mean_log_probs = ctc_frame_scores(self, hidden_states, columns)
@@ -158,6 +164,20 @@ class DeerObjectiveMixin:
             num_unfit_targets=(~fits).sum(),
             encoder_last_hidden_state=encoder_output.last_hidden_state,
         )
+
+    def _redraft_input(self, canvas_frames: torch.Tensor, glanced_frames: torch.Tensor, frame_tokens: torch.Tensor,
+                       confidences: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
+        """The CTC pass's input for a `redraft_ratio` share of the rows, drawn afresh every step: instead of the gold
+        tokens glancing reveals, the canvas with the model's own draft words written into the frames it is surer of
+        than a threshold drawn per row, uniform in [`REDRAFT_THRESHOLDS`]; the CTC loss then teaches the pass to
+        redraft around them, as a re-drafting round (`refinement="redraft"`) asks of it. All frames (batch, frames)."""
+        batch = canvas_frames.shape[0]
+        rows = torch.rand(batch, device=canvas_frames.device) < self.config.redraft_ratio
+        low, high = REDRAFT_THRESHOLDS
+        thresholds = low + (high - low) * torch.rand(batch, device=canvas_frames.device)
+        reveal = frame_mask & (frame_tokens != self.config.placeholder_token_id) & (confidences >= thresholds[:, None])
+        own = torch.where(reveal, frame_tokens, canvas_frames)
+        return torch.where(rows[:, None], own, glanced_frames)
 
     def _edit_losses(self, encoder_output: DeerEncoderOutput, targets: torch.Tensor,
                      own_draft: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -215,6 +235,7 @@ def _detached(encoder_output: DeerEncoderOutput) -> DeerEncoderOutput:
         last_hidden_state=encoder_output.last_hidden_state.detach(),
         key_values=tuple((key.detach(), value.detach()) for key, value in encoder_output.key_values),
         attention_mask=encoder_output.attention_mask,
+        gates=encoder_output.gates,
     )
 
 
@@ -269,18 +290,20 @@ def ctc_frame_scores(model, hidden_states: torch.Tensor, columns: torch.Tensor) 
 def frame_choices(model, hidden_states: torch.Tensor, columns: torch.Tensor) -> tuple:
     """What the glancing pass needs from draft frames' hidden states (batch, frames, hidden): each frame's scores of its
     row's `columns` (batch, frames, K), not normalised (every CTC path takes one score from each frame, so the
-    normaliser shifts all paths alike and the best alignment is the same), its argmax row and its `frame_words` token
-    (what decoding would write there), both (batch, frames). The LM head runs on `TRAINING_SCORES_PER_CHUNK // rows`
-    frames at a time."""
+    normaliser shifts all paths alike and the best alignment is the same), its argmax row, its `frame_words` token
+    (what decoding would write there) and that token's probability, all three (batch, frames). The LM head runs on
+    `TRAINING_SCORES_PER_CHUNK // rows` frames at a time."""
     batch, frames = hidden_states.shape[:2]
-    picked, best_rows, words = [], [], []
+    picked, best_rows, words, confidences = [], [], [], []
     for part, part_columns in _frame_chunks(model, hidden_states, columns):
         logits = model.draft_logits(part)
         picked.append(logits.gather(-1, part_columns).float())
         best_rows.append(logits.argmax(-1))
-        words.append(frame_words(model, logits))  # changes logits: last
+        part_words, part_confidences = frame_words_and_confidences(model, logits)  # changes logits: last
+        words.append(part_words)
+        confidences.append(part_confidences)
     return (torch.cat(picked).view(batch, frames, columns.shape[1]), torch.cat(best_rows).view(batch, frames),
-            torch.cat(words).view(batch, frames))
+            torch.cat(words).view(batch, frames), torch.cat(confidences).view(batch, frames))
 
 
 def _word_loss(model, hidden_states: torch.Tensor, target_rows: torch.Tensor, label_smoothing: float) -> tuple:

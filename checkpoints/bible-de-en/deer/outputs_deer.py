@@ -15,11 +15,14 @@ class DeerEncoderOutput(ModelOutput):
     key_values: per layer, the (key, value) of the source tokens, each (batch, heads, source_length, head_dim):
         every target pass attends to them instead of re-running the source.
     attention_mask: (batch, source_length) bool, True on real source tokens.
+    gates: the pruning level this call computes at, per layer (head gate, neuron gate), or None for every unit on:
+        it travels with the encoding, so that every target pass of the call uses the level its source pass used.
     """
 
     last_hidden_state: torch.Tensor | None = None
     key_values: tuple[tuple[torch.Tensor, torch.Tensor], ...] | None = None
     attention_mask: torch.Tensor | None = None
+    gates: tuple[tuple[torch.Tensor, torch.Tensor], ...] | None = None
 
     def select_rows(self, rows: torch.Tensor) -> "DeerEncoderOutput":
         """The same encoding for a subset of the batch (decoding drops finished rows)."""
@@ -27,6 +30,7 @@ class DeerEncoderOutput(ModelOutput):
             last_hidden_state=self.last_hidden_state[rows],
             key_values=tuple((key[rows], value[rows]) for key, value in self.key_values),
             attention_mask=self.attention_mask[rows],
+            gates=self.gates,
         )
 
 

@@ -16,8 +16,8 @@ from transformers import Pipeline
 
 TASK = "deer-text2text"
 # What generate() takes per call through the pipeline.
-GENERATE_OPTIONS = ("max_iterations", "sparsity", "max_new_tokens", "max_length", "eos_penalty", "blank_penalty",
-                    "deletion_penalty")
+GENERATE_OPTIONS = ("max_iterations", "refinement", "reveal_threshold", "sparsity", "max_new_tokens", "max_length",
+                    "eos_penalty", "blank_penalty", "deletion_penalty")
 
 
 class DeerText2TextPipeline(Pipeline):
@@ -35,6 +35,11 @@ class DeerText2TextPipeline(Pipeline):
             raise ValueError(f"the {TASK} pipeline got unknown options {unknown}; it takes {GENERATE_OPTIONS} and "
                              "batch_size.")
         return {}, {key: value for key, value in kwargs.items() if value is not None}, {}
+
+    def __call__(self, inputs, *args, **kwargs):
+        if isinstance(inputs, (list, tuple)) and not inputs:
+            raise ValueError(f"the {TASK} pipeline got an empty list: give it at least one text.")
+        return super().__call__(inputs, *args, **kwargs)
 
     def preprocess(self, text):
         if not isinstance(text, str):

@@ -16,7 +16,6 @@ model. Ranking is a stable sort (ties: earlier layer, then earlier unit, first),
 
 import math
 import numbers
-import threading
 import warnings
 from dataclasses import dataclass
 
@@ -128,18 +127,21 @@ logger = logging.get_logger(__name__)
 
 # A pruning level is set as gates on the layers, which every call shares: one level at a time. generate() and the
 # level setters hold this lock, so that two threads decoding at two levels both get their own level's output.
-LEVEL_LOCK = threading.RLock()
+# The `gates` a pass gets when its caller names none: the model's own level (`sparsity_level`). None is a level's
+# gates too (every unit on).
+OWN_LEVEL = object()
 
 
 class DeerPruningMixin:
     """Pruning levels for `DeerForConditionalGeneration`: mask to a level (`set_sparsity`), remove for good
     (`prune_to`), report, and the pieces training needs (scores, regulariser, optimizer groups).
 
-    One state changes at run time: `self.sparsity_level`, the level every call computes at; `_apply_level` turns it
-    into the layers' gates (none at the level the weights were cut to). The config only records what is saved with
-    the weights: the levels training sampled (`sparsity_levels`) and the level `prune_to` cut the shapes to
-    (`pruned_sparsity`, the floor: a loaded model starts there). A training step samples its own level for that
-    step and restores `sparsity_level` after it; `generate(sparsity=...)` does the same for one call."""
+    A level reaches the layers as gates that travel with each call (`level_gates`, carried in the call's
+    `DeerEncoderOutput`), as an attention mask does; nothing is set on the modules, so calls at different levels,
+    from several threads, run side by side. `self.sparsity_level` is the model's own level, the one a call without
+    `sparsity=` computes at (`set_sparsity`). The config only records what is saved with the weights: the levels
+    training sampled (`sparsity_levels`) and the level `prune_to` cut the shapes to (`pruned_sparsity`, the floor: a
+    loaded model starts there). A training step draws its own levels (`training_levels`)."""
 
     def _select_units(self, level: float) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Heads and neurons that `level` keeps, per layer, counted against the unpruned model."""
@@ -150,17 +152,32 @@ class DeerPruningMixin:
                                config.intermediate_size * config.num_hidden_layers, level)
         return heads, neurons
 
-    def _apply_level(self, level: float, straight_through: bool = False):
-        """Set every layer's gates for `level`; none at all at the model's own (pruned) level."""
-        layers = self.model.layers
+    def level_gates(self, level: float, straight_through: bool = False) -> tuple | None:
+        """The gates of `level` for one call, per layer (head gate, neuron gate): 0 or 1 per unit, with a
+        straight-through gradient to the scores when `straight_through` (training). None at the level the weights
+        were cut to (every unit left is on) unless `straight_through`. A call's gates travel with it (in its
+        `DeerEncoderOutput`), so calls at different levels, from several threads, share no state."""
         if level == self.config.pruned_sparsity and not straight_through:
-            for layer in layers:
-                layer.set_gates(None, None)
-            return
+            return None
         heads, neurons = self._select_units(level)
-        for layer, keep_heads, keep_neurons in zip(layers, heads, neurons):
-            layer.set_gates(unit_gates(layer.attention.head_scores, keep_heads, straight_through),
-                            unit_gates(layer.feed_forward.neuron_scores, keep_neurons, straight_through))
+        return tuple((unit_gates(layer.attention.head_scores, keep_heads, straight_through),
+                      unit_gates(layer.feed_forward.neuron_scores, keep_neurons, straight_through))
+                     for layer, keep_heads, keep_neurons in zip(self.model.layers, heads, neurons))
+
+    def training_levels(self) -> list[float]:
+        """The pruning levels one training step runs at (none without `sparsity_levels`, or in evaluation): one drawn
+        from `sparsity_levels` (never below the level the weights were cut to); with `full_every_step`, the full size
+        first, then one drawn from the smaller levels."""
+        config = self.config
+        if not self.training or not config.sparsity_levels:
+            return []
+        base = config.pruned_sparsity
+        levels = sorted({max(level, base) for level in config.sparsity_levels})
+        if config.full_every_step:
+            smaller = [level for level in levels if level > base]
+            return [base] + ([smaller[int(torch.randint(len(smaller), ()))]] if smaller else [])
+        drawn = config.sparsity_levels[int(torch.randint(len(config.sparsity_levels), ()))]
+        return [max(drawn, base)]
 
     def _check_reachable(self, level, action: str) -> float:
         level = check_level(level)
@@ -180,9 +197,7 @@ class DeerPruningMixin:
     def set_sparsity(self, level: float):
         """Mask the model to sparsity `level` (0 = everything on) without touching the weights: evaluate every level
         from one loaded model. Returns the model."""
-        with LEVEL_LOCK:
-            self.sparsity_level = self._check_reachable(level, "set_sparsity")
-            self._apply_level(self.sparsity_level)
+        self.sparsity_level = self._check_reachable(level, "set_sparsity")
         return self
 
     @torch.no_grad()
@@ -190,17 +205,15 @@ class DeerPruningMixin:
         """Remove, in place, the heads and FFN neurons that `level` drops: the weight matrices shrink, so the model is
         really smaller and faster. The config records the new shapes (save/load keeps them); the surviving scores
         stay, so a later `prune_to` at a higher level works. Returns the model."""
-        with LEVEL_LOCK:
-            level = self._check_reachable(level, "prune_to")
-            heads, neurons = self._select_units(level)
-            for layer, keep_heads, keep_neurons in zip(self.model.layers, heads, neurons):
-                layer.attention.prune_heads(keep_heads)
-                layer.feed_forward.prune_neurons(keep_neurons)
-            self.config.layer_num_heads = [layer.attention.num_heads for layer in self.model.layers]
-            self.config.layer_intermediate_sizes = [layer.feed_forward.up.out_features for layer in self.model.layers]
-            self.config.pruned_sparsity = level
-            self.sparsity_level = level
-            self._apply_level(level)
+        level = self._check_reachable(level, "prune_to")
+        heads, neurons = self._select_units(level)
+        for layer, keep_heads, keep_neurons in zip(self.model.layers, heads, neurons):
+            layer.attention.prune_heads(keep_heads)
+            layer.feed_forward.prune_neurons(keep_neurons)
+        self.config.layer_num_heads = [layer.attention.num_heads for layer in self.model.layers]
+        self.config.layer_intermediate_sizes = [layer.feed_forward.up.out_features for layer in self.model.layers]
+        self.config.pruned_sparsity = level
+        self.sparsity_level = level
         return self
 
     def sparsity_report(self) -> SparsityReport:
