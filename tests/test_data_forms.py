@@ -133,3 +133,23 @@ def test_streaming_refusals(forms, tmp_path, tiny_bert_path):
         train_main(base)
     with pytest.raises(SystemExit, match="--trim_vocabulary reads every training token first: not with --streaming"):
         train_main(base + ["--max_steps", "2", "--trim_vocabulary"])
+
+
+def test_a_test_file_is_scored_and_its_outputs_written(forms, tmp_path, tiny_bert_path):
+    """--test_file (here one split's save_to_disk folder) is scored by generation after training (--do_predict
+    implied), its outputs written to generated_predictions.txt, one per test row."""
+    trainer = train_main(run_args(tmp_path, tiny_bert_path, "--train_file", str(forms / "train.parquet"),
+                                  "--test_file", str(forms / "dict" / "validation"), "--max_steps", "2",
+                                  "--save_strategy", "no", "--tune_decoding", "none", "--predict_with_generate"))
+    assert trainer.args.do_predict
+    metrics = json.loads((tmp_path / "predict_results.json").read_text())
+    assert {"predict_bleu", "predict_chrf", "predict_rougeL"} <= set(metrics)
+    lines = (tmp_path / "generated_predictions.txt").read_text().splitlines()
+    # The same as a plain generate() at the saved round count, on the sources cut to --max_source_length 48.
+    model, tokenizer = trainer.model.eval(), trainer.processing_class
+    batch = tokenizer([pair["source"] for pair in fixture_pairs("validation", 4)], return_tensors="pt", padding=True,
+                      truncation=True, max_length=48)
+    expected = tokenizer.batch_decode(model.generate(**batch), skip_special_tokens=True)
+    assert lines == [text.strip() for text in expected]
+    with pytest.raises(SystemExit, match="--do_predict needs --test_file"):
+        train_main(run_args(tmp_path / "none", tiny_bert_path, "--do_predict", "--max_steps", "1"))

@@ -82,6 +82,10 @@ class DataArguments:
     streaming: bool = field(default=False, metadata={
         "help": "Read the training data as training goes (an IterableDataset), for data larger than memory; needs "
                 "--max_steps, and not --trim_vocabulary (it reads every training token first)."})
+    test_file: str | None = field(default=None, metadata={
+        "help": "As --train_file (of a DatasetDict folder: its 'test' split): scored after training (--do_predict "
+                "implied), its outputs written to generated_predictions.txt with --predict_with_generate."})
+    max_predict_samples: int | None = field(default=None)
     source_column: str = field(default="source", metadata={"help": "The sources' column (flat rows)."})
     target_column: str = field(default="target", metadata={"help": "The targets' column (flat rows)."})
     source_lang: str | None = field(default=None, metadata={

@@ -39,6 +39,7 @@ from training.trainer import (
     generation_metrics,
     load_datasets,
     parse_arguments,
+    predict_test,
     push_run,
     run_callbacks,
     train_and_evaluate,
@@ -123,7 +124,7 @@ def main(argv=None):
     if max(data_args.max_source_length, data_args.max_target_length) > limit:
         raise SystemExit(f"error: --max_source_length/--max_target_length must be at most {limit} for this model")
 
-    train_dataset, eval_dataset = load_datasets(data_args, training_args, tokenizer)
+    train_dataset, eval_dataset, test_dataset = load_datasets(data_args, training_args, tokenizer, with_test=True)
 
     if model_args.trim_vocabulary:
         if train_dataset is None:
@@ -163,6 +164,9 @@ def main(argv=None):
     if (model_args.tune_decoding != "none" and training_args.do_train and data_args.validation_file
             and trainer.is_world_process_zero()):
         tune_decoding(model, tokenizer, data_args, model_args.tune_decoding, training_args.output_dir)
+    if training_args.do_predict:  # as a plain generate() decodes: the knobs and round count saved with the model
+        trainer.generation_max_iterations = model.generation_config.max_iterations
+        predict_test(trainer, test_dataset, tokenizer, training_args)
     if push and trainer.is_world_process_zero():
         push_run(model, tokenizer, training_args, card_args, metrics)
     return trainer

@@ -26,7 +26,8 @@ from transformers import (
 from training.arguments import ARModelArguments, DataArguments
 from training.data import map_rows
 from training.decoding import special_ids
-from training.trainer import generation_metrics, load_datasets, parse_arguments, run_callbacks, train_and_evaluate
+from training.trainer import (generation_metrics, load_datasets, parse_arguments, predict_test, run_callbacks,
+                              train_and_evaluate)
 
 
 def load_model(model_args: ARModelArguments, tokenizer, max_target_length: int) -> EncoderDecoderModel:
@@ -64,7 +65,8 @@ def main(argv=None):
     if training_args.generation_max_length is None:
         training_args.generation_max_length = data_args.max_target_length
 
-    train_dataset, eval_dataset = load_datasets(data_args, training_args, tokenizer, transform=drop_bos)
+    train_dataset, eval_dataset, test_dataset = load_datasets(data_args, training_args, tokenizer, transform=drop_bos,
+                                                              with_test=True)
 
     trainer = Seq2SeqTrainer(
         model=model,
@@ -77,6 +79,8 @@ def main(argv=None):
         callbacks=run_callbacks(model, model_args.max_train_minutes),
     )
     train_and_evaluate(trainer, training_args, "training.train_ar", argv)
+    if training_args.do_predict:
+        predict_test(trainer, test_dataset, tokenizer, training_args)
     return trainer
 
 

@@ -241,9 +241,13 @@ def parse_arguments(dataclass_types: tuple, argv: list[str] | None):
         training_args.do_train = True
     if training_args.do_train and not (data_args.train_file or data_args.dataset_name):
         raise SystemExit("error: --do_train needs --train_file or --dataset_name")
-    if not training_args.do_train and not training_args.do_eval:
+    if not (training_args.do_train or training_args.do_eval or training_args.do_predict):
         raise SystemExit("error: nothing to do: give --train_file or --dataset_name (the data to train on), or "
-                         "--do_eval with --validation_file to evaluate the model as it is")
+                         "--do_eval with --validation_file (or --test_file) to evaluate the model as it is")
+    if data_args.test_file and not training_args.do_predict:  # a test file says what to do (--do_predict implied)
+        training_args.do_predict = True
+    if training_args.do_predict and not (data_args.test_file or data_args.dataset_name):
+        raise SystemExit("error: --do_predict needs --test_file or --dataset_name")
     if data_args.streaming and training_args.do_train and training_args.max_steps <= 0:
         raise SystemExit("error: --streaming needs --max_steps (a stream has no length to count epochs by)")
     if training_args.do_eval and not (data_args.validation_file or data_args.dataset_name):
@@ -253,15 +257,17 @@ def parse_arguments(dataclass_types: tuple, argv: list[str] | None):
     return parsed
 
 
-def load_datasets(data_args: DataArguments, training_args, tokenizer, transform=None):
-    """The tokenized train and validation splits that the flags ask for (None where not asked); `transform`, if
-    given, maps each."""
+def load_datasets(data_args: DataArguments, training_args, tokenizer, transform=None, with_test: bool = False):
+    """The tokenized train and validation splits that the flags ask for (None where not asked), and with `with_test`
+    the test split too; `transform`, if given, maps each."""
     transform = transform or (lambda dataset: dataset)
     splits = []
+    roles = [(training_args.do_train, data_args.train_file, data_args.max_train_samples, "train"),
+             (training_args.do_eval, data_args.validation_file, data_args.max_eval_samples, "validation")]
+    if with_test:
+        roles.append((training_args.do_predict, data_args.test_file, data_args.max_predict_samples, "test"))
     with training_args.main_process_first(desc="loading and tokenizing"):
-        for wanted, path, max_samples, role in (
-                (training_args.do_train, data_args.train_file, data_args.max_train_samples, "train"),
-                (training_args.do_eval, data_args.validation_file, data_args.max_eval_samples, "validation")):
+        for wanted, path, max_samples, role in roles:
             if wanted:
                 named = data_args.dataset_name is not None and path is None
                 split = load_split(data_args.dataset_name if named else path, data_args.source_column,
@@ -287,6 +293,21 @@ def generation_metrics(tokenizer):
                      tokenizer.batch_decode(labels, skip_special_tokens=True))
 
     return compute_metrics
+
+
+def predict_test(trainer, test_dataset, tokenizer, training_args) -> dict:
+    """--do_predict: score the test split (by generation with --predict_with_generate) and, then, write the outputs
+    to generated_predictions.txt, one per line in the split's order, as transformers' run_translation.py does."""
+    result = trainer.predict(test_dataset, metric_key_prefix="predict")
+    trainer.log_metrics("predict", result.metrics)
+    trainer.save_metrics("predict", result.metrics)
+    if training_args.predict_with_generate and trainer.is_world_process_zero():
+        predictions = torch.as_tensor(result.predictions)
+        predictions = predictions.masked_fill(predictions < 0, tokenizer.pad_token_id)
+        texts = tokenizer.batch_decode(predictions, skip_special_tokens=True)
+        with open(os.path.join(training_args.output_dir, "generated_predictions.txt"), "w", encoding="utf-8") as handle:
+            handle.writelines(text.strip() + "\n" for text in texts)
+    return result.metrics
 
 
 def train_and_evaluate(trainer, training_args, module: str, argv: list[str] | None) -> dict | None:
