@@ -92,7 +92,7 @@ def calibrate_blank(model, train_dataset, pad_token_id: int, seed: int, rows: in
     logger.info(f"blank calibrated on {len(features)} training sources: bias {bias:.3f}")
 
 
-def tune_decoding(model, tokenizer, data_args: DataArguments, metric: str, output_dir: str):
+def tune_decoding(model, tokenizer, data_args: DataArguments, metric: str, output_dir: str, progress: bool = True):
     """--tune_decoding: the knobs chosen on the validation file after training and saved with the model (the
     evaluation during training decodes with them at 0)."""
     sources, targets = read_inputs(data_args.validation_file, data_args.source_column, data_args.target_column,
@@ -104,7 +104,7 @@ def tune_decoding(model, tokenizer, data_args: DataArguments, metric: str, outpu
         sources, targets = sources[: data_args.max_eval_samples], targets[: data_args.max_eval_samples]
     model.eval()
     summary = tune_knobs(model, tokenizer, sources, targets, metric, data_args.generation_max_iterations, CANDIDATES,
-                         COUNTS, save_dir=output_dir, validation_file=data_args.validation_file, progress=False)
+                         COUNTS, save_dir=output_dir, validation_file=data_args.validation_file, progress=progress)
     logger.info(f"decoding knobs chosen: {summary}")
 
 
@@ -163,7 +163,8 @@ def main(argv=None):
     metrics = train_and_evaluate(trainer, training_args, "training.train", argv)
     if (model_args.tune_decoding != "none" and training_args.do_train and data_args.validation_file
             and trainer.is_world_process_zero()):
-        tune_decoding(model, tokenizer, data_args, model_args.tune_decoding, training_args.output_dir)
+        tune_decoding(model, tokenizer, data_args, model_args.tune_decoding, training_args.output_dir,
+                      progress=not training_args.disable_tqdm)
     if training_args.do_predict:  # as a plain generate() decodes: the knobs and round count saved with the model
         trainer.generation_max_iterations = model.generation_config.max_iterations
         predict_test(trainer, test_dataset, tokenizer, training_args)
