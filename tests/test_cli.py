@@ -123,6 +123,9 @@ def test_refusals_are_one_line(capsys, tmp_path):
     data.write_text("Ja.\n")
     not_a_model = tmp_path / "empty_folder"
     not_a_model.mkdir()
+    flat, wmt = tmp_path / "pairs.csv", tmp_path / "wmt.jsonl"
+    flat.write_text("de,en\nJa.,Yes.\n")
+    wmt.write_text(json.dumps({"translation": {"de": "Ja.", "en": "Yes."}}) + "\n")
     cases = [
         (("generate", "--model", "runs/nowhere/deer", "--input", str(data), "--output", "o"),
          "error: --model runs/nowhere/deer: no such folder, and not a Hub id (owner/name)"),
@@ -144,6 +147,14 @@ def test_refusals_are_one_line(capsys, tmp_path):
          "error: --batch_size must be at least 1, got 0"),
         (("train", "--model_name_or_path", "../missing", "--output_dir", str(tmp_path / "o")),
          "error: --model_name_or_path ../missing: no such folder, and not a Hub id (owner/name)"),
+        (("generate", "--model", str(not_a_model), "--input", str(flat), "--output", "o"),
+         f"error: {flat} has columns ['de', 'en'], not 'source'; set --source_column / --target_column"),
+        (("evaluate", "--model", str(not_a_model), "--splits", str(wmt), "--source_column", "de"),
+         f"error: {wmt} has columns ['translation'], not 'de'; set --source_lang / --target_lang"),
+        (("evaluate", "--model", str(not_a_model), "--validation_file", str(flat), "--select", "bleu",
+          "--source_lang", "de", "--target_lang", "en"),
+         f"error: {flat} has columns ['de', 'en'], not 'translation'; for flat columns use --source_column / "
+         "--target_column"),
     ]
     for args, message in cases:
         assert refusal(capsys, *args) == message

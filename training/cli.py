@@ -15,8 +15,10 @@ its arguments, answers `--help` and rejects a bad flag before torch is loaded; o
 
 import argparse
 import ast
+import csv
 import dataclasses
 import importlib
+import json
 import os
 import re
 import sys
@@ -229,6 +231,34 @@ def check_arguments(script: str, args: argparse.Namespace):
             refuse(f"--{name} must be at least 1, got {getattr(args, name)}")
     if script == "generate" and args.input != "-" and not os.path.exists(args.input):
         refuse(f"--input {args.input}: no such file or folder")
+    files = {"generate": [getattr(args, "input", None)], "evaluate": [getattr(args, "validation_file", None)]
+             + [split for split in getattr(args, "splits", None) or [] if os.path.isfile(split)]}.get(script, [])
+    for path in files:
+        check_columns(path, args)
+
+
+def check_columns(path: str | None, args: argparse.Namespace):
+    """The columns a JSON lines / CSV / TSV file's first row names, judged before torch loads: the sources' column
+    (or, with --source_lang, a `translation` column) must be there. Other forms are checked when they are read."""
+    extension = path.rsplit(".", 1)[-1].lower() if path and "." in os.path.basename(path) else ""
+    if not path or not os.path.isfile(path) or extension not in ("jsonl", "csv", "tsv"):
+        return
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        first = next((line for line in handle if line.strip()), "")
+    if extension == "jsonl":
+        try:
+            row = json.loads(first)
+        except ValueError:
+            return  # load_split names the bad line
+        columns = list(row) if isinstance(row, dict) else []
+    else:
+        columns = next(csv.reader([first], delimiter="\t" if extension == "tsv" else ","), [])
+    wanted = "translation" if getattr(args, "source_lang", None) else args.source_column
+    if columns and wanted not in columns:
+        hint = ("set --source_lang / --target_lang" if "translation" in columns and wanted != "translation"
+                else "set --source_column / --target_column" if wanted != "translation"
+                else "for flat columns use --source_column / --target_column")
+        refuse(f"{path} has columns {columns}, not '{wanted}'; {hint}")
 
 
 def run(script: str, argv: list[str] | None = None):
