@@ -244,6 +244,10 @@ def load_split(path: str, source_column: str, target_column: str, max_samples: i
     if named:
         table = open_named(path, dataset_config_name, split, streaming)
     else:
+        if not streaming and os.path.isfile(path) and TABLE_BUILDERS.get(path.rsplit(".", 1)[-1].lower()) in (
+                "json", "csv"):
+            check_text_file(path)
+            check_rows(path, (source_column, target_column))  # a bad row named by file and line, before datasets
         table = open_table(path, split, streaming)
     dataset = pair_columns(table, path, source_column, target_column, source_lang, target_lang, target_required)
     if streaming:

@@ -1,12 +1,14 @@
-"""DEER decoding: a one-pass CTC draft, then rounds of delete / insert placeholders / fill.
+"""DEER decoding: a one-pass CTC draft, then rounds: delete / insert placeholders / fill ("edits"), or the draft pass
+again with its confident words revealed ("redraft").
 
 The loop reaches the network only through the model's decoding interface (see `DeerForConditionalGeneration`):
 `draft_canvas`, `encode_and_target_pass`, `draft_logits`, `target_pass`, `deletion_logits`, `insertion_logits`,
 `word_logits`, and `token_rows` / `row_tokens` between tokenizer ids and the LM head's rows.
 
-Follow one row: `_draft` encodes the source and, in the same pass, runs bos + placeholders + eos (the source's keys
-and values are kept), then collapses the LM head's argmax (CTC); each round of `_refine` runs two or three target
-passes over the rows that are still changing, all against those cached source keys/values.
+Follow one row: `_draft` encodes the source and, in the same pass, runs bos + frames + eos (the source's keys
+and values are kept, with the call's pruning gates), then collapses the LM head's argmax (CTC); each round runs over
+the rows that are still changing, against those cached source keys/values: `_refine` two or three target passes,
+`_redraft` one.
 """
 
 import copy
