@@ -207,7 +207,9 @@ def deer_generate(model, input_ids, attention_mask, generation_config: DeerGener
     pad = config.pad_token_id
     cap = generation_config.output_length_cap(config.max_sequence_length)
     blank_penalty = generation_config.blank_penalty
-    encoder_output, sequences, frames = _draft(model, input_ids, attention_mask, blank_penalty, cap, gates)
+    redraft = generation_config.refinement == "redraft" and generation_config.max_iterations > 0
+    encoder_output, sequences, frames = _draft(model, input_ids, attention_mask, blank_penalty, cap, gates,
+                                               with_confidences=redraft)
     batch = sequences.shape[0]
     # A source with no words (an empty text tokenises to bos eos) has nothing to say: its output is empty too.
     specials = torch.tensor([config.bos_token_id, config.eos_token_id, pad, config.placeholder_token_id],
@@ -261,7 +263,8 @@ SCORES_PER_CHUNK = 2**24
 class DraftFrames:
     """A draft before its CTC collapse: the pass's input `canvas` (batch, draft length: bos, frames, eos, padding),
     which of its frames are real (`frame_mask`, (batch, frames)), and each frame's token and that token's
-    probability (`words`, `confidences`, (batch, frames); padding frames hold the canvas and 0)."""
+    probability (`words`, `confidences`, (batch, frames); padding frames hold the canvas and 0; `confidences` is None
+    where no re-drafting round needs them)."""
 
     canvas: torch.Tensor
     frame_mask: torch.Tensor
@@ -288,26 +291,32 @@ class DraftFrames:
 
 
 def _frame_pass(model, canvas: torch.Tensor, frame_mask: torch.Tensor, hidden_states: torch.Tensor,
-                blank_penalty: float) -> DraftFrames:
-    """Each real frame's token and confidence (`frame_words_and_confidences`) from a draft pass's hidden states
-    (batch, draft length, hidden), a chunk of frames at a time."""
+                blank_penalty: float, with_confidences: bool = True) -> DraftFrames:
+    """Each real frame's token (`frame_words`) and, `with_confidences`, its probability
+    (`frame_words_and_confidences`, one more pass over the scores) from a draft pass's hidden states (batch, draft
+    length, hidden), a chunk of frames at a time."""
     frames = hidden_states[:, 1:-1][frame_mask]  # only real frames go through the LM head
     chunk = max(1, SCORES_PER_CHUNK // model.config.embedding_rows)
-    chosen = [frame_words_and_confidences(model, model.draft_logits(part), blank_penalty) for part in frames.split(chunk)]
+    choose = frame_words_and_confidences if with_confidences else (
+        lambda *args: (frame_words(*args), None))
+    chosen = [choose(model, model.draft_logits(part), blank_penalty) for part in frames.split(chunk)]
     words = canvas[:, 1:-1].masked_scatter(frame_mask, torch.cat([part[0] for part in chosen]))
-    confidences = torch.zeros(frame_mask.shape, device=canvas.device).masked_scatter(
-        frame_mask, torch.cat([part[1] for part in chosen]))
+    confidences = None
+    if with_confidences:
+        confidences = torch.zeros(frame_mask.shape, device=canvas.device).masked_scatter(
+            frame_mask, torch.cat([part[1] for part in chosen]))
     return DraftFrames(canvas, frame_mask, words, confidences)
 
 
-def _draft(model, input_ids, attention_mask, blank_penalty: float, cap: int | None = None, gates=OWN_LEVEL):
+def _draft(model, input_ids, attention_mask, blank_penalty: float, cap: int | None = None, gates=OWN_LEVEL,
+           with_confidences: bool = False):
     """Encode the source and run bos + frames + eos in the same pass, choose each frame's token (`frame_words`) and
     collapse them. Returns the source's encoder output (its K/V cache, for the rounds), the draft (each row cut to
-    at most `cap` tokens) and its `DraftFrames` (for re-drafting rounds)."""
+    at most `cap` tokens) and its `DraftFrames` (for re-drafting rounds, which need `with_confidences`)."""
     canvas = model.draft_canvas(input_ids, attention_mask)
     frame_mask = inner_mask(canvas, model.config.pad_token_id)[:, 1:-1]
     encoder_output, hidden_states = model.encode_and_target_pass(input_ids, attention_mask, canvas, gates)
-    frames = _frame_pass(model, canvas, frame_mask, hidden_states, blank_penalty)
+    frames = _frame_pass(model, canvas, frame_mask, hidden_states, blank_penalty, with_confidences)
     return encoder_output, frames.collapse(model, cap), frames
 
 
@@ -335,20 +344,22 @@ def frame_words(model, frame_scores: torch.Tensor, blank_penalty: float = 0.0) -
     """Each draft frame's token from its scores (frames, rows): the argmax, the blank's score lowered by
     `blank_penalty`; the blank (placeholder) is a legal frame output, bos, eos and pad are not. Changes
     `frame_scores` in place."""
-    return frame_words_and_confidences(model, frame_scores, blank_penalty)[0]
+    config = model.config
+    frame_scores[:, model.token_rows(config.placeholder_token_id)] -= blank_penalty
+    return best_tokens(model, frame_scores, [config.bos_token_id, config.eos_token_id, config.pad_token_id])
 
 
 def frame_words_and_confidences(model, frame_scores: torch.Tensor, blank_penalty: float = 0.0
                                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`frame_words`, and each chosen token's probability under the frame's softmax (the blank's score lowered by
-    `blank_penalty`): how sure the draft is of it. Re-drafting rounds reveal the frames above a threshold."""
+    `blank_penalty`): how sure the draft is of it. Re-drafting rounds reveal the frames above a threshold. Changes
+    `frame_scores` in place."""
     config = model.config
     frame_scores[:, model.token_rows(config.placeholder_token_id)] -= blank_penalty
-    log_normaliser = frame_scores.float().logsumexp(-1)
-    frame_scores[:, model.token_rows([config.bos_token_id, config.eos_token_id, config.pad_token_id])] = float("-inf")
-    best = frame_scores.argmax(-1)
-    confidences = (frame_scores.gather(-1, best[:, None]).squeeze(-1).float() - log_normaliser).exp()
-    return model.row_tokens(best), confidences
+    log_normaliser = frame_scores.float().logsumexp(-1)  # before best_tokens rules the specials out
+    words = best_tokens(model, frame_scores, [config.bos_token_id, config.eos_token_id, config.pad_token_id])
+    chosen = frame_scores.gather(-1, model.token_rows(words)[:, None]).squeeze(-1).float()
+    return words, (chosen - log_normaliser).exp()
 
 
 def collapse_frames(model, words: torch.Tensor, draft: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:

@@ -20,7 +20,7 @@ from .edit_ops import (
     random_deletion,
     trim_padding,
 )
-from .generation_deer import collapse_frames, frame_words_and_confidences
+from .generation_deer import collapse_frames, frame_words, frame_words_and_confidences
 from .outputs_deer import DeerEncoderOutput, DeerSeq2SeqLMOutput
 
 
@@ -124,14 +124,15 @@ class DeerObjectiveMixin:
         columns, column_targets = ctc_columns(gold_rows, blank_row)
         with torch.no_grad():
             hidden_states = self.target_pass(draft, _detached(encoder_output))[:, 1:-1]
-            frame_scores, best_rows, frame_tokens, confidences = frame_choices(self, hidden_states, columns)
+            redraft = self.training and config.redraft_ratio > 0  # only re-drafting rows read the confidences
+            frame_scores, best_rows, frame_tokens, confidences = frame_choices(self, hidden_states, columns, redraft)
             alignment, path_score = ctc_best_alignment(frame_scores, frame_lengths, column_targets, inner_lengths, 0)
             fits = torch.isfinite(path_score)
             glanced_frames, _ = glancing_mix(
                 draft[:, 1:-1], self.row_tokens(best_rows), self.row_tokens(columns.gather(1, alignment)),
                 frame_mask & fits[:, None], config.glancing_ratio if self.training else 0.0, placeholder,
             )
-            if self.training and config.redraft_ratio > 0:
+            if redraft:
                 glanced_frames = self._redraft_input(draft[:, 1:-1], glanced_frames, frame_tokens, confidences,
                                                      frame_mask)
         glanced = torch.cat([draft[:, :1], glanced_frames, draft[:, -1:]], dim=1)
@@ -287,11 +288,12 @@ def ctc_frame_scores(model, hidden_states: torch.Tensor, columns: torch.Tensor) 
 
 
 @torch.no_grad()
-def frame_choices(model, hidden_states: torch.Tensor, columns: torch.Tensor) -> tuple:
+def frame_choices(model, hidden_states: torch.Tensor, columns: torch.Tensor, with_confidences: bool = True) -> tuple:
     """What the glancing pass needs from draft frames' hidden states (batch, frames, hidden): each frame's scores of its
     row's `columns` (batch, frames, K), not normalised (every CTC path takes one score from each frame, so the
     normaliser shifts all paths alike and the best alignment is the same), its argmax row, its `frame_words` token
-    (what decoding would write there) and that token's probability, all three (batch, frames). The LM head runs on
+    (what decoding would write there) and, `with_confidences`, that token's probability (else None), all three
+    (batch, frames). The LM head runs on
     `TRAINING_SCORES_PER_CHUNK // rows` frames at a time."""
     batch, frames = hidden_states.shape[:2]
     picked, best_rows, words, confidences = [], [], [], []
@@ -299,11 +301,15 @@ def frame_choices(model, hidden_states: torch.Tensor, columns: torch.Tensor) -> 
         logits = model.draft_logits(part)
         picked.append(logits.gather(-1, part_columns).float())
         best_rows.append(logits.argmax(-1))
-        part_words, part_confidences = frame_words_and_confidences(model, logits)  # changes logits: last
+        if with_confidences:  # changes logits: last
+            part_words, part_confidences = frame_words_and_confidences(model, logits)
+            confidences.append(part_confidences)
+        else:
+            part_words = frame_words(model, logits)
         words.append(part_words)
-        confidences.append(part_confidences)
     return (torch.cat(picked).view(batch, frames, columns.shape[1]), torch.cat(best_rows).view(batch, frames),
-            torch.cat(words).view(batch, frames), torch.cat(confidences).view(batch, frames))
+            torch.cat(words).view(batch, frames),
+            torch.cat(confidences).view(batch, frames) if with_confidences else None)
 
 
 def _word_loss(model, hidden_states: torch.Tensor, target_rows: torch.Tensor, label_smoothing: float) -> tuple:
