@@ -9,12 +9,17 @@ import math
 from transformers import PreTrainedConfig
 from transformers.utils import logging
 
-from .pipeline_deer import custom_pipelines
 
 
 logger = logging.get_logger(__name__)
 # This file runs as the installed package, or as a saved model's remote code (trust_remote_code=True).
 IS_PACKAGE = __name__.startswith("modeling_deer.")
+# DEER's pipeline (pipeline_deer.py, which the saved model files carry), as a saved config.json lists it under
+# `custom_pipelines`, so that `pipeline(model=path, trust_remote_code=True)` finds it among the model's own files.
+PIPELINE_TASK = "deer-text2text"
+CUSTOM_PIPELINES = {
+    PIPELINE_TASK: {"impl": "pipeline_deer.DeerText2TextPipeline", "pt": ["AutoModelForSeq2SeqLM"], "type": "text"}
+}
 
 
 class DeerConfig(PreTrainedConfig):
@@ -141,14 +146,14 @@ class DeerConfig(PreTrainedConfig):
     tie_word_embeddings: bool = True
 
     def __post_init__(self, **kwargs):
-        # The pipeline this model's saved files carry (pipeline_deer.py, saved because it is imported here), for
+        # The pipeline this model's saved files carry (pipeline_deer.py, saved with hub_deer.py), for
         # `pipeline(..., trust_remote_code=True)` without the package. With the package imported its pipeline is
         # registered, and a config that listed it would make transformers demand trust_remote_code all the same:
         # the package's config keeps it only in what it saves (`to_dict`).
         if IS_PACKAGE:
             kwargs.pop("custom_pipelines", None)
         else:
-            kwargs.setdefault("custom_pipelines", custom_pipelines())
+            kwargs.setdefault("custom_pipelines", CUSTOM_PIPELINES)
         if self.sparsity_levels is None:
             self.sparsity_levels = []
         if self.layer_num_heads is None:
@@ -172,7 +177,7 @@ class DeerConfig(PreTrainedConfig):
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     def to_dict(self) -> dict:
-        return {**super().to_dict(), "custom_pipelines": custom_pipelines()}
+        return {**super().to_dict(), "custom_pipelines": CUSTOM_PIPELINES}
 
     # -- derived sizes -------------------------------------------------------------------------------------------
 

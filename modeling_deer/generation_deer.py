@@ -5,10 +5,10 @@ The loop reaches the network only through the model's decoding interface (see `D
 `draft_canvas`, `encode_and_target_pass`, `draft_logits`, `target_pass`, `deletion_logits`, `insertion_logits`,
 `word_logits`, and `token_rows` / `row_tokens` between tokenizer ids and the LM head's rows.
 
-Follow one row: `_draft` encodes the source and, in the same pass, runs bos + frames + eos (the source's keys
-and values are kept, with the call's pruning gates), then collapses the LM head's argmax (CTC); each round runs over
-the rows that are still changing, against those cached source keys/values: `_refine` two or three target passes,
-`_redraft` one.
+Follow one row: `draft` (draft_deer.py) encodes the source and, in the same pass, runs bos + frames + eos (the
+source's keys and values are kept, with the call's pruning gates), then collapses the LM head's argmax (CTC); each
+round runs over the rows that are still changing, against those cached source keys/values: `_refine` two or three
+target passes, `redraft` (draft_deer.py) one.
 """
 
 import copy
@@ -21,8 +21,8 @@ import torch
 from transformers import GenerationConfig
 from transformers.utils import ModelOutput, logging
 
-from .edit_ops import (add_bos_eos, apply_deletions, ctc_collapse, fill_placeholders, inner_mask, insert_placeholders,
-                       trim_padding)
+from .draft_deer import best_tokens, chunk_positions, draft, redraft
+from .edit_ops import apply_deletions, fill_placeholders, inner_mask, insert_placeholders, trim_padding
 from .pruning_deer import OWN_LEVEL
 
 
@@ -207,9 +207,9 @@ def deer_generate(model, input_ids, attention_mask, generation_config: DeerGener
     pad = config.pad_token_id
     cap = generation_config.output_length_cap(config.max_sequence_length)
     blank_penalty = generation_config.blank_penalty
-    redraft = generation_config.refinement == "redraft" and generation_config.max_iterations > 0
-    encoder_output, sequences, frames = _draft(model, input_ids, attention_mask, blank_penalty, cap, gates,
-                                               with_confidences=redraft)
+    redrafting = generation_config.refinement == "redraft" and generation_config.max_iterations > 0
+    encoder_output, sequences, frames = draft(model, input_ids, attention_mask, blank_penalty, cap, gates,
+                                              with_confidences=redrafting)
     batch = sequences.shape[0]
     # A source with no words (an empty text tokenises to bos eos) has nothing to say: its output is empty too.
     specials = torch.tensor([config.bos_token_id, config.eos_token_id, pad, config.placeholder_token_id],
@@ -227,7 +227,7 @@ def deer_generate(model, input_ids, attention_mask, generation_config: DeerGener
         if len(active) == 0:
             break
         if generation_config.refinement == "redraft":
-            redrafted = _redraft(model, frames.select_rows(active), encoder_output.select_rows(active),
+            redrafted = redraft(model, frames.select_rows(active), encoder_output.select_rows(active),
                                  generation_config.reveal_threshold, blank_penalty)
             frames = frames.update_rows(active, redrafted)
             edited = redrafted.collapse(model, cap)
@@ -250,125 +250,6 @@ def deer_generate(model, input_ids, attention_mask, generation_config: DeerGener
     if generation_config.return_dict_in_generate:
         return DeerGenerateOutput(sequences=sequences, num_iterations=num_iterations, history=history)
     return sequences
-
-
-# Decoding scores this many (position, vocabulary row) pairs at a time at most, for the draft's frames and for the
-# placeholders a round fills, so that its memory does not grow with vocabulary x positions: a batch of 64 long
-# sources has ~16,000 frames, and over XLM-R's 250k rows their float32 scores alone would take 16 GB. Only each
-# position's best token is kept.
-SCORES_PER_CHUNK = 2**24
-
-
-@dataclass
-class DraftFrames:
-    """A draft before its CTC collapse: the pass's input `canvas` (batch, draft length: bos, frames, eos, padding),
-    which of its frames are real (`frame_mask`, (batch, frames)), and each frame's token and that token's
-    probability (`words`, `confidences`, (batch, frames); padding frames hold the canvas and 0; `confidences` is None
-    where no re-drafting round needs them)."""
-
-    canvas: torch.Tensor
-    frame_mask: torch.Tensor
-    words: torch.Tensor
-    confidences: torch.Tensor
-
-    def select_rows(self, rows: torch.Tensor) -> "DraftFrames":
-        return DraftFrames(self.canvas[rows], self.frame_mask[rows], self.words[rows], self.confidences[rows])
-
-    def update_rows(self, rows: torch.Tensor, new: "DraftFrames") -> "DraftFrames":
-        return DraftFrames(self.canvas, self.frame_mask, self.words.index_copy(0, rows, new.words),
-                           self.confidences.index_copy(0, rows, new.confidences))
-
-    def collapse(self, model, cap: int | None = None) -> torch.Tensor:
-        """The `bos ... eos` rows these frames spell (`collapse_frames`), each cut to at most `cap` tokens (its
-        first words, then eos)."""
-        config = model.config
-        sequences = collapse_frames(model, self.words[self.frame_mask], self.canvas, self.frame_mask)
-        if cap is not None and sequences.shape[1] > cap:
-            too_long = (sequences != config.pad_token_id).sum(1) > cap
-            sequences = sequences[:, :cap].clone()
-            sequences[too_long, cap - 1] = config.eos_token_id
-        return sequences
-
-
-def _frame_pass(model, canvas: torch.Tensor, frame_mask: torch.Tensor, hidden_states: torch.Tensor,
-                blank_penalty: float, with_confidences: bool = True) -> DraftFrames:
-    """Each real frame's token (`frame_words`) and, `with_confidences`, its probability
-    (`frame_words_and_confidences`, one more pass over the scores) from a draft pass's hidden states (batch, draft
-    length, hidden), a chunk of frames at a time."""
-    frames = hidden_states[:, 1:-1][frame_mask]  # only real frames go through the LM head
-    chunk = max(1, SCORES_PER_CHUNK // model.config.embedding_rows)
-    choose = frame_words_and_confidences if with_confidences else (
-        lambda *args: (frame_words(*args), None))
-    chosen = [choose(model, model.draft_logits(part), blank_penalty) for part in frames.split(chunk)]
-    words = canvas[:, 1:-1].masked_scatter(frame_mask, torch.cat([part[0] for part in chosen]))
-    confidences = None
-    if with_confidences:
-        confidences = torch.zeros(frame_mask.shape, device=canvas.device).masked_scatter(
-            frame_mask, torch.cat([part[1] for part in chosen]))
-    return DraftFrames(canvas, frame_mask, words, confidences)
-
-
-def _draft(model, input_ids, attention_mask, blank_penalty: float, cap: int | None = None, gates=OWN_LEVEL,
-           with_confidences: bool = False):
-    """Encode the source and run bos + frames + eos in the same pass, choose each frame's token (`frame_words`) and
-    collapse them. Returns the source's encoder output (its K/V cache, for the rounds), the draft (each row cut to
-    at most `cap` tokens) and its `DraftFrames` (for re-drafting rounds, which need `with_confidences`)."""
-    canvas = model.draft_canvas(input_ids, attention_mask)
-    frame_mask = inner_mask(canvas, model.config.pad_token_id)[:, 1:-1]
-    encoder_output, hidden_states = model.encode_and_target_pass(input_ids, attention_mask, canvas, gates)
-    frames = _frame_pass(model, canvas, frame_mask, hidden_states, blank_penalty, with_confidences)
-    return encoder_output, frames.collapse(model, cap), frames
-
-
-def _redraft(model, frames: DraftFrames, encoder_output, reveal_threshold: float, blank_penalty: float) -> DraftFrames:
-    """One re-drafting round: the draft pass again, on the canvas with the words of the frames whose confidence is
-    at least `reveal_threshold` written in (the blank is never revealed), every frame chosen afresh. The model
-    learns to use them from training rows that read its own confident words (`DeerConfig.redraft_ratio`). One pass
-    per round."""
-    reveal = frames.frame_mask & (frames.words != model.config.placeholder_token_id) & (
-        frames.confidences >= reveal_threshold)
-    canvas = frames.canvas.clone()
-    canvas[:, 1:-1] = torch.where(reveal, frames.words, frames.canvas[:, 1:-1])
-    hidden_states = model.target_pass(canvas, encoder_output)
-    return _frame_pass(model, frames.canvas, frames.frame_mask, hidden_states, blank_penalty)
-
-
-def best_tokens(model, scores: torch.Tensor, never: list[int]) -> torch.Tensor:
-    """Each row's best token id from LM-head scores (n, embedding rows), the ids in `never` excluded: the argmax, mapped
-    from rows back to tokenizer ids. Changes `scores` in place."""
-    scores[:, model.token_rows(never)] = float("-inf")
-    return model.row_tokens(scores.argmax(-1))
-
-
-def frame_words(model, frame_scores: torch.Tensor, blank_penalty: float = 0.0) -> torch.Tensor:
-    """Each draft frame's token from its scores (frames, rows): the argmax, the blank's score lowered by
-    `blank_penalty`; the blank (placeholder) is a legal frame output, bos, eos and pad are not. Changes
-    `frame_scores` in place."""
-    config = model.config
-    frame_scores[:, model.token_rows(config.placeholder_token_id)] -= blank_penalty
-    return best_tokens(model, frame_scores, [config.bos_token_id, config.eos_token_id, config.pad_token_id])
-
-
-def frame_words_and_confidences(model, frame_scores: torch.Tensor, blank_penalty: float = 0.0
-                                ) -> tuple[torch.Tensor, torch.Tensor]:
-    """`frame_words`, and each chosen token's probability under the frame's softmax (the blank's score lowered by
-    `blank_penalty`): how sure the draft is of it. Re-drafting rounds reveal the frames above a threshold. Changes
-    `frame_scores` in place."""
-    config = model.config
-    frame_scores[:, model.token_rows(config.placeholder_token_id)] -= blank_penalty
-    log_normaliser = frame_scores.float().logsumexp(-1)  # before best_tokens rules the specials out
-    words = best_tokens(model, frame_scores, [config.bos_token_id, config.eos_token_id, config.pad_token_id])
-    chosen = frame_scores.gather(-1, model.token_rows(words)[:, None]).squeeze(-1).float()
-    return words, (chosen - log_normaliser).exp()
-
-
-def collapse_frames(model, words: torch.Tensor, draft: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
-    """The draft `bos ... eos` from the tokens of its real frames (`frame_words`, in row-major order), CTC-collapsed.
-    Decoding and the edit losses on the model's own draft (training) both take it from here."""
-    config = model.config
-    frame_tokens = draft[:, 1:-1].masked_scatter(frame_mask, words)
-    inner = ctc_collapse(frame_tokens, frame_mask, config.placeholder_token_id, config.pad_token_id)
-    return add_bos_eos(inner, config.bos_token_id, config.eos_token_id, config.pad_token_id)
 
 
 def _refine(model, tokens: torch.Tensor, encoder_output, eos_penalty: float, deletion_penalty: float = 0.0,
@@ -404,9 +285,8 @@ def _fill(model, tokens: torch.Tensor, encoder_output) -> torch.Tensor:
     if placeholder_mask.any():
         hidden_states = model.target_pass(tokens, encoder_output)
         never = [config.bos_token_id, config.eos_token_id, config.pad_token_id, placeholder]
-        chunk = max(1, SCORES_PER_CHUNK // config.embedding_rows)
         words = torch.cat([best_tokens(model, model.word_logits(part), never)
-                           for part in hidden_states[placeholder_mask].split(chunk)])
+                           for part in hidden_states[placeholder_mask].split(chunk_positions(model))])
         tokens = fill_placeholders(tokens, words, placeholder)
     return tokens
 

@@ -3,6 +3,10 @@
 import os
 import tempfile
 
+# Imported so that a model saved with its code (`auto_map`) carries the pipeline too: transformers copies the model's
+# module and every module it imports, and config.json names this one under `custom_pipelines`.
+from .pipeline_deer import DeerText2TextPipeline  # noqa: F401
+
 
 class DeerHubMixin:
     """`save_pretrained(..., tokenizer=)` and `push_to_hub` for `DeerForConditionalGeneration`."""

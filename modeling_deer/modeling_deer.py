@@ -24,7 +24,7 @@ from transformers.utils import logging
 
 from .configuration_deer import DeerConfig
 from .convert_mlm import convert_mlm_to_deer
-from .edit_ops import source_anchored_frames
+from .draft_deer import draft_canvas, draft_lengths
 from .generation_deer import DeerGenerationConfig, DeerGenerationMixin
 from .hub_deer import DeerHubMixin
 from .objective_deer import DeerObjectiveMixin
@@ -482,26 +482,12 @@ class DeerForConditionalGeneration(DeerObjectiveMixin, DeerGenerationMixin, Deer
     # -- the draft -----------------------------------------------------------------------------------------------
 
     def draft_lengths(self, source_lengths: torch.Tensor) -> torch.Tensor:
-        """Frames of each row's draft, bos and eos included: ceil(upsample_ratio * source_length), at least 2, at most
-        the position table. (float64, like Python's floats, so the rounding is exact.)"""
-        lengths = torch.ceil(source_lengths.double() * self.config.upsample_ratio).long()
-        return lengths.clamp(min=2, max=self.config.max_sequence_length)
+        """Frames of each row's draft, bos and eos included (`draft_deer.draft_lengths`)."""
+        return draft_lengths(self.config, source_lengths)
 
     def draft_canvas(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """The draft input for a source batch: bos, draft_length - 2 frames, eos; padded. (batch, draft_length)
-        The frames read the placeholder, or the source's tokens spread evenly over them (`config.draft_input`)."""
-        config = self.config
-        lengths = self.draft_lengths(attention_mask.sum(1))
-        positions = torch.arange(int(lengths.max()), device=input_ids.device)
-        if config.draft_input == "source":
-            frames = source_anchored_frames(input_ids, attention_mask, lengths - 2, config.placeholder_token_id)
-            canvas = torch.nn.functional.pad(frames, (1, len(positions) - 1 - frames.shape[1]),
-                                             value=config.placeholder_token_id)
-        else:
-            canvas = torch.full((len(lengths), len(positions)), config.placeholder_token_id, device=input_ids.device)
-        canvas[:, 0] = config.bos_token_id
-        canvas = canvas.masked_fill(positions == (lengths[:, None] - 1), config.eos_token_id)
-        return canvas.masked_fill(positions >= lengths[:, None], config.pad_token_id)
+        """The draft pass's input for a source batch (`draft_deer.draft_canvas`): bos, frames, eos; padded."""
+        return draft_canvas(self.config, input_ids, attention_mask)
 
     def draft_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """LM-head scores of draft frames (..., hidden) -> (..., embedding rows), the blank's from its own head when

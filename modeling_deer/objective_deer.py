@@ -20,16 +20,14 @@ from .edit_ops import (
     random_deletion,
     trim_padding,
 )
-from .generation_deer import collapse_frames, frame_words, frame_words_and_confidences
+from .draft_deer import chunk_positions, collapse_frames, frame_words, frame_words_and_confidences
 from .outputs_deer import DeerEncoderOutput, DeerSeq2SeqLMOutput
 
 
-# A training step scores every draft frame and every placeholder against every LM-head row. Above this many scores at
-# once (positions x rows), the LM head runs a chunk of positions at a time, keeps only what the losses read (CTC: the
-# blank's and the targets' columns; the word loss: the loss and each argmax) and recomputes each chunk's scores in the
-# backward pass, so that memory stops growing with vocabulary x positions (a 250k vocabulary at batch 64 would
-# otherwise hold gigabytes of scores).
-TRAINING_SCORES_PER_CHUNK = 2**24
+# A training step scores every draft frame and every placeholder against every LM-head row: above
+# `SCORES_PER_CHUNK` scores (draft_deer.py), the LM head runs a chunk of positions at a time, keeps only what the losses
+# read (CTC: the blank's and the targets' columns; the word loss: the loss and each argmax) and recomputes each chunk's
+# scores in the backward pass.
 # The confidence thresholds a re-drafting row of a training batch draws from (uniformly): its frames above the
 # threshold are revealed. Decoding's `reveal_threshold` is chosen in this range.
 REDRAFT_THRESHOLDS = (0.5, 1.0)
@@ -260,9 +258,9 @@ def ctc_columns(gold_rows: torch.Tensor, blank_row: int) -> tuple[torch.Tensor, 
 
 def _frame_chunks(model, hidden_states: torch.Tensor, columns: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Draft frames (batch, frames, hidden) and each frame's row `columns` (batch, K), flattened to positions and
-    split into chunks of `TRAINING_SCORES_PER_CHUNK // rows` positions (always at least one chunk, empty if there are
+    split into chunks of `chunk_positions` positions (always at least one chunk, empty if there are
     no frames)."""
-    size = max(1, TRAINING_SCORES_PER_CHUNK // model.config.embedding_rows)
+    size = chunk_positions(model)
     frames, hidden_size = hidden_states.shape[1:]
     return list(zip(hidden_states.reshape(-1, hidden_size).split(size),
                     columns.repeat_interleave(frames, dim=0).split(size)))
@@ -271,7 +269,7 @@ def _frame_chunks(model, hidden_states: torch.Tensor, columns: torch.Tensor) -> 
 def ctc_frame_scores(model, hidden_states: torch.Tensor, columns: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """From draft frames' hidden states (batch, frames, hidden): each frame's log-probabilities of its row's `columns`
     (batch, frames, K) and its mean log-probability over all LM-head rows (batch, frames), the LM head run on
-    `TRAINING_SCORES_PER_CHUNK // rows` frames at a time. With more than one chunk and gradients on, each chunk's scores
+    `SCORES_PER_CHUNK // rows` frames at a time. With more than one chunk and gradients on, each chunk's scores
     are recomputed in the backward pass instead of kept."""
     batch, frames = hidden_states.shape[:2]
     chunks = _frame_chunks(model, hidden_states, columns)
@@ -294,7 +292,7 @@ def frame_choices(model, hidden_states: torch.Tensor, columns: torch.Tensor, wit
     normaliser shifts all paths alike and the best alignment is the same), its argmax row, its `frame_words` token
     (what decoding would write there) and, `with_confidences`, that token's probability (else None), all three
     (batch, frames). The LM head runs on
-    `TRAINING_SCORES_PER_CHUNK // rows` frames at a time."""
+    `SCORES_PER_CHUNK // rows` frames at a time."""
     batch, frames = hidden_states.shape[:2]
     picked, best_rows, words, confidences = [], [], [], []
     for part, part_columns in _frame_chunks(model, hidden_states, columns):
@@ -314,9 +312,9 @@ def frame_choices(model, hidden_states: torch.Tensor, columns: torch.Tensor, wit
 
 def _word_loss(model, hidden_states: torch.Tensor, target_rows: torch.Tensor, label_smoothing: float) -> tuple:
     """The mean cross-entropy of the words that fill placeholders (hidden states (n, hidden), target rows (n,)) and
-    each placeholder's argmax row, the LM head run on `TRAINING_SCORES_PER_CHUNK // rows` placeholders at a time (each
+    each placeholder's argmax row, the LM head run on `SCORES_PER_CHUNK // rows` placeholders at a time (each
     chunk recomputed in the backward pass)."""
-    size = max(1, TRAINING_SCORES_PER_CHUNK // model.config.embedding_rows)
+    size = chunk_positions(model)
     if len(target_rows) <= size:  # one chunk
         logits = model.word_logits(hidden_states)
         return _cross_entropy(logits, target_rows, label_smoothing), logits.detach().argmax(-1)

@@ -14,7 +14,9 @@ tokenizer=tokenizer)`.
 
 from transformers import Pipeline
 
-TASK = "deer-text2text"
+from .configuration_deer import PIPELINE_TASK as TASK
+
+
 # What generate() takes per call through the pipeline.
 GENERATE_OPTIONS = ("max_iterations", "refinement", "reveal_threshold", "sparsity", "max_new_tokens", "max_length",
                     "eos_penalty", "blank_penalty", "deletion_penalty")
@@ -54,8 +56,3 @@ class DeerText2TextPipeline(Pipeline):
     def postprocess(self, outputs):
         return {"generated_text": self.tokenizer.decode(outputs["output_ids"][0], skip_special_tokens=True)}
 
-
-def custom_pipelines() -> dict:
-    """What a saved model's config.json lists under `custom_pipelines`, so that `pipeline(model=path,
-    trust_remote_code=True)` finds this file among the model's own."""
-    return {TASK: {"impl": "pipeline_deer.DeerText2TextPipeline", "pt": ["AutoModelForSeq2SeqLM"], "type": "text"}}

@@ -275,7 +275,7 @@ def test_transformers_generation_conventions():
 def test_decoding_scores_a_chunk_of_positions_at_a_time_with_the_same_outputs(monkeypatch):
     """Memory bounded for any vocabulary: the LM head sees at most a chunk of draft frames, or of placeholders to
     fill, at once, and the draft and every round after it are what scoring them all at once gives."""
-    import modeling_deer.generation_deer as generation
+    import modeling_deer.draft_deer as draft_deer
 
     model = tiny_model(seed=4)
     source, mask = random_batch(8, 12, seed=5)
@@ -283,7 +283,7 @@ def test_decoding_scores_a_chunk_of_positions_at_a_time_with_the_same_outputs(mo
              for count in (0, 2)]
     rows_scored = []
     hook = model.lm_head.dense.register_forward_hook(lambda module, args, output: rows_scored.append(len(args[0])))
-    monkeypatch.setattr(generation, "SCORES_PER_CHUNK", model.config.embedding_rows * 7)  # 7 positions a chunk
+    monkeypatch.setattr(draft_deer, "SCORES_PER_CHUNK", model.config.embedding_rows * 7)  # 7 positions a chunk
     try:
         chunked = [model.generate(input_ids=source, attention_mask=mask, max_iterations=count, blank_penalty=1.0)
                    for count in (0, 2)]

@@ -16,11 +16,11 @@ from transformers import (
 from modeling_deer import DeerForConditionalGeneration
 
 from modeling_deer.edit_ops import ctc_best_alignment, inner_mask
-from modeling_deer.generation_deer import collapse_frames
+from modeling_deer.draft_deer import collapse_frames
 import torch.nn.functional as F
 
-from modeling_deer import objective_deer
-from modeling_deer.generation_deer import frame_words
+from modeling_deer import draft_deer, objective_deer
+from modeling_deer.draft_deer import frame_words
 from modeling_deer.objective_deer import _ctc_loss, ctc_columns, ctc_frame_scores, frame_choices
 
 from conftest import (BOS, EOS, MASK, PAD, TINY_VOCAB, load_pairs, random_batch, shortest_real_pairs, tiny_config,
@@ -359,7 +359,7 @@ def test_ctc_on_the_columns_it_reads_equals_ctc_over_the_whole_vocabulary(monkey
     over the vocabulary, repeated target tokens and padding included."""
     model = tiny_model(seed=3)
     if frames_per_chunk is not None:
-        monkeypatch.setattr(objective_deer, "TRAINING_SCORES_PER_CHUNK", frames_per_chunk * model.config.embedding_rows)
+        monkeypatch.setattr(draft_deer, "SCORES_PER_CHUNK", frames_per_chunk * model.config.embedding_rows)
     generator = torch.Generator().manual_seed(0)
     hidden_states = torch.randn(3, 9, model.config.hidden_size, generator=generator, requires_grad=True)
     frame_lengths, targets = torch.tensor([9, 7, 5]), torch.tensor([[5, 6, 6, 7], [8, 8, 8, PAD], [9, 10, PAD, PAD]])
@@ -416,7 +416,7 @@ def test_a_training_step_in_chunks_equals_the_step_at_once(monkeypatch):
         return output, {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
 
     whole, whole_gradients = step()
-    monkeypatch.setattr(objective_deer, "TRAINING_SCORES_PER_CHUNK", 3 * TINY_VOCAB)  # 3 positions a chunk
+    monkeypatch.setattr(draft_deer, "SCORES_PER_CHUNK", 3 * TINY_VOCAB)  # 3 positions a chunk
     chunked, chunked_gradients = step()
     for name in ("loss", "ctc_loss", "insertion_loss", "word_loss", "deletion_loss"):
         assert getattr(chunked, name).item() == pytest.approx(getattr(whole, name).item(), rel=1e-5), name

@@ -71,19 +71,19 @@ def test_auto_classes(tmp_path):
     }
 
 
-def test_remote_code_loads_without_the_package(tmp_path):
-    model = tiny_model(seed=9, max_insertions=3)
-    source_ids, source_mask = random_batch(2, 9, seed=10)
-    expected = model.generate(input_ids=source_ids, attention_mask=source_mask, max_iterations=2)
-    model_dir = tmp_path / "model"
-    model.save_pretrained(model_dir)
-    torch.save({"input_ids": source_ids, "attention_mask": source_mask}, tmp_path / "inputs.pt")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHIPPED = os.path.join(REPO, "checkpoints", "bible-de-en", "deer")
 
+
+def generate_with_the_package_hidden(tmp_path, model_dir, inputs: dict) -> torch.Tensor:
+    """`model_dir`'s generation at 2 rounds, loaded with `trust_remote_code=True` in a process where neither this
+    package nor a training-only dependency can be imported."""
+    torch.save(inputs, tmp_path / "inputs.pt")
     script = textwrap.dedent(
         f"""
         import importlib.abc, sys
 
-        class Hidden(importlib.abc.MetaPathFinder):  # neither the package nor a training-only dependency is here
+        class Hidden(importlib.abc.MetaPathFinder):
             def find_spec(self, name, path, target=None):
                 if name.split(".")[0] in ("modeling_deer", "rapidfuzz"):
                     raise ModuleNotFoundError(f"No module named {{name!r}}")
@@ -107,7 +107,38 @@ def test_remote_code_loads_without_the_package(tmp_path):
     result = subprocess.run([sys.executable, "-c", script], env=environment, capture_output=True, text=True,
                             cwd=tmp_path, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert torch.equal(torch.load(tmp_path / "generated.pt"), expected)
+    return torch.load(tmp_path / "generated.pt")
+
+
+def test_remote_code_loads_without_the_package(tmp_path):
+    model = tiny_model(seed=9, max_insertions=3)
+    source_ids, source_mask = random_batch(2, 9, seed=10)
+    expected = model.generate(input_ids=source_ids, attention_mask=source_mask, max_iterations=2)
+    model.save_pretrained(tmp_path / "model")
+    inputs = {"input_ids": source_ids, "attention_mask": source_mask}
+    assert torch.equal(generate_with_the_package_hidden(tmp_path, tmp_path / "model", inputs), expected)
+
+
+def test_the_shipped_checkpoint_links_the_package_code_and_loads_both_ways(tmp_path):
+    """The shipped checkpoint holds no second copy of the package: its modeling files are links to modeling_deer/
+    (one for each module a saved model carries). It loads with the package, and with `trust_remote_code=True` and
+    the package hidden, to the same generations."""
+    package = os.path.join(REPO, "modeling_deer")
+    shipped = sorted(name for name in os.listdir(SHIPPED) if name.endswith(".py"))
+    assert set(shipped) == {name for name in os.listdir(package) if name.endswith(".py")} - {"__init__.py"}
+    for name in shipped:
+        path = os.path.join(SHIPPED, name)
+        assert os.path.islink(path), f"{name} is a copy: ship the checkpoint again (training's ship command)"
+        assert os.path.samefile(path, os.path.join(package, name))
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(SHIPPED)
+    batch = tokenizer(["Im Anfang war das Wort.", "Und das Licht scheint in der Finsternis."], return_tensors="pt",
+                      padding=True)
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    expected = DeerForConditionalGeneration.from_pretrained(SHIPPED).eval().generate(**inputs, max_iterations=2)
+    assert expected.shape[1] > 4
+    assert torch.equal(generate_with_the_package_hidden(tmp_path, SHIPPED, inputs), expected)
 
 
 def test_the_pipeline_from_a_local_dir_and_from_remote_code(tmp_path, tiny_bert_path):
@@ -158,41 +189,3 @@ def test_the_pipeline_from_a_local_dir_and_from_remote_code(tmp_path, tiny_bert_
                             cwd=tmp_path, timeout=300, stdin=subprocess.DEVNULL)
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(result.stdout.strip().splitlines()[-1]) == outputs
-
-
-# -- the checkpoints shipped in the repository -----------------------------------------------------------------------
-
-SHIPPED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "checkpoints", "bible-de-en")
-
-
-def test_the_shipped_deer_carries_the_current_modeling_code():
-    """Its .py files are the remote code a user without the package runs: `make ship` must follow every change."""
-    import modeling_deer
-
-    package = os.path.dirname(modeling_deer.__file__)
-    wanted = sorted(name for name in os.listdir(package) if name.endswith(".py") and name != "__init__.py")
-    shipped = sorted(name for name in os.listdir(os.path.join(SHIPPED, "deer")) if name.endswith(".py"))
-    assert shipped == wanted, "re-run `make ship`"
-    for name in wanted:
-        with open(os.path.join(package, name)) as mine, open(os.path.join(SHIPPED, "deer", name)) as theirs:
-            assert mine.read() == theirs.read(), f"checkpoints/bible-de-en/deer/{name} is stale: re-run `make ship`"
-
-
-def test_the_shipped_deer_translates_without_the_package(tmp_path):
-    script = textwrap.dedent(
-        f"""
-        import sys
-        sys.modules["modeling_deer"] = None  # the package cannot be imported here: the shipped code runs
-        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
-        path = {os.path.join(SHIPPED, "deer")!r}
-        model = AutoModelForSeq2SeqLM.from_pretrained(path, trust_remote_code=True)
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=True)
-        ids = model.generate(**tokenizer(["Im Anfang war das Wort."], return_tensors="pt"), max_iterations=2)
-        print(tokenizer.decode(ids[0], skip_special_tokens=True))
-        """
-    )
-    environment = dict(os.environ, HF_MODULES_CACHE=str(tmp_path / "modules"), HF_HUB_OFFLINE="1")
-    result = subprocess.run([sys.executable, "-c", script], env=environment, capture_output=True, text=True,
-                            cwd=tmp_path, timeout=300, stdin=subprocess.DEVNULL)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "beginning" in result.stdout and "word" in result.stdout

@@ -1,0 +1,1 @@
+../../../modeling_deer/draft_deer.py
