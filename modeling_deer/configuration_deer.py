@@ -10,7 +10,6 @@ from transformers import PreTrainedConfig
 from transformers.utils import logging
 
 
-
 logger = logging.get_logger(__name__)
 # This file runs as the installed package, or as a saved model's remote code (trust_remote_code=True).
 IS_PACKAGE = __name__.startswith("modeling_deer.")
@@ -43,7 +42,7 @@ class DeerConfig(PreTrainedConfig):
 
     DEER objective:
         upsample_ratio (`float`, defaults to 2.0): the draft has ceil(upsample_ratio * source_length) frames.
-        max_insertions (`int`, defaults to 256): classes of the insertion head (0 .. max_insertions - 1 tokens per gap).
+        max_insertions (`int`, defaults to 256): classes of the insertion head (0 .. max_insertions - 1 per gap).
         ctc_loss_weight (`float`, defaults to 1.0); insertion_loss_weight, word_loss_weight, deletion_loss_weight
             (`float`, default 0.5; the paper: 1.0): at equal weights the three edit losses drown the draft's in a
             small shared network, and validation BLEU favoured halving them (with `training.train`'s CTC-only
@@ -94,8 +93,15 @@ class DeerConfig(PreTrainedConfig):
     model_type = "deer"
     # Evaluation without generation: the loss components and the encoder states are not "predictions" for a
     # Trainer's compute_metrics (it then gets none, and the loss is still reported).
-    keys_to_ignore_at_inference = ["ctc_loss", "insertion_loss", "word_loss", "deletion_loss", "sparsity_loss",
-                                   "num_unfit_targets", "encoder_last_hidden_state"]
+    keys_to_ignore_at_inference = [
+        "ctc_loss",
+        "insertion_loss",
+        "word_loss",
+        "deletion_loss",
+        "sparsity_loss",
+        "num_unfit_targets",
+        "encoder_last_hidden_state",
+    ]
 
     vocab_size: int = 30522
     hidden_size: int = 768
@@ -205,63 +211,126 @@ class DeerConfig(PreTrainedConfig):
         def is_number(value):
             return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
-        for field in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-                      "max_position_embeddings", "type_vocab_size"):
+        for field in (
+            "vocab_size",
+            "hidden_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "intermediate_size",
+            "max_position_embeddings",
+            "type_vocab_size",
+        ):
             value = getattr(self, field)
             require(isinstance(value, int) and value >= 1, field, "an integer >= 1")
-        require(self.hidden_size % self.num_attention_heads == 0, "hidden_size",
-                f"a multiple of num_attention_heads ({self.num_attention_heads})")
-        require(isinstance(self.position_offset, int) and 0 <= self.position_offset < self.max_position_embeddings - 1,
-                "position_offset", f"an integer in [0, max_position_embeddings - 1) = [0, {self.max_position_embeddings - 1})")
+        require(
+            self.hidden_size % self.num_attention_heads == 0,
+            "hidden_size",
+            f"a multiple of num_attention_heads ({self.num_attention_heads})",
+        )
+        require(
+            isinstance(self.position_offset, int) and 0 <= self.position_offset < self.max_position_embeddings - 1,
+            "position_offset",
+            f"an integer in [0, max_position_embeddings - 1) = [0, {self.max_position_embeddings - 1})",
+        )
         for field in ("pad_token_id", "bos_token_id", "eos_token_id", "placeholder_token_id"):
             value = getattr(self, field)
-            require(isinstance(value, int) and 0 <= value < self.vocab_size, field,
-                    f"a token id in [0, vocab_size) = [0, {self.vocab_size})")
-        require(self.unk_token_id is None or isinstance(self.unk_token_id, int) and 0 <= self.unk_token_id < self.vocab_size,
-                "unk_token_id", f"None or a token id in [0, vocab_size) = [0, {self.vocab_size})")
+            require(
+                isinstance(value, int) and 0 <= value < self.vocab_size,
+                field,
+                f"a token id in [0, vocab_size) = [0, {self.vocab_size})",
+            )
+        require(
+            self.unk_token_id is None
+            or isinstance(self.unk_token_id, int)
+            and 0 <= self.unk_token_id < self.vocab_size,
+            "unk_token_id",
+            f"None or a token id in [0, vocab_size) = [0, {self.vocab_size})",
+        )
         if self.vocabulary_ids is not None:
             kept = self.vocabulary_ids
-            require(isinstance(kept, (list, tuple)) and all(isinstance(t, int) for t in kept)
-                    and list(kept) == sorted(set(kept)) and kept and 0 <= kept[0] and kept[-1] < self.vocab_size
-                    and {self.pad_token_id, self.bos_token_id, self.eos_token_id, self.placeholder_token_id,
-                         self.unk_token_id} <= set(kept),
-                    "vocabulary_ids", "None or sorted distinct token ids in [0, vocab_size) that include the "
-                    "special tokens and unk_token_id")
+            require(
+                isinstance(kept, (list, tuple))
+                and all(isinstance(t, int) for t in kept)
+                and list(kept) == sorted(set(kept))
+                and kept
+                and 0 <= kept[0]
+                and kept[-1] < self.vocab_size
+                and {
+                    self.pad_token_id,
+                    self.bos_token_id,
+                    self.eos_token_id,
+                    self.placeholder_token_id,
+                    self.unk_token_id,
+                }
+                <= set(kept),
+                "vocabulary_ids",
+                "None or sorted distinct token ids in [0, vocab_size) that include the "
+                "special tokens and unk_token_id",
+            )
         special = [self.pad_token_id, self.bos_token_id, self.eos_token_id, self.placeholder_token_id]
-        require(len(set(special)) == 4, "placeholder_token_id",
-                f"distinct from pad, bos and eos (got pad, bos, eos, placeholder = {special})")
+        require(
+            len(set(special)) == 4,
+            "placeholder_token_id",
+            f"distinct from pad, bos and eos (got pad, bos, eos, placeholder = {special})",
+        )
         for field in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
             value = getattr(self, field)
             require(is_number(value) and 0 <= value < 1, field, "a number in [0, 1)")
         require(is_number(self.upsample_ratio) and self.upsample_ratio >= 1, "upsample_ratio", "a number >= 1")
         require(isinstance(self.max_insertions, int) and self.max_insertions >= 2, "max_insertions", "an integer >= 2")
-        for field in ("ctc_loss_weight", "insertion_loss_weight", "word_loss_weight", "deletion_loss_weight",
-                      "sparsity_weight"):
+        for field in (
+            "ctc_loss_weight",
+            "insertion_loss_weight",
+            "word_loss_weight",
+            "deletion_loss_weight",
+            "sparsity_weight",
+        ):
             value = getattr(self, field)
             require(is_number(value) and value >= 0, field, "a number >= 0")
-        for field in ("ctc_label_smoothing", "insertion_label_smoothing", "word_label_smoothing",
-                      "deletion_label_smoothing"):
+        for field in (
+            "ctc_label_smoothing",
+            "insertion_label_smoothing",
+            "word_label_smoothing",
+            "deletion_label_smoothing",
+        ):
             value = getattr(self, field)
             require(is_number(value) and 0 <= value < 1, field, "a number in [0, 1)")
-        require(is_number(self.glancing_ratio) and 0 <= self.glancing_ratio <= 1, "glancing_ratio", "a number in [0, 1]")
+        require(
+            is_number(self.glancing_ratio) and 0 <= self.glancing_ratio <= 1, "glancing_ratio", "a number in [0, 1]"
+        )
         require(self.draft_input in ("source", "placeholder"), "draft_input", "'source' or 'placeholder'")
         for field in ("separate_blank_head", "blank_calibrated", "full_every_step"):
             require(isinstance(getattr(self, field), bool), field, "True or False")
-        require(is_number(self.draft_edit_ratio) and 0 <= self.draft_edit_ratio <= 1, "draft_edit_ratio",
-                "a number in [0, 1]")
+        require(
+            is_number(self.draft_edit_ratio) and 0 <= self.draft_edit_ratio <= 1,
+            "draft_edit_ratio",
+            "a number in [0, 1]",
+        )
         require(is_number(self.redraft_ratio) and 0 <= self.redraft_ratio <= 1, "redraft_ratio", "a number in [0, 1]")
-        require(is_number(self.edit_rows_ratio) and 0 < self.edit_rows_ratio <= 1, "edit_rows_ratio",
-                "a number in (0, 1]")
-        require(isinstance(self.sparsity_levels, (list, tuple))
-                and all(is_number(level) and 0 <= level < 1 for level in self.sparsity_levels),
-                "sparsity_levels", "a list of numbers in [0, 1)")
-        require(is_number(self.pruned_sparsity) and 0 <= self.pruned_sparsity < 1, "pruned_sparsity", "a number in [0, 1)")
-        require(len(self.layer_num_heads) == self.num_hidden_layers
-                and all(isinstance(n, int) and 0 <= n <= self.num_attention_heads for n in self.layer_num_heads),
-                "layer_num_heads", f"{self.num_hidden_layers} integers in [0, {self.num_attention_heads}]")
-        require(len(self.layer_intermediate_sizes) == self.num_hidden_layers
-                and all(isinstance(n, int) and 0 <= n <= self.intermediate_size for n in self.layer_intermediate_sizes),
-                "layer_intermediate_sizes", f"{self.num_hidden_layers} integers in [0, {self.intermediate_size}]")
+        require(
+            is_number(self.edit_rows_ratio) and 0 < self.edit_rows_ratio <= 1, "edit_rows_ratio", "a number in (0, 1]"
+        )
+        require(
+            isinstance(self.sparsity_levels, (list, tuple))
+            and all(is_number(level) and 0 <= level < 1 for level in self.sparsity_levels),
+            "sparsity_levels",
+            "a list of numbers in [0, 1)",
+        )
+        require(
+            is_number(self.pruned_sparsity) and 0 <= self.pruned_sparsity < 1, "pruned_sparsity", "a number in [0, 1)"
+        )
+        require(
+            len(self.layer_num_heads) == self.num_hidden_layers
+            and all(isinstance(n, int) and 0 <= n <= self.num_attention_heads for n in self.layer_num_heads),
+            "layer_num_heads",
+            f"{self.num_hidden_layers} integers in [0, {self.num_attention_heads}]",
+        )
+        require(
+            len(self.layer_intermediate_sizes) == self.num_hidden_layers
+            and all(isinstance(n, int) and 0 <= n <= self.intermediate_size for n in self.layer_intermediate_sizes),
+            "layer_intermediate_sizes",
+            f"{self.num_hidden_layers} integers in [0, {self.intermediate_size}]",
+        )
 
 
 __all__ = ["DeerConfig"]

@@ -31,9 +31,18 @@ logger = logging.get_logger(__name__)
 SUPPORTED_MODEL_TYPES = {"bert": "bert", "roberta": "roberta", "xlm-roberta": "roberta", "camembert": "roberta"}
 # Fields that BertConfig, RobertaConfig and XLMRobertaConfig share with DeerConfig, copied as they are.
 ARCHITECTURE_FIELDS = (
-    "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "hidden_act",
-    "hidden_dropout_prob", "attention_probs_dropout_prob", "max_position_embeddings", "type_vocab_size",
-    "initializer_range", "layer_norm_eps",
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "hidden_act",
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "max_position_embeddings",
+    "type_vocab_size",
+    "initializer_range",
+    "layer_norm_eps",
 )
 SPECIAL_TOKENS = {  # DEER's name -> the tokenizer attribute that holds it
     "bos_token_id": "cls_token_id",
@@ -101,8 +110,11 @@ def _special_token_ids(pretrained_model_name_or_path, config_overrides, source_c
             f"{source_config.vocab_size}: it is not this checkpoint's (no tokenizer files?). Add the tokenizer's "
             f"files to the directory, or pass {missing} explicitly."
         )
-    for config_name, attribute in (("pad_token_id", "pad_token_id"), ("bos_token_id", "cls_token_id"),
-                                   ("eos_token_id", "sep_token_id")):
+    for config_name, attribute in (
+        ("pad_token_id", "pad_token_id"),
+        ("bos_token_id", "cls_token_id"),
+        ("eos_token_id", "sep_token_id"),
+    ):
         expected, found = getattr(source_config, config_name, None), getattr(tokenizer, attribute, None)
         if expected is not None and found is not None and expected != found and config_name in missing:
             raise ValueError(

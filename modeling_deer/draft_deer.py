@@ -156,8 +156,8 @@ def redraft(model, frames: DraftFrames, encoder_output, reveal_threshold: float,
 
 
 def best_tokens(model, scores: torch.Tensor, never: list[int]) -> torch.Tensor:
-    """Each row's best token id from LM-head scores (n, embedding rows), the ids in `never` excluded: the argmax, mapped
-    from rows back to tokenizer ids. Changes `scores` in place."""
+    """Each row's best token id from LM-head scores (n, embedding rows), the ids in `never` excluded: the argmax,
+    mapped from rows back to tokenizer ids. Changes `scores` in place."""
     scores[:, model.token_rows(never)] = float("-inf")
     return model.row_tokens(scores.argmax(-1))
 

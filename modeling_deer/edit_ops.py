@@ -71,8 +71,9 @@ def trim_padding(tokens: torch.Tensor, pad_id: int) -> torch.Tensor:
     return tokens[:, :width]
 
 
-def source_anchored_frames(source_ids: torch.Tensor, source_mask: torch.Tensor, num_frames: torch.Tensor,
-                           fallback_id: int) -> torch.Tensor:
+def source_anchored_frames(
+    source_ids: torch.Tensor, source_mask: torch.Tensor, num_frames: torch.Tensor, fallback_id: int
+) -> torch.Tensor:
     """The draft's input when it reads the source: frame j of F reads inner source token floor(j * n / F) of the
     n between the source's first and last token (its bos and eos), so the frames cover the source evenly and in
     order (as in CTC decoders that read the upsampled source). Rows with no inner source token read `fallback_id`.

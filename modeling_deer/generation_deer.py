@@ -28,13 +28,32 @@ from .pruning_deer import OWN_LEVEL
 
 logger = logging.get_logger(__name__)
 
-OPTIONS = ("max_iterations", "refinement", "reveal_threshold", "eos_penalty", "blank_penalty", "deletion_penalty",
-           "max_new_tokens", "max_length", "stop_when_unchanged", "return_dict_in_generate", "output_history")
+OPTIONS = (
+    "max_iterations",
+    "refinement",
+    "reveal_threshold",
+    "eos_penalty",
+    "blank_penalty",
+    "deletion_penalty",
+    "max_new_tokens",
+    "max_length",
+    "stop_when_unchanged",
+    "return_dict_in_generate",
+    "output_history",
+)
 # What a round after the draft does (`DeerGenerationConfig.refinement`).
 REFINEMENTS = ("edits", "redraft")
 # What transformers' own tools (Seq2SeqTrainer, pipelines) pass to generate() and DEER has no use for.
-PASSED_BY_TOOLS = ("synced_gpus", "use_cache", "bos_token_id", "eos_token_id", "pad_token_id", "labels",
-                   "decoder_input_ids", "decoder_attention_mask")
+PASSED_BY_TOOLS = (
+    "synced_gpus",
+    "use_cache",
+    "bos_token_id",
+    "eos_token_id",
+    "pad_token_id",
+    "labels",
+    "decoder_input_ids",
+    "decoder_attention_mask",
+)
 # Autoregressive settings that DEER honours only at their neutral value.
 NEUTRAL = {"num_beams": 1, "do_sample": False, "num_return_sequences": 1}
 
@@ -94,7 +113,11 @@ class DeerGenerationConfig(GenerationConfig):
         self.validate()
 
     def validate(self, strict=False, **kwargs):
-        if isinstance(self.max_iterations, bool) or not isinstance(self.max_iterations, int) or self.max_iterations < 0:
+        if (
+            isinstance(self.max_iterations, bool)
+            or not isinstance(self.max_iterations, int)
+            or self.max_iterations < 0
+        ):
             raise ValueError(f"max_iterations must be an integer >= 0 (0 = draft only), got {self.max_iterations!r}.")
         if self.refinement not in REFINEMENTS:
             raise ValueError(f"refinement must be one of {REFINEMENTS}, got {self.refinement!r}.")
@@ -164,8 +187,7 @@ class DeerGenerateOutput(ModelOutput):
     history: list[torch.Tensor] | None = None
 
 
-def resolve_generation_config(default: DeerGenerationConfig, generation_config, kwargs: dict
-                              ) -> DeerGenerationConfig:
+def resolve_generation_config(default: DeerGenerationConfig, generation_config, kwargs: dict) -> DeerGenerationConfig:
     """The configuration one generate() call decodes with: `generation_config` (a `DeerGenerationConfig`, or a plain
     transformers `GenerationConfig`, whose DEER options and length caps are read over the model's own) updated with
     `kwargs`. The arguments transformers' tools pass are accepted and ignored; what DEER cannot honour is refused."""
@@ -174,8 +196,11 @@ def resolve_generation_config(default: DeerGenerationConfig, generation_config, 
         base = generation_config or default
     elif isinstance(generation_config, GenerationConfig):
         base = default
-        given = {name: getattr(generation_config, name) for name in (*OPTIONS, *NEUTRAL)
-                 if getattr(generation_config, name, None) is not None and name != "max_length"}
+        given = {
+            name: getattr(generation_config, name)
+            for name in (*OPTIONS, *NEUTRAL)
+            if getattr(generation_config, name, None) is not None and name != "max_length"
+        }
         if getattr(generation_config, "max_new_tokens", None) is None:  # transformers: max_length applies then
             given["max_length"] = generation_config.max_length
         kwargs = {**given, **kwargs}
@@ -208,12 +233,14 @@ def deer_generate(model, input_ids, attention_mask, generation_config: DeerGener
     cap = generation_config.output_length_cap(config.max_sequence_length)
     blank_penalty = generation_config.blank_penalty
     redrafting = generation_config.refinement == "redraft" and generation_config.max_iterations > 0
-    encoder_output, sequences, frames = draft(model, input_ids, attention_mask, blank_penalty, cap, gates,
-                                              with_confidences=redrafting)
+    encoder_output, sequences, frames = draft(
+        model, input_ids, attention_mask, blank_penalty, cap, gates, with_confidences=redrafting
+    )
     batch = sequences.shape[0]
     # A source with no words (an empty text tokenises to bos eos) has nothing to say: its output is empty too.
-    specials = torch.tensor([config.bos_token_id, config.eos_token_id, pad, config.placeholder_token_id],
-                            device=input_ids.device)
+    specials = torch.tensor(
+        [config.bos_token_id, config.eos_token_id, pad, config.placeholder_token_id], device=input_ids.device
+    )
     wordless = ~(attention_mask & ~torch.isin(input_ids, specials)).any(1)
     if wordless.any():
         empty = torch.full_like(sequences[:1], pad)
@@ -227,14 +254,25 @@ def deer_generate(model, input_ids, attention_mask, generation_config: DeerGener
         if len(active) == 0:
             break
         if generation_config.refinement == "redraft":
-            redrafted = redraft(model, frames.select_rows(active), encoder_output.select_rows(active),
-                                 generation_config.reveal_threshold, blank_penalty)
+            redrafted = redraft(
+                model,
+                frames.select_rows(active),
+                encoder_output.select_rows(active),
+                generation_config.reveal_threshold,
+                blank_penalty,
+            )
             frames = frames.update_rows(active, redrafted)
             edited = redrafted.collapse(model, cap)
         else:
             current = trim_padding(sequences[active], pad)
-            edited = _refine(model, current, encoder_output.select_rows(active), generation_config.eos_penalty,
-                             generation_config.deletion_penalty, cap)
+            edited = _refine(
+                model,
+                current,
+                encoder_output.select_rows(active),
+                generation_config.eos_penalty,
+                generation_config.deletion_penalty,
+                cap,
+            )
         width = max(sequences.shape[1], edited.shape[1])
         sequences = _pad_to(sequences, width, pad)
         edited = _pad_to(edited, width, pad)
@@ -252,8 +290,14 @@ def deer_generate(model, input_ids, attention_mask, generation_config: DeerGener
     return sequences
 
 
-def _refine(model, tokens: torch.Tensor, encoder_output, eos_penalty: float, deletion_penalty: float = 0.0,
-            cap: int | None = None) -> torch.Tensor:
+def _refine(
+    model,
+    tokens: torch.Tensor,
+    encoder_output,
+    eos_penalty: float,
+    deletion_penalty: float = 0.0,
+    cap: int | None = None,
+) -> torch.Tensor:
     """One edit round on (batch, length) `bos ... eos` rows: delete, insert placeholders (rows grow to at most
     `cap` tokens, by default the position table), fill."""
     config = model.config
@@ -270,8 +314,9 @@ def _refine(model, tokens: torch.Tensor, encoder_output, eos_penalty: float, del
     # b. Insert placeholders: a count per gap between neighbours, the total capped by the position table.
     insertion_logits = model.insertion_logits(hidden_states)
     insertion_logits[..., 0] -= eos_penalty
-    tokens = insert_placeholders(tokens, insertion_logits.argmax(-1), placeholder, pad,
-                                 config.max_sequence_length if cap is None else cap)
+    tokens = insert_placeholders(
+        tokens, insertion_logits.argmax(-1), placeholder, pad, config.max_sequence_length if cap is None else cap
+    )
 
     # c. Fill.
     return _fill(model, tokens, encoder_output)
@@ -285,8 +330,12 @@ def _fill(model, tokens: torch.Tensor, encoder_output) -> torch.Tensor:
     if placeholder_mask.any():
         hidden_states = model.target_pass(tokens, encoder_output)
         never = [config.bos_token_id, config.eos_token_id, config.pad_token_id, placeholder]
-        words = torch.cat([best_tokens(model, model.word_logits(part), never)
-                           for part in hidden_states[placeholder_mask].split(chunk_positions(model))])
+        words = torch.cat(
+            [
+                best_tokens(model, model.word_logits(part), never)
+                for part in hidden_states[placeholder_mask].split(chunk_positions(model))
+            ]
+        )
         tokens = fill_placeholders(tokens, words, placeholder)
     return tokens
 
@@ -337,8 +386,9 @@ class DeerGenerationMixin:
         # The level's gates travel with this call (no state set on the model): calls at other levels run alongside.
         return deer_generate(self, input_ids.long(), attention_mask, generation_config, self.level_gates(level))
 
-    def adjust_generation_fn(self, generation_config, from_auto_class, from_pipeline, pretrained_model_name_or_path,
-                             **kwargs):
+    def adjust_generation_fn(
+        self, generation_config, from_auto_class, from_pipeline, pretrained_model_name_or_path, **kwargs
+    ):
         """Called by `from_pretrained`: load generation_config.json as a `DeerGenerationConfig`."""
         if generation_config is not None:
             self.generation_config = DeerGenerationConfig(**generation_config.to_dict())
@@ -349,13 +399,17 @@ class DeerGenerationMixin:
             if key in kwargs
         }
         try:
-            self.generation_config = DeerGenerationConfig.from_pretrained(pretrained_model_name_or_path,
-                                                                          **loading_kwargs)
+            self.generation_config = DeerGenerationConfig.from_pretrained(
+                pretrained_model_name_or_path, **loading_kwargs
+            )
         except OSError as error:
-            local = os.path.join(str(pretrained_model_name_or_path), loading_kwargs.get("subfolder") or "",
-                                 "generation_config.json")
+            local = os.path.join(
+                str(pretrained_model_name_or_path), loading_kwargs.get("subfolder") or "", "generation_config.json"
+            )
             if os.path.isfile(local) or "not a valid JSON" in str(error):
                 # A file that is there but unreadable would silently lose the tuned decoding knobs.
-                raise ValueError(f"the model's generation_config.json cannot be read ({error}); fix or delete it "
-                                 "(without it DEER decodes with the default knobs).") from error
+                raise ValueError(
+                    f"the model's generation_config.json cannot be read ({error}); fix or delete it "
+                    "(without it DEER decodes with the default knobs)."
+                ) from error
             logger.info("No generation_config.json found: using the default DeerGenerationConfig.")

@@ -49,8 +49,9 @@ class DeerHubMixin:
         try:
             repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
         except Exception as error:
-            raise OSError(f"push_to_hub: could not create or reach the repository {repo_id!r} at {api.endpoint}: "
-                          f"{error}") from error
+            raise OSError(
+                f"push_to_hub: could not create or reach the repository {repo_id!r} at {api.endpoint}: {error}"
+            ) from error
         card = model_card if model_card is not None else build_model_card(self, model_name=repo_id, tags=tags)
         with tempfile.TemporaryDirectory() as folder:
             self.save_pretrained(folder, max_shard_size=max_shard_size)
@@ -58,9 +59,16 @@ class DeerHubMixin:
                 tokenizer.save_pretrained(folder)
             card.save(os.path.join(folder, "README.md"))
             try:
-                return api.upload_folder(repo_id=repo_id, folder_path=folder, revision=revision, create_pr=create_pr,
-                                         commit_message=commit_message or "Upload DEER model",
-                                         commit_description=commit_description)
+                return api.upload_folder(
+                    repo_id=repo_id,
+                    folder_path=folder,
+                    revision=revision,
+                    create_pr=create_pr,
+                    commit_message=commit_message or "Upload DEER model",
+                    commit_description=commit_description,
+                )
             except Exception as error:
-                raise OSError(f"push_to_hub: uploading to {repo_id!r} failed, nothing was committed there; the "
-                              f"model here is unchanged (save_pretrained it, then retry): {error}") from error
+                raise OSError(
+                    f"push_to_hub: uploading to {repo_id!r} failed, nothing was committed there; the "
+                    f"model here is unchanged (save_pretrained it, then retry): {error}"
+                ) from error

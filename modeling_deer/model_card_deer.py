@@ -2,7 +2,7 @@
 
 `build_model_card(model, ...)` writes the YAML metadata (library, pipeline tag, tags, base model, datasets, language,
 license) and a `model-index` with whatever results it is given: `EvalResult`s and extra sections from the caller
-(training.report makes them from a benchmark report), or a Trainer's evaluation metrics. The body says how to load
+(experiments.report makes them from a benchmark report), or a Trainer's evaluation metrics. The body says how to load
 the model with and without the package, how to choose iterations and sparsity, and the limitations.
 """
 
@@ -17,9 +17,17 @@ def _trainer_eval_results(metrics: dict, dataset: str) -> list[EvalResult]:
     for metric in ("bleu", "chrf", "rougeL"):
         value = metrics.get(f"eval_{metric}")
         if value is not None:
-            results.append(EvalResult(task_type="text2text-generation", dataset_type=dataset, dataset_name=dataset,
-                                      dataset_split="validation", metric_type=metric.lower(),
-                                      metric_value=round(float(value), 4), metric_name=METRIC_NAMES[metric]))
+            results.append(
+                EvalResult(
+                    task_type="text2text-generation",
+                    dataset_type=dataset,
+                    dataset_name=dataset,
+                    dataset_split="validation",
+                    metric_type=metric.lower(),
+                    metric_value=round(float(value), 4),
+                    metric_name=METRIC_NAMES[metric],
+                )
+            )
     return results
 
 
@@ -55,16 +63,25 @@ def build_model_card(
         tags=sorted({"deer", "non-autoregressive", "text2text-generation", "bert", "pruning", *(tags or [])}),
         eval_results=eval_results or None,
     )
-    pruned = f"pruned to sparsity {config.pruned_sparsity:g} (the shapes are saved)" if config.pruned_sparsity else (
-        "unpruned" + (f"; trained with pruning levels {list(config.sparsity_levels)}" if config.sparsity_levels
-                      else ""))
-    vocabulary = (f"vocabulary trimmed to {config.embedding_rows:,} of the tokenizer's {config.vocab_size:,} tokens"
-                  if config.vocabulary_ids else f"full vocabulary ({config.vocab_size:,} tokens)")
+    pruned = (
+        f"pruned to sparsity {config.pruned_sparsity:g} (the shapes are saved)"
+        if config.pruned_sparsity
+        else (
+            "unpruned"
+            + (f"; trained with pruning levels {list(config.sparsity_levels)}" if config.sparsity_levels else "")
+        )
+    )
+    vocabulary = (
+        f"vocabulary trimmed to {config.embedding_rows:,} of the tokenizer's {config.vocab_size:,} tokens"
+        if config.vocabulary_ids
+        else f"full vocabulary ({config.vocab_size:,} tokens)"
+    )
     body = [
         f"# {model_name}",
-        description or "A DEER model: a BERT-family masked LM turned into a non-autoregressive generator that drafts "
-                       "the whole output in one pass and refines it in edit rounds (delete, insert, fill), with the "
-                       "cost chosen at inference.",
+        description
+        or "A DEER model: a BERT-family masked LM turned into a non-autoregressive generator that drafts "
+        "the whole output in one pass and refines it in edit rounds (delete, insert, fill), with the "
+        "cost chosen at inference.",
         f"Backbone: {config.num_hidden_layers} layers, hidden size {config.hidden_size}, "
         f"{config.num_attention_heads} heads; {pruned}; {vocabulary}."
         + (f" Fine-tuned from `{base_model}`." if base_model else ""),
@@ -75,22 +92,31 @@ def build_model_card(
         "ids = model.generate(**batch, max_iterations=2)   # 0 = the one-pass draft\n"
         "print(tokenizer.batch_decode(ids, skip_special_tokens=True))\n```\n\n"
         "With `pip install modeling_deer` and `import modeling_deer`, `trust_remote_code` is not needed. "
-        + ("`model.prune_to(0.5)` removes half of the attention and FFN parameters for good (learned head and neuron "
-           "scores decide which); `model.set_sparsity(0.5)` only masks them." if config.sparsity_levels else
-           "This model was trained at full size only (no pruning levels): its head and neuron scores were never "
-           "learned, so pruning it would collapse its quality."),
+        + (
+            "`model.prune_to(0.5)` removes half of the attention and FFN parameters for good (learned head and neuron "
+            "scores decide which); `model.set_sparsity(0.5)` only masks them."
+            if config.sparsity_levels
+            else "This model was trained at full size only (no pruning levels): its head and neuron scores were never "
+            "learned, so pruning it would collapse its quality."
+        ),
         "## Choosing iterations and sparsity\n\n"
         "- `max_iterations=0` is one backbone pass: the fastest output, usually with repeated or missing words.\n"
         "- Each further iteration costs one or two more passes and fixes some of them; most of the gain is in the "
         "first one or two. Rows whose output stops changing leave the batch early.\n"
-        + ("- Sparsity 0.25-0.5 cuts latency and memory; the grid below shows what it costs in quality for this "
-           "model. Prune once (`prune_to`) and save, rather than masking at every call." if config.sparsity_levels
-           else "- Sparsity: not for this model (see above); the iteration count is its one cost knob."),
+        + (
+            "- Sparsity 0.25-0.5 cuts latency and memory; the grid below shows what it costs in quality for this "
+            "model. Prune once (`prune_to`) and save, rather than masking at every call."
+            if config.sparsity_levels
+            else "- Sparsity: not for this model (see above); the iteration count is its one cost knob."
+        ),
     ]
     body += list(sections or [])
     if trainer_metrics:
-        shown = {key: round(float(value), 4) for key, value in trainer_metrics.items()
-                 if key.startswith("eval_") and isinstance(value, (int, float))}
+        shown = {
+            key: round(float(value), 4)
+            for key, value in trainer_metrics.items()
+            if key.startswith("eval_") and isinstance(value, (int, float))
+        }
         body.append("## Evaluation (Trainer)\n\n" + "\n".join(f"- `{key}`: {value}" for key, value in shown.items()))
     body.append(
         "## Limitations\n\n"

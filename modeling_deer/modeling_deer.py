@@ -49,7 +49,8 @@ class DeerEmbeddings(nn.Module):
     `config.position_offset`, so source and target each start at the first position and padding never shifts them.
 
     With a trimmed vocabulary (`trim_vocabulary`) the word embedding has one row per kept token: `token_rows` and
-    `row_tokens` translate between the tokenizer's ids and those rows. Everything else in the model works in tokenizer ids."""
+    `row_tokens` translate between the tokenizer's ids and those rows. Everything else in the model works in tokenizer
+    ids."""
 
     def __init__(self, config: DeerConfig):
         super().__init__()
@@ -276,8 +277,9 @@ class DeerModel(DeerPreTrainedModel):
     def set_input_embeddings(self, embeddings):
         self.embeddings.word_embeddings = embeddings
 
-    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-               gates: tuple | None = None) -> DeerEncoderOutput:
+    def encode(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, gates: tuple | None = None
+    ) -> DeerEncoderOutput:
         """Source pass: the source attends to itself only. Keeps every layer's source keys/values, and the call's
         pruning `gates` (per layer, or None) for the target passes."""
         if attention_mask is None:
@@ -302,9 +304,13 @@ class DeerModel(DeerPreTrainedModel):
             hidden_states, _ = layer(hidden_states, key_mask, source_key_value, layer_gates)
         return hidden_states
 
-    def encode_and_target_pass(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                               target_ids: torch.Tensor, gates: tuple | None = None
-                               ) -> tuple[DeerEncoderOutput, torch.Tensor]:
+    def encode_and_target_pass(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        target_ids: torch.Tensor,
+        gates: tuple | None = None,
+    ) -> tuple[DeerEncoderOutput, torch.Tensor]:
         """`encode` and then `target_pass` in one pass over [source ; target], with the same results: source queries
         attend to source keys only, target queries to both. Fewer, larger matrix products than two passes (on a CPU
         at batch 1 the split costs a BERT-base draft ~15 %); decoding uses it for the draft, whose target is known
@@ -312,8 +318,13 @@ class DeerModel(DeerPreTrainedModel):
         attention_mask = attention_mask.bool()
         target_mask = target_ids != self.config.pad_token_id
         source_length = input_ids.shape[1]
-        hidden_states = torch.cat([self.embeddings(input_ids, attention_mask, SOURCE_TOKEN_TYPE),
-                                   self.embeddings(target_ids, target_mask, TARGET_TOKEN_TYPE)], dim=1)
+        hidden_states = torch.cat(
+            [
+                self.embeddings(input_ids, attention_mask, SOURCE_TOKEN_TYPE),
+                self.embeddings(target_ids, target_mask, TARGET_TOKEN_TYPE),
+            ],
+            dim=1,
+        )
         is_target = torch.arange(hidden_states.shape[1], device=input_ids.device) >= source_length
         sees = is_target[:, None] | ~is_target[None, :]  # (queries, keys): a source query never sees the target
         key_mask = torch.cat([attention_mask, target_mask], dim=1)[:, None, :] & sees[None]
@@ -322,16 +333,21 @@ class DeerModel(DeerPreTrainedModel):
             hidden_states, (key, value) = layer(hidden_states, key_mask, gates=layer_gates)
             # Copies, so that the target's keys and values are not kept alive by the cache.
             key_values.append((key[:, :, :source_length].contiguous(), value[:, :, :source_length].contiguous()))
-        encoder_output = DeerEncoderOutput(last_hidden_state=hidden_states[:, :source_length],
-                                           key_values=tuple(key_values), attention_mask=attention_mask, gates=gates)
+        encoder_output = DeerEncoderOutput(
+            last_hidden_state=hidden_states[:, :source_length],
+            key_values=tuple(key_values),
+            attention_mask=attention_mask,
+            gates=gates,
+        )
         return encoder_output, hidden_states[:, source_length:]
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs):
         return self.encode(input_ids, attention_mask)
 
 
-class DeerForConditionalGeneration(DeerObjectiveMixin, DeerGenerationMixin, DeerPruningMixin, DeerVocabularyMixin,
-                                   DeerHubMixin, DeerPreTrainedModel):
+class DeerForConditionalGeneration(
+    DeerObjectiveMixin, DeerGenerationMixin, DeerPruningMixin, DeerVocabularyMixin, DeerHubMixin, DeerPreTrainedModel
+):
     """DEER: the backbone plus its LM head (tied to the word embeddings), a placeholder-insertion head and a deletion
     head. `forward(input_ids, attention_mask, labels)` computes the DEER objective; `generate` decodes."""
 
@@ -385,8 +401,10 @@ class DeerForConditionalGeneration(DeerObjectiveMixin, DeerGenerationMixin, Deer
         CPU); the outputs equal the eager ones up to float rounding. Mostly worth it on a GPU, where it removes
         per-operation launch costs. Returns the model."""
         compile_kwargs.setdefault("dynamic", True)
-        self._compiled_passes = {name: torch.compile(getattr(self.model, name), **compile_kwargs)
-                                 for name in ("encode", "target_pass", "encode_and_target_pass")}
+        self._compiled_passes = {
+            name: torch.compile(getattr(self.model, name), **compile_kwargs)
+            for name in ("encode", "target_pass", "encode_and_target_pass")
+        }
         return self
 
     def _backbone(self, name: str):
@@ -397,8 +415,9 @@ class DeerForConditionalGeneration(DeerObjectiveMixin, DeerGenerationMixin, Deer
     # Three passes over the backbone, the draft's canvas, and one scoring method per head; ids in and out are the
     # tokenizer's, except that the LM head scores embedding rows (`token_rows` / `row_tokens` map between them).
 
-    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-               gates=OWN_LEVEL) -> DeerEncoderOutput:
+    def encode(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, gates=OWN_LEVEL
+    ) -> DeerEncoderOutput:
         """The source pass; its output caches every layer's source keys/values for the target passes, and the
         pruning `gates` they compute at (`level_gates`; default: the model's own level, `set_sparsity`)."""
         return self._backbone("encode")(input_ids, attention_mask, self._call_gates(gates))
@@ -407,12 +426,12 @@ class DeerForConditionalGeneration(DeerObjectiveMixin, DeerGenerationMixin, Deer
         """A target sequence against the cached source: (batch, target_length, hidden)."""
         return self._backbone("target_pass")(target_ids, encoder_output)
 
-    def encode_and_target_pass(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, target_ids: torch.Tensor,
-                               gates=OWN_LEVEL) -> tuple[DeerEncoderOutput, torch.Tensor]:
+    def encode_and_target_pass(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, target_ids: torch.Tensor, gates=OWN_LEVEL
+    ) -> tuple[DeerEncoderOutput, torch.Tensor]:
         """`encode` then `target_pass`, in one pass (the draft, whose target is known before the source is encoded);
         `gates` as for `encode`."""
-        return self._backbone("encode_and_target_pass")(input_ids, attention_mask, target_ids,
-                                                        self._call_gates(gates))
+        return self._backbone("encode_and_target_pass")(input_ids, attention_mask, target_ids, self._call_gates(gates))
 
     def _call_gates(self, gates):
         return self.level_gates(self.sparsity_level) if gates is OWN_LEVEL else gates
@@ -457,8 +476,10 @@ class DeerForConditionalGeneration(DeerObjectiveMixin, DeerGenerationMixin, Deer
         if attention_mask is None:
             attention_mask = input_ids != self.config.pad_token_id
         if not isinstance(attention_mask, torch.Tensor):
-            raise TypeError(f"attention_mask must be a torch.Tensor like input_ids, got {type(attention_mask).__name__}"
-                            "; tokenize with return_tensors='pt'.")
+            raise TypeError(
+                f"attention_mask must be a torch.Tensor like input_ids, got {type(attention_mask).__name__}"
+                "; tokenize with return_tensors='pt'."
+            )
         if attention_mask.shape != input_ids.shape:
             raise ValueError(
                 f"attention_mask has shape {tuple(attention_mask.shape)} but input_ids has {tuple(input_ids.shape)}."

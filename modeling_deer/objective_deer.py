@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from .draft_deer import chunk_positions, collapse_frames, frame_words, frame_words_and_confidences
 from .edit_ops import (
     apply_deletions,
     choose_rows,
@@ -20,14 +21,13 @@ from .edit_ops import (
     random_deletion,
     trim_padding,
 )
-from .draft_deer import chunk_positions, collapse_frames, frame_words, frame_words_and_confidences
 from .outputs_deer import DeerEncoderOutput, DeerSeq2SeqLMOutput
 
 
-# A training step scores every draft frame and every placeholder against every LM-head row: above
-# `SCORES_PER_CHUNK` scores (draft_deer.py), the LM head runs a chunk of positions at a time, keeps only what the losses
-# read (CTC: the blank's and the targets' columns; the word loss: the loss and each argmax) and recomputes each chunk's
-# scores in the backward pass.
+# A training step scores every draft frame and every placeholder against every LM-head row: above `SCORES_PER_CHUNK`
+# scores (draft_deer.py), the LM head runs a chunk of positions at a time, keeps only what the losses read (CTC: the
+# blank's and the targets' columns; the word loss: the loss and each argmax) and recomputes each chunk's scores in the
+# backward pass.
 # The confidence thresholds a re-drafting row of a training batch draws from (uniformly): its frames above the
 # threshold are revealed. Decoding's `reveal_threshold` is chosen in this range.
 REDRAFT_THRESHOLDS = (0.5, 1.0)
@@ -37,8 +37,9 @@ class DeerObjectiveMixin:
     """The loss of `DeerForConditionalGeneration`: `_check_labels` -> `_deer_loss` (draft, CTC) -> `_edit_losses`."""
 
     @torch.no_grad()
-    def calibrate_blank(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                        force: bool = False) -> float:
+    def calibrate_blank(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, force: bool = False
+    ) -> float:
         """Start the CTC blank level with the best word: set the blank's bias so that, over the draft frames of
         these (real, training) sources, its mean score equals the mean of each frame's best word score. A converted
         MLM has no score for "nothing here"; a blank far behind every word is learned too slowly (Adam moves a bias
@@ -71,20 +72,30 @@ class DeerObjectiveMixin:
 
     def _check_labels(self, labels: torch.Tensor, batch_size: int) -> torch.Tensor:
         config = self.config
-        if not isinstance(labels, torch.Tensor) or labels.is_floating_point() or labels.is_complex() or (
-                labels.dtype == torch.bool):
+        if (
+            not isinstance(labels, torch.Tensor)
+            or labels.is_floating_point()
+            or labels.is_complex()
+            or (labels.dtype == torch.bool)
+        ):
             kind = labels.dtype if isinstance(labels, torch.Tensor) else type(labels).__name__
             raise TypeError(f"labels must be a LongTensor of token ids (padding -100), got {kind}.")
         labels = labels.long()
         if labels.dim() != 2 or labels.shape[0] != 0 and labels.shape[1] < 2:
-            raise ValueError(f"labels must have shape (batch, length >= 2) holding bos ... eos; got {tuple(labels.shape)}.")
+            raise ValueError(
+                f"labels must have shape (batch, length >= 2) holding bos ... eos; got {tuple(labels.shape)}."
+            )
         if labels.shape[0] != batch_size:
-            raise ValueError(f"labels has {labels.shape[0]} rows but input_ids has {batch_size}: one target per source.")
+            raise ValueError(
+                f"labels has {labels.shape[0]} rows but input_ids has {batch_size}: one target per source."
+            )
         outside = (labels != -100) & ((labels < 0) | (labels >= config.vocab_size))
         if outside.any():
             row, column = (int(index) for index in outside.nonzero()[0])
-            raise ValueError(f"labels row {row} holds {int(labels[row, column])} at position {column}, outside the "
-                             f"vocabulary [0, {config.vocab_size}) (and not the padding -100).")
+            raise ValueError(
+                f"labels row {row} holds {int(labels[row, column])} at position {column}, outside the "
+                f"vocabulary [0, {config.vocab_size}) (and not the padding -100)."
+            )
         targets = labels.masked_fill(labels == -100, config.pad_token_id)
         targets = compact(targets, targets != config.pad_token_id, config.pad_token_id)
         lengths = (targets != config.pad_token_id).sum(1)
@@ -105,8 +116,14 @@ class DeerObjectiveMixin:
             )
         return targets
 
-    def _deer_loss(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, encoder_output: DeerEncoderOutput,
-                   targets: torch.Tensor, sparsity_loss: torch.Tensor | None = None) -> DeerSeq2SeqLMOutput:
+    def _deer_loss(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        encoder_output: DeerEncoderOutput,
+        targets: torch.Tensor,
+        sparsity_loss: torch.Tensor | None = None,
+    ) -> DeerSeq2SeqLMOutput:
         config = self.config
         pad, placeholder = config.pad_token_id, config.placeholder_token_id
 
@@ -127,17 +144,29 @@ class DeerObjectiveMixin:
             alignment, path_score = ctc_best_alignment(frame_scores, frame_lengths, column_targets, inner_lengths, 0)
             fits = torch.isfinite(path_score)
             glanced_frames, _ = glancing_mix(
-                draft[:, 1:-1], self.row_tokens(best_rows), self.row_tokens(columns.gather(1, alignment)),
-                frame_mask & fits[:, None], config.glancing_ratio if self.training else 0.0, placeholder,
+                draft[:, 1:-1],
+                self.row_tokens(best_rows),
+                self.row_tokens(columns.gather(1, alignment)),
+                frame_mask & fits[:, None],
+                config.glancing_ratio if self.training else 0.0,
+                placeholder,
             )
             if redraft:
-                glanced_frames = self._redraft_input(draft[:, 1:-1], glanced_frames, frame_tokens, confidences,
-                                                     frame_mask)
+                glanced_frames = self._redraft_input(
+                    draft[:, 1:-1], glanced_frames, frame_tokens, confidences, frame_mask
+                )
         glanced = torch.cat([draft[:, :1], glanced_frames, draft[:, -1:]], dim=1)
         hidden_states = self.target_pass(glanced, encoder_output)[:, 1:-1]
         glanced_scores, mean_log_probs = ctc_frame_scores(self, hidden_states, columns)
-        ctc_loss = _ctc_loss(glanced_scores, mean_log_probs, frame_lengths, column_targets, inner_lengths, fits,
-                             config.ctc_label_smoothing)
+        ctc_loss = _ctc_loss(
+            glanced_scores,
+            mean_log_probs,
+            frame_lengths,
+            column_targets,
+            inner_lengths,
+            fits,
+            config.ctc_label_smoothing,
+        )
 
         weights = (config.insertion_loss_weight, config.word_loss_weight, config.deletion_loss_weight)
         edit_losses = (None, None, None)
@@ -164,8 +193,14 @@ class DeerObjectiveMixin:
             encoder_last_hidden_state=encoder_output.last_hidden_state,
         )
 
-    def _redraft_input(self, canvas_frames: torch.Tensor, glanced_frames: torch.Tensor, frame_tokens: torch.Tensor,
-                       confidences: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
+    def _redraft_input(
+        self,
+        canvas_frames: torch.Tensor,
+        glanced_frames: torch.Tensor,
+        frame_tokens: torch.Tensor,
+        confidences: torch.Tensor,
+        frame_mask: torch.Tensor,
+    ) -> torch.Tensor:
         """The CTC pass's input for a `redraft_ratio` share of the rows, drawn afresh every step: instead of the gold
         tokens glancing reveals, the canvas with the model's own draft words written into the frames it is surer of
         than a threshold drawn per row, uniform in [`REDRAFT_THRESHOLDS`]; the CTC loss then teaches the pass to
@@ -178,8 +213,9 @@ class DeerObjectiveMixin:
         own = torch.where(reveal, frame_tokens, canvas_frames)
         return torch.where(rows[:, None], own, glanced_frames)
 
-    def _edit_losses(self, encoder_output: DeerEncoderOutput, targets: torch.Tensor,
-                     own_draft: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _edit_losses(
+        self, encoder_output: DeerEncoderOutput, targets: torch.Tensor, own_draft: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """4. The insertion, word and deletion losses, on the passes decoding makes: (insert placeholders) ->
         (fill) -> (delete) -> gold. Each row's inputs come from the gold target (the paper: y_del, a random
         subsequence of it; then y_pred, y_del completed by the model's own words) or, for a `draft_edit_ratio`
@@ -190,7 +226,7 @@ class DeerObjectiveMixin:
         pad, placeholder = config.pad_token_id, config.placeholder_token_id
         if self.training and config.edit_rows_ratio < 1:  # the edit passes on a random share of the rows
             rows = torch.randperm(len(targets), device=targets.device)
-            rows = rows[:max(1, round(config.edit_rows_ratio * len(targets)))].sort().values
+            rows = rows[: max(1, round(config.edit_rows_ratio * len(targets)))].sort().values
             encoder_output, targets = encoder_output.select_rows(rows), trim_padding(targets[rows], pad)
             own_draft = trim_padding(own_draft[rows], pad) if own_draft is not None else None
         # Evaluation draws its random deletions from a fixed seed, so that the same data gives the same loss.
@@ -198,7 +234,9 @@ class DeerObjectiveMixin:
         deleted = random_deletion(targets, pad, generator)
         use_draft = None
         if own_draft is not None:
-            use_draft = torch.rand(targets.shape[0], device=targets.device, generator=generator) < config.draft_edit_ratio
+            use_draft = (
+                torch.rand(targets.shape[0], device=targets.device, generator=generator) < config.draft_edit_ratio
+            )
             draft_kept = apply_deletions(own_draft, edit_oracle(own_draft, targets, pad).delete_mask, pad)
             deleted = choose_rows(use_draft, draft_kept, deleted, pad)
 
@@ -207,7 +245,8 @@ class DeerObjectiveMixin:
         insertion_logits = self.insertion_logits(hidden_states)
         gap_mask = deleted[:, 1:] != pad
         insertion_loss = _cross_entropy(
-            insertion_logits[gap_mask], insertions.insertion_counts.clamp(max=config.max_insertions - 1)[gap_mask],
+            insertion_logits[gap_mask],
+            insertions.insertion_counts.clamp(max=config.max_insertions - 1)[gap_mask],
             config.insertion_label_smoothing,
         )
 
@@ -215,8 +254,9 @@ class DeerObjectiveMixin:
         placeholder_mask = with_placeholders == placeholder
         hidden_states = self.target_pass(with_placeholders, encoder_output)
         word_targets = insertions.inserted_tokens[insertions.inserted_tokens != pad]
-        word_loss, word_rows = _word_loss(self, hidden_states[placeholder_mask], self.token_rows(word_targets),
-                                          config.word_label_smoothing)
+        word_loss, word_rows = _word_loss(
+            self, hidden_states[placeholder_mask], self.token_rows(word_targets), config.word_label_smoothing
+        )
         predicted = fill_placeholders(with_placeholders, self.row_tokens(word_rows), placeholder)
         if use_draft is not None:
             predicted = choose_rows(use_draft, own_draft, predicted, pad)
@@ -256,14 +296,17 @@ def ctc_columns(gold_rows: torch.Tensor, blank_row: int) -> tuple[torch.Tensor, 
     return columns, 1 + first_equal
 
 
-def _frame_chunks(model, hidden_states: torch.Tensor, columns: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def _frame_chunks(
+    model, hidden_states: torch.Tensor, columns: torch.Tensor
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Draft frames (batch, frames, hidden) and each frame's row `columns` (batch, K), flattened to positions and
     split into chunks of `chunk_positions` positions (always at least one chunk, empty if there are
     no frames)."""
     size = chunk_positions(model)
     frames, hidden_size = hidden_states.shape[1:]
-    return list(zip(hidden_states.reshape(-1, hidden_size).split(size),
-                    columns.repeat_interleave(frames, dim=0).split(size)))
+    return list(
+        zip(hidden_states.reshape(-1, hidden_size).split(size), columns.repeat_interleave(frames, dim=0).split(size))
+    )
 
 
 def ctc_frame_scores(model, hidden_states: torch.Tensor, columns: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -287,8 +330,8 @@ def ctc_frame_scores(model, hidden_states: torch.Tensor, columns: torch.Tensor) 
 
 @torch.no_grad()
 def frame_choices(model, hidden_states: torch.Tensor, columns: torch.Tensor, with_confidences: bool = True) -> tuple:
-    """What the glancing pass needs from draft frames' hidden states (batch, frames, hidden): each frame's scores of its
-    row's `columns` (batch, frames, K), not normalised (every CTC path takes one score from each frame, so the
+    """What the glancing pass needs from draft frames' hidden states (batch, frames, hidden): each frame's scores of
+    its row's `columns` (batch, frames, K), not normalised (every CTC path takes one score from each frame, so the
     normaliser shifts all paths alike and the best alignment is the same), its argmax row, its `frame_words` token
     (what decoding would write there) and, `with_confidences`, that token's probability (else None), all three
     (batch, frames). The LM head runs on
@@ -305,9 +348,12 @@ def frame_choices(model, hidden_states: torch.Tensor, columns: torch.Tensor, wit
         else:
             part_words = frame_words(model, logits)
         words.append(part_words)
-    return (torch.cat(picked).view(batch, frames, columns.shape[1]), torch.cat(best_rows).view(batch, frames),
-            torch.cat(words).view(batch, frames),
-            torch.cat(confidences).view(batch, frames) if with_confidences else None)
+    return (
+        torch.cat(picked).view(batch, frames, columns.shape[1]),
+        torch.cat(best_rows).view(batch, frames),
+        torch.cat(words).view(batch, frames),
+        torch.cat(confidences).view(batch, frames) if with_confidences else None,
+    )
 
 
 def _word_loss(model, hidden_states: torch.Tensor, target_rows: torch.Tensor, label_smoothing: float) -> tuple:
@@ -356,14 +402,21 @@ def _chunk_log_probs(model, hidden_states: torch.Tensor, columns: torch.Tensor) 
     return ColumnLogProbs.apply(model.draft_logits(hidden_states).float(), columns)
 
 
-def _ctc_loss(log_probs, mean_log_probs, frame_lengths, targets, target_lengths, fits, label_smoothing) -> torch.Tensor:
+def _ctc_loss(
+    log_probs, mean_log_probs, frame_lengths, targets, target_lengths, fits, label_smoothing
+) -> torch.Tensor:
     """CTC loss per target token, mixed with the mean log-probability over the vocabulary (label smoothing), over
     the rows whose target fits the frames. log_probs: (batch, frames, K) of `ctc_columns` (the blank is column 0),
     mean_log_probs: (batch, frames)."""
     if not fits.any() or log_probs.shape[1] == 0:  # no frames at all: only empty targets fit, at probability 1
         return log_probs.sum() * 0.0
     negative_log_likelihood = F.ctc_loss(
-        log_probs.transpose(0, 1), targets, frame_lengths, target_lengths, blank=0, reduction="none",
+        log_probs.transpose(0, 1),
+        targets,
+        frame_lengths,
+        target_lengths,
+        blank=0,
+        reduction="none",
         zero_infinity=True,
     )
     # F.ctc_loss's gradient is exp(log_probs) - posterior, right only for log-probabilities over every class (a

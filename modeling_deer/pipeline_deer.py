@@ -18,8 +18,17 @@ from .configuration_deer import PIPELINE_TASK as TASK
 
 
 # What generate() takes per call through the pipeline.
-GENERATE_OPTIONS = ("max_iterations", "refinement", "reveal_threshold", "sparsity", "max_new_tokens", "max_length",
-                    "eos_penalty", "blank_penalty", "deletion_penalty")
+GENERATE_OPTIONS = (
+    "max_iterations",
+    "refinement",
+    "reveal_threshold",
+    "sparsity",
+    "max_new_tokens",
+    "max_length",
+    "eos_penalty",
+    "blank_penalty",
+    "deletion_penalty",
+)
 
 
 class DeerText2TextPipeline(Pipeline):
@@ -34,8 +43,9 @@ class DeerText2TextPipeline(Pipeline):
     def _sanitize_parameters(self, **kwargs):
         unknown = sorted(key for key in kwargs if key not in GENERATE_OPTIONS)
         if unknown:
-            raise ValueError(f"the {TASK} pipeline got unknown options {unknown}; it takes {GENERATE_OPTIONS} and "
-                             "batch_size.")
+            raise ValueError(
+                f"the {TASK} pipeline got unknown options {unknown}; it takes {GENERATE_OPTIONS} and batch_size."
+            )
         return {}, {key: value for key, value in kwargs.items() if value is not None}, {}
 
     def __call__(self, inputs, *args, **kwargs):
@@ -46,13 +56,20 @@ class DeerText2TextPipeline(Pipeline):
     def preprocess(self, text):
         if not isinstance(text, str):
             raise TypeError(f"the {TASK} pipeline takes a string or a list of strings, got {type(text).__name__}.")
-        return self.tokenizer(text, return_tensors="pt", truncation=True,
-                              max_length=self.model.config.max_sequence_length, split_special_tokens=True)
+        return self.tokenizer(
+            text,
+            return_tensors="pt",
+            truncation=True,
+            max_length=self.model.config.max_sequence_length,
+            split_special_tokens=True,
+        )
 
     def _forward(self, inputs, **generate_options):
-        return {"output_ids": self.model.generate(input_ids=inputs["input_ids"],
-                                                  attention_mask=inputs["attention_mask"], **generate_options)}
+        return {
+            "output_ids": self.model.generate(
+                input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], **generate_options
+            )
+        }
 
     def postprocess(self, outputs):
         return {"generated_text": self.tokenizer.decode(outputs["output_ids"][0], skip_special_tokens=True)}
-

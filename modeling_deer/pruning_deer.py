@@ -114,12 +114,18 @@ class SparsityReport:
     def __str__(self) -> str:
         lines = [f"sparsity level {self.level:g}", "layer | heads | FFN neurons"]
         for index, (heads, neurons) in enumerate(zip(self.heads_per_layer, self.neurons_per_layer)):
-            lines.append(f"{index:>5} | {heads:>2}/{self.original_heads_per_layer} | "
-                         f"{neurons:>5}/{self.original_neurons_per_layer}")
-        lines.append(f"attention parameters kept: {self.attention_parameters:,} of "
-                     f"{self.original_attention_parameters:,} ({100 * self.attention_share_kept:.1f} %)")
-        lines.append(f"FFN parameters kept: {self.ffn_parameters:,} of {self.original_ffn_parameters:,} "
-                     f"({100 * self.ffn_share_kept:.1f} %)")
+            lines.append(
+                f"{index:>5} | {heads:>2}/{self.original_heads_per_layer} | "
+                f"{neurons:>5}/{self.original_neurons_per_layer}"
+            )
+        lines.append(
+            f"attention parameters kept: {self.attention_parameters:,} of "
+            f"{self.original_attention_parameters:,} ({100 * self.attention_share_kept:.1f} %)"
+        )
+        lines.append(
+            f"FFN parameters kept: {self.ffn_parameters:,} of {self.original_ffn_parameters:,} "
+            f"({100 * self.ffn_share_kept:.1f} %)"
+        )
         return "\n".join(lines)
 
 
@@ -146,10 +152,16 @@ class DeerPruningMixin:
     def _select_units(self, level: float) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Heads and neurons that `level` keeps, per layer, counted against the unpruned model."""
         config, layers = self.config, self.model.layers
-        heads = select_units([layer.attention.head_scores for layer in layers],
-                             config.num_attention_heads * config.num_hidden_layers, level)
-        neurons = select_units([layer.feed_forward.neuron_scores for layer in layers],
-                               config.intermediate_size * config.num_hidden_layers, level)
+        heads = select_units(
+            [layer.attention.head_scores for layer in layers],
+            config.num_attention_heads * config.num_hidden_layers,
+            level,
+        )
+        neurons = select_units(
+            [layer.feed_forward.neuron_scores for layer in layers],
+            config.intermediate_size * config.num_hidden_layers,
+            level,
+        )
         return heads, neurons
 
     def level_gates(self, level: float, straight_through: bool = False) -> tuple | None:
@@ -160,9 +172,13 @@ class DeerPruningMixin:
         if level == self.config.pruned_sparsity and not straight_through:
             return None
         heads, neurons = self._select_units(level)
-        return tuple((unit_gates(layer.attention.head_scores, keep_heads, straight_through),
-                      unit_gates(layer.feed_forward.neuron_scores, keep_neurons, straight_through))
-                     for layer, keep_heads, keep_neurons in zip(self.model.layers, heads, neurons))
+        return tuple(
+            (
+                unit_gates(layer.attention.head_scores, keep_heads, straight_through),
+                unit_gates(layer.feed_forward.neuron_scores, keep_neurons, straight_through),
+            )
+            for layer, keep_heads, keep_neurons in zip(self.model.layers, heads, neurons)
+        )
 
     def training_levels(self) -> list[float]:
         """The pruning levels one training step runs at (none without `sparsity_levels`, or in evaluation): one drawn
@@ -237,8 +253,11 @@ class DeerPruningMixin:
         )
 
     def pruning_scores(self) -> list[nn.Parameter]:
-        return [score for layer in self.model.layers
-                for score in (layer.attention.head_scores, layer.feed_forward.neuron_scores)]
+        return [
+            score
+            for layer in self.model.layers
+            for score in (layer.attention.head_scores, layer.feed_forward.neuron_scores)
+        ]
 
     def sparsity_regularizer(self) -> torch.Tensor:
         """sparsity_weight * mean(sigmoid(score)) over every head and neuron score."""
@@ -257,5 +276,8 @@ class DeerPruningMixin:
         score_group = {"params": self.pruning_scores(), "weight_decay": 0.0}
         if score_learning_rate is not None:
             score_group["lr"] = score_learning_rate
-        return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0},
-                score_group]
+        return [
+            {"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+            score_group,
+        ]

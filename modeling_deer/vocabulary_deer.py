@@ -23,14 +23,19 @@ def _token_id_list(token_ids, vocab_size: int) -> torch.Tensor:
     """`trim_vocabulary`'s argument as a flat LongTensor of ids: ids (a tensor, or any iterable of integers) or a
     boolean mask of `vocab_size` entries. Anything else is a TypeError/ValueError that says what was given."""
     try:
-        values = token_ids if isinstance(token_ids, torch.Tensor) else torch.as_tensor(
-            [int(i) if not isinstance(i, (bool, float, str)) else i for i in token_ids])
+        values = (
+            token_ids
+            if isinstance(token_ids, torch.Tensor)
+            else torch.as_tensor([int(i) if not isinstance(i, (bool, float, str)) else i for i in token_ids])
+        )
     except (TypeError, ValueError, RuntimeError) as error:
         raise TypeError(f"trim_vocabulary: token_ids must be integer ids or a boolean mask ({error}).") from None
     if values.dtype == torch.bool:
         if values.dim() != 1 or len(values) != vocab_size:
-            raise ValueError(f"trim_vocabulary: a boolean mask needs one entry per token ({vocab_size}), got shape "
-                             f"{tuple(values.shape)}.")
+            raise ValueError(
+                f"trim_vocabulary: a boolean mask needs one entry per token ({vocab_size}), got shape "
+                f"{tuple(values.shape)}."
+            )
         return values.nonzero().flatten()
     if values.is_floating_point() or values.is_complex():
         raise TypeError(f"trim_vocabulary: token_ids must be integers, got {values.dtype}.")
@@ -53,11 +58,18 @@ class DeerVocabularyMixin:
         mask over the whole vocabulary (True = keep). Returns the model."""
         config = self.config
         if config.unk_token_id is None:
-            raise ValueError("trim_vocabulary needs config.unk_token_id (the token that ids not kept read as); set it "
-                             "from the tokenizer: model.config.unk_token_id = tokenizer.unk_token_id.")
+            raise ValueError(
+                "trim_vocabulary needs config.unk_token_id (the token that ids not kept read as); set it "
+                "from the tokenizer: model.config.unk_token_id = tokenizer.unk_token_id."
+            )
         token_ids = _token_id_list(token_ids, config.vocab_size)
-        special = {config.pad_token_id, config.bos_token_id, config.eos_token_id, config.placeholder_token_id,
-                   config.unk_token_id}
+        special = {
+            config.pad_token_id,
+            config.bos_token_id,
+            config.eos_token_id,
+            config.placeholder_token_id,
+            config.unk_token_id,
+        }
         keep = set(token_ids.tolist()) | special
         if config.vocabulary_ids is not None:  # trimmed before: what is gone stays gone
             keep &= set(config.vocabulary_ids)
@@ -66,8 +78,9 @@ class DeerVocabularyMixin:
         old_embeddings, old_decoder = self.get_input_embeddings(), self.lm_head.decoder
         device, dtype = old_embeddings.weight.device, old_embeddings.weight.dtype
         config.vocabulary_ids = keep
-        embeddings = nn.Embedding(len(keep), config.hidden_size, padding_idx=keep.index(config.pad_token_id),
-                                  device=device, dtype=dtype)
+        embeddings = nn.Embedding(
+            len(keep), config.hidden_size, padding_idx=keep.index(config.pad_token_id), device=device, dtype=dtype
+        )
         embeddings.weight.copy_(old_embeddings.weight[rows])
         decoder = nn.Linear(config.hidden_size, len(keep), device=device, dtype=dtype)
         decoder.weight.copy_(old_decoder.weight[rows])
@@ -83,7 +96,9 @@ class DeerVocabularyMixin:
 
     def resize_token_embeddings(self, *args, **kwargs):
         if self.config.vocabulary_ids is not None:
-            raise ValueError("this model's vocabulary is trimmed (config.vocabulary_ids maps its rows to token ids): "
-                             "resize_token_embeddings would break that map. Resize before trim_vocabulary, or reload "
-                             "the untrimmed model.")
+            raise ValueError(
+                "this model's vocabulary is trimmed (config.vocabulary_ids maps its rows to token ids): "
+                "resize_token_embeddings would break that map. Resize before trim_vocabulary, or reload "
+                "the untrimmed model."
+            )
         return super().resize_token_embeddings(*args, **kwargs)

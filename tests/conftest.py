@@ -16,19 +16,19 @@ TINY_VOCAB = 40
 
 
 def tiny_config(**overrides) -> DeerConfig:
-    values = dict(
-        vocab_size=TINY_VOCAB,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        pad_token_id=PAD,
-        bos_token_id=BOS,
-        eos_token_id=EOS,
-        placeholder_token_id=MASK,
-        max_insertions=8,
-    )
+    values = {
+        "vocab_size": TINY_VOCAB,
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "intermediate_size": 64,
+        "max_position_embeddings": 64,
+        "pad_token_id": PAD,
+        "bos_token_id": BOS,
+        "eos_token_id": EOS,
+        "placeholder_token_id": MASK,
+        "max_insertions": 8,
+    }
     values.update(overrides)
     return DeerConfig(**values)
 

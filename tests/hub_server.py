@@ -42,10 +42,26 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
+
 logger = logging.getLogger(__name__)
 
-LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".onnx", ".msgpack", ".npy", ".npz",
-                ".pkl", ".gguf", ".zip", ".gz", ".tar")
+LFS_SUFFIXES = (
+    ".safetensors",
+    ".bin",
+    ".pt",
+    ".pth",
+    ".ckpt",
+    ".h5",
+    ".onnx",
+    ".msgpack",
+    ".npy",
+    ".npz",
+    ".pkl",
+    ".gguf",
+    ".zip",
+    ".gz",
+    ".tar",
+)
 LFS_MIN_SIZE = 10 * 1024 * 1024
 USER = "me"
 
@@ -235,9 +251,19 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- routes --------------------------------------------------------------------------------
     def whoami(self):
-        self._json({"type": "user", "id": "0" * 24, "name": USER, "fullname": "Local Test User",
-                    "email": "me@localhost", "emailVerified": True, "isPro": False, "orgs": [],
-                    "auth": {"type": "access_token", "accessToken": {"displayName": "local", "role": "write"}}})
+        self._json(
+            {
+                "type": "user",
+                "id": "0" * 24,
+                "name": USER,
+                "fullname": "Local Test User",
+                "email": "me@localhost",
+                "emailVerified": True,
+                "isPro": False,
+                "orgs": [],
+                "auth": {"type": "access_token", "accessToken": {"displayName": "local", "role": "write"}},
+            }
+        )
 
     def create_repo(self):
         payload = json.loads(self.body or b"{}")
@@ -260,9 +286,22 @@ class _Handler(BaseHTTPRequestHandler):
             sibling.update(size=entry["size"], blobId=entry["oid"])
             if "lfs" in entry:
                 sibling["lfs"] = {"sha256": entry["lfs"]["oid"], "size": entry["size"], "pointerSize": 134}
-        info = {"_id": repo, "id": repo, "modelId": repo, "author": repo.split("/")[0], "sha": commit.oid,
-                "lastModified": commit.date, "createdAt": self.hub.repos[repo][0].date, "private": False,
-                "disabled": False, "gated": False, "downloads": 0, "likes": 0, "tags": [], "siblings": siblings}
+        info = {
+            "_id": repo,
+            "id": repo,
+            "modelId": repo,
+            "author": repo.split("/")[0],
+            "sha": commit.oid,
+            "lastModified": commit.date,
+            "createdAt": self.hub.repos[repo][0].date,
+            "private": False,
+            "disabled": False,
+            "gated": False,
+            "downloads": 0,
+            "likes": 0,
+            "tags": [],
+            "siblings": siblings,
+        }
         with contextlib.suppress(KeyError, ValueError, AttributeError):
             config = json.loads(commit.files["config.json"])
             info["config"] = {k: config[k] for k in ("architectures", "model_type", "auto_map") if k in config}
@@ -278,7 +317,7 @@ class _Handler(BaseHTTPRequestHandler):
         for file_path, data in sorted(commit.files.items()):
             if not file_path.startswith(prefix):
                 continue
-            parts = file_path[len(prefix):].split("/")
+            parts = file_path[len(prefix) :].split("/")
             # Every folder on the way down to the file (only the first one unless recursive).
             for depth in range(1, len(parts) if recursive else min(len(parts), 2)):
                 folder = prefix + "/".join(parts[:depth])
@@ -300,8 +339,12 @@ class _Handler(BaseHTTPRequestHandler):
     def preupload(self, repo, rev):
         commit = self.hub._commit(repo, rev)
         answer = [
-            {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False,
-             "oid": git_blob_oid(commit.files[f["path"]]) if f["path"] in commit.files else None}
+            {
+                "path": f["path"],
+                "uploadMode": "regular",
+                "shouldIgnore": False,
+                "oid": git_blob_oid(commit.files[f["path"]]) if f["path"] in commit.files else None,
+            }
             for f in json.loads(self.body)["files"]
         ]
         self._json({"files": answer, "commitOid": commit.oid})
@@ -335,23 +378,35 @@ class _Handler(BaseHTTPRequestHandler):
 
         title = header.get("summary") or "commit"
         oid = self.hub._apply(repo, title, change, parent=header.get("parentCommit"))
-        self._json({"success": True, "commitOid": oid, "commitUrl": f"{self.hub.url}/{repo}/commit/{oid}",
-                    "commitMessage": title, "pullRequestUrl": None, "hookOutput": ""})
+        self._json(
+            {
+                "success": True,
+                "commitOid": oid,
+                "commitUrl": f"{self.hub.url}/{repo}/commit/{oid}",
+                "commitMessage": title,
+                "pullRequestUrl": None,
+                "hookOutput": "",
+            }
+        )
 
     def resolve(self, repo, rev, path):
         commit = self.hub._commit(repo, rev)
         if path not in commit.files:
             raise HubError(404, f"Entry not found: {path}", "EntryNotFound", commit.oid)
         data = commit.files[path]
-        headers = {"Content-Type": "application/octet-stream", "Accept-Ranges": "bytes",
-                   "X-Repo-Commit": commit.oid, "ETag": f'"{git_blob_oid(data)}"'}
+        headers = {
+            "Content-Type": "application/octet-stream",
+            "Accept-Ranges": "bytes",
+            "X-Repo-Commit": commit.oid,
+            "ETag": f'"{git_blob_oid(data)}"',
+        }
         if is_lfs(path, data):
             headers.update({"X-Linked-Etag": f'"{hashlib.sha256(data).hexdigest()}"', "X-Linked-Size": len(data)})
         status, body = 200, data
         match = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
         if match and int(match[1]) < len(data):
             start, end = int(match[1]), int(match[2] or len(data) - 1)
-            status, body = 206, data[start:end + 1]
+            status, body = 206, data[start : end + 1]
             headers["Content-Range"] = f"bytes {start}-{start + len(body) - 1}/{len(data)}"
         self._send(status, body, headers)
 
@@ -365,9 +420,21 @@ def local_hub():
 
 def hub_env(url: str, home) -> dict:
     """``os.environ`` for a client subprocess that talks to the hub at ``url`` with a fresh cache in ``home``."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "TRANSFORMERS_CACHE", "HF_TOKEN_PATH",
-                        "HF_XET_CACHE", "HF_ASSETS_CACHE", "HF_MODULES_CACHE", "HUGGING_FACE_HUB_TOKEN")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k
+        not in (
+            "HF_HUB_CACHE",
+            "HUGGINGFACE_HUB_CACHE",
+            "TRANSFORMERS_CACHE",
+            "HF_TOKEN_PATH",
+            "HF_XET_CACHE",
+            "HF_ASSETS_CACHE",
+            "HF_MODULES_CACHE",
+            "HUGGING_FACE_HUB_TOKEN",
+        )
+    }
     no_proxy = ",".join(filter(None, [os.environ.get("NO_PROXY"), "127.0.0.1", "localhost"]))
     env.update(
         HF_ENDPOINT=url,

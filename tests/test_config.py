@@ -1,8 +1,7 @@
 import pytest
+from conftest import tiny_config
 
 from modeling_deer import DeerConfig, DeerGenerationConfig
-
-from conftest import tiny_config
 
 
 @pytest.mark.parametrize(

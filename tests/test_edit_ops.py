@@ -21,6 +21,7 @@ from modeling_deer.edit_ops import (
     source_anchored_frames,
 )
 
+
 P, B, E, M = 0, 1, 2, 3  # pad, bos, eos, placeholder (= blank)
 
 

@@ -7,19 +7,20 @@ import tempfile
 
 import pytest
 import torch
+from conftest import BOS, EOS, PAD, TINY_VOCAB, tiny_model
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from modeling_deer import DeerForConditionalGeneration
 
-from conftest import BOS, EOS, PAD, TINY_VOCAB, tiny_model
 
 UNK = 4
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 LONG = settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
-numbers = st.one_of(st.integers(-2, 5), st.floats(allow_nan=True, allow_infinity=True, width=32),
-                    st.sampled_from([None, "2", True]))
+numbers = st.one_of(
+    st.integers(-2, 5), st.floats(allow_nan=True, allow_infinity=True, width=32), st.sampled_from([None, "2", True])
+)
 levels = st.one_of(st.floats(-0.5, 1.5), st.sampled_from([0.0, 0.25, 0.5, float("nan"), "0.5", None]))
 
 
@@ -36,15 +37,32 @@ def source_batches(draw):
 
 
 calls = st.one_of(
-    st.tuples(st.just("generate"), source_batches(), st.fixed_dictionaries(
-        {}, optional={"max_iterations": numbers, "eos_penalty": numbers, "blank_penalty": numbers,
-                      "deletion_penalty": numbers})),
-    st.tuples(st.just("forward"), source_batches(), st.integers(0, 4), st.integers(0, 10),
-              st.sampled_from([0, 0, TINY_VOCAB + 5, -7])),
+    st.tuples(
+        st.just("generate"),
+        source_batches(),
+        st.fixed_dictionaries(
+            {},
+            optional={
+                "max_iterations": numbers,
+                "eos_penalty": numbers,
+                "blank_penalty": numbers,
+                "deletion_penalty": numbers,
+            },
+        ),
+    ),
+    st.tuples(
+        st.just("forward"),
+        source_batches(),
+        st.integers(0, 4),
+        st.integers(0, 10),
+        st.sampled_from([0, 0, TINY_VOCAB + 5, -7]),
+    ),
     st.tuples(st.just("set_sparsity"), levels),
     st.tuples(st.just("prune_to"), levels),
-    st.tuples(st.just("trim_vocabulary"), st.lists(st.one_of(st.integers(-2, TINY_VOCAB + 3),
-                                                             st.sampled_from([2.5, "7"])), max_size=12)),
+    st.tuples(
+        st.just("trim_vocabulary"),
+        st.lists(st.one_of(st.integers(-2, TINY_VOCAB + 3), st.sampled_from([2.5, "7"])), max_size=12),
+    ),
     st.tuples(st.just("save_load")),
 )
 
@@ -60,8 +78,12 @@ NAMES = {
 
 
 def snapshot(model):
-    return ({name: tensor.clone() for name, tensor in model.state_dict().items()}, model.config.to_json_string(),
-            model.sparsity_level, model.generation_config.to_json_string())
+    return (
+        {name: tensor.clone() for name, tensor in model.state_dict().items()},
+        model.config.to_json_string(),
+        model.sparsity_level,
+        model.generation_config.to_json_string(),
+    )
 
 
 def assert_unchanged(model, before):

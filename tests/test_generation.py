@@ -1,9 +1,8 @@
 import pytest
 import torch
+from conftest import BOS, EOS, MASK, PAD, random_batch, tiny_model
 
 from modeling_deer.edit_ops import ctc_collapse, inner_mask
-
-from conftest import BOS, EOS, MASK, PAD, random_batch, tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -85,8 +84,15 @@ def test_source_anchored_canvas():
 
 def test_blank_penalty_lengthens_the_draft(model):
     source_ids, source_mask = random_batch(4, 12, seed=6)
-    lengths = [(model.generate(input_ids=source_ids, attention_mask=source_mask, max_iterations=0,
-                               blank_penalty=penalty) != PAD).sum().item() for penalty in (-1e4, 0.0, 1e4)]
+    lengths = [
+        (
+            model.generate(input_ids=source_ids, attention_mask=source_mask, max_iterations=0, blank_penalty=penalty)
+            != PAD
+        )
+        .sum()
+        .item()
+        for penalty in (-1e4, 0.0, 1e4)
+    ]
     assert lengths[0] == 2 * 4  # the blank wins every frame: bos eos only
     assert lengths[0] <= lengths[1] <= lengths[2]
     with pytest.raises(ValueError, match="blank_penalty"):
@@ -98,9 +104,21 @@ def test_deletion_penalty_deletes_less():
     source_ids, source_mask = random_batch(6, 12, seed=8)
     with torch.no_grad():
         model.deletion_head.bias.copy_(torch.tensor([0.0, 3.0]))  # delete nearly everything
-    lengths = [(model.generate(input_ids=source_ids, attention_mask=source_mask, max_iterations=1,
-                               deletion_penalty=penalty, eos_penalty=-1e4) != PAD).sum().item()
-               for penalty in (0.0, 1e4)]
+    lengths = [
+        (
+            model.generate(
+                input_ids=source_ids,
+                attention_mask=source_mask,
+                max_iterations=1,
+                deletion_penalty=penalty,
+                eos_penalty=-1e4,
+            )
+            != PAD
+        )
+        .sum()
+        .item()
+        for penalty in (0.0, 1e4)
+    ]
     draft = (model.generate(input_ids=source_ids, attention_mask=source_mask, max_iterations=0) != PAD).sum()
     assert lengths[0] < lengths[1] == draft.item()  # with no insertions, a huge penalty leaves the draft as it is
 
@@ -108,14 +126,22 @@ def test_deletion_penalty_deletes_less():
 def test_output_dict_history_and_iteration_counts(model):
     source_ids, source_mask = random_batch(4, 12, seed=5, min_length=3)  # every row with a word to translate
     output = model.generate(
-        input_ids=source_ids, attention_mask=source_mask, max_iterations=4,
-        return_dict_in_generate=True, output_history=True,
+        input_ids=source_ids,
+        attention_mask=source_mask,
+        max_iterations=4,
+        return_dict_in_generate=True,
+        output_history=True,
     )
     assert len(output.history) == 1 + int(output.num_iterations.max())
     assert torch.equal(output.history[-1], output.sequences)
     assert ((output.num_iterations >= 1) & (output.num_iterations <= 4)).all()
-    exact = model.generate(input_ids=source_ids, attention_mask=source_mask, max_iterations=4,
-                           stop_when_unchanged=False, return_dict_in_generate=True)
+    exact = model.generate(
+        input_ids=source_ids,
+        attention_mask=source_mask,
+        max_iterations=4,
+        stop_when_unchanged=False,
+        return_dict_in_generate=True,
+    )
     assert (exact.num_iterations == 4).all()
     # A row stops only when a round changes nothing, so running on gives the same output.
     assert torch.equal(exact.sequences, output.sequences)
@@ -159,8 +185,10 @@ def test_numbers_as_users_have_them(model):
     ids, mask = random_batch(2, 6)
     expected = model.generate(input_ids=ids, attention_mask=mask, max_iterations=2, eos_penalty=1.0)
     for iterations, penalty in ((np.int64(2), np.float32(1.0)), (torch.tensor(2), torch.tensor(1.0)), (2, 1)):
-        assert torch.equal(model.generate(input_ids=ids, attention_mask=mask, max_iterations=iterations,
-                                          eos_penalty=penalty), expected)
+        assert torch.equal(
+            model.generate(input_ids=ids, attention_mask=mask, max_iterations=iterations, eos_penalty=penalty),
+            expected,
+        )
     for bad in (float("nan"), float("inf"), np.float32("nan"), torch.tensor(float("-inf"))):
         with pytest.raises(ValueError, match="eos_penalty must be a finite number"):
             model.generate(input_ids=ids, eos_penalty=bad)
@@ -187,8 +215,13 @@ def settling_model():
 def test_rows_stop_when_unchanged_and_the_shrinking_batch_matches_rows_alone():
     model = settling_model()
     source_ids, source_mask = random_batch(8, 14, seed=11)
-    output = model.generate(input_ids=source_ids, attention_mask=source_mask, max_iterations=6,
-                            return_dict_in_generate=True, output_history=True)
+    output = model.generate(
+        input_ids=source_ids,
+        attention_mask=source_mask,
+        max_iterations=6,
+        return_dict_in_generate=True,
+        output_history=True,
+    )
     counts = output.num_iterations
     assert counts.min() < counts.max() < 6  # rows finished at different rounds, all before the budget
     # The last round of every row changed nothing.
@@ -198,12 +231,20 @@ def test_rows_stop_when_unchanged_and_the_shrinking_batch_matches_rows_alone():
         width = max(len(before), len(after))
         pad = lambda row: torch.nn.functional.pad(row, (0, width - len(row)), value=PAD)
         assert torch.equal(pad(before), pad(after))
-        alone = model.generate(input_ids=source_ids[b : b + 1, : int(source_mask[b].sum())], max_iterations=6,
-                               return_dict_in_generate=True)
+        alone = model.generate(
+            input_ids=source_ids[b : b + 1, : int(source_mask[b].sum())],
+            max_iterations=6,
+            return_dict_in_generate=True,
+        )
         assert alone.num_iterations.item() == k
         assert torch.equal(output.sequences[b, : alone.sequences.shape[1]], alone.sequences[0])
-    exact = model.generate(input_ids=source_ids, attention_mask=source_mask, max_iterations=6,
-                           stop_when_unchanged=False, return_dict_in_generate=True)
+    exact = model.generate(
+        input_ids=source_ids,
+        attention_mask=source_mask,
+        max_iterations=6,
+        stop_when_unchanged=False,
+        return_dict_in_generate=True,
+    )
     assert (exact.num_iterations == 6).all() and torch.equal(exact.sequences, output.sequences)
 
 
@@ -222,7 +263,7 @@ def test_half_precision_generates_and_trains():
 @pytest.mark.filterwarnings("ignore:The .grad attribute of a Tensor that is not a leaf:UserWarning")  # dynamo's own
 def test_compiled_passes_generate_and_train_like_eager():
     # No dropout: compiled code draws its own random numbers. The rest of the objective's randomness is outside.
-    settings = dict(seed=3, max_insertions=3, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    settings = {"seed": 3, "max_insertions": 3, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
     eager, compiled = tiny_model(**settings), tiny_model(**settings).compile_passes()
     source_ids, source_mask = random_batch(4, 12, seed=5)
     for iterations in (0, 2):
@@ -250,8 +291,11 @@ def test_transformers_generation_conventions():
     free = model.generate(input_ids=ids, attention_mask=mask, max_iterations=2)
     assert free.shape[1] > 8  # without a cap the rows are long
     for iterations in (0, 1, 3):
-        for kwargs, cap in (({"max_new_tokens": 5}, 6), ({"max_length": 7}, 7),
-                            ({"generation_config": GenerationConfig(max_new_tokens=4)}, 5)):
+        for kwargs, cap in (
+            ({"max_new_tokens": 5}, 6),
+            ({"max_length": 7}, 7),
+            ({"generation_config": GenerationConfig(max_new_tokens=4)}, 5),
+        ):
             out = model.generate(input_ids=ids, attention_mask=mask, max_iterations=iterations, **kwargs)
             lengths = (out != PAD).sum(1)
             assert (lengths <= cap).all() and (out[:, 0] == BOS).all() and ((out == EOS).sum(1) == 1).all()
@@ -260,12 +304,29 @@ def test_transformers_generation_conventions():
     out = model.generate(input_ids=ids, attention_mask=mask, generation_config=GenerationConfig(max_length=6))
     assert (out != PAD).sum(1).max() <= 6
     # What Seq2SeqTrainer and pipelines pass is accepted and changes nothing.
-    same = model.generate(input_ids=ids, attention_mask=mask, max_iterations=2, synced_gpus=False, use_cache=True,
-                          num_beams=1, do_sample=False, num_return_sequences=1, pad_token_id=PAD, eos_token_id=EOS,
-                          bos_token_id=BOS, labels=ids, decoder_input_ids=ids)
+    same = model.generate(
+        input_ids=ids,
+        attention_mask=mask,
+        max_iterations=2,
+        synced_gpus=False,
+        use_cache=True,
+        num_beams=1,
+        do_sample=False,
+        num_return_sequences=1,
+        pad_token_id=PAD,
+        eos_token_id=EOS,
+        bos_token_id=BOS,
+        labels=ids,
+        decoder_input_ids=ids,
+    )
     assert torch.equal(same, free)
-    for bad in ({"num_beams": 4}, {"do_sample": True}, {"temperature": 0.7}, {"streamer": object()},
-                {"generation_config": GenerationConfig(num_beams=3)}):
+    for bad in (
+        {"num_beams": 4},
+        {"do_sample": True},
+        {"temperature": 0.7},
+        {"streamer": object()},
+        {"generation_config": GenerationConfig(num_beams=3)},
+    ):
         with pytest.raises(ValueError, match="DEER cannot honour.*max_iterations"):
             model.generate(input_ids=ids, **bad)
     with pytest.raises(ValueError, match="max_new_tokens must be None or an integer >= 1"):
@@ -279,14 +340,18 @@ def test_decoding_scores_a_chunk_of_positions_at_a_time_with_the_same_outputs(mo
 
     model = tiny_model(seed=4)
     source, mask = random_batch(8, 12, seed=5)
-    whole = [model.generate(input_ids=source, attention_mask=mask, max_iterations=count, blank_penalty=1.0)
-             for count in (0, 2)]
+    whole = [
+        model.generate(input_ids=source, attention_mask=mask, max_iterations=count, blank_penalty=1.0)
+        for count in (0, 2)
+    ]
     rows_scored = []
     hook = model.lm_head.dense.register_forward_hook(lambda module, args, output: rows_scored.append(len(args[0])))
     monkeypatch.setattr(draft_deer, "SCORES_PER_CHUNK", model.config.embedding_rows * 7)  # 7 positions a chunk
     try:
-        chunked = [model.generate(input_ids=source, attention_mask=mask, max_iterations=count, blank_penalty=1.0)
-                   for count in (0, 2)]
+        chunked = [
+            model.generate(input_ids=source, attention_mask=mask, max_iterations=count, blank_penalty=1.0)
+            for count in (0, 2)
+        ]
     finally:
         hook.remove()
     assert max(rows_scored) == 7 and len(rows_scored) > 3
@@ -335,8 +400,14 @@ def test_a_redraft_round_reveals_exactly_the_confident_words(model):
     original = model.target_pass
     model.target_pass = lambda tokens, encoder_output: seen.append(tokens.clone()) or original(tokens, encoder_output)
     try:
-        model.generate(input_ids=source_ids, attention_mask=source_mask, max_iterations=1, refinement="redraft",
-                       reveal_threshold=threshold, stop_when_unchanged=False)
+        model.generate(
+            input_ids=source_ids,
+            attention_mask=source_mask,
+            max_iterations=1,
+            refinement="redraft",
+            reveal_threshold=threshold,
+            stop_when_unchanged=False,
+        )
     finally:
         del model.target_pass
     assert len(seen) == 1  # one pass per round
@@ -348,8 +419,14 @@ def test_redraft_with_nothing_revealed_changes_nothing(model):
     """A threshold no frame reaches reveals nothing: the pass repeats the draft's, and the output is the draft."""
     source_ids, source_mask = random_batch(5, 14, seed=6)
     draft = model.generate(input_ids=source_ids, attention_mask=source_mask, max_iterations=0)
-    output = model.generate(input_ids=source_ids, attention_mask=source_mask, max_iterations=2,
-                            refinement="redraft", reveal_threshold=1.0, return_dict_in_generate=True)
+    output = model.generate(
+        input_ids=source_ids,
+        attention_mask=source_mask,
+        max_iterations=2,
+        refinement="redraft",
+        reveal_threshold=1.0,
+        return_dict_in_generate=True,
+    )
     assert torch.equal(output.sequences, draft)
     assert output.num_iterations.tolist() == [1] * 5  # one round each, unchanged, so finished
 
@@ -357,7 +434,7 @@ def test_redraft_with_nothing_revealed_changes_nothing(model):
 @pytest.mark.parametrize("iterations", [1, 3])
 def test_redraft_padded_batch_equals_each_row_alone(model, iterations):
     source_ids, source_mask = random_batch(6, 16, seed=7)
-    options = dict(max_iterations=iterations, refinement="redraft", reveal_threshold=0.03)
+    options = {"max_iterations": iterations, "refinement": "redraft", "reveal_threshold": 0.03}
     batch = model.generate(input_ids=source_ids, attention_mask=source_mask, **options)
     draft = model.generate(input_ids=source_ids, attention_mask=source_mask, max_iterations=0)
     assert not torch.equal(batch[:, : draft.shape[1]], draft[:, : batch.shape[1]])  # the rounds change something
@@ -368,12 +445,15 @@ def test_redraft_padded_batch_equals_each_row_alone(model, iterations):
         assert torch.equal(batch[b][: len(alone)], alone) and (batch[b][len(alone) :] == PAD).all()
 
 
-@pytest.mark.parametrize("options, message", [
-    (dict(refinement="mask-predict"), "refinement must be one of"),
-    (dict(reveal_threshold=0.0), "reveal_threshold must be a probability"),
-    (dict(reveal_threshold=1.5), "reveal_threshold must be a probability"),
-    (dict(reveal_threshold=True), "reveal_threshold must be a probability"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"refinement": "mask-predict"}, "refinement must be one of"),
+        ({"reveal_threshold": 0.0}, "reveal_threshold must be a probability"),
+        ({"reveal_threshold": 1.5}, "reveal_threshold must be a probability"),
+        ({"reveal_threshold": True}, "reveal_threshold must be a probability"),
+    ],
+)
 def test_bad_refinement_options_are_refused(model, options, message):
     source_ids, source_mask = random_batch(2, 8, seed=8)
     with pytest.raises(ValueError, match=message):

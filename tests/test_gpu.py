@@ -9,24 +9,29 @@ import os
 
 import pytest
 import torch
+from conftest import random_batch, tiny_model
 from transformers import AutoTokenizer
 
 from modeling_deer import DeerForConditionalGeneration
-
-from conftest import random_batch, tiny_model
 
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED = os.path.join(REPO, "checkpoints", "bible-de-en", "deer")  # a trained model that travels with the tree
 DEVICE = os.environ.get("DEER_TEST_DEVICE") or ("cuda" if torch.cuda.is_available() else None)
-pytestmark = [pytest.mark.gpu, pytest.mark.skipif(DEVICE is None, reason="no CUDA device (DEER_TEST_DEVICE=cpu "
-                                                                         "runs these tests on the CPU)")]
-VERSES = ["Im Anfang war das Wort, und das Wort war bei Gott, und das Wort war Gott.",
-          "Dieses war im Anfang bei Gott.", "Alles ward durch dasselbe, und ohne dasselbe ward auch nicht eines, "
-          "das geworden ist.", "In ihm war Leben, und das Leben war das Licht der Menschen.",
-          "Und das Licht scheint in der Finsternis, und die Finsternis hat es nicht erfaßt.",
-          "Da war ein Mensch, von Gott gesandt, sein Name Johannes.", "Jesus weinte.",
-          "Und das Wort ward Fleisch und wohnte unter uns."]
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(DEVICE is None, reason="no CUDA device (DEER_TEST_DEVICE=cpu runs these tests on the CPU)"),
+]
+VERSES = [
+    "Im Anfang war das Wort, und das Wort war bei Gott, und das Wort war Gott.",
+    "Dieses war im Anfang bei Gott.",
+    "Alles ward durch dasselbe, und ohne dasselbe ward auch nicht eines, das geworden ist.",
+    "In ihm war Leben, und das Leben war das Licht der Menschen.",
+    "Und das Licht scheint in der Finsternis, und die Finsternis hat es nicht erfaßt.",
+    "Da war ein Mensch, von Gott gesandt, sein Name Johannes.",
+    "Jesus weinte.",
+    "Und das Wort ward Fleisch und wohnte unter uns.",
+]
 
 
 @pytest.fixture(scope="module")
@@ -104,8 +109,9 @@ def test_prune_trim_save_load_on_the_device(tmp_path):
     model.save_pretrained(tmp_path / "pruned")
     loaded = DeerForConditionalGeneration.from_pretrained(tmp_path / "pruned").to(DEVICE).eval()
     assert loaded.config.layer_num_heads == model.config.layer_num_heads
-    assert torch.equal(loaded.generate(input_ids=source.to(DEVICE), attention_mask=mask.to(DEVICE),
-                                       max_iterations=2).cpu(), expected)
+    assert torch.equal(
+        loaded.generate(input_ids=source.to(DEVICE), attention_mask=mask.to(DEVICE), max_iterations=2).cpu(), expected
+    )
 
 
 def test_compiled_passes_match_eager_on_the_device(shipped):

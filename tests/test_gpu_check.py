@@ -5,13 +5,18 @@ import os
 import subprocess
 import sys
 
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_gpu_check_smoke_mode_runs_every_part_and_writes_its_report(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "training.gpu_check", "--smoke", "--output_dir", str(tmp_path)],
-                            cwd=REPO, capture_output=True, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"})
+    result = subprocess.run(
+        [sys.executable, "-m", "experiments.gpu_check", "--smoke", "--output_dir", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"},
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     assert report["device"] == "cpu" and set(report["parts"]) == {"tests", "speed", "training"}

@@ -8,14 +8,14 @@ import sys
 
 import pytest
 import torch
-from huggingface_hub import ModelCard
-
-from modeling_deer import DeerForConditionalGeneration
-from modeling_deer.model_card_deer import build_model_card
-from training.report import card_results
-
 from conftest import tiny_config
 from hub_server import hub_env, local_hub
+from huggingface_hub import ModelCard
+
+from experiments.report import card_results
+from modeling_deer import DeerForConditionalGeneration
+from modeling_deer.model_card_deer import build_model_card
+
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -25,21 +25,58 @@ def fake_report(task="bible-de-en") -> dict:
     for run in ("deer", "deer_random"):
         for sparsity in (0.0, 0.5):
             for iterations in (0, 2):
-                rows.append({"system": "deer", "run": run, "sparsity": sparsity, "iterations": iterations,
-                             "bleu": 1.0 + iterations, "chrf": 10.0, "rougeL": 20.0, "latency_ms_b1": 5.0,
-                             "latency_ms_b32": 1.0, "peak_rss_mb": 500.0, "params_nonembedding": 1000})
-    rows.append({"system": "ar", "run": "ar", "sparsity": 0.0, "iterations": None, "bleu": 4.0,
-                 "chrf": 12.0, "rougeL": 25.0, "latency_ms_b1": 50.0, "latency_ms_b32": 2.0, "peak_rss_mb": 450.0,
-                 "params_nonembedding": 2000})
-    return {"task": task, "test_pairs": 190, "metrics": ["bleu", "chrf"], "repeats": 5,
-            "hardware": {"cpu": "test CPU", "threads": 2}, "training_steps": {"deer": 800, "ar": 800},
-            "commands": {"benchmark": "python -m training.benchmark --task bible-de-en"}, "rows": rows}
+                rows.append(
+                    {
+                        "system": "deer",
+                        "run": run,
+                        "sparsity": sparsity,
+                        "iterations": iterations,
+                        "bleu": 1.0 + iterations,
+                        "chrf": 10.0,
+                        "rougeL": 20.0,
+                        "latency_ms_b1": 5.0,
+                        "latency_ms_b32": 1.0,
+                        "peak_rss_mb": 500.0,
+                        "params_nonembedding": 1000,
+                    }
+                )
+    rows.append(
+        {
+            "system": "ar",
+            "run": "ar",
+            "sparsity": 0.0,
+            "iterations": None,
+            "bleu": 4.0,
+            "chrf": 12.0,
+            "rougeL": 25.0,
+            "latency_ms_b1": 50.0,
+            "latency_ms_b32": 2.0,
+            "peak_rss_mb": 450.0,
+            "params_nonembedding": 2000,
+        }
+    )
+    return {
+        "task": task,
+        "test_pairs": 190,
+        "metrics": ["bleu", "chrf"],
+        "repeats": 5,
+        "hardware": {"cpu": "test CPU", "threads": 2},
+        "training_steps": {"deer": 800, "ar": 800},
+        "commands": {"benchmark": "python -m experiments.benchmark --task bible-de-en"},
+        "rows": rows,
+    }
 
 
 def test_model_card_metadata_model_index_and_grid(tmp_path):
     model = DeerForConditionalGeneration(tiny_config(sparsity_levels=[0.0, 0.5]))
-    card = build_model_card(model, model_name="me/deer-tiny", base_model="google-bert/bert-base-multilingual-cased",
-                            datasets=["bible-de-en"], language=["de", "en"], **card_results([fake_report()]))
+    card = build_model_card(
+        model,
+        model_name="me/deer-tiny",
+        base_model="google-bert/bert-base-multilingual-cased",
+        datasets=["bible-de-en"],
+        language=["de", "en"],
+        **card_results([fake_report()]),
+    )
     card.save(tmp_path / "README.md")
     loaded = ModelCard.load(tmp_path / "README.md")
     data = loaded.data
@@ -49,8 +86,9 @@ def test_model_card_metadata_model_index_and_grid(tmp_path):
     assert data.datasets == ["bible-de-en"] and data.language == ["de", "en"] and data.license == "apache-2.0"
     # model-index: the pretrained DEER cells only (2 levels x 2 iteration counts x 2 metrics), not AR or ablation.
     assert len(data.eval_results) == 8
-    result = next(r for r in data.eval_results if r.metric_config == "iterations=2,sparsity=0.5"
-                  and r.metric_type == "bleu")
+    result = next(
+        r for r in data.eval_results if r.metric_config == "iterations=2,sparsity=0.5" and r.metric_type == "bleu"
+    )
     assert result.metric_value == 3.0 and result.task_type == "translation" and result.dataset_split == "test"
     assert "| AR (BERT2BERT, greedy) |" in loaded.text and "| DEER (random init) |" in loaded.text
     assert "10.0x" in loaded.text  # AR b1 / DEER b1 = 50 / 5
@@ -65,8 +103,12 @@ def test_model_card_without_results_has_no_model_index():
     card = build_model_card(DeerForConditionalGeneration(tiny_config()), model_name="me/deer")
     assert card.data.eval_results is None and "model-index" not in str(card)
     metrics = {"eval_bleu": 3.5, "eval_chrf": 20.0, "eval_loss": 1.0}
-    card = build_model_card(DeerForConditionalGeneration(tiny_config()), model_name="me/deer",
-                            datasets=["bible-de-en"], trainer_metrics=metrics)
+    card = build_model_card(
+        DeerForConditionalGeneration(tiny_config()),
+        model_name="me/deer",
+        datasets=["bible-de-en"],
+        trainer_metrics=metrics,
+    )
     assert {r.metric_type: r.metric_value for r in card.data.eval_results} == {"bleu": 3.5, "chrf": 20.0}
 
 
@@ -74,8 +116,15 @@ def test_model_card_without_results_has_no_model_index():
 
 
 def run_python(script: str, env: dict, cwd) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, cwd=cwd,
-                          timeout=300, stdin=subprocess.DEVNULL)  # nothing may wait for an answer on stdin
+    return subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )  # nothing may wait for an answer on stdin
 
 
 @pytest.fixture(scope="module")
@@ -166,35 +215,59 @@ print("package load ok")
 TRIM = "model.trim_vocabulary(range(1000, 9000))"
 
 
-@pytest.mark.parametrize("pruned, trimmed", [(False, False), (True, False), (True, True)],
-                         ids=["unpruned", "pruned", "pruned-trimmed"])
-def test_push_then_load_without_the_package_gives_identical_generations(hub, real_model_dir, pruned, trimmed,
-                                                                        tiny_bert_path):
+@pytest.mark.parametrize(
+    "pruned, trimmed", [(False, False), (True, False), (True, True)], ids=["unpruned", "pruned", "pruned-trimmed"]
+)
+def test_push_then_load_without_the_package_gives_identical_generations(
+    hub, real_model_dir, pruned, trimmed, tiny_bert_path
+):
     from transformers import AutoTokenizer
 
     tmp = real_model_dir
     repo = f"me/deer-{'pruned' if pruned else 'full'}{'-trimmed' if trimmed else ''}"
-    paths = dict(model=str(tmp / "model"), inputs=str(tmp / "inputs.pt"), expected=str(tmp / "expected.pt"),
-                 generated=str(tmp / "generated.pt"), repo=repo)
+    paths = {
+        "model": str(tmp / "model"),
+        "inputs": str(tmp / "inputs.pt"),
+        "expected": str(tmp / "expected.pt"),
+        "generated": str(tmp / "generated.pt"),
+        "repo": repo,
+    }
     env = hub_env(hub.url, tmp / "hf")
     prepare = "\n".join([TRIM] * trimmed + ["model.prune_to(0.5)"] * pruned)
     pushed = run_python(PUSH.format(prepare=prepare, **paths), env, REPOSITORY)
     assert pushed.returncode == 0, pushed.stderr[-3000:]
 
     files = hub.files(repo)
-    for name in ("model.safetensors", "config.json", "generation_config.json", "configuration_deer.py",
-                 "modeling_deer.py", "generation_deer.py", "edit_ops.py", "pruning_deer.py", "pipeline_deer.py",
-                 "objective_deer.py", "outputs_deer.py", "vocabulary_deer.py", "hub_deer.py",
-                 "tokenizer.json", "tokenizer_config.json", "README.md"):
+    for name in (
+        "model.safetensors",
+        "config.json",
+        "generation_config.json",
+        "configuration_deer.py",
+        "modeling_deer.py",
+        "generation_deer.py",
+        "edit_ops.py",
+        "pruning_deer.py",
+        "pipeline_deer.py",
+        "objective_deer.py",
+        "outputs_deer.py",
+        "vocabulary_deer.py",
+        "hub_deer.py",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "README.md",
+    ):
         assert name in files, name
     config = json.loads(files["config.json"])
     assert config["auto_map"]["AutoModelForSeq2SeqLM"] == "modeling_deer.DeerForConditionalGeneration"
-    assert "non-autoregressive" in files["README.md"].decode() and "library_name: transformers" in files[
-        "README.md"].decode()
+    assert (
+        "non-autoregressive" in files["README.md"].decode()
+        and "library_name: transformers" in files["README.md"].decode()
+    )
 
     source_ids = AutoTokenizer.from_pretrained(tiny_bert_path)("Im Anfang war das Wort.").input_ids
-    loaded = run_python(LOAD_WITHOUT_PACKAGE.format(source_ids=source_ids, **paths), hub_env(hub.url, tmp / "hf2"),
-                        tmp)
+    loaded = run_python(
+        LOAD_WITHOUT_PACKAGE.format(source_ids=source_ids, **paths), hub_env(hub.url, tmp / "hf2"), tmp
+    )
     assert loaded.returncode == 0, loaded.stderr[-3000:]
     assert "Do you wish to run the custom code" not in loaded.stdout + loaded.stderr  # nothing asked on stdin
     assert torch.equal(torch.load(tmp / "generated.pt"), torch.load(tmp / "expected.pt"))
@@ -219,8 +292,12 @@ def test_push_then_load_without_the_package_gives_identical_generations(hub, rea
 def test_a_push_that_fails_midway_raises_clearly_and_leaves_the_model_intact(hub, real_model_dir):
     tmp = real_model_dir
     repo = "me/deer-failing"
-    paths = dict(model=str(tmp / "model"), inputs=str(tmp / "inputs.pt"), expected=str(tmp / "expected.pt"),
-                 repo=repo)
+    paths = {
+        "model": str(tmp / "model"),
+        "inputs": str(tmp / "inputs.pt"),
+        "expected": str(tmp / "expected.pt"),
+        "repo": repo,
+    }
     hub.fail_commits = True
     try:
         result = run_python(PUSH.format(prepare="", **paths), hub_env(hub.url, tmp / "hf"), REPOSITORY)
@@ -237,10 +314,29 @@ def test_a_push_that_fails_midway_raises_clearly_and_leaves_the_model_intact(hub
 def test_training_script_pushes_model_tokenizer_and_card_with_eval_results(hub, tmp_path, tiny_bert_path):
     from test_training_scripts import VALIDATION_FILE, run_args
 
-    args = run_args(tmp_path / "run", tiny_bert_path, "--do_train", "--do_eval", "--max_steps", "2",
-                    "--save_strategy", "no", "--validation_file", VALIDATION_FILE, "--max_eval_samples", "4",
-                    "--predict_with_generate", "--push_to_hub", "--hub_model_id", "me/deer-run",
-                    "--card_datasets", "bible-de-en", "--card_language", "de", "en")
+    args = run_args(
+        tmp_path / "run",
+        tiny_bert_path,
+        "--do_train",
+        "--do_eval",
+        "--max_steps",
+        "2",
+        "--save_strategy",
+        "no",
+        "--validation_file",
+        VALIDATION_FILE,
+        "--max_eval_samples",
+        "4",
+        "--predict_with_generate",
+        "--push_to_hub",
+        "--hub_model_id",
+        "me/deer-run",
+        "--card_datasets",
+        "bible-de-en",
+        "--card_language",
+        "de",
+        "en",
+    )
     script = f"from training.train import main\nmain({args!r})\n"
     result = run_python(script, hub_env(hub.url, tmp_path / "hf"), REPOSITORY)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -10,9 +10,8 @@ import sys
 
 import pytest
 import torch
-from safetensors.torch import save_file
-
 from hub_server import hub_env, local_hub
+from safetensors.torch import save_file
 
 
 @pytest.fixture
@@ -150,11 +149,21 @@ torch.save(model.proj.weight.detach(), os.path.join(os.environ["WORK"], "proj.pt
 def test_from_pretrained_with_remote_code(hub, env, tmp_path):
     weight = torch.arange(8.0).reshape(2, 4)
     save_file({"proj.weight": weight, "proj.bias": torch.zeros(2)}, tmp_path / "model.safetensors", {"format": "pt"})
-    config = {"model_type": "tiny-custom", "width": 4, "architectures": ["TinyModel"],
-              "auto_map": {"AutoConfig": "configuration_tiny.TinyConfig", "AutoModel": "modeling_tiny.TinyModel"}}
-    hub.add_files("me/custom", {"config.json": json.dumps(config), "configuration_tiny.py": CONFIGURATION_PY,
-                                "modeling_tiny.py": MODELING_PY,
-                                "model.safetensors": (tmp_path / "model.safetensors").read_bytes()})
+    config = {
+        "model_type": "tiny-custom",
+        "width": 4,
+        "architectures": ["TinyModel"],
+        "auto_map": {"AutoConfig": "configuration_tiny.TinyConfig", "AutoModel": "modeling_tiny.TinyModel"},
+    }
+    hub.add_files(
+        "me/custom",
+        {
+            "config.json": json.dumps(config),
+            "configuration_tiny.py": CONFIGURATION_PY,
+            "modeling_tiny.py": MODELING_PY,
+            "model.safetensors": (tmp_path / "model.safetensors").read_bytes(),
+        },
+    )
 
     out = run_client(LOAD_CUSTOM, env).stdout.split()
 

@@ -2,6 +2,19 @@ import logging
 
 import pytest
 import torch
+import torch.nn.functional as F
+from conftest import (
+    BOS,
+    EOS,
+    MASK,
+    PAD,
+    TINY_VOCAB,
+    load_pairs,
+    random_batch,
+    shortest_real_pairs,
+    tiny_config,
+    tiny_model,
+)
 from transformers import (
     AutoTokenizer,
     BertConfig,
@@ -13,18 +26,10 @@ from transformers import (
     XLMRobertaForMaskedLM,
 )
 
-from modeling_deer import DeerForConditionalGeneration
-
+from modeling_deer import DeerForConditionalGeneration, draft_deer, objective_deer
+from modeling_deer.draft_deer import collapse_frames, frame_words
 from modeling_deer.edit_ops import ctc_best_alignment, inner_mask
-from modeling_deer.draft_deer import collapse_frames
-import torch.nn.functional as F
-
-from modeling_deer import draft_deer, objective_deer
-from modeling_deer.draft_deer import frame_words
 from modeling_deer.objective_deer import _ctc_loss, ctc_columns, ctc_frame_scores, frame_choices
-
-from conftest import (BOS, EOS, MASK, PAD, TINY_VOCAB, load_pairs, random_batch, shortest_real_pairs, tiny_config,
-                      tiny_model)
 
 
 # -- faithfulness: the converted model is the MLM ---------------------------------------------------------------------
@@ -51,9 +56,7 @@ def test_real_tiny_bert_logits_match(tiny_bert_path):
     assert not model.training  # like from_pretrained
     mlm = BertForMaskedLM.from_pretrained(tiny_bert_path).eval()
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert_path)
-    batch = tokenizer(
-        [pair["target"] for pair in load_pairs("validation")[:6]], return_tensors="pt", padding=True
-    )
+    batch = tokenizer([pair["target"] for pair in load_pairs("validation")[:6]], return_tensors="pt", padding=True)
     assert_same_mlm_logits(model, mlm, batch.input_ids, batch.attention_mask)
     assert model.config.bos_token_id == tokenizer.cls_token_id
     assert model.config.placeholder_token_id == tokenizer.mask_token_id
@@ -70,8 +73,16 @@ ROBERTA_STYLE = [
 def test_tiny_roberta_style_logits_match(tmp_path, config_class, model_class):
     torch.manual_seed(0)
     config = config_class(
-        vocab_size=60, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-        max_position_embeddings=40, pad_token_id=1, bos_token_id=0, eos_token_id=2, type_vocab_size=1,
+        vocab_size=60,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=40,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        type_vocab_size=1,
     )
     mlm = model_class(config).eval()
     mlm.save_pretrained(tmp_path)
@@ -93,8 +104,15 @@ def test_tiny_roberta_style_logits_match(tmp_path, config_class, model_class):
 
 def test_tiny_bert_with_type_ids_and_untied_decoder(tmp_path):
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=64, max_position_embeddings=32, tie_word_embeddings=False)
+    config = BertConfig(
+        vocab_size=50,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=32,
+        tie_word_embeddings=False,
+    )
     mlm = BertForMaskedLM(config).eval()
     mlm.save_pretrained(tmp_path)
     model = DeerForConditionalGeneration.from_mlm(
@@ -169,7 +187,7 @@ def test_cached_target_pass_and_the_drafts_joint_pass_equal_a_joint_pass():
         assert joint_key.is_contiguous()
 
 
-# -- training ----------------------------------------------------------------------------------------------------------
+# -- training ---------------------------------------------------------------------------------------------------------
 
 
 def test_loss_components_are_finite_and_unfit_rows_are_counted():
@@ -207,8 +225,10 @@ def test_evaluation_loss_is_the_same_every_time_and_training_still_samples():
 def test_found_by_fuzzing_int32_ids_and_a_draft_without_frames():
     model = tiny_model()
     source_ids, source_mask = random_batch(2, 8, seed=3)
-    assert torch.equal(model.generate(input_ids=source_ids.int(), attention_mask=source_mask),
-                       model.generate(input_ids=source_ids, attention_mask=source_mask))
+    assert torch.equal(
+        model.generate(input_ids=source_ids.int(), attention_mask=source_mask),
+        model.generate(input_ids=source_ids, attention_mask=source_mask),
+    )
     # One source token: a draft of bos and eos only, which an empty target fits.
     output = model.train()(input_ids=torch.tensor([[BOS]]), labels=torch.tensor([[BOS, EOS]], dtype=torch.int32))
     assert torch.isfinite(output.loss) and output.ctc_loss.item() == 0.0
@@ -227,7 +247,9 @@ def test_gradients_reach_the_backbone_and_every_head():
     model = tiny_model().train()
     source_ids, source_mask = random_batch(4, 10, seed=5)
     labels, _ = random_batch(4, 7, seed=6, min_length=4)
-    model(input_ids=source_ids, attention_mask=source_mask, labels=labels.masked_fill(labels == PAD, -100)).loss.backward()
+    model(
+        input_ids=source_ids, attention_mask=source_mask, labels=labels.masked_fill(labels == PAD, -100)
+    ).loss.backward()
     for name in (
         "model.embeddings.word_embeddings.weight",
         "model.embeddings.position_embeddings.weight",
@@ -288,8 +310,9 @@ def test_edit_rows_ratio_runs_the_edit_passes_on_a_share_of_the_rows(monkeypatch
         model = tiny_model(seed=5, draft_edit_ratio=0.5, edit_rows_ratio=ratio).train(training)
         rows_seen = []
         target_pass = model.target_pass
-        monkeypatch.setattr(model, "target_pass", lambda tokens, *args: rows_seen.append(len(tokens))
-                            or target_pass(tokens, *args))
+        monkeypatch.setattr(
+            model, "target_pass", lambda tokens, *args: rows_seen.append(len(tokens)) or target_pass(tokens, *args)
+        )
         torch.manual_seed(seed)
         output = model(input_ids=source_ids, attention_mask=source_mask, labels=labels)
         output.loss.backward()
@@ -327,8 +350,9 @@ def test_redraft_rows_read_their_own_confident_words(monkeypatch):
                 module.p = 0.0
         seen = []
         target_pass = model.target_pass
-        monkeypatch.setattr(model, "target_pass", lambda tokens, *args: seen.append(tokens.clone())
-                            or target_pass(tokens, *args))
+        monkeypatch.setattr(
+            model, "target_pass", lambda tokens, *args: seen.append(tokens.clone()) or target_pass(tokens, *args)
+        )
         output = model(input_ids=source_ids, attention_mask=source_mask, labels=labels)
         return model, seen[0], seen[1], output
 
@@ -370,12 +394,12 @@ def test_ctc_on_the_columns_it_reads_equals_ctc_over_the_whole_vocabulary(monkey
     real = torch.arange(9) < frame_lengths[:, None]
     mean = (full.mean(-1) * real).sum(1) / frame_lengths
     expected = ((1 - smoothing) * nll / target_lengths - smoothing * mean).mean()
-    expected_gradient, = torch.autograd.grad(expected, hidden_states)
+    (expected_gradient,) = torch.autograd.grad(expected, hidden_states)
 
     columns, column_targets = ctc_columns(targets, MASK)
     scores, mean_log_probs = ctc_frame_scores(model, hidden_states, columns)
     loss = _ctc_loss(scores, mean_log_probs, frame_lengths, column_targets, target_lengths, fits, smoothing)
-    gradient, = torch.autograd.grad(loss, hidden_states)
+    (gradient,) = torch.autograd.grad(loss, hidden_states)
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
     assert torch.allclose(gradient, expected_gradient, atol=1e-6)
     with torch.no_grad():  # the glancing pass's choices: the same alignment from scores that are not normalised
@@ -386,7 +410,9 @@ def test_ctc_on_the_columns_it_reads_equals_ctc_over_the_whole_vocabulary(monkey
         expected_confidences = full.reshape(27, -1).softmax(-1).gather(1, chosen[:, None]).view(3, 9)
         assert torch.allclose(confidences, expected_confidences, atol=1e-6)
         alignment, path_score = ctc_best_alignment(column_scores, frame_lengths, column_targets, target_lengths, 0)
-        expected_alignment, path_log_prob = ctc_best_alignment(scores, frame_lengths, column_targets, target_lengths, 0)
+        expected_alignment, path_log_prob = ctc_best_alignment(
+            scores, frame_lengths, column_targets, target_lengths, 0
+        )
         assert torch.equal(alignment, expected_alignment)
         assert torch.isfinite(path_score).all() and (path_log_prob < 0).all()
 
@@ -406,12 +432,15 @@ def test_column_log_probs_backward_is_the_log_softmax_gradient():
 def test_a_training_step_in_chunks_equals_the_step_at_once(monkeypatch):
     """The CTC and word losses with the LM head run a few positions at a time (recomputed in the backward pass): the
     same losses and gradients as scoring every position at once."""
+
     def step():
         model = tiny_model(seed=5, draft_edit_ratio=0.5).train()
         source_ids, source_mask = random_batch(4, 10, seed=7)
         labels, _ = random_batch(4, 8, seed=8, min_length=4)
         torch.manual_seed(9)
-        output = model(input_ids=source_ids, attention_mask=source_mask, labels=labels.masked_fill(labels == PAD, -100))
+        output = model(
+            input_ids=source_ids, attention_mask=source_mask, labels=labels.masked_fill(labels == PAD, -100)
+        )
         output.loss.backward()
         return output, {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
 

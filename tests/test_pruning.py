@@ -2,12 +2,12 @@ import copy
 
 import pytest
 import torch
+from conftest import PAD, random_batch, shortest_real_pairs, tiny_config, tiny_model
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 from modeling_deer import DeerForConditionalGeneration
 from modeling_deer.pruning_deer import head_parameter_count, neuron_parameter_count, select_units
 
-from conftest import PAD, random_batch, shortest_real_pairs, tiny_config, tiny_model
 
 LEVELS = (0.25, 0.5, 0.75)
 
@@ -105,13 +105,17 @@ def test_pruned_model_round_trips(tmp_path):
     source_ids, source_mask = random_batch(3, 10, seed=5)
     expected = model.generate(input_ids=source_ids, attention_mask=source_mask, max_iterations=2)
     model.save_pretrained(tmp_path)
-    for loaded in (DeerForConditionalGeneration.from_pretrained(tmp_path), AutoModelForSeq2SeqLM.from_pretrained(tmp_path)):
+    for loaded in (
+        DeerForConditionalGeneration.from_pretrained(tmp_path),
+        AutoModelForSeq2SeqLM.from_pretrained(tmp_path),
+    ):
         assert loaded.config.layer_num_heads == model.config.layer_num_heads
         assert loaded.config.layer_intermediate_sizes == model.config.layer_intermediate_sizes
         assert loaded.config.pruned_sparsity == 0.5
         assert sum(p.numel() for p in loaded.parameters()) == sum(p.numel() for p in model.parameters())
-        assert torch.equal(loaded.generate(input_ids=source_ids, attention_mask=source_mask, max_iterations=2),
-                           expected)
+        assert torch.equal(
+            loaded.generate(input_ids=source_ids, attention_mask=source_mask, max_iterations=2), expected
+        )
     # Surviving scores were saved: the loaded model prunes further exactly like the original.
     further = DeerForConditionalGeneration.from_pretrained(tmp_path).prune_to(0.75)
     assert further.config.layer_num_heads == copy.deepcopy(model).prune_to(0.75).config.layer_num_heads
@@ -150,7 +154,9 @@ def test_a_layer_with_no_head_and_no_neuron_runs(tmp_path):
     expected = model.generate(input_ids=source_ids, attention_mask=source_mask, max_iterations=2)
     labels, _ = random_batch(2, 6, seed=7)
     model.train()
-    model(input_ids=source_ids, attention_mask=source_mask, labels=labels.masked_fill(labels == PAD, -100)).loss.backward()
+    model(
+        input_ids=source_ids, attention_mask=source_mask, labels=labels.masked_fill(labels == PAD, -100)
+    ).loss.backward()
     model.eval()
     model.save_pretrained(tmp_path)
     loaded = DeerForConditionalGeneration.from_pretrained(tmp_path)
@@ -189,8 +195,12 @@ def test_training_with_levels_reports_the_regulariser_and_trains_the_scores():
     output = model(input_ids=source_ids, attention_mask=source_mask, labels=labels.masked_fill(labels == PAD, -100))
     assert output.sparsity_loss.item() == pytest.approx(10.0 * 0.5)  # scores start at 0: sigmoid = 0.5
     config = model.config
-    components = (config.ctc_loss_weight * output.ctc_loss + config.insertion_loss_weight * output.insertion_loss
-                  + config.word_loss_weight * output.word_loss + config.deletion_loss_weight * output.deletion_loss)
+    components = (
+        config.ctc_loss_weight * output.ctc_loss
+        + config.insertion_loss_weight * output.insertion_loss
+        + config.word_loss_weight * output.word_loss
+        + config.deletion_loss_weight * output.deletion_loss
+    )
     assert output.loss.item() == pytest.approx((components + output.sparsity_loss).item(), rel=1e-5)
     output.loss.backward()
     for score in model.pruning_scores():
@@ -199,7 +209,10 @@ def test_training_with_levels_reports_the_regulariser_and_trains_the_scores():
     # gates.
     assert model.sparsity_level == 0.0 and model.eval().encode(source_ids, source_mask).gates is None
     # Without levels there is no regulariser.
-    assert tiny_model().train()(input_ids=source_ids, labels=labels.masked_fill(labels == PAD, -100)).sparsity_loss is None
+    assert (
+        tiny_model().train()(input_ids=source_ids, labels=labels.masked_fill(labels == PAD, -100)).sparsity_loss
+        is None
+    )
 
 
 def test_full_every_step_trains_the_full_size_and_one_smaller_level(monkeypatch):
@@ -218,8 +231,10 @@ def test_full_every_step_trains_the_full_size_and_one_smaller_level(monkeypatch)
         levels, losses = [], []
         deer_loss = model._deer_loss
         level_gates = model.level_gates
-        monkeypatch.setattr(model, "level_gates", lambda level, **kwargs: levels.append(level)
-                            or level_gates(level, **kwargs))
+        monkeypatch.setattr(
+            model, "level_gates", lambda level, **kwargs: levels.append(level) or level_gates(level, **kwargs)
+        )
+
         def recorded(*args):  # each pass's output and its own loss (the step's output object gets the sum)
             output = deer_loss(*args)
             losses.append((output, output.loss.item()))
@@ -269,8 +284,9 @@ def test_short_run_on_real_pairs_lowers_the_loss_at_every_level(tiny_bert_path):
             model.set_sparsity(level)
             torch.manual_seed(1)  # the same random deletions at every evaluation
             with torch.no_grad():
-                values[level] = model(input_ids=source.input_ids, attention_mask=source.attention_mask,
-                                      labels=labels).loss.item()
+                values[level] = model(
+                    input_ids=source.input_ids, attention_mask=source.attention_mask, labels=labels
+                ).loss.item()
         model.set_sparsity(0.0)
         return values
 
@@ -291,11 +307,16 @@ def test_per_call_sparsity_leaves_the_model_alone_and_threads_get_their_own_leve
 
     model = scored_model(seed=3, sparsity_levels=[0.0, 0.5])
     source_ids, source_mask = random_batch(3, 9, seed=4)
-    expected = {level: copy.deepcopy(model).set_sparsity(level).generate(
-        input_ids=source_ids, attention_mask=source_mask, max_iterations=2) for level in (0.0, 0.5)}
+    expected = {
+        level: copy.deepcopy(model)
+        .set_sparsity(level)
+        .generate(input_ids=source_ids, attention_mask=source_mask, max_iterations=2)
+        for level in (0.0, 0.5)
+    }
     assert not torch.equal(expected[0.0], expected[0.5])  # the levels really differ
-    assert torch.equal(model.generate(input_ids=source_ids, attention_mask=source_mask, max_iterations=2,
-                                      sparsity=0.5), expected[0.5])
+    assert torch.equal(
+        model.generate(input_ids=source_ids, attention_mask=source_mask, max_iterations=2, sparsity=0.5), expected[0.5]
+    )
     assert model.sparsity_level == 0.0
 
     def decode(level):
@@ -324,8 +345,10 @@ def test_two_generate_calls_run_inside_one_model_at_once():
 
     model = scored_model(seed=3, sparsity_levels=[0.0, 0.5])
     source_ids, source_mask = random_batch(3, 9, seed=4)
-    expected = {level: model.generate(input_ids=source_ids, attention_mask=source_mask, max_iterations=2,
-                                      sparsity=level) for level in (0.0, 0.5)}
+    expected = {
+        level: model.generate(input_ids=source_ids, attention_mask=source_mask, max_iterations=2, sparsity=level)
+        for level in (0.0, 0.5)
+    }
     barrier = threading.Barrier(2, timeout=20)
     draft_pass = model.encode_and_target_pass
 
@@ -336,8 +359,12 @@ def test_two_generate_calls_run_inside_one_model_at_once():
     model.encode_and_target_pass = waiting_draft_pass
     try:
         with ThreadPoolExecutor(2) as pool:
-            jobs = {level: pool.submit(model.generate, input_ids=source_ids, attention_mask=source_mask,
-                                       max_iterations=2, sparsity=level) for level in (0.0, 0.5)}
+            jobs = {
+                level: pool.submit(
+                    model.generate, input_ids=source_ids, attention_mask=source_mask, max_iterations=2, sparsity=level
+                )
+                for level in (0.0, 0.5)
+            }
             outputs = {level: job.result() for level, job in jobs.items()}
     finally:
         del model.encode_and_target_pass

@@ -14,6 +14,7 @@ import sys
 import pytest
 import torch
 
+
 sys.path.insert(0, os.path.dirname(__file__))
 from conftest import FIXTURES, random_batch, tiny_model  # noqa: E402
 

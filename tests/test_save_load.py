@@ -5,11 +5,10 @@ import sys
 import textwrap
 
 import torch
+from conftest import random_batch, tiny_model
 from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM
 
 from modeling_deer import DeerConfig, DeerForConditionalGeneration, DeerGenerationConfig, DeerModel
-
-from conftest import random_batch, tiny_model
 
 
 def test_save_and_load_give_identical_generations(tmp_path):
@@ -22,8 +21,15 @@ def test_save_and_load_give_identical_generations(tmp_path):
     expected = model.generate(input_ids=source_ids, attention_mask=source_mask)
     model.save_pretrained(tmp_path)
     files = set(os.listdir(tmp_path))
-    assert {"model.safetensors", "config.json", "generation_config.json", "modeling_deer.py",
-            "configuration_deer.py", "generation_deer.py", "edit_ops.py"} <= files
+    assert {
+        "model.safetensors",
+        "config.json",
+        "generation_config.json",
+        "modeling_deer.py",
+        "configuration_deer.py",
+        "generation_deer.py",
+        "edit_ops.py",
+    } <= files
 
     loaded = DeerForConditionalGeneration.from_pretrained(tmp_path)
     assert isinstance(loaded.generation_config, DeerGenerationConfig)
@@ -104,8 +110,9 @@ def generate_with_the_package_hidden(tmp_path, model_dir, inputs: dict) -> torch
         """
     )
     environment = dict(os.environ, HF_MODULES_CACHE=str(tmp_path / "modules"), HF_HUB_OFFLINE="1")
-    result = subprocess.run([sys.executable, "-c", script], env=environment, capture_output=True, text=True,
-                            cwd=tmp_path, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=environment, capture_output=True, text=True, cwd=tmp_path, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return torch.load(tmp_path / "generated.pt")
 
@@ -133,8 +140,9 @@ def test_the_shipped_checkpoint_links_the_package_code_and_loads_both_ways(tmp_p
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(SHIPPED)
-    batch = tokenizer(["Im Anfang war das Wort.", "Und das Licht scheint in der Finsternis."], return_tensors="pt",
-                      padding=True)
+    batch = tokenizer(
+        ["Im Anfang war das Wort.", "Und das Licht scheint in der Finsternis."], return_tensors="pt", padding=True
+    )
     inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
     expected = DeerForConditionalGeneration.from_pretrained(SHIPPED).eval().generate(**inputs, max_iterations=2)
     assert expected.shape[1] > 4
@@ -152,11 +160,13 @@ def test_the_pipeline_from_a_local_dir_and_from_remote_code(tmp_path, tiny_bert_
     texts = ["Im Anfang war das Wort.", "Und das Wort war bei Gott.", "Ja."]
     # With the package imported, the pipeline is registered: a directory (or a Hub id) or a loaded model opens
     # without trust_remote_code. A saved model still names its pipeline in config.json, for remote code (below).
-    translate = pipeline("deer-text2text", model=DeerForConditionalGeneration.from_pretrained(tmp_path / "model"),
-                         tokenizer=tokenizer)
+    translate = pipeline(
+        "deer-text2text", model=DeerForConditionalGeneration.from_pretrained(tmp_path / "model"), tokenizer=tokenizer
+    )
     assert type(pipeline("deer-text2text", model=str(tmp_path / "model"))).__name__ == "DeerText2TextPipeline"
     assert type(pipeline("deer-text2text", model=str(tmp_path / "model"), trust_remote_code=True)).__name__ == (
-        "DeerText2TextPipeline")
+        "DeerText2TextPipeline"
+    )
     saved = json.loads((tmp_path / "model" / "config.json").read_text())
     assert saved["custom_pipelines"]["deer-text2text"]["impl"] == "pipeline_deer.DeerText2TextPipeline"
     with pytest.raises(ValueError, match="empty list"):
@@ -166,8 +176,9 @@ def test_the_pipeline_from_a_local_dir_and_from_remote_code(tmp_path, tiny_bert_
     assert [list(row) for row in outputs] == [["generated_text"]] * 3
     loaded = DeerForConditionalGeneration.from_pretrained(tmp_path / "model")
     for text, row in zip(texts, outputs):  # batched = one at a time, and the per-call options hold
-        ids = loaded.generate(**tokenizer([text], return_tensors="pt"), max_iterations=1, sparsity=0.5,
-                              max_new_tokens=6)
+        ids = loaded.generate(
+            **tokenizer([text], return_tensors="pt"), max_iterations=1, sparsity=0.5, max_new_tokens=6
+        )
         assert row["generated_text"] == tokenizer.decode(ids[0], skip_special_tokens=True)
         assert len(tokenizer(row["generated_text"]).input_ids) <= 8
     assert translate("Ja.", max_iterations=0) == translate(["Ja."], max_iterations=0)[0]  # one text: one dict
@@ -185,7 +196,14 @@ def test_the_pipeline_from_a_local_dir_and_from_remote_code(tmp_path, tiny_bert_
         """
     )
     environment = dict(os.environ, HF_MODULES_CACHE=str(tmp_path / "modules"), HF_HUB_OFFLINE="1")
-    result = subprocess.run([sys.executable, "-c", script], env=environment, capture_output=True, text=True,
-                            cwd=tmp_path, timeout=300, stdin=subprocess.DEVNULL)
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        env=environment,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(result.stdout.strip().splitlines()[-1]) == outputs

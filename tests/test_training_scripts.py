@@ -10,16 +10,16 @@ import sys
 
 import pytest
 import torch
+from conftest import FIXTURES, tiny_model
 from safetensors.torch import load_file
 
-from training import bible
+from experiments import bible
+from experiments.prepare_data import prepare
 from training.data import load_split
 from training.metrics import normalize, score
-from training.prepare_data import prepare
 from training.train import main as train_main
 from training.trainer import CtcOnlyCallback, GlancingScheduleCallback, SpecialTokensCallback
 
-from conftest import FIXTURES, tiny_model
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_FILE = os.path.join(FIXTURES, "bible-de-en.train.jsonl")
@@ -28,10 +28,32 @@ VALIDATION_FILE = os.path.join(FIXTURES, "bible-de-en.validation.jsonl")
 
 def run_args(output_dir, model_path, *extra):
     return [
-        "--model_name_or_path", model_path, "--train_file", TRAIN_FILE, "--output_dir", str(output_dir),
-        "--per_device_train_batch_size", "4", "--max_source_length", "48", "--max_target_length", "48",
-        "--learning_rate", "5e-4", "--report_to", "none", "--use_cpu", "--seed", "3", "--logging_steps", "5",
-        "--dataloader_num_workers", "0", "--disable_tqdm", "true", *extra,
+        "--model_name_or_path",
+        model_path,
+        "--train_file",
+        TRAIN_FILE,
+        "--output_dir",
+        str(output_dir),
+        "--per_device_train_batch_size",
+        "4",
+        "--max_source_length",
+        "48",
+        "--max_target_length",
+        "48",
+        "--learning_rate",
+        "5e-4",
+        "--report_to",
+        "none",
+        "--use_cpu",
+        "--seed",
+        "3",
+        "--logging_steps",
+        "5",
+        "--dataloader_num_workers",
+        "0",
+        "--disable_tqdm",
+        "true",
+        *extra,
     ]
 
 
@@ -88,13 +110,18 @@ def test_malformed_rows_are_named_by_file_and_line(tmp_path):
 
     good = json.dumps({"source": "Ja.", "target": "Yes."})
     cases = {
-        "bad.jsonl": (f"{good}\n{{\"source\": \"Ja.\", \n{good}\n", "line 2: not a JSON object"),
-        "array.jsonl": (f"{good}\n[\"Ja.\", \"Yes.\"]\n", "line 2: a JSON list, not an object"),
-        "duplicate.jsonl": (f'{good}\n{{"source": "Ja.", "source": "Nein.", "target": "No."}}\n',
-                            "line 2: not a JSON object \\(duplicate key 'source'\\)"),
-        "null_target.jsonl": (f'{good}\n\n{{"source": "Ja.", "target": null}}\n', "line 3: column 'target' holds None"),
-        "null_source.jsonl": (f'{{"source": null, "target": "Yes."}}\n', "line 1: column 'source' holds None"),
-        "number.jsonl": (f'{{"source": 5, "target": "Yes."}}\n', "line 1: column 'source' holds 5"),
+        "bad.jsonl": (f'{good}\n{{"source": "Ja.", \n{good}\n', "line 2: not a JSON object"),
+        "array.jsonl": (f'{good}\n["Ja.", "Yes."]\n', "line 2: a JSON list, not an object"),
+        "duplicate.jsonl": (
+            f'{good}\n{{"source": "Ja.", "source": "Nein.", "target": "No."}}\n',
+            "line 2: not a JSON object \\(duplicate key 'source'\\)",
+        ),
+        "null_target.jsonl": (
+            f'{good}\n\n{{"source": "Ja.", "target": null}}\n',
+            "line 3: column 'target' holds None",
+        ),
+        "null_source.jsonl": ('{"source": null, "target": "Yes."}\n', "line 1: column 'source' holds None"),
+        "number.jsonl": ('{"source": 5, "target": "Yes."}\n', "line 1: column 'source' holds 5"),
         "ragged.csv": ("source,target\nJa.,Yes.\nNein.,No.,extra\n", "line 3: 3 fields, but the header has 2"),
         "empty_cell.tsv": ("source\ttarget\nJa.\t\n", "line 2: column 'target' holds None"),
     }
@@ -120,19 +147,36 @@ def test_generation_keeps_one_output_per_input_line(tmp_path, tiny_bert_path):
     assert len(sources) == 5 and targets is None
     model = DeerForConditionalGeneration.from_mlm(tiny_bert_path).eval()
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert_path)
-    outputs = generate_texts(model, tokenizer, sources, 0, batch_size=2, progress=False)
+    outputs = generate_texts(model, tokenizer, sources, batch_size=2, progress=False, max_iterations=0)
     assert len(outputs) == 5 and outputs[1] == outputs[3] == ""
-    assert outputs[0] == generate_texts(model, tokenizer, sources[:1], 0, batch_size=2, progress=False)[0]
+    assert (
+        outputs[0] == generate_texts(model, tokenizer, sources[:1], batch_size=2, progress=False, max_iterations=0)[0]
+    )
 
 
 def test_special_token_text_in_the_data_is_text(tmp_path, tiny_bert_path):
     """A literal "[SEP]" or "[MASK]" in a target used to become a control token and crash training at random steps."""
     data = tmp_path / "train.jsonl"
-    rows = [{"source": "Und er sprach [SEP] zu ihnen.", "target": "[SEP]"},
-            {"source": "Das Wort [MASK].", "target": "and he said [MASK] to them [SEP] again."}] * 4
+    rows = [
+        {"source": "Und er sprach [SEP] zu ihnen.", "target": "[SEP]"},
+        {"source": "Das Wort [MASK].", "target": "and he said [MASK] to them [SEP] again."},
+    ] * 4
     data.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
-    trainer = train_main(run_args(tmp_path / "run", tiny_bert_path, "--do_train", "--max_steps", "6",
-                                  "--ctc_only_steps", "0", "--save_strategy", "no", "--train_file", str(data)))
+    trainer = train_main(
+        run_args(
+            tmp_path / "run",
+            tiny_bert_path,
+            "--do_train",
+            "--max_steps",
+            "6",
+            "--ctc_only_steps",
+            "0",
+            "--save_strategy",
+            "no",
+            "--train_file",
+            str(data),
+        )
+    )
     tokenizer = trainer.processing_class
     for row in trainer.train_dataset:
         for ids in (row["input_ids"], row["labels"]):
@@ -198,8 +242,19 @@ def test_resumed_run_equals_the_run_that_never_stopped(tmp_path, tiny_bert_path)
     assert (straight / "tokenizer.json").exists() and (straight / "train_results.json").exists()
 
     resumed = tmp_path / "resumed"
-    train_main(run_args(resumed, tiny_bert_path, "--do_train", "--max_steps", "20", "--save_steps", "10",
-                        "--resume_from_checkpoint", str(straight / "checkpoint-10")))
+    train_main(
+        run_args(
+            resumed,
+            tiny_bert_path,
+            "--do_train",
+            "--max_steps",
+            "20",
+            "--save_steps",
+            "10",
+            "--resume_from_checkpoint",
+            str(straight / "checkpoint-10"),
+        )
+    )
     assert json.loads((resumed / "trainer_state.json").read_text())["global_step"] == 20
     expected, actual = load_file(straight / "model.safetensors"), load_file(resumed / "model.safetensors")
     for name in expected:
@@ -215,13 +270,29 @@ def test_resumed_run_equals_the_run_that_never_stopped(tmp_path, tiny_bert_path)
 def test_rows_the_draft_cannot_write_are_logged_and_warned_about(tmp_path, tiny_bert_path, caplog):
     # Short sources with long targets: at one frame per source token, half the rows cannot fit the draft.
     data = tmp_path / "train.jsonl"
-    rows = [{"source": "Ja.", "target": "Yes, that is what the man said to all of them at the gate."},
-            {"source": "Und das Wort war bei Gott.", "target": "And the word was with God."}] * 4
+    rows = [
+        {"source": "Ja.", "target": "Yes, that is what the man said to all of them at the gate."},
+        {"source": "Und das Wort war bei Gott.", "target": "And the word was with God."},
+    ] * 4
     data.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
     with caplog.at_level("WARNING", logger="training.train"):
-        trainer = train_main(run_args(tmp_path / "run", tiny_bert_path, "--do_train", "--max_steps", "2",
-                                      "--logging_steps", "1", "--save_strategy", "no", "--upsample_ratio", "1.0",
-                                      "--train_file", str(data)))
+        trainer = train_main(
+            run_args(
+                tmp_path / "run",
+                tiny_bert_path,
+                "--do_train",
+                "--max_steps",
+                "2",
+                "--logging_steps",
+                "1",
+                "--save_strategy",
+                "no",
+                "--upsample_ratio",
+                "1.0",
+                "--train_file",
+                str(data),
+            )
+        )
     unfit = [entry["num_unfit_targets"] for entry in trainer.state.log_history if "num_unfit_targets" in entry]
     assert len(unfit) == 2 and sum(unfit) > 0
     assert "the draft cannot write" in caplog.text and "--upsample_ratio" in caplog.text
@@ -230,12 +301,41 @@ def test_rows_the_draft_cannot_write_are_logged_and_warned_about(tmp_path, tiny_
 
 def test_evaluation_by_generation_reports_bleu(tmp_path, tiny_bert_path):
     output = tmp_path / "run"
-    train_main(run_args(output, tiny_bert_path, "--do_train", "--do_eval", "--max_steps", "4", "--save_strategy",
-                        "no", "--validation_file", VALIDATION_FILE, "--max_eval_samples", "8",
-                        "--per_device_eval_batch_size", "4", "--predict_with_generate",
-                        "--generation_max_iterations", "1", "--sparsity_levels", "0", "0.5",
-                        "--score_learning_rate", "0.01", "--trim_vocabulary", "--eval_strategy", "steps",
-                        "--eval_steps", "2", "--ctc_only_steps", "2", "--draft_edit_ratio", "1"))
+    train_main(
+        run_args(
+            output,
+            tiny_bert_path,
+            "--do_train",
+            "--do_eval",
+            "--max_steps",
+            "4",
+            "--save_strategy",
+            "no",
+            "--validation_file",
+            VALIDATION_FILE,
+            "--max_eval_samples",
+            "8",
+            "--per_device_eval_batch_size",
+            "4",
+            "--predict_with_generate",
+            "--max_iterations",
+            "1",
+            "--sparsity_levels",
+            "0",
+            "0.5",
+            "--score_learning_rate",
+            "0.01",
+            "--trim_vocabulary",
+            "--eval_strategy",
+            "steps",
+            "--eval_steps",
+            "2",
+            "--ctc_only_steps",
+            "2",
+            "--draft_edit_ratio",
+            "1",
+        )
+    )
     metrics = json.loads((output / "eval_results.json").read_text())
     # The learning curve: one line per evaluation, with the seconds spent training so far.
     curve = [json.loads(line) for line in (output / "learning_curve.jsonl").read_text().splitlines()]
@@ -252,41 +352,61 @@ def test_evaluation_by_generation_reports_bleu(tmp_path, tiny_bert_path):
     # the evaluation's round count, and saved with the model: each the best BLEU among its candidates.
     tuned = json.loads((output / "tune_generation.json").read_text())
     generation = json.loads((output / "generation_config.json").read_text())
-    assert tuned["iterations"] == 1 and generation["max_iterations"] == tuned["max_iterations"]
+    assert tuned["select_max_iterations"] == 1 and generation["max_iterations"] == tuned["max_iterations"]
     assert generation["refinement"] == tuned["refinement"] in ("edits", "redraft")
     # The kind of round and the count kept: the fewest rounds within 0.5 % of the best score of either kind.
-    best = max(row["bleu"] for row in tuned["counts"])
-    within = [row for row in tuned["counts"] if row["bleu"] >= best * (1 - 0.005)]
-    kept = min(within, key=lambda row: (row["iterations"], -row["bleu"]))
-    assert (generation["max_iterations"], generation["refinement"]) == (kept["iterations"], kept["refinement"])
-    assert [(row["refinement"], row["iterations"]) for row in tuned["counts"]] == [
-        (kind, count) for kind in ("edits", "redraft") for count in (0, 1, 2, 4)]
-    for kind, names in (("edits", ("blank_penalty", "deletion_penalty", "eos_penalty")),
-                        ("redraft", ("blank_penalty", "reveal_threshold"))):
+    best = max(row["bleu"] for row in tuned["rounds"])
+    within = [row for row in tuned["rounds"] if row["bleu"] >= best * (1 - 0.005)]
+    kept = min(within, key=lambda row: (row["max_iterations"], -row["bleu"]))
+    assert (generation["max_iterations"], generation["refinement"]) == (kept["max_iterations"], kept["refinement"])
+    assert [(row["refinement"], row["max_iterations"]) for row in tuned["rounds"]] == [
+        (kind, count) for kind in ("edits", "redraft") for count in (0, 1, 2, 4)
+    ]
+    for kind, names in (
+        ("edits", ("blank_penalty", "deletion_penalty", "eos_penalty")),
+        ("redraft", ("blank_penalty", "reveal_threshold")),
+    ):
         for name in names:
             rows = [row for row in tuned["candidates"] if row["tuned"] == name and row["refinement"] == kind]
             assert len(rows) > 1
             best = max(row["bleu"] for row in rows)
             if kind == generation["refinement"]:  # the kept kind's knobs are saved
                 default = 0.9 if name == "reveal_threshold" else 0.0  # a default value is not written
-                assert generation.get(name, default) == tuned[name] == min(row[name] for row in rows
-                                                                           if row["bleu"] == best)
+                assert (
+                    generation.get(name, default)
+                    == tuned[name]
+                    == min(row[name] for row in rows if row["bleu"] == best)
+                )
     assert len({row["blank_penalty"] for row in tuned["candidates"] if row["tuned"] == "blank_penalty"}) == 6
     with pytest.raises(SystemExit, match="--tune_decoding must be one of bleu, chrf, rougeL or none"):
         train_main(run_args(tmp_path / "bad", tiny_bert_path, "--do_train", "--tune_decoding", "BLEU"))
 
 
 def test_two_processes_train_with_accelerate(tmp_path, tiny_bert_path):
-    if shutil.which("accelerate") is None and not os.path.exists(os.path.join(os.path.dirname(sys.executable),
-                                                                              "accelerate")):
+    if shutil.which("accelerate") is None and not os.path.exists(
+        os.path.join(os.path.dirname(sys.executable), "accelerate")
+    ):
         pytest.skip("accelerate is not installed")
     launcher = os.path.join(os.path.dirname(sys.executable), "accelerate")
     output = tmp_path / "ddp"
     # accelerate's multi-process launcher (torchrun underneath); `--use_cpu` keeps both processes on the CPU, where
     # DDP uses gloo. (accelerate's own `--cpu` flag starts several processes only through mpirun.)
-    command = [launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision",
-               "no", "--dynamo_backend", "no", "-m", "training.train",
-               *run_args(output, tiny_bert_path, "--do_train", "--max_steps", "3", "--save_strategy", "no")]
+    command = [
+        launcher,
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "training.train",
+        *run_args(output, tiny_bert_path, "--do_train", "--max_steps", "3", "--save_strategy", "no"),
+    ]
     environment = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
     result = subprocess.run(command, cwd=REPOSITORY, env=environment, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
@@ -302,23 +422,56 @@ def test_two_processes_train_with_accelerate(tmp_path, tiny_bert_path):
 
 def test_generate_script_writes_outputs_and_scores(tmp_path, tiny_bert_path):
     model_dir = tmp_path / "model"
-    train_main(run_args(model_dir, tiny_bert_path, "--do_train", "--max_steps", "2", "--save_strategy", "no",
-                        "--validation_file", VALIDATION_FILE, "--tune_decoding", "none"))
+    train_main(
+        run_args(
+            model_dir,
+            tiny_bert_path,
+            "--do_train",
+            "--max_steps",
+            "2",
+            "--save_strategy",
+            "no",
+            "--validation_file",
+            VALIDATION_FILE,
+            "--tune_decoding",
+            "none",
+        )
+    )
     assert not (model_dir / "tune_generation.json").exists()  # asked not to tune: the knobs stay at 0
     output = tmp_path / "out.txt"
-    command = [sys.executable, "-m", "training.generate", "--model", str(model_dir), "--input", VALIDATION_FILE,
-               "--output", str(output), "--max_iterations", "1", "--sparsity", "0", "--batch_size", "16",
-               "--eos_penalty", "0.5", "--deletion_penalty", "1"]
-    result = subprocess.run(command, cwd=REPOSITORY, capture_output=True, text=True, timeout=300,
-                            env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    command = [
+        sys.executable,
+        "-m",
+        "training.generate",
+        "--model",
+        str(model_dir),
+        "--input",
+        VALIDATION_FILE,
+        "--output",
+        str(output),
+        "--max_iterations",
+        "1",
+        "--sparsity",
+        "0",
+        "--batch_size",
+        "16",
+        "--eos_penalty",
+        "0.5",
+        "--deletion_penalty",
+        "1",
+    ]
+    result = subprocess.run(
+        command, cwd=REPOSITORY, capture_output=True, text=True, timeout=300, env=dict(os.environ, HF_HUB_OFFLINE="1")
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     lines = output.read_text(encoding="utf-8").splitlines()
     assert len(lines) == 50
     scores = json.loads((tmp_path / "out.txt.scores.json").read_text())
     assert {"bleu", "chrf", "rougeL"} <= set(scores) and scores["sentences"] == 50
     command[-1] = "nan"  # a knob that is not a finite number fails before any decoding
-    result = subprocess.run(command, cwd=REPOSITORY, capture_output=True, text=True, timeout=300,
-                            env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    result = subprocess.run(
+        command, cwd=REPOSITORY, capture_output=True, text=True, timeout=300, env=dict(os.environ, HF_HUB_OFFLINE="1")
+    )
     assert result.returncode != 0 and "deletion_penalty must be a finite number" in result.stderr
 
 
@@ -336,8 +489,19 @@ def test_metrics_and_normalisation(tiny_bert_path):
 
 def test_time_limit_stops_training_and_still_saves(tmp_path, tiny_bert_path):
     output = tmp_path / "limited"
-    train_main(run_args(output, tiny_bert_path, "--do_train", "--max_steps", "50", "--save_strategy", "no",
-                        "--max_train_minutes", "0"))
+    train_main(
+        run_args(
+            output,
+            tiny_bert_path,
+            "--do_train",
+            "--max_steps",
+            "50",
+            "--save_strategy",
+            "no",
+            "--max_train_minutes",
+            "0",
+        )
+    )
     assert json.loads((output / "trainer_state.json").read_text())["global_step"] == 1
     assert (output / "model.safetensors").exists()
 
@@ -352,33 +516,88 @@ def test_evaluate_script_scores_each_split_and_iteration_count(tmp_path, tiny_be
     for split in ("validation", "test"):
         shutil.copy(os.path.join(FIXTURES, f"bible-de-en.{split}.jsonl"), data_dir / f"{split}.jsonl")
     output = tmp_path / "scores.json"
-    monkeypatch.setattr(sys, "argv", ["evaluate", "--model", str(model_dir), "--data_dir", str(data_dir),
-                                      "--iterations", "0", "1", "--sparsity", "0", "0.5", "--eos_penalty", "0.5",
-                                      "--deletion_penalty", "1.5", "--output", str(output)])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "evaluate",
+            "--model",
+            str(model_dir),
+            "--data_dir",
+            str(data_dir),
+            "--max_iterations",
+            "0",
+            "1",
+            "--sparsity",
+            "0",
+            "0.5",
+            "--eos_penalty",
+            "0.5",
+            "--deletion_penalty",
+            "1.5",
+            "--output",
+            str(output),
+        ],
+    )
     evaluate.main()
     report = json.loads(output.read_text())
     rows = report["rows"]
     assert report["eos_penalty"] == 0.5 and report["deletion_penalty"] == 1.5
     assert [(row["split"], row["sparsity"], row["iterations"]) for row in rows] == [
         (split, sparsity, iterations)
-        for split in ("validation", "test") for sparsity in (0, 0.5) for iterations in (0, 1)]
+        for split in ("validation", "test")
+        for sparsity in (0, 0.5)
+        for iterations in (0, 1)
+    ]
     assert all(0 <= row["bleu"] <= 100 and row["sentences"] == 50 for row in rows)
     # Any split file, without a data directory.
-    monkeypatch.setattr(sys, "argv", ["evaluate", "--model", str(model_dir), "--splits", VALIDATION_FILE,
-                                      "--iterations", "0", "--output", str(output)])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "evaluate",
+            "--model",
+            str(model_dir),
+            "--splits",
+            VALIDATION_FILE,
+            "--max_iterations",
+            "0",
+            "--output",
+            str(output),
+        ],
+    )
     evaluate.main()
     rows = json.loads(output.read_text())["rows"]
     assert [(row["split"], row["sentences"]) for row in rows] == [(VALIDATION_FILE, 50)]
-    assert rows[0]["bleu"] == next(row["bleu"] for row in report["rows"] if row["split"] == "validation" and
-                                   row["sparsity"] == 0 and row["iterations"] == 0)
+    assert rows[0]["bleu"] == next(
+        row["bleu"]
+        for row in report["rows"]
+        if row["split"] == "validation" and row["sparsity"] == 0 and row["iterations"] == 0
+    )
     assert json.loads(output.read_text())["upsample_ratio"] == 2.0
     # Fewer draft frames than the model was trained with: what they cost in quality is what this measures.
-    monkeypatch.setattr(sys, "argv", ["evaluate", "--model", str(model_dir), "--splits", VALIDATION_FILE,
-                                      "--iterations", "0", "--upsample_ratio", "1.5", "--output", str(output)])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "evaluate",
+            "--model",
+            str(model_dir),
+            "--splits",
+            VALIDATION_FILE,
+            "--max_iterations",
+            "0",
+            "--upsample_ratio",
+            "1.5",
+            "--output",
+            str(output),
+        ],
+    )
     evaluate.main()
     assert json.loads(output.read_text())["upsample_ratio"] == 1.5
-    monkeypatch.setattr(sys, "argv", ["evaluate", "--model", str(model_dir), "--splits", VALIDATION_FILE,
-                                      "--upsample_ratio", "0.5"])
+    monkeypatch.setattr(
+        sys, "argv", ["evaluate", "--model", str(model_dir), "--splits", VALIDATION_FILE, "--upsample_ratio", "0.5"]
+    )
     with pytest.raises(SystemExit):
         evaluate.main()
 
@@ -393,8 +612,12 @@ def test_the_stock_seq2seq_trainer_trains_evaluates_and_predicts(tmp_path, tiny_
     model = DeerForConditionalGeneration.from_mlm(tiny_bert_path)
     with open(VALIDATION_FILE, encoding="utf-8") as handle:
         rows = [json.loads(line) for line in handle][:8]
-    data = Dataset.from_list([{"input_ids": tokenizer(row["source"]).input_ids,
-                               "labels": tokenizer(row["target"]).input_ids} for row in rows])
+    data = Dataset.from_list(
+        [
+            {"input_ids": tokenizer(row["source"]).input_ids, "labels": tokenizer(row["target"]).input_ids}
+            for row in rows
+        ]
+    )
     seen = []
 
     def compute_metrics(evaluation):
@@ -402,13 +625,27 @@ def test_the_stock_seq2seq_trainer_trains_evaluates_and_predicts(tmp_path, tiny_
         return {"rows": len(evaluation.predictions)}
 
     for predict_with_generate in (True, False):
-        args = Seq2SeqTrainingArguments(str(tmp_path / str(predict_with_generate)), per_device_train_batch_size=4,
-                                        per_device_eval_batch_size=4, max_steps=2, report_to="none", use_cpu=True,
-                                        predict_with_generate=predict_with_generate, generation_max_length=24,
-                                        save_strategy="no", disable_tqdm=True)
-        trainer = Seq2SeqTrainer(model=model, args=args, train_dataset=data, eval_dataset=data,
-                                 data_collator=DataCollatorForSeq2Seq(tokenizer, model=None),
-                                 compute_metrics=compute_metrics, processing_class=tokenizer)
+        args = Seq2SeqTrainingArguments(
+            str(tmp_path / str(predict_with_generate)),
+            per_device_train_batch_size=4,
+            per_device_eval_batch_size=4,
+            max_steps=2,
+            report_to="none",
+            use_cpu=True,
+            predict_with_generate=predict_with_generate,
+            generation_max_length=24,
+            save_strategy="no",
+            disable_tqdm=True,
+        )
+        trainer = Seq2SeqTrainer(
+            model=model,
+            args=args,
+            train_dataset=data,
+            eval_dataset=data,
+            data_collator=DataCollatorForSeq2Seq(tokenizer, model=None),
+            compute_metrics=compute_metrics,
+            processing_class=tokenizer,
+        )
         if predict_with_generate:
             assert trainer.train().global_step == 2
         metrics = trainer.evaluate()
@@ -433,6 +670,6 @@ def test_generation_warns_with_a_count_when_it_truncates(tmp_path, tiny_bert_pat
     limit = model.config.max_sequence_length
     sources = ["Ja.", " ".join(["Wort"] * (limit + 5)), "Nein.", " ".join(["und"] * (limit - 1))]
     with caplog.at_level("WARNING", logger="training.decoding"):
-        outputs = generate_texts(model, tokenizer, sources, 0, batch_size=2, progress=False)
+        outputs = generate_texts(model, tokenizer, sources, batch_size=2, progress=False, max_iterations=0)
     assert len(outputs) == 4
     assert f"2 of 4 sources are longer than the model's position table ({limit} tokens)" in caplog.text

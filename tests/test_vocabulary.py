@@ -1,10 +1,10 @@
 import pytest
 import torch
+from conftest import BOS, EOS, MASK, PAD, random_batch, tiny_model
 from transformers import AutoModelForSeq2SeqLM
 
 from modeling_deer import DeerForConditionalGeneration
 
-from conftest import BOS, EOS, MASK, PAD, random_batch, tiny_model
 
 UNK = 4
 
@@ -32,10 +32,17 @@ def test_trimmed_tokens_read_as_unk_and_are_never_generated():
     model = model_with_unk(seed=2).trim_vocabulary(range(5, 15))
     source_ids, source_mask = random_batch(4, 12, seed=3)  # ids up to 39: many not kept
     replaced = source_ids.masked_fill(source_ids >= 15, UNK)
-    assert torch.equal(model.generate(input_ids=source_ids, attention_mask=source_mask, max_iterations=2),
-                       model.generate(input_ids=replaced, attention_mask=source_mask, max_iterations=2))
-    output = model.generate(input_ids=source_ids, attention_mask=source_mask, max_iterations=3,
-                            return_dict_in_generate=True, output_history=True)
+    assert torch.equal(
+        model.generate(input_ids=source_ids, attention_mask=source_mask, max_iterations=2),
+        model.generate(input_ids=replaced, attention_mask=source_mask, max_iterations=2),
+    )
+    output = model.generate(
+        input_ids=source_ids,
+        attention_mask=source_mask,
+        max_iterations=3,
+        return_dict_in_generate=True,
+        output_history=True,
+    )
     allowed = set(model.config.vocabulary_ids)
     for sequences in output.history:
         assert set(sequences.unique().tolist()) <= allowed
@@ -44,13 +51,19 @@ def test_trimmed_tokens_read_as_unk_and_are_never_generated():
 def test_trimming_to_every_token_the_model_uses_keeps_its_generations():
     model = model_with_unk(seed=4)
     source_ids, source_mask = random_batch(4, 12, seed=5)
-    output = model.generate(input_ids=source_ids, attention_mask=source_mask, max_iterations=3,
-                            return_dict_in_generate=True, output_history=True)
+    output = model.generate(
+        input_ids=source_ids,
+        attention_mask=source_mask,
+        max_iterations=3,
+        return_dict_in_generate=True,
+        output_history=True,
+    )
     used = torch.cat([source_ids.flatten()] + [h.flatten() for h in output.history]).unique()
     assert len(used) < 40  # a real trim
     model.trim_vocabulary(used)
-    assert torch.equal(model.generate(input_ids=source_ids, attention_mask=source_mask, max_iterations=3),
-                       output.sequences)
+    assert torch.equal(
+        model.generate(input_ids=source_ids, attention_mask=source_mask, max_iterations=3), output.sequences
+    )
 
 
 def test_trimmed_model_trains_saves_and_loads(tmp_path):
@@ -66,11 +79,15 @@ def test_trimmed_model_trains_saves_and_loads(tmp_path):
     model.eval()
     expected = model.generate(input_ids=source_ids, attention_mask=source_mask, max_iterations=2)
     model.save_pretrained(tmp_path)
-    for loaded in (DeerForConditionalGeneration.from_pretrained(tmp_path), AutoModelForSeq2SeqLM.from_pretrained(tmp_path)):
+    for loaded in (
+        DeerForConditionalGeneration.from_pretrained(tmp_path),
+        AutoModelForSeq2SeqLM.from_pretrained(tmp_path),
+    ):
         assert loaded.config.vocabulary_ids == model.config.vocabulary_ids
         assert torch.equal(loaded.model.embeddings.row_to_token, model.model.embeddings.row_to_token)
-        assert torch.equal(loaded.generate(input_ids=source_ids, attention_mask=source_mask, max_iterations=2),
-                           expected)
+        assert torch.equal(
+            loaded.generate(input_ids=source_ids, attention_mask=source_mask, max_iterations=2), expected
+        )
 
 
 def test_trimming_again_only_removes():
@@ -95,10 +112,13 @@ def test_trimming_takes_ids_or_a_mask_and_refuses_anything_else():
     assert by_mask == model_with_unk().trim_vocabulary(range(5, 20)).config.vocabulary_ids
     assert by_mask == model_with_unk().trim_vocabulary(np.arange(5, 20)).config.vocabulary_ids
     assert by_mask == model_with_unk().trim_vocabulary(mask.tolist()).config.vocabulary_ids
-    for bad, error, message in ((torch.ones(7, dtype=torch.bool), ValueError, "one entry per token"),
-                                ([5.0, 6.5], TypeError, "integers"), (torch.tensor([5.0]), TypeError, "integers"),
-                                (["5", "6"], TypeError, "token_ids must be integer ids"),
-                                ([[5, 6], [7]], TypeError, "token_ids must be integer ids")):
+    for bad, error, message in (
+        (torch.ones(7, dtype=torch.bool), ValueError, "one entry per token"),
+        ([5.0, 6.5], TypeError, "integers"),
+        (torch.tensor([5.0]), TypeError, "integers"),
+        (["5", "6"], TypeError, "token_ids must be integer ids"),
+        ([[5, 6], [7]], TypeError, "token_ids must be integer ids"),
+    ):
         model = model_with_unk()
         with pytest.raises(error, match=message):
             model.trim_vocabulary(bad)

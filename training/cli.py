@@ -1,12 +1,10 @@
 """The console commands that `pip install ".[train]"` puts on the PATH, each one a script of this package that then
 works from any directory (`python -m training.<script>` from the repository root stays the same thing):
 
-    deer-prepare-data   training.prepare_data       a bible task as JSON lines
     deer-train          training.train              fine-tune DEER (every Seq2SeqTrainingArguments flag too)
     deer-train-ar       training.train_ar           the BERT2BERT reference
     deer-generate       training.generate           decode a file
     deer-evaluate       training.evaluate           score a checkpoint on split files; choose its knobs (--select)
-    deer-benchmark      training.benchmark          the quality/latency grid against the AR model
 
 The argument parsers of the scripts live here, with nothing but the standard library imported, so a command parses
 its arguments, answers `--help` and rejects a bad flag before torch is loaded; only then does it import its script.
@@ -24,7 +22,6 @@ import re
 import sys
 
 from training.arguments import ARModelArguments, CardArguments, DataArguments, ModelArguments
-from training.tasks import TASKS
 
 
 METRICS = ("bleu", "chrf", "rougeL")  # the names training.metrics.score returns
@@ -32,13 +29,22 @@ METRICS = ("bleu", "chrf", "rougeL")  # the names training.metrics.score returns
 KNOBS = ("blank_penalty", "deletion_penalty", "eos_penalty", "reveal_threshold")
 # What a round does (DeerGenerationConfig.refinement), and the knobs each kind of round is tuned by, in the order
 # `evaluate --select` chooses them.
-REFINEMENTS = {"edits": ("blank_penalty", "deletion_penalty", "eos_penalty"),
-               "redraft": ("blank_penalty", "reveal_threshold")}
+REFINEMENTS = {
+    "edits": ("blank_penalty", "deletion_penalty", "eos_penalty"),
+    "redraft": ("blank_penalty", "reveal_threshold"),
+}
 # The values `--select` (training.evaluate) and `--tune_decoding` (training.train) try for each knob.
-CANDIDATES = {"blank_penalty": [0.0, 1.0, 2.0, 3.0, 4.0, 6.0], "deletion_penalty": [0.0, 1.0, 2.0, 4.0],
-              "eos_penalty": [0.0, 0.5, 1.0, 1.5, 2.0, 3.0], "reveal_threshold": [0.5, 0.7, 0.8, 0.9, 0.95]}
+CANDIDATES = {
+    "blank_penalty": [0.0, 1.0, 2.0, 3.0, 4.0, 6.0],
+    "deletion_penalty": [0.0, 1.0, 2.0, 4.0],
+    "eos_penalty": [0.0, 0.5, 1.0, 1.5, 2.0, 3.0],
+    "reveal_threshold": [0.5, 0.7, 0.8, 0.9, 0.95],
+}
 # The round counts they then choose `max_iterations` among (the knobs fixed).
-COUNTS = [0, 1, 2, 4]
+MAX_ITERATIONS_CANDIDATES = [0, 1, 2, 4]
+# Every decoding setting a command passes on, all by one route: the model's generation config
+# (training.decoding.set_decoding).
+DECODING = ("max_iterations", "refinement", *KNOBS)
 
 
 def script_doc(script: str) -> str:
@@ -47,16 +53,21 @@ def script_doc(script: str) -> str:
         return ast.get_docstring(ast.parse(handle.read())) or ""
 
 
-def new_parser(script: str) -> argparse.ArgumentParser:
-    return argparse.ArgumentParser(description=script_doc(script), formatter_class=argparse.RawDescriptionHelpFormatter)
+def new_parser(description: str) -> argparse.ArgumentParser:
+    """A parser whose help starts with `description` (a script's docstring)."""
+    return argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def add_knob_arguments(parser: argparse.ArgumentParser):
     """--refinement and the knobs (--blank_penalty, --deletion_penalty, --eos_penalty, --reveal_threshold): override
     the model's saved decoding choices."""
-    parser.add_argument("--refinement", choices=sorted(REFINEMENTS), default=None,
-                        help="what a round does: edits (delete / insert / fill) or redraft (the draft pass again with "
-                             "its confident words revealed); default: the model's generation config")
+    parser.add_argument(
+        "--refinement",
+        choices=sorted(REFINEMENTS),
+        default=None,
+        help="what a round does: edits (delete / insert / fill) or redraft (the draft pass again with "
+        "its confident words revealed); default: the model's generation config",
+    )
     for name in KNOBS:
         parser.add_argument(f"--{name}", type=float, default=None, help="default: the model's generation config")
 
@@ -71,21 +82,11 @@ def add_data_arguments(parser, group=None):
     group.add_argument("--target_lang", default=None, help="the targets' language in a 'translation' column of dicts")
 
 
-# -- the parsers -------------------------------------------------------------------------------------------------------
-
-
-def prepare_data_parser() -> argparse.ArgumentParser:
-    parser = new_parser("prepare_data")
-    parser.add_argument("--task", required=True, choices=sorted(TASKS))
-    parser.add_argument("--output_dir", required=True)
-    parser.add_argument("--max_length", type=int, default=None,
-                        help="keep only pairs whose source and target fit in this many tokens")
-    parser.add_argument("--tokenizer", default=None, help="counts the tokens (default: the real tiny BERT's)")
-    return parser
+# -- the parsers ------------------------------------------------------------------------------------------------------
 
 
 def generate_parser() -> argparse.ArgumentParser:
-    parser = new_parser("generate")
+    parser = new_parser(script_doc("generate"))
     parser.add_argument("--model", required=True, help="a DEER checkpoint directory (with its tokenizer)")
     parser.add_argument("--input", required=True)
     parser.add_argument("--output", required=True)
@@ -99,70 +100,71 @@ def generate_parser() -> argparse.ArgumentParser:
 
 
 def evaluate_parser() -> argparse.ArgumentParser:
-    parser = new_parser("evaluate")
+    parser = new_parser(script_doc("evaluate"))
     parser.add_argument("--model", required=True, help="a DEER checkpoint directory (with its tokenizer)")
-    parser.add_argument("--data_dir", default=None, help="a directory from training.prepare_data")
-    parser.add_argument("--splits", nargs="*", default=None,
-                        help="split names (DATA_DIR/NAME.jsonl) or paths of split files (JSON lines / CSV / TSV) "
-                             "(default: validation test, none with --select)")
-    parser.add_argument("--iterations", nargs="+", type=int, default=[0, 1, 2, 4])
+    parser.add_argument("--data_dir", default=None, help="a directory from experiments.prepare_data")
+    parser.add_argument(
+        "--splits",
+        nargs="*",
+        default=None,
+        help="split names (DATA_DIR/NAME.jsonl) or paths of split files (JSON lines / CSV / TSV) "
+        "(default: validation test, none with --select)",
+    )
+    parser.add_argument(
+        "--max_iterations", nargs="+", type=int, default=[0, 1, 2, 4], help="the round counts to score"
+    )
     parser.add_argument("--sparsity", nargs="+", type=float, default=[0.0], help="pruning levels (set_sparsity)")
     add_knob_arguments(parser)
     parser.add_argument("--batch_size", type=int, default=32)
     add_data_arguments(parser)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default="cpu", help="where to decode: cpu, cuda, cuda:1, ...")
-    parser.add_argument("--upsample_ratio", type=float, default=None,
-                        help="draft this many frames per source token instead of the model's own ratio (fewer frames "
-                             "cost less; what it costs in quality is what this measures)")
+    parser.add_argument(
+        "--upsample_ratio",
+        type=float,
+        default=None,
+        help="draft this many frames per source token instead of the model's own ratio (fewer frames "
+        "cost less; what it costs in quality is what this measures)",
+    )
     parser.add_argument("--output", default=None)
     choice = parser.add_argument_group("choosing the knobs on validation (--select)")
-    choice.add_argument("--select", choices=METRICS, default=None, metavar="METRIC",
-                        help="choose the kind of round, its knobs and the round count by this metric: "
-                        + ", ".join(METRICS))
+    choice.add_argument(
+        "--select",
+        choices=METRICS,
+        default=None,
+        metavar="METRIC",
+        help="choose the kind of round, its knobs and the round count by this metric: " + ", ".join(METRICS),
+    )
     choice.add_argument("--save", action="store_true", help="write the choice to the model's generation_config.json")
     choice.add_argument("--validation_file", default=None, help="default: DATA_DIR/validation.jsonl")
-    choice.add_argument("--select_iterations", type=int, default=2, help="edit rounds to choose for (0 = the draft)")
-    choice.add_argument("--select_counts", type=int, nargs="+", default=COUNTS,
-                        help="then max_iterations: the best of these round counts with the knobs chosen")
+    choice.add_argument(
+        "--select_max_iterations", type=int, default=2, help="the rounds the knobs are chosen at (0 = the draft)"
+    )
+    choice.add_argument(
+        "--max_iterations_candidates",
+        type=int,
+        nargs="+",
+        default=MAX_ITERATIONS_CANDIDATES,
+        help="then max_iterations: the best of these round counts with the knobs chosen",
+    )
     choice.add_argument("--blank_penalties", type=float, nargs="+", default=CANDIDATES["blank_penalty"])
     choice.add_argument("--deletion_penalties", type=float, nargs="+", default=CANDIDATES["deletion_penalty"])
     choice.add_argument("--eos_penalties", type=float, nargs="+", default=CANDIDATES["eos_penalty"])
     choice.add_argument("--reveal_thresholds", type=float, nargs="+", default=CANDIDATES["reveal_threshold"])
-    choice.add_argument("--select_refinements", nargs="+", choices=sorted(REFINEMENTS), default=sorted(REFINEMENTS),
-                        help="the kinds of round to choose among (each with its own knobs)")
-    return parser
-
-
-def benchmark_parser() -> argparse.ArgumentParser:
-    parser = new_parser("benchmark")
-    parser.add_argument("--task", help="a name for the report; bible-de-en / bible-kjv-bbe also pick the metrics")
-    parser.add_argument("--metrics", nargs=2, choices=sorted(METRICS), default=None,
-                        help="the two quality metrics, the first one plotted (default: the task's, else bleu chrf)")
-    parser.add_argument("--data_dir", help="holds test.jsonl (training.prepare_data writes it)")
-    parser.add_argument("--test_file", default=None, help="score this split instead of DATA_DIR/test.jsonl (any "
-                                                          "form deer-train reads, with source and target)")
-    add_data_arguments(parser)
-    parser.add_argument("--deer", help="a DEER checkpoint (with its tokenizer)")
-    parser.add_argument("--ar", help="an EncoderDecoderModel checkpoint (training.train_ar)")
-    parser.add_argument("--deer_random", default=None, help="the ablation: DEER trained from random weights")
-    parser.add_argument("--deer_distilled", default=None, help="DEER trained on the AR model's outputs")
-    parser.add_argument("--iterations", type=int, nargs="+", default=[0, 1, 2, 4])
-    parser.add_argument("--sparsities", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75])
-    parser.add_argument("--max_eval_samples", type=int, default=None, help="the first N test pairs (default: all)")
-    parser.add_argument("--b1_sentences", type=int, default=16, help="sources timed one at a time per round")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--examples", type=int, default=3, help="held-out examples to print")
-    parser.add_argument("--output", required=False, help="the JSON to write (.md and .png go next to it)")
-    parser.add_argument("--memory_of", help=argparse.SUPPRESS)
+    choice.add_argument(
+        "--select_refinements",
+        nargs="+",
+        choices=sorted(REFINEMENTS),
+        default=sorted(REFINEMENTS),
+        help="the kinds of round to choose among (each with its own knobs)",
+    )
     return parser
 
 
 def dataclass_help_parser(script: str, classes: tuple) -> argparse.ArgumentParser:
     """A parser that only shows help: the flags of the script's own dataclasses (HfArgumentParser parses them for
     real, with transformers' `Seq2SeqTrainingArguments`)."""
-    parser = new_parser(script)
+    parser = new_parser(script_doc(script))
     for cls in classes:
         group = parser.add_argument_group(cls.__name__)
         for spec in dataclasses.fields(cls):
@@ -174,21 +176,23 @@ def dataclass_help_parser(script: str, classes: tuple) -> argparse.ArgumentParse
                 default = "required"
             text = spec.metadata.get("help", "").replace("%", "%%")
             kind = spec.type.__name__ if isinstance(spec.type, type) else str(spec.type)
-            group.add_argument(f"--{spec.name}", metavar=kind.upper(),
-                               help=f"{text} ({default})".strip())
-    parser.epilog = (f"Every transformers Seq2SeqTrainingArguments flag works too (--output_dir, --max_steps, "
-                     f"--learning_rate, --per_device_train_batch_size, --eval_strategy, --save_steps, "
-                     f"--resume_from_checkpoint, --seed, --use_cpu, ...): `{parser.prog} --help-all` lists them.")
+            group.add_argument(f"--{spec.name}", metavar=kind.upper(), help=f"{text} ({default})".strip())
+    parser.epilog = (
+        f"Every transformers Seq2SeqTrainingArguments flag works too (--output_dir, --max_steps, "
+        f"--learning_rate, --per_device_train_batch_size, --eval_strategy, --save_steps, "
+        f"--resume_from_checkpoint, --seed, --use_cpu, ...): `{parser.prog} --help-all` lists them."
+    )
     return parser
 
 
-PARSERS = {"prepare_data": prepare_data_parser, "generate": generate_parser, "evaluate": evaluate_parser,
-           "benchmark": benchmark_parser}
-TRAINING_FLAGS = {"train": (ModelArguments, DataArguments, CardArguments),
-                  "train_ar": (ARModelArguments, DataArguments)}
+PARSERS = {"generate": generate_parser, "evaluate": evaluate_parser}
+TRAINING_FLAGS = {
+    "train": (ModelArguments, DataArguments, CardArguments),
+    "train_ar": (ARModelArguments, DataArguments),
+}
 
 
-# -- the commands ------------------------------------------------------------------------------------------------------
+# -- the commands -----------------------------------------------------------------------------------------------------
 
 
 # A refusal of a command is one line; with --debug (or DEER_DEBUG=1) it is the whole traceback.
@@ -216,23 +220,28 @@ def check_arguments(script: str, args: argparse.Namespace):
     """What can be judged without torch: model paths, input files, counts and levels."""
     for flag in ("model", "deer", "ar", "deer_random", "deer_distilled"):
         check_model_path(f"--{flag}", getattr(args, flag, None))
-    iterations = getattr(args, "iterations", None) or []
-    if getattr(args, "max_iterations", None) is not None:
-        iterations = [*iterations, args.max_iterations]
-    if any(count < 0 for count in iterations):
-        refuse(f"iteration counts must be 0 or more (0 = the draft alone), got {min(iterations)}")
+    rounds = getattr(args, "max_iterations", None)
+    rounds = [] if rounds is None else rounds if isinstance(rounds, list) else [rounds]
+    rounds += getattr(args, "iterations", None) or []  # (the benchmark's)
+    if any(count < 0 for count in rounds):
+        refuse(f"iteration counts must be 0 or more (0 = the draft alone), got {min(rounds)}")
     levels = getattr(args, "sparsity", None)
     levels = [] if levels is None else levels if isinstance(levels, list) else [levels]
     levels += getattr(args, "sparsities", None) or []
     if any(not 0 <= level < 1 for level in levels):
-        refuse(f"pruning levels must be in [0, 1) (0 = the full model), got {next(l for l in levels if not 0 <= l < 1)}")
+        refuse(
+            f"pruning levels must be in [0, 1) (0 = the full model), got {next(l for l in levels if not 0 <= l < 1)}"
+        )
     for name in ("batch_size", "threads"):
         if getattr(args, name, None) is not None and getattr(args, name) < 1:
             refuse(f"--{name} must be at least 1, got {getattr(args, name)}")
     if script == "generate" and args.input != "-" and not os.path.exists(args.input):
         refuse(f"--input {args.input}: no such file or folder")
-    files = {"generate": [getattr(args, "input", None)], "evaluate": [getattr(args, "validation_file", None)]
-             + [split for split in getattr(args, "splits", None) or [] if os.path.isfile(split)]}.get(script, [])
+    files = {
+        "generate": [getattr(args, "input", None)],
+        "evaluate": [getattr(args, "validation_file", None)]
+        + [split for split in getattr(args, "splits", None) or [] if os.path.isfile(split)],
+    }.get(script, [])
     for path in files:
         check_columns(path, args)
 
@@ -255,9 +264,13 @@ def check_columns(path: str | None, args: argparse.Namespace):
         columns = next(csv.reader([first], delimiter="\t" if extension == "tsv" else ","), [])
     wanted = "translation" if getattr(args, "source_lang", None) else args.source_column
     if columns and wanted not in columns:
-        hint = ("set --source_lang / --target_lang" if "translation" in columns and wanted != "translation"
-                else "set --source_column / --target_column" if wanted != "translation"
-                else "for flat columns use --source_column / --target_column")
+        hint = (
+            "set --source_lang / --target_lang"
+            if "translation" in columns and wanted != "translation"
+            else "set --source_column / --target_column"
+            if wanted != "translation"
+            else "for flat columns use --source_column / --target_column"
+        )
         refuse(f"{path} has columns {columns}, not '{wanted}'; {hint}")
 
 
@@ -286,10 +299,6 @@ def run(script: str, argv: list[str] | None = None):
         refuse(f"{lines[0] if lines else type(error).__name__} ({DEBUG_HELP})")
 
 
-def prepare_data():
-    run("prepare_data")
-
-
 def train():
     run("train")
 
@@ -304,7 +313,3 @@ def generate():
 
 def evaluate():
     run("evaluate")
-
-
-def benchmark():
-    run("benchmark")

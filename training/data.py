@@ -14,20 +14,30 @@ import torch
 from training.arguments import DataArguments
 
 
-def tokenize_texts(tokenizer, sources: list[str], targets: list[str], max_source_length: int,
-                   max_target_length: int) -> dict[str, list]:
+def tokenize_texts(
+    tokenizer, sources: list[str], targets: list[str], max_source_length: int, max_target_length: int
+) -> dict[str, list]:
     """Sources and targets -> {"input_ids": [[cls ... sep], ...], "labels": [[cls ... sep], ...]}, truncated. User
     text never becomes a control token: a literal "[SEP]" or "[MASK]" is read as characters."""
-    return {"input_ids": tokenizer(sources, truncation=True, max_length=max_source_length,
-                                   split_special_tokens=True)["input_ids"],
-            "labels": tokenizer(targets, truncation=True, max_length=max_target_length,
-                                split_special_tokens=True)["input_ids"]}
+    return {
+        "input_ids": tokenizer(sources, truncation=True, max_length=max_source_length, split_special_tokens=True)[
+            "input_ids"
+        ],
+        "labels": tokenizer(targets, truncation=True, max_length=max_target_length, split_special_tokens=True)[
+            "input_ids"
+        ],
+    }
 
 
 def tokenize_pairs(tokenizer, pairs, max_source_length: int, max_target_length: int) -> list[dict]:
     """Each pair -> {"input_ids": [cls ... sep], "labels": [cls ... sep]} (lists of ids), truncated."""
-    columns = tokenize_texts(tokenizer, [pair["source"] for pair in pairs], [pair["target"] for pair in pairs],
-                             max_source_length, max_target_length)
+    columns = tokenize_texts(
+        tokenizer,
+        [pair["source"] for pair in pairs],
+        [pair["target"] for pair in pairs],
+        max_source_length,
+        max_target_length,
+    )
     return [{"input_ids": source, "labels": target} for source, target in zip(columns["input_ids"], columns["labels"])]
 
 
@@ -60,8 +70,10 @@ def check_text_file(path: str):
     try:
         raw.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise ValueError(f"data file {path} is not UTF-8 text (byte {error.start}: {raw[error.start:error.start + 1]!r})"
-                         f"; re-encode it, e.g. `iconv -t UTF-8`, or give one of {FORMS}.") from None
+        raise ValueError(
+            f"data file {path} is not UTF-8 text (byte {error.start}: {raw[error.start : error.start + 1]!r})"
+            f"; re-encode it, e.g. `iconv -t UTF-8`, or give one of {FORMS}."
+        ) from None
 
 
 def _no_duplicate_keys(pairs):
@@ -91,8 +103,9 @@ def check_rows(path: str, text_columns: tuple[str, ...]):
             except ValueError as error:
                 raise ValueError(f"data file {path}, line {number}: not a JSON object ({error}).") from None
             if not isinstance(row, dict):
-                raise ValueError(f"data file {path}, line {number}: a JSON {type(row).__name__}, not an object with "
-                                 "named columns.")
+                raise ValueError(
+                    f"data file {path}, line {number}: a JSON {type(row).__name__}, not an object with named columns."
+                )
             rows.append((number, row))
     elif extension in ("csv", "tsv"):
         reader = csv.reader(io.StringIO(text), delimiter="\t" if extension == "tsv" else ",")
@@ -103,16 +116,19 @@ def check_rows(path: str, text_columns: tuple[str, ...]):
             if not row:
                 continue
             if len(row) != len(header):
-                raise ValueError(f"data file {path}, line {number}: {len(row)} fields, but the header has "
-                                 f"{len(header)} ({', '.join(header)}).")
+                raise ValueError(
+                    f"data file {path}, line {number}: {len(row)} fields, but the header has "
+                    f"{len(header)} ({', '.join(header)})."
+                )
             rows.append((number, {name: value if value != "" else None for name, value in zip(header, row)}))
     else:
         return
     for number, row in rows:
         for column in text_columns:
             if column in row and not isinstance(row[column], str):
-                raise ValueError(f"data file {path}, line {number}: column '{column}' holds {row[column]!r}, not "
-                                 "text.")
+                raise ValueError(
+                    f"data file {path}, line {number}: column '{column}' holds {row[column]!r}, not text."
+                )
 
 
 # The forms a split may come in: a file, by its extension, and the `datasets` builder that reads it; or a folder
@@ -133,29 +149,34 @@ def open_table(path: str, split: str | None = None, streaming: bool = False) -> 
         if not os.path.isfile(path) or extension not in TABLE_BUILDERS:
             open_table(path, split)  # the same refusal as without streaming
         options = {"delimiter": "\t" if extension == "tsv" else ","} if extension in ("csv", "tsv") else {}
-        return datasets.load_dataset(TABLE_BUILDERS[extension], data_files=path, split="train", streaming=True,
-                                     **options)
+        return datasets.load_dataset(
+            TABLE_BUILDERS[extension], data_files=path, split="train", streaming=True, **options
+        )
     if os.path.isdir(path):
         try:
             loaded = datasets.load_from_disk(path)
         except FileNotFoundError:
-            raise ValueError(f"{path} is a folder, but not one written by save_to_disk; give a data file ({FORMS})."
-                             ) from None
+            raise ValueError(
+                f"{path} is a folder, but not one written by save_to_disk; give a data file ({FORMS})."
+            ) from None
         if isinstance(loaded, datasets.DatasetDict):
             names = list(loaded)
             if split in loaded:
                 return loaded[split]
             if len(names) == 1:
                 return loaded[names[0]]
-            raise ValueError(f"{path} holds the splits {', '.join(names)} and none is '{split}'; give one split's "
-                             f"folder, e.g. {os.path.join(path, names[0])}.")
+            raise ValueError(
+                f"{path} holds the splits {', '.join(names)} and none is '{split}'; give one split's "
+                f"folder, e.g. {os.path.join(path, names[0])}."
+            )
         return loaded
     if not os.path.exists(path):
         raise FileNotFoundError(f"data file {path} does not exist.")
     extension = path.rsplit(".", 1)[-1].lower() if "." in os.path.basename(path) else ""
     if extension not in TABLE_BUILDERS:
-        raise ValueError(f"data file {path}: a {'.' + extension if extension else 'file without an extension'}; "
-                         f"DEER reads {FORMS}.")
+        raise ValueError(
+            f"data file {path}: a {'.' + extension if extension else 'file without an extension'}; DEER reads {FORMS}."
+        )
     if TABLE_BUILDERS[extension] in ("json", "csv"):
         check_text_file(path)
     elif os.path.getsize(path) == 0:
@@ -166,11 +187,14 @@ def open_table(path: str, split: str | None = None, streaming: bool = False) -> 
     except Exception as error:  # a parquet or arrow file that is not one
         if TABLE_BUILDERS[extension] in ("json", "csv"):
             raise
-        raise ValueError(f"data file {path} cannot be read as .{extension} ({type(error).__name__}: {error}).") from None
+        raise ValueError(
+            f"data file {path} cannot be read as .{extension} ({type(error).__name__}: {error})."
+        ) from None
 
 
-def open_named(name: str, config_name: str | None = None, split: str | None = None,
-               streaming: bool = False) -> datasets.Dataset:
+def open_named(
+    name: str, config_name: str | None = None, split: str | None = None, streaming: bool = False
+) -> datasets.Dataset:
     """`--dataset_name` / `--dataset_config_name`: a dataset through `datasets.load_dataset` (a local dataset folder
     or script offline, a Hub id when online), its split `split` (or its only split)."""
     try:
@@ -186,9 +210,15 @@ def open_named(name: str, config_name: str | None = None, split: str | None = No
     raise ValueError(f"--dataset_name {name} has the splits {', '.join(names)} and none is '{split}'.")
 
 
-def pair_columns(dataset: datasets.Dataset, path: str, source_column: str, target_column: str,
-                 source_lang: str | None = None, target_lang: str | None = None,
-                 target_required: bool = True) -> datasets.Dataset:
+def pair_columns(
+    dataset: datasets.Dataset,
+    path: str,
+    source_column: str,
+    target_column: str,
+    source_lang: str | None = None,
+    target_lang: str | None = None,
+    target_required: bool = True,
+) -> datasets.Dataset:
     """The split with its text under `source_column` and `target_column`: flat columns as they are, or, with
     `source_lang` / `target_lang`, the languages of a `translation` column of dicts (`{"translation": {"de": ...,
     "en": ...}}`, the form of most translation sets on the Hub) copied out under those names."""
@@ -196,15 +226,19 @@ def pair_columns(dataset: datasets.Dataset, path: str, source_column: str, targe
     columns = dataset.column_names or list(first_row or {})
     if source_lang is not None or target_lang is not None:
         if "translation" not in columns:
-            raise ValueError(f"{path} has columns {columns} and no 'translation' column for --source_lang / "
-                             "--target_lang; for flat columns use --source_column / --target_column.")
+            raise ValueError(
+                f"{path} has columns {columns} and no 'translation' column for --source_lang / "
+                "--target_lang; for flat columns use --source_column / --target_column."
+            )
         first = first_row["translation"] if first_row else {}
         languages = sorted(first) if isinstance(first, dict) else []
         wanted = [lang for lang in (source_lang, target_lang) if lang is not None]
         missing = [lang for lang in wanted if lang not in languages]
         if missing or not isinstance(first, dict):
-            raise ValueError(f"{path}: its 'translation' rows hold the languages {languages}, not "
-                             f"{', '.join(repr(lang) for lang in missing or wanted)}.")
+            raise ValueError(
+                f"{path}: its 'translation' rows hold the languages {languages}, not "
+                f"{', '.join(repr(lang) for lang in missing or wanted)}."
+            )
 
         def flatten(batch):
             out = {}
@@ -220,7 +254,9 @@ def pair_columns(dataset: datasets.Dataset, path: str, source_column: str, targe
             if "translation" in columns:
                 first = first_row["translation"] if first_row else None
                 languages = " ".join(sorted(first)) if isinstance(first, dict) else "SRC TGT"
-                hint = f"its rows hold a 'translation' dict: set --source_lang / --target_lang (languages: {languages})"
+                hint = (
+                    f"its rows hold a 'translation' dict: set --source_lang / --target_lang (languages: {languages})"
+                )
             raise ValueError(f"data file {path} has columns {columns}, not '{column}'; {hint}.")
     return dataset
 
@@ -233,10 +269,19 @@ def map_rows(dataset, function, description: str, **options):
     return dataset.map(function, desc=description, **options)
 
 
-def load_split(path: str, source_column: str, target_column: str, max_samples: int | None,
-               target_required: bool = True, source_lang: str | None = None, target_lang: str | None = None,
-               split: str | None = None, dataset_config_name: str | None = None, named: bool = False,
-               streaming: bool = False) -> datasets.Dataset:
+def load_split(
+    path: str,
+    source_column: str,
+    target_column: str,
+    max_samples: int | None,
+    target_required: bool = True,
+    source_lang: str | None = None,
+    target_lang: str | None = None,
+    split: str | None = None,
+    dataset_config_name: str | None = None,
+    named: bool = False,
+    streaming: bool = False,
+) -> datasets.Dataset:
     """A split in any form `open_table` reads (with `named`, `path` is a `--dataset_name` for `open_named`), its
     text under `source_column` / `target_column` (`pair_columns`); the target may be absent when `target_required`
     is False (text to generate from). With `streaming`, an `IterableDataset` (data larger than memory). Every
@@ -244,8 +289,11 @@ def load_split(path: str, source_column: str, target_column: str, max_samples: i
     if named:
         table = open_named(path, dataset_config_name, split, streaming)
     else:
-        if not streaming and os.path.isfile(path) and TABLE_BUILDERS.get(path.rsplit(".", 1)[-1].lower()) in (
-                "json", "csv"):
+        if (
+            not streaming
+            and os.path.isfile(path)
+            and TABLE_BUILDERS.get(path.rsplit(".", 1)[-1].lower()) in ("json", "csv")
+        ):
             check_text_file(path)
             check_rows(path, (source_column, target_column))  # a bad row named by file and line, before datasets
         table = open_table(path, split, streaming)
@@ -267,28 +315,49 @@ def tokenize_split(dataset, tokenizer, data_args: DataArguments) -> datasets.Dat
             missing = [i for i, text in enumerate(batch[column]) if not isinstance(text, str)]
             if missing:
                 raise ValueError(f"column '{column}' has rows without text (e.g. {batch[column][missing[0]]!r}).")
-        return tokenize_texts(tokenizer, batch[data_args.source_column], batch[data_args.target_column],
-                              data_args.max_source_length, data_args.max_target_length)
+        return tokenize_texts(
+            tokenizer,
+            batch[data_args.source_column],
+            batch[data_args.target_column],
+            data_args.max_source_length,
+            data_args.max_target_length,
+        )
 
     columns = dataset.column_names or list(next(iter(dataset)))
     return map_rows(dataset, tokenize, "tokenizing", batched=True, remove_columns=columns)
 
 
-def read_inputs(path: str, source_column: str, target_column: str, source_lang: str | None = None,
-                target_lang: str | None = None, split: str | None = None) -> tuple[list[str], list[str] | None]:
+def read_inputs(
+    path: str,
+    source_column: str,
+    target_column: str,
+    source_lang: str | None = None,
+    target_lang: str | None = None,
+    split: str | None = None,
+) -> tuple[list[str], list[str] | None]:
     """Sources (and targets, where the data has them) of a split in any form `load_split` reads, or the lines of a
-    plain text file (any other name: .txt, .de, ...): every line, blank ones too, so that output line i answers input line i.
-    A row without text fails here, before any work, naming the file and line."""
+    plain text file (any other name: .txt, .de, ...): every line, blank ones too, so that output line i answers input
+    line i. A row without text fails here, before any work, naming the file and line."""
     extension = path.rsplit(".", 1)[-1].lower() if "." in os.path.basename(path) else ""
     if os.path.isdir(path) or extension in TABLE_BUILDERS:
-        dataset = load_split(path, source_column, target_column, None, target_required=False,
-                             source_lang=source_lang, target_lang=target_lang, split=split)
+        dataset = load_split(
+            path,
+            source_column,
+            target_column,
+            None,
+            target_required=False,
+            source_lang=source_lang,
+            target_lang=target_lang,
+            split=split,
+        )
         for column in (source_column, target_column):
             if column in dataset.column_names:
                 missing = [i for i, text in enumerate(dataset[column]) if not isinstance(text, str)]
                 if missing:
-                    raise ValueError(f"data file {path}, row {missing[0] + 1}: column '{column}' holds "
-                                     f"{dataset[missing[0]][column]!r}, not text.")
+                    raise ValueError(
+                        f"data file {path}, row {missing[0] + 1}: column '{column}' holds "
+                        f"{dataset[missing[0]][column]!r}, not text."
+                    )
         targets = dataset[target_column] if target_column in dataset.column_names else None
         return list(dataset[source_column]), (list(targets) if targets is not None else None)
     check_text_file(path)

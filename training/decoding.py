@@ -1,51 +1,69 @@
-"""Decoding many texts with a trained model: DEER (`generate_texts`, the knobs from a command line, and
-`select_knobs`, which chooses them on validation data) and the AR reference (`load_ar`, `ar_generate`,
-`ar_generate_texts`, and `trim_ar_vocabulary` for shipping it small).
+"""Decoding many texts with a trained model: DEER (`generate_texts`; `set_decoding`, the one route by which every
+decoding setting (`max_iterations`, `refinement`, the knobs) reaches the model, its generation config; and
+`tune_knobs`, which chooses them on validation data) and the AR reference (`load_ar`, `ar_generate`,
+`ar_generate_texts`).
 """
 
-import copy
 import json
 import logging
 import os
 
-import tokenizers
 import torch
 from tqdm.auto import tqdm
 from transformers import EncoderDecoderModel
 
 from modeling_deer import DeerForConditionalGeneration
-from training.cli import KNOBS, REFINEMENTS
+from training.cli import DECODING, KNOBS, REFINEMENTS
 from training.metrics import normalize, score
+
 
 logger = logging.getLogger(__name__)
 
 
-def apply_knob_arguments(model, args):
-    """Set the knobs given on the command line; a bad value fails here, before any decoding."""
-    for name in ("refinement", *KNOBS):
-        if getattr(args, name) is not None:
-            setattr(model.generation_config, name, getattr(args, name))
+def set_decoding(model, **settings):
+    """Write the decoding settings given (`DECODING`: max_iterations, refinement, the knobs; None = keep the model's)
+    into `model.generation_config`, which every `generate` call then reads; a bad value fails here, before any
+    decoding."""
+    unknown = sorted(set(settings) - set(DECODING))
+    if unknown:
+        raise TypeError(f"unknown decoding settings {unknown}; the settings are {', '.join(DECODING)}")
+    for name, value in settings.items():
+        if value is not None:
+            setattr(model.generation_config, name, value)
     model.generation_config.validate()
 
 
-def generate_texts(model, tokenizer, sources: list[str], max_iterations: int, batch_size: int,
-                   progress: bool = True) -> list[str]:
-    """Decode `sources` in batches of similar length (less padding), returned in the input order. A blank source
+def decoding_arguments(args) -> dict:
+    """The decoding settings a command line gives (`set_decoding`'s keywords)."""
+    return {name: getattr(args, name, None) for name in DECODING}
+
+
+def generate_texts(model, tokenizer, sources: list[str], batch_size: int = 32, progress: bool = True, **settings):
+    """Decode `sources` in batches of similar length (less padding), returned in the input order, with the model's
+    generation config after `set_decoding(model, **settings)` (`max_iterations=2`, ...: they stay set). A blank source
     gives an empty output (it is not decoded)."""
+    set_decoding(model, **settings)
     outputs = ["" if not text.strip() else None for text in sources]
     order = sorted((i for i, text in enumerate(sources) if text.strip()), key=lambda i: len(sources[i]))
     limit = model.config.max_sequence_length
     lengths = [len(ids) for ids in tokenizer([sources[i] for i in order], split_special_tokens=True)["input_ids"]]
     too_long = sum(length > limit for length in lengths)
     if too_long:
-        logger.warning(f"{too_long} of {len(sources)} sources are longer than the model's position table ({limit} "
-                       "tokens): they are truncated to it.")
+        logger.warning(
+            f"{too_long} of {len(sources)} sources are longer than the model's position table ({limit} "
+            "tokens): they are truncated to it."
+        )
     for start in tqdm(range(0, len(order), batch_size), desc="generating", disable=not progress):
         indices = order[start : start + batch_size]
-        batch = tokenizer([sources[i] for i in indices], return_tensors="pt", padding=True, truncation=True,
-                          max_length=limit, split_special_tokens=True).to(model.device)
-        ids = model.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                             max_iterations=max_iterations)
+        batch = tokenizer(
+            [sources[i] for i in indices],
+            return_tensors="pt",
+            padding=True,
+            truncation=True,
+            max_length=limit,
+            split_special_tokens=True,
+        ).to(model.device)
+        ids = model.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
         for i, text in zip(indices, tokenizer.batch_decode(ids, skip_special_tokens=True)):
             outputs[i] = text
     return outputs
@@ -74,8 +92,17 @@ def generate_across_processes(generate_share, sources: list[str]) -> list[str] |
     return [text for share in shares for text in share] if rank == 0 else None
 
 
-def select_knobs(model, tokenizer, sources: list[str], references: list[str], candidates: dict[str, list[float]],
-                 iterations: int, metric: str, refinement: str = "edits", progress: bool = True) -> list[dict]:
+def select_knobs(
+    model,
+    tokenizer,
+    sources: list[str],
+    references: list[str],
+    candidates: dict[str, list[float]],
+    max_iterations: int,
+    metric: str,
+    refinement: str = "edits",
+    progress: bool = True,
+) -> list[dict]:
     """Choose the knobs of one kind of round (`refinement`) on validation pairs, one after the other, and set them
     in the model's generation config (ties go to the smaller value):
 
@@ -86,21 +113,33 @@ def select_knobs(model, tokenizer, sources: list[str], references: list[str], ca
     * redraft: `reveal_threshold`, the confidence above which a frame's word is revealed to the next pass.
 
     Each is chosen at the values chosen before it, the others neutral (penalties 0, threshold 0.9), all at
-    `iterations` rounds; at 0 rounds only `blank_penalty` matters and only it is chosen. `references` are normalised
-    (training.metrics). Returns every candidate's scores."""
+    `max_iterations` rounds; at 0 rounds only `blank_penalty` matters and only it is chosen. `references` are
+    normalised (training.metrics). Returns every candidate's scores."""
     config = model.generation_config
-    config.refinement = refinement
-    config.eos_penalty = config.deletion_penalty = 0.0
-    config.reveal_threshold = 0.9
+    set_decoding(
+        model,
+        max_iterations=max_iterations,
+        refinement=refinement,
+        eos_penalty=0.0,
+        deletion_penalty=0.0,
+        reveal_threshold=0.9,
+    )
     rows = []
-    for name in REFINEMENTS[refinement][: 1 if iterations == 0 else None]:
+    for name in REFINEMENTS[refinement][: 1 if max_iterations == 0 else None]:
         tried = []
         for value in tqdm(candidates[name], desc=f"{refinement}: {name} candidates", disable=not progress):
             setattr(config, name, value)
-            outputs = generate_texts(model, tokenizer, sources, iterations, batch_size=32, progress=False)
+            outputs = generate_texts(model, tokenizer, sources, progress=False)
             words = sum(len(text.split()) for text in outputs) / len(outputs)
-            tried.append({"refinement": refinement, "tuned": name, **{knob: getattr(config, knob) for knob in KNOBS},
-                          **score(outputs, references), "words_per_output": words})
+            tried.append(
+                {
+                    "refinement": refinement,
+                    "tuned": name,
+                    **{knob: getattr(config, knob) for knob in KNOBS},
+                    **score(outputs, references),
+                    "words_per_output": words,
+                }
+            )
         setattr(config, name, max(tried, key=lambda row: (row[metric], -row[name]))[name])
         rows += tried
     return rows
@@ -112,64 +151,106 @@ def select_knobs(model, tokenizer, sources: list[str], references: list[str], ca
 ROUND_TOLERANCE = 0.005
 
 
-def kept_round_count(count_rows: list[dict], metric: str) -> dict:
+def kept_max_iterations(round_rows: list[dict], metric: str) -> dict:
     """Of the scored (kind of round, round count) rows, the one to keep: the fewest rounds scoring within
     `ROUND_TOLERANCE` of the best (the better score among equal counts)."""
-    best = max(row[metric] for row in count_rows)
-    return min((row for row in count_rows if row[metric] >= best - ROUND_TOLERANCE * abs(best)),
-               key=lambda row: (row["iterations"], -row[metric]))
+    best = max(row[metric] for row in round_rows)
+    return min(
+        (row for row in round_rows if row[metric] >= best - ROUND_TOLERANCE * abs(best)),
+        key=lambda row: (row["max_iterations"], -row[metric]),
+    )
 
 
-def tune_knobs(model, tokenizer, sources: list[str], targets: list[str], metric: str, iterations: int,
-               candidates: dict[str, list[float]], counts: list[int] | None = None,
-               refinements: tuple[str, ...] = tuple(REFINEMENTS), save_dir: str | None = None,
-               validation_file: str | None = None, progress: bool = True) -> str:
+def tune_knobs(
+    model,
+    tokenizer,
+    sources: list[str],
+    targets: list[str],
+    metric: str,
+    max_iterations: int,
+    candidates: dict[str, list[float]],
+    max_iterations_candidates: list[int] | None = None,
+    refinements: tuple[str, ...] = tuple(REFINEMENTS),
+    save_dir: str | None = None,
+    validation_file: str | None = None,
+    progress: bool = True,
+) -> str:
     """For each kind of round in `refinements`, `select_knobs` on validation pairs (`targets` as written: they are
-    normalised here) at `iterations` rounds, then scores every round count in `counts` with those knobs (without
-    `counts`, `iterations` only). The kind, its knobs and `max_iterations` kept are those of the fewest rounds that
-    score within `ROUND_TOLERANCE` of the best score of any kind and count (the better score among equal counts); the
-    other kinds' own knobs are kept as chosen for them too, so that `refinement=` switches to a tuned round. With
-    `save_dir`, the generation config is saved there and every candidate's scores go to tune_generation.json
-    beside it. Prints each candidate; returns a one-line summary."""
+    normalised here) at `max_iterations` rounds, then scores every round count in `max_iterations_candidates` with
+    those knobs (without them, `max_iterations` only). The kind, its knobs and `max_iterations` kept are those of the
+    fewest rounds that score within `ROUND_TOLERANCE` of the best score of any kind and count (the better score among
+    equal counts); the other kinds' own knobs are kept as chosen for them too, so that `refinement=` switches to a
+    tuned round. With `save_dir`, the generation config is saved there and every candidate's scores go to
+    tune_generation.json beside it. Prints each candidate; returns a one-line summary."""
     references = normalize(tokenizer, targets)
     config = model.generation_config
-    rows, count_rows, chosen = [], [], {}
+    rows, round_rows, chosen = [], [], {}
     for refinement in refinements:
-        tried = select_knobs(model, tokenizer, sources, references, candidates, iterations, metric, refinement,
-                             progress=progress)
+        tried = select_knobs(
+            model, tokenizer, sources, references, candidates, max_iterations, metric, refinement, progress=progress
+        )
         for row in tried:
-            print(f"{refinement:>7} | " + " | ".join(f"{name} {row[name]:4g}" for name in REFINEMENTS[refinement])
-                  + f" | BLEU {row['bleu']:6.2f} | chrF {row['chrf']:6.2f} | ROUGE-L {row['rougeL']:6.2f} | "
-                  f"{row['words_per_output']:.1f} words per output")
+            print(
+                f"{refinement:>7} | "
+                + " | ".join(f"{name} {row[name]:4g}" for name in REFINEMENTS[refinement])
+                + f" | BLEU {row['bleu']:6.2f} | chrF {row['chrf']:6.2f} | ROUGE-L {row['rougeL']:6.2f} | "
+                f"{row['words_per_output']:.1f} words per output"
+            )
         chosen[refinement] = {name: getattr(config, name) for name in KNOBS}
-        tuned_row = next(row for row in reversed(tried) if all(row[name] == value
-                                                               for name, value in chosen[refinement].items()))
-        for count in sorted(set(counts or [iterations])):
-            scores = tuned_row if count == iterations else score(
-                generate_texts(model, tokenizer, sources, count, batch_size=32, progress=False), references)
-            count_rows.append({"refinement": refinement, "iterations": count,
-                               **{name: scores[name] for name in ("bleu", "chrf", "rougeL")}})
-            print(f"{refinement:>7} | max_iterations {count} | BLEU {scores['bleu']:6.2f} | chrF {scores['chrf']:6.2f}"
-                  f" | ROUGE-L {scores['rougeL']:6.2f}")
+        tuned_row = next(
+            row for row in reversed(tried) if all(row[name] == value for name, value in chosen[refinement].items())
+        )
+        for rounds in sorted(set(max_iterations_candidates or [max_iterations])):
+            scores = (
+                tuned_row
+                if rounds == max_iterations
+                else score(
+                    generate_texts(model, tokenizer, sources, progress=False, max_iterations=rounds), references
+                )
+            )
+            round_rows.append(
+                {
+                    "refinement": refinement,
+                    "max_iterations": rounds,
+                    **{name: scores[name] for name in ("bleu", "chrf", "rougeL")},
+                }
+            )
+            print(
+                f"{refinement:>7} | max_iterations {rounds} | BLEU {scores['bleu']:6.2f} | chrF {scores['chrf']:6.2f}"
+                f" | ROUGE-L {scores['rougeL']:6.2f}"
+            )
         rows += tried
-    kept = kept_round_count(count_rows, metric)
-    config.refinement, config.max_iterations = kept["refinement"], kept["iterations"]
+    kept = kept_max_iterations(round_rows, metric)
+    config.refinement, config.max_iterations = kept["refinement"], kept["max_iterations"]
     for refinement in chosen:  # each kind's own knobs as chosen for it (a user may switch kinds), then the kept
         for name in REFINEMENTS[refinement]:  # kind's (the draft's blank_penalty is shared)
             setattr(config, name, chosen[refinement][name])
     for name in REFINEMENTS[kept["refinement"]]:
         setattr(config, name, chosen[kept["refinement"]][name])
     knobs = {name: getattr(config, name) for name in REFINEMENTS[config.refinement]}
-    summary = (f"refinement {config.refinement}, " + ", ".join(f"{name} {value:g}" for name, value in knobs.items())
-               + f" (best {metric} on {len(sources)} validation pairs at {iterations} iterations), max_iterations "
-               f"{config.max_iterations}")
+    summary = (
+        f"refinement {config.refinement}, "
+        + ", ".join(f"{name} {value:g}" for name, value in knobs.items())
+        + f" (best {metric} on {len(sources)} validation pairs at {max_iterations} rounds), max_iterations "
+        f"{config.max_iterations}"
+    )
     if save_dir is not None:
         config.save_pretrained(save_dir)
         with open(os.path.join(save_dir, "tune_generation.json"), "w") as handle:
-            json.dump({"validation_file": validation_file, "iterations": iterations, "metric": metric,
-                       "refinement": config.refinement, **{name: getattr(config, name) for name in KNOBS},
-                       "max_iterations": config.max_iterations, "candidates": rows, "counts": count_rows},
-                      handle, indent=2)
+            json.dump(
+                {
+                    "validation_file": validation_file,
+                    "select_max_iterations": max_iterations,
+                    "metric": metric,
+                    "refinement": config.refinement,
+                    **{name: getattr(config, name) for name in KNOBS},
+                    "max_iterations": config.max_iterations,
+                    "candidates": rows,
+                    "rounds": round_rows,
+                },
+                handle,
+                indent=2,
+            )
         summary += " saved to " + os.path.join(save_dir, "generation_config.json")
     return summary
 
@@ -197,62 +278,23 @@ def load_ar(path: str) -> EncoderDecoderModel:
 
 def ar_generate(model: EncoderDecoderModel, input_ids, attention_mask):
     """Greedy decoding with the KV cache, at most the length the model was trained to write."""
-    return model.generate(input_ids=input_ids, attention_mask=attention_mask, do_sample=False, num_beams=1,
-                          max_length=model.generation_config.max_length)
+    return model.generate(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        do_sample=False,
+        num_beams=1,
+        max_length=model.generation_config.max_length,
+    )
 
 
 def ar_generate_texts(model, tokenizer, sources: list[str], batch_size: int) -> list[str]:
     outputs = []
     limit = model.config.encoder.max_position_embeddings
     for start in range(0, len(sources), batch_size):
-        batch = tokenizer(sources[start : start + batch_size], return_tensors="pt", padding=True, truncation=True,
-                          max_length=limit).to(model.device)
+        batch = tokenizer(
+            sources[start : start + batch_size], return_tensors="pt", padding=True, truncation=True, max_length=limit
+        ).to(model.device)
         with torch.no_grad():
             ids = ar_generate(model, batch.input_ids, batch.attention_mask)
         outputs += tokenizer.batch_decode(ids, skip_special_tokens=True)
     return outputs
-
-
-def trim_ar_vocabulary(model: EncoderDecoderModel, tokenizer, token_ids) -> tuple[EncoderDecoderModel, object]:
-    """A copy of a BERT2BERT model and its WordPiece tokenizer with only `token_ids` (plus the special tokens) left,
-    renumbered in their old order: the embedding tables and the LM head shrink to those rows. Words the kept pieces
-    spell are tokenised exactly as before (WordPiece matches the longest piece, and every piece the full vocabulary
-    chose for them is kept); other words read as unk. The AR model's counterpart of DEER's `trim_vocabulary`, which
-    keeps the tokenizer and maps ids to rows instead: `EncoderDecoderModel` has no such map, so the ids change."""
-    keep = sorted(set(int(i) for i in token_ids) | set(tokenizer.all_special_ids))
-    new_id = {old: new for new, old in enumerate(keep)}
-    spec = json.loads(tokenizer.backend_tokenizer.to_str())
-    if spec["model"]["type"] != "WordPiece" or spec["post_processor"]["type"] != "TemplateProcessing":
-        raise ValueError("trim_ar_vocabulary handles BERT-style WordPiece tokenizers; this one is "
-                         f"{spec['model']['type']} with {spec['post_processor']['type']}.")
-    token_of = {index: token for token, index in spec["model"]["vocab"].items()}
-    spec["model"]["vocab"] = {token_of[old]: new for new, old in enumerate(keep)}
-    for added in spec["added_tokens"]:
-        added["id"] = new_id[added["id"]]
-    for special in spec["post_processor"]["special_tokens"].values():
-        special["ids"] = [new_id[index] for index in special["ids"]]
-    if spec.get("padding"):
-        spec["padding"]["pad_id"] = new_id[spec["padding"]["pad_id"]]
-    trimmed_tokenizer = copy.deepcopy(tokenizer)
-    trimmed_tokenizer._tokenizer = tokenizers.Tokenizer.from_str(json.dumps(spec))
-
-    old_size = model.config.decoder.vocab_size
-    rows = torch.tensor(keep)
-    state = {key: tensor[rows] if tensor.dim() and tensor.shape[0] == old_size and ("word_embeddings" in key or
-                                                                              ".predictions." in key) else tensor
-             for key, tensor in model.state_dict().items()}
-    config = copy.deepcopy(model.config)
-    config.vocab_size = config.encoder.vocab_size = config.decoder.vocab_size = len(keep)
-    generation_config = copy.deepcopy(model.generation_config)
-    for holder in (config, generation_config):
-        for name in ("decoder_start_token_id", "bos_token_id", "eos_token_id", "pad_token_id"):
-            if getattr(holder, name, None) is not None:
-                setattr(holder, name, new_id[getattr(holder, name)])
-    for sub in (config.encoder, config.decoder):
-        for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
-            if getattr(sub, name, None) is not None and getattr(sub, name) in new_id:
-                setattr(sub, name, new_id[getattr(sub, name)])
-    trimmed = EncoderDecoderModel(config=config)
-    trimmed.load_state_dict(state)
-    trimmed.generation_config = generation_config
-    return trimmed.eval(), trimmed_tokenizer

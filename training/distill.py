@@ -39,8 +39,9 @@ def distill(teacher, tokenizer, sources: list[str], batch_size: int, progress: b
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--teacher", required=True, help="an EncoderDecoderModel checkpoint (training.train_ar)")
-    parser.add_argument("--input", required=True, help="the training split with source and target (any form deer-train "
-                                                        "reads)")
+    parser.add_argument(
+        "--input", required=True, help="the training split with source and target (any form deer-train reads)"
+    )
     parser.add_argument("--output", required=True, help="JSON lines to write")
     add_data_arguments(parser)
     parser.add_argument("--batch_size", type=int, default=64)
@@ -54,8 +55,15 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
 
     # Any form deer-train reads; the rows are written back as JSON lines, the targets replaced.
-    rows = load_split(args.input, args.source_column, args.target_column, None, source_lang=args.source_lang,
-                      target_lang=args.target_lang, split="train").to_list()
+    rows = load_split(
+        args.input,
+        args.source_column,
+        args.target_column,
+        None,
+        source_lang=args.source_lang,
+        target_lang=args.target_lang,
+        split="train",
+    ).to_list()
     sources = [row[args.source_column] for row in rows]
     teacher = load_ar(args.teacher)
     tokenizer = AutoTokenizer.from_pretrained(args.teacher)
@@ -70,8 +78,10 @@ def main(argv=None):
                 text = row[args.target_column]
             row = {**row, "reference": row[args.target_column], args.target_column: text}
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-    print(f"{len(rows)} targets distilled by {args.teacher} into {args.output}"
-          + (f" ({empty} empty outputs kept their reference)" if empty else ""))
+    print(
+        f"{len(rows)} targets distilled by {args.teacher} into {args.output}"
+        + (f" ({empty} empty outputs kept their reference)" if empty else "")
+    )
 
 
 if __name__ == "__main__":

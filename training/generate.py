@@ -26,7 +26,7 @@ from transformers import AutoTokenizer
 from modeling_deer import DeerForConditionalGeneration
 from training.cli import generate_parser
 from training.data import read_inputs
-from training.decoding import apply_knob_arguments, generate_across_processes, generate_texts
+from training.decoding import decoding_arguments, generate_across_processes, generate_texts, set_decoding
 from training.metrics import normalize, score
 
 
@@ -38,19 +38,21 @@ def main(argv=None):
     if args.input == "-":  # plain text on standard input, one source per line
         sources, targets = sys.stdin.read().splitlines(), None
     else:  # read (and checked) before the model loads
-        sources, targets = read_inputs(args.input, args.source_column, args.target_column, args.source_lang,
-                                       args.target_lang)
+        sources, targets = read_inputs(
+            args.input, args.source_column, args.target_column, args.source_lang, args.target_lang
+        )
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))  # several processes (torchrun): a GPU each, where there are
     device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
     model = DeerForConditionalGeneration.from_pretrained(args.model).eval().to(device)
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     model.set_sparsity(args.sparsity)
-    apply_knob_arguments(model, args)
-    iterations = model.generation_config.max_iterations if args.max_iterations is None else args.max_iterations
+    set_decoding(model, **decoding_arguments(args))
+    max_iterations = model.generation_config.max_iterations
 
     started = time.perf_counter()
     outputs = generate_across_processes(
-        lambda share: generate_texts(model, tokenizer, share, iterations, args.batch_size), sources)
+        lambda share: generate_texts(model, tokenizer, share, args.batch_size), sources
+    )
     seconds = time.perf_counter() - started
     if outputs is None:  # another process writes the file
         return
@@ -60,12 +62,14 @@ def main(argv=None):
     else:
         with open(args.output, "w", encoding="utf-8") as handle:
             handle.writelines(text + "\n" for text in outputs)
-    print(f"{len(outputs)} outputs written to {'standard output' if args.output == '-' else args.output} in "
-          f"{seconds:.1f} s (max_iterations={iterations}, sparsity={args.sparsity:g}, batch {args.batch_size})",
-          file=sys.stderr if args.output == "-" else sys.stdout)
+    print(
+        f"{len(outputs)} outputs written to {'standard output' if args.output == '-' else args.output} in "
+        f"{seconds:.1f} s (max_iterations={max_iterations}, sparsity={args.sparsity:g}, batch {args.batch_size})",
+        file=sys.stderr if args.output == "-" else sys.stdout,
+    )
     if targets is not None and args.output != "-":
         results = score(outputs, normalize(tokenizer, targets))
-        results.update(max_iterations=iterations, sparsity=args.sparsity, sentences=len(outputs), seconds=seconds)
+        results.update(max_iterations=max_iterations, sparsity=args.sparsity, sentences=len(outputs), seconds=seconds)
         with open(args.output + ".scores.json", "w") as handle:
             json.dump(results, handle, indent=2)
         print(" ".join(f"{name}={value:.2f}" for name, value in results.items() if name in ("bleu", "chrf", "rougeL")))

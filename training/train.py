@@ -5,7 +5,7 @@
         --train_file train.jsonl --validation_file validation.jsonl   # JSON lines, CSV or TSV
         --output_dir outputs/run --max_steps 1000 --per_device_train_batch_size 32 \
         --do_train --do_eval --eval_strategy steps --eval_steps 500 \
-        --predict_with_generate --generation_max_iterations 2 \
+        --predict_with_generate --max_iterations 2 \
         [--ctc_only_steps 0 --edit_loss_weight 1]   # the paper; the defaults are the recipe that beat BERT2BERT
 
     accelerate launch --multi_gpu --num_processes 2 -m training.train ... --use_cpu   # several processes, gloo
@@ -29,9 +29,9 @@ from transformers import AutoConfig, AutoTokenizer, Seq2SeqTrainingArguments
 
 from modeling_deer import DeerForConditionalGeneration
 from training.arguments import CardArguments, DataArguments, ModelArguments
-from training.cli import CANDIDATES, COUNTS, METRICS
+from training.cli import CANDIDATES, MAX_ITERATIONS_CANDIDATES, METRICS
 from training.data import DeerDataCollator, read_inputs
-from training.decoding import tune_knobs
+from training.decoding import set_decoding, tune_knobs
 from training.trainer import (
     CtcOnlyCallback,
     DeerTrainer,
@@ -51,8 +51,15 @@ logger = logging.getLogger(__name__)
 
 def load_model(model_args: ModelArguments) -> DeerForConditionalGeneration:
     overrides = {"glancing_ratio": model_args.glancing_start, "sparsity_levels": list(model_args.sparsity_levels)}
-    for name in ("upsample_ratio", "sparsity_weight", "draft_input", "draft_edit_ratio", "edit_rows_ratio",
-                 "redraft_ratio", "full_every_step"):
+    for name in (
+        "upsample_ratio",
+        "sparsity_weight",
+        "draft_input",
+        "draft_edit_ratio",
+        "edit_rows_ratio",
+        "redraft_ratio",
+        "full_every_step",
+    ):
         if getattr(model_args, name) is not None:
             overrides[name] = getattr(model_args, name)
     if model_args.edit_loss_weight is not None:
@@ -93,37 +100,57 @@ def calibrate_blank(model, train_dataset, pad_token_id: int, seed: int, rows: in
 
 
 def tune_decoding(model, tokenizer, data_args: DataArguments, metric: str, output_dir: str, progress: bool = True):
-    """--tune_decoding: the knobs chosen on the validation file after training and saved with the model (the
-    evaluation during training decodes with them at 0)."""
-    sources, targets = read_inputs(data_args.validation_file, data_args.source_column, data_args.target_column,
-                                   data_args.source_lang, data_args.target_lang, "validation")
+    """--tune_decoding: the knobs and round count chosen on the validation file after training and saved with the
+    model."""
+    sources, targets = read_inputs(
+        data_args.validation_file,
+        data_args.source_column,
+        data_args.target_column,
+        data_args.source_lang,
+        data_args.target_lang,
+        "validation",
+    )
     if targets is None:
         logger.warning(f"--tune_decoding: {data_args.validation_file} has no targets; the knobs stay as they are")
         return
     if data_args.max_eval_samples is not None:
         sources, targets = sources[: data_args.max_eval_samples], targets[: data_args.max_eval_samples]
     model.eval()
-    summary = tune_knobs(model, tokenizer, sources, targets, metric, data_args.generation_max_iterations, CANDIDATES,
-                         COUNTS, save_dir=output_dir, validation_file=data_args.validation_file, progress=progress)
+    summary = tune_knobs(
+        model,
+        tokenizer,
+        sources,
+        targets,
+        metric,
+        data_args.max_iterations,
+        CANDIDATES,
+        MAX_ITERATIONS_CANDIDATES,
+        save_dir=output_dir,
+        validation_file=data_args.validation_file,
+        progress=progress,
+    )
     logger.info(f"decoding knobs chosen: {summary}")
 
 
 def main(argv=None):
     model_args, data_args, card_args, training_args = parse_arguments(
-        (ModelArguments, DataArguments, CardArguments, Seq2SeqTrainingArguments), argv)
+        (ModelArguments, DataArguments, CardArguments, Seq2SeqTrainingArguments), argv
+    )
     # --push_to_hub pushes once, at the end, with the tokenizer and a model card (not the Trainer's checkpoints).
     push, training_args.push_to_hub = training_args.push_to_hub, False
     transformers.utils.logging.set_verbosity_warning()
 
     if model_args.tune_decoding not in METRICS + ("none",):
-        raise SystemExit(f"error: --tune_decoding must be one of {', '.join(METRICS)} or none, "
-                         f"not {model_args.tune_decoding!r}")
+        raise SystemExit(
+            f"error: --tune_decoding must be one of {', '.join(METRICS)} or none, not {model_args.tune_decoding!r}"
+        )
     tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path)
     model = load_model(model_args)
     limit = model.config.max_sequence_length
     if max(data_args.max_source_length, data_args.max_target_length) > limit:
         raise SystemExit(f"error: --max_source_length/--max_target_length must be at most {limit} for this model")
 
+    set_decoding(model, max_iterations=data_args.max_iterations)  # what evaluation by generation decodes with
     train_dataset, eval_dataset, test_dataset = load_datasets(data_args, training_args, tokenizer, with_test=True)
 
     if model_args.trim_vocabulary:
@@ -157,16 +184,24 @@ def main(argv=None):
         + ([CtcOnlyCallback(model_args.ctc_only_steps, edit_weights)] if model_args.ctc_only_steps != 0 else [])
         + run_callbacks(model, model_args.max_train_minutes),
         score_learning_rate=model_args.score_learning_rate,
-        generation_max_iterations=data_args.generation_max_iterations,
     )
 
     metrics = train_and_evaluate(trainer, training_args, "training.train", argv)
-    if (model_args.tune_decoding != "none" and training_args.do_train and data_args.validation_file
-            and trainer.is_world_process_zero()):
-        tune_decoding(model, tokenizer, data_args, model_args.tune_decoding, training_args.output_dir,
-                      progress=not training_args.disable_tqdm)
+    if (
+        model_args.tune_decoding != "none"
+        and training_args.do_train
+        and data_args.validation_file
+        and trainer.is_world_process_zero()
+    ):
+        tune_decoding(
+            model,
+            tokenizer,
+            data_args,
+            model_args.tune_decoding,
+            training_args.output_dir,
+            progress=not training_args.disable_tqdm,
+        )
     if training_args.do_predict:  # as a plain generate() decodes: the knobs and round count saved with the model
-        trainer.generation_max_iterations = model.generation_config.max_iterations
         predict_test(trainer, test_dataset, tokenizer, training_args)
     if push and trainer.is_world_process_zero():
         push_run(model, tokenizer, training_args, card_args, metrics)

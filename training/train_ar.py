@@ -26,8 +26,14 @@ from transformers import (
 from training.arguments import ARModelArguments, DataArguments
 from training.data import map_rows
 from training.decoding import special_ids
-from training.trainer import (generation_metrics, load_datasets, parse_arguments, predict_test, run_callbacks,
-                              train_and_evaluate)
+from training.trainer import (
+    generation_metrics,
+    load_datasets,
+    parse_arguments,
+    predict_test,
+    run_callbacks,
+    train_and_evaluate,
+)
 
 
 def load_model(model_args: ARModelArguments, tokenizer, max_target_length: int) -> EncoderDecoderModel:
@@ -52,7 +58,8 @@ def drop_bos(dataset):
 
 def main(argv=None):
     model_args, data_args, training_args = parse_arguments(
-        (ARModelArguments, DataArguments, Seq2SeqTrainingArguments), argv)
+        (ARModelArguments, DataArguments, Seq2SeqTrainingArguments), argv
+    )
     transformers.utils.logging.set_verbosity_error()  # the new cross-attention weights are expected, not news
     # EncoderDecoderModel warns on every step with labels that its loss moved out of the decoder in v4.12.
     warnings.filterwarnings("ignore", message="Version v4.12.0 introduces", category=FutureWarning)
@@ -65,8 +72,9 @@ def main(argv=None):
     if training_args.generation_max_length is None:
         training_args.generation_max_length = data_args.max_target_length
 
-    train_dataset, eval_dataset, test_dataset = load_datasets(data_args, training_args, tokenizer, transform=drop_bos,
-                                                              with_test=True)
+    train_dataset, eval_dataset, test_dataset = load_datasets(
+        data_args, training_args, tokenizer, transform=drop_bos, with_test=True
+    )
 
     trainer = Seq2SeqTrainer(
         model=model,

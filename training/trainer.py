@@ -28,11 +28,23 @@ def push_run(model, tokenizer, training_args, card_args: CardArguments, metrics:
     from modeling_deer.model_card_deer import build_model_card
 
     repo_id = training_args.hub_model_id or os.path.basename(os.path.normpath(training_args.output_dir))
-    card = build_model_card(model, model_name=repo_id, base_model=card_args.card_base_model,
-                            datasets=card_args.card_datasets or None, language=card_args.card_language or None,
-                            license=card_args.card_license, trainer_metrics=metrics)
-    commit = model.push_to_hub(repo_id, tokenizer=tokenizer, model_card=card, token=training_args.hub_token,
-                               private=training_args.hub_private_repo, revision=training_args.hub_revision)
+    card = build_model_card(
+        model,
+        model_name=repo_id,
+        base_model=card_args.card_base_model,
+        datasets=card_args.card_datasets or None,
+        language=card_args.card_language or None,
+        license=card_args.card_license,
+        trainer_metrics=metrics,
+    )
+    commit = model.push_to_hub(
+        repo_id,
+        tokenizer=tokenizer,
+        model_card=card,
+        token=training_args.hub_token,
+        private=training_args.hub_private_repo,
+        revision=training_args.hub_revision,
+    )
     logger.info(f"pushed to {repo_id}: {commit.commit_url if commit is not None else ''}")
 
 
@@ -120,8 +132,9 @@ class SpecialTokensCallback(TrainerCallback):
     NAMES = ("bos_token_id", "eos_token_id", "pad_token_id")
 
     def __init__(self, model):
-        self.holders = [model.config] + ([model.generation_config] if getattr(model, "generation_config", None)
-                                         else [])
+        self.holders = [model.config] + (
+            [model.generation_config] if getattr(model, "generation_config", None) else []
+        )
         self.saved = [{name: getattr(holder, name, None) for name in self.NAMES} for holder in self.holders]
 
     def on_train_begin(self, args, state, control, **kwargs):
@@ -152,12 +165,11 @@ class TimeLimitCallback(TrainerCallback):
 
 class DeerTrainer(Seq2SeqTrainer):
     """Seq2SeqTrainer with DEER's pieces: the pruning scores' own learning rate, every loss component (and the
-    glancing ratio) in the logs, and evaluation by `generate(max_iterations=...)`."""
+    glancing ratio) in the logs, and evaluation by `generate()` with the model's generation config."""
 
-    def __init__(self, *args, score_learning_rate=None, generation_max_iterations=2, **kwargs):
+    def __init__(self, *args, score_learning_rate=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.score_learning_rate = score_learning_rate
-        self.generation_max_iterations = generation_max_iterations
         self._component_sums, self._component_counts = {}, {}
         self._rows, self._unfit_rows, self._warned_unfit = 0, 0, False
 
@@ -172,8 +184,14 @@ class DeerTrainer(Seq2SeqTrainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         outputs = model(**inputs)
         if model.training:
-            for name in ("ctc_loss", "insertion_loss", "word_loss", "deletion_loss", "sparsity_loss",
-                         "num_unfit_targets"):
+            for name in (
+                "ctc_loss",
+                "insertion_loss",
+                "word_loss",
+                "deletion_loss",
+                "sparsity_loss",
+                "num_unfit_targets",
+            ):
                 value = getattr(outputs, name, None)
                 if value is not None:
                     self._component_sums[name] = self._component_sums.get(name, 0.0) + float(value)
@@ -193,7 +211,8 @@ class DeerTrainer(Seq2SeqTrainer):
                 logger.warning(
                     f"{self._unfit_rows} of the {self._rows} training rows so far "
                     f"({100 * self._unfit_rows / self._rows:.1f} %) have targets the draft cannot write (more tokens "
-                    f"than its {self.model.config.upsample_ratio:g} x source-length frames allow): the CTC loss leaves "
+                    f"than its {self.model.config.upsample_ratio:g} x source-length frames allow): the CTC loss "
+                    f"leaves "
                     "them out. Raise --upsample_ratio, or filter such pairs out of the data."
                 )
         super().log(logs, *args, **kwargs)
@@ -205,8 +224,7 @@ class DeerTrainer(Seq2SeqTrainer):
         with torch.no_grad():
             loss = model(**inputs).loss.detach() if "labels" in inputs else None
         generated = self.accelerator.unwrap_model(model).generate(
-            input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
-            max_iterations=self.generation_max_iterations,
+            input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]
         )
         return loss, generated, inputs.get("labels")
 
@@ -214,8 +232,9 @@ class DeerTrainer(Seq2SeqTrainer):
 def run_callbacks(model, max_train_minutes: float | None) -> list[TrainerCallback]:
     """The callbacks both training scripts use: the model's special ids kept, the learning curve, and the time limit
     if one is given."""
-    return ([SpecialTokensCallback(model), LearningCurveCallback()]
-            + ([TimeLimitCallback(max_train_minutes)] if max_train_minutes is not None else []))
+    return [SpecialTokensCallback(model), LearningCurveCallback()] + (
+        [TimeLimitCallback(max_train_minutes)] if max_train_minutes is not None else []
+    )
 
 
 def save_command(output_dir: str, module: str, argv: list[str] | None):
@@ -235,15 +254,20 @@ def parse_arguments(dataclass_types: tuple, argv: list[str] | None):
         parsed = parser.parse_args_into_dataclasses(args=argv)
     data_args = next(args for args in parsed if isinstance(args, DataArguments))
     training_args = next(args for args in parsed if isinstance(args, Seq2SeqTrainingArguments))
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO,
-                        handlers=[logging.StreamHandler(sys.stdout)])
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        level=logging.INFO,
+        handlers=[logging.StreamHandler(sys.stdout)],
+    )
     if (data_args.train_file or data_args.dataset_name) and not training_args.do_train:  # --do_train implied
         training_args.do_train = True
     if training_args.do_train and not (data_args.train_file or data_args.dataset_name):
         raise SystemExit("error: --do_train needs --train_file or --dataset_name")
     if not (training_args.do_train or training_args.do_eval or training_args.do_predict):
-        raise SystemExit("error: nothing to do: give --train_file or --dataset_name (the data to train on), or "
-                         "--do_eval with --validation_file (or --test_file) to evaluate the model as it is")
+        raise SystemExit(
+            "error: nothing to do: give --train_file or --dataset_name (the data to train on), or "
+            "--do_eval with --validation_file (or --test_file) to evaluate the model as it is"
+        )
     if data_args.test_file and not training_args.do_predict:  # a test file says what to do (--do_predict implied)
         training_args.do_predict = True
     if training_args.do_predict and not (data_args.test_file or data_args.dataset_name):
@@ -262,19 +286,28 @@ def load_datasets(data_args: DataArguments, training_args, tokenizer, transform=
     the test split too; `transform`, if given, maps each."""
     transform = transform or (lambda dataset: dataset)
     splits = []
-    roles = [(training_args.do_train, data_args.train_file, data_args.max_train_samples, "train"),
-             (training_args.do_eval, data_args.validation_file, data_args.max_eval_samples, "validation")]
+    roles = [
+        (training_args.do_train, data_args.train_file, data_args.max_train_samples, "train"),
+        (training_args.do_eval, data_args.validation_file, data_args.max_eval_samples, "validation"),
+    ]
     if with_test:
         roles.append((training_args.do_predict, data_args.test_file, data_args.max_predict_samples, "test"))
     with training_args.main_process_first(desc="loading and tokenizing"):
         for wanted, path, max_samples, role in roles:
             if wanted:
                 named = data_args.dataset_name is not None and path is None
-                split = load_split(data_args.dataset_name if named else path, data_args.source_column,
-                                   data_args.target_column, max_samples, source_lang=data_args.source_lang,
-                                   target_lang=data_args.target_lang, split=role,
-                                   dataset_config_name=data_args.dataset_config_name, named=named,
-                                   streaming=data_args.streaming and role == "train")
+                split = load_split(
+                    data_args.dataset_name if named else path,
+                    data_args.source_column,
+                    data_args.target_column,
+                    max_samples,
+                    source_lang=data_args.source_lang,
+                    target_lang=data_args.target_lang,
+                    split=role,
+                    dataset_config_name=data_args.dataset_config_name,
+                    named=named,
+                    streaming=data_args.streaming and role == "train",
+                )
                 splits.append(transform(tokenize_split(split, tokenizer, data_args)))
             else:
                 splits.append(None)
@@ -289,8 +322,10 @@ def generation_metrics(tokenizer):
         predictions, labels = torch.as_tensor(evaluation.predictions), torch.as_tensor(evaluation.label_ids)
         predictions = predictions.masked_fill(predictions < 0, tokenizer.pad_token_id)
         labels = labels.masked_fill(labels < 0, tokenizer.pad_token_id)
-        return score(tokenizer.batch_decode(predictions, skip_special_tokens=True),
-                     tokenizer.batch_decode(labels, skip_special_tokens=True))
+        return score(
+            tokenizer.batch_decode(predictions, skip_special_tokens=True),
+            tokenizer.batch_decode(labels, skip_special_tokens=True),
+        )
 
     return compute_metrics
 
@@ -305,7 +340,9 @@ def predict_test(trainer, test_dataset, tokenizer, training_args) -> dict:
         predictions = torch.as_tensor(result.predictions)
         predictions = predictions.masked_fill(predictions < 0, tokenizer.pad_token_id)
         texts = tokenizer.batch_decode(predictions, skip_special_tokens=True)
-        with open(os.path.join(training_args.output_dir, "generated_predictions.txt"), "w", encoding="utf-8") as handle:
+        with open(
+            os.path.join(training_args.output_dir, "generated_predictions.txt"), "w", encoding="utf-8"
+        ) as handle:
             handle.writelines(text.strip() + "\n" for text in texts)
     return result.metrics
 

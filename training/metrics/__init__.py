@@ -10,6 +10,7 @@ import os
 
 import evaluate
 
+
 METRICS_DIR = os.path.dirname(os.path.abspath(__file__))
 
 

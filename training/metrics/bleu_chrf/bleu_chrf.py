@@ -1,7 +1,7 @@
 """Corpus BLEU and chrF with sacreBLEU, as a local `evaluate` module (evaluate.load of a Hub name needs the network).
 
-    evaluate.load("training/metrics/bleu_chrf").compute(predictions=[...], references=[...])
-    -> {"bleu": float, "chrf": float}   (0-100, sacreBLEU's defaults: 13a tokenisation, one reference per line)
+evaluate.load("training/metrics/bleu_chrf").compute(predictions=[...], references=[...])
+-> {"bleu": float, "chrf": float}   (0-100, sacreBLEU's defaults: 13a tokenisation, one reference per line)
 """
 
 import datasets
@@ -15,8 +15,9 @@ class BleuChrf(evaluate.Metric):
             description=__doc__,
             citation="Post, 2018. A Call for Clarity in Reporting BLEU Scores.",
             inputs_description="predictions: list of str; references: list of str (one per prediction)",
-            features=datasets.Features({"predictions": datasets.Value("string"),
-                                        "references": datasets.Value("string")}),
+            features=datasets.Features(
+                {"predictions": datasets.Value("string"), "references": datasets.Value("string")}
+            ),
         )
 
     def _compute(self, predictions, references):

@@ -1,6 +1,6 @@
 """ROUGE-L F1 (mean over sentences, 0-100) with Google's rouge-score, as a local `evaluate` module.
 
-    evaluate.load("training/metrics/rouge_l").compute(predictions=[...], references=[...]) -> {"rougeL": float}
+evaluate.load("training/metrics/rouge_l").compute(predictions=[...], references=[...]) -> {"rougeL": float}
 """
 
 import datasets
@@ -14,12 +14,15 @@ class RougeL(evaluate.Metric):
             description=__doc__,
             citation="Lin, 2004. ROUGE: A Package for Automatic Evaluation of Summaries.",
             inputs_description="predictions: list of str; references: list of str (one per prediction)",
-            features=datasets.Features({"predictions": datasets.Value("string"),
-                                        "references": datasets.Value("string")}),
+            features=datasets.Features(
+                {"predictions": datasets.Value("string"), "references": datasets.Value("string")}
+            ),
         )
 
     def _compute(self, predictions, references):
         scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
-        scores = [scorer.score(reference, prediction)["rougeL"].fmeasure
-                  for prediction, reference in zip(predictions, references)]
+        scores = [
+            scorer.score(reference, prediction)["rougeL"].fmeasure
+            for prediction, reference in zip(predictions, references)
+        ]
         return {"rougeL": 100 * sum(scores) / max(len(scores), 1)}

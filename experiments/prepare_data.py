@@ -1,6 +1,6 @@
 """Extract a real task's verse pairs into JSON lines: train.jsonl, validation.jsonl, test.jsonl.
 
-    python -m training.prepare_data --task {bible-de-en,bible-kjv-bbe} --output_dir DIR \
+    python -m experiments.prepare_data --task {bible-de-en,bible-kjv-bbe} --output_dir DIR \
         [--max_length 32 --tokenizer PATH]
 
 Each line holds `source`, `target` and the verse reference (`book`, `chapter`, `verse`). Split by book: test =
@@ -12,9 +12,21 @@ included) are kept, in every split: short verses make short CPU runs.
 
 import os
 
-from training.bible import SPLITS, load_bible_pairs, tiny_bert_path
-from training.cli import prepare_data_parser
+from experiments.bible import SPLITS, load_bible_pairs, tiny_bert_path
+from experiments.tasks import TASKS
+from training.cli import new_parser
 from training.data import fitting_pairs, write_jsonl
+
+
+def prepare_data_parser():
+    parser = new_parser(__doc__)
+    parser.add_argument("--task", required=True, choices=sorted(TASKS))
+    parser.add_argument("--output_dir", required=True)
+    parser.add_argument(
+        "--max_length", type=int, default=None, help="keep only pairs whose source and target fit in this many tokens"
+    )
+    parser.add_argument("--tokenizer", default=None, help="counts the tokens (default: the real tiny BERT's)")
+    return parser
 
 
 def prepare(task: str, output_dir: str, max_length: int | None = None, tokenizer=None) -> dict[str, int]:
@@ -40,8 +52,11 @@ def main(argv=None):
         sizes = prepare(args.task, args.output_dir, args.max_length, tokenizer)
     except FileNotFoundError as error:
         raise SystemExit(f"error: {error}") from None
-    print(f"{args.task}: " + ", ".join(f"{name} {size} pairs" for name, size in sizes.items())
-          + f" written to {args.output_dir}")
+    print(
+        f"{args.task}: "
+        + ", ".join(f"{name} {size} pairs" for name, size in sizes.items())
+        + f" written to {args.output_dir}"
+    )
 
 
 if __name__ == "__main__":

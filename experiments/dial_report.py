@@ -1,7 +1,7 @@
 """The dial DEER promises, measured: what each round count buys over the draft (several seeds), what each pruning
 level costs, against the same recipe trained without levels. Writes `results/dial.json` (and a markdown table).
 
-    python -m training.dial_report --task bible-de-en --data_dir data/bible-de-en-32 \
+    python -m experiments.dial_report --task bible-de-en --data_dir data/bible-de-en-32 \
         --seeds runs/bible-de-en/deer-all runs/bible-de-en/deer-all-seed1 runs/bible-de-en/deer-all-seed2 \
         --levels runs/bible-de-en/deer-all-levels --no_levels runs/bible-de-en/deer-all \
         [--iterations 0 1 2 4] [--sparsities 0 0.25 0.5 0.75] --output results/dial
@@ -20,12 +20,12 @@ import os
 import torch
 from transformers import AutoTokenizer
 
+from experiments.report import markdown_table
+from experiments.tasks import task_metrics
 from modeling_deer import DeerForConditionalGeneration
 from training.data import read_inputs
 from training.decoding import generate_texts
 from training.metrics import normalize, score
-from training.report import markdown_table
-from training.tasks import task_metrics
 
 
 def load_splits(data_dir: str, tokenizer) -> dict[str, tuple[list[str], list[str]]]:
@@ -38,9 +38,18 @@ def load_splits(data_dir: str, tokenizer) -> dict[str, tuple[list[str], list[str
 
 def scores_by_count(model, tokenizer, splits: dict, iterations: list[int], metric: str) -> dict:
     """{split: {round count: score}} with the model's saved decoding choices."""
-    return {split: {str(count): round(score(generate_texts(model, tokenizer, sources, count, 32, progress=False),
-                                            references)[metric], 2) for count in iterations}
-            for split, (sources, references) in splits.items()}
+    return {
+        split: {
+            str(count): round(
+                score(generate_texts(model, tokenizer, sources, progress=False, max_iterations=count), references)[
+                    metric
+                ],
+                2,
+            )
+            for count in iterations
+        }
+        for split, (sources, references) in splits.items()
+    }
 
 
 def main(argv=None):
@@ -63,23 +72,29 @@ def main(argv=None):
     report = {"task": args.task, "metric": metric, "rounds": [], "levels": None, "plateau": []}
     for seed, path in enumerate(args.seeds):
         model = DeerForConditionalGeneration.from_pretrained(path).eval()
+        saved = {
+            "refinement": model.generation_config.refinement,
+            "max_iterations": model.generation_config.max_iterations,
+        }  # (before scoring sets other counts)
         by_count = scores_by_count(model, tokenizer, splits, args.iterations, metric)
-        report["rounds"].append({"seed": seed, "run": path, "refinement": model.generation_config.refinement,
-                                 "max_iterations": model.generation_config.max_iterations, **by_count})
+        report["rounds"].append({"seed": seed, "run": path, **saved, **by_count})
         print(f"{path}: {by_count}", flush=True)
     if args.levels:
         no_levels = DeerForConditionalGeneration.from_pretrained(args.no_levels or args.seeds[0]).eval()
         sources, references = splits["validation"]
-        outputs = generate_texts(no_levels, tokenizer, sources, no_levels.generation_config.max_iterations, 32,
-                                 progress=False)
-        levels = {"run": args.levels, "no_levels_run": args.no_levels or args.seeds[0],
-                  "no_levels_validation": round(score(outputs, references)[metric], 2), "validation": {}, "test": {}}
+        outputs = generate_texts(no_levels, tokenizer, sources, progress=False)  # its saved round count
+        levels = {
+            "run": args.levels,
+            "no_levels_run": args.no_levels or args.seeds[0],
+            "no_levels_validation": round(score(outputs, references)[metric], 2),
+            "validation": {},
+            "test": {},
+        }
         model = DeerForConditionalGeneration.from_pretrained(args.levels).eval()
-        count = model.generation_config.max_iterations
         for sparsity in args.sparsities:
             model.set_sparsity(sparsity)
             for split, (sources, references) in splits.items():
-                outputs = generate_texts(model, tokenizer, sources, count, 32, progress=False)
+                outputs = generate_texts(model, tokenizer, sources, progress=False)  # its saved round count
                 levels[split][f"{sparsity:g}"] = round(score(outputs, references)[metric], 2)
         report["levels"] = levels
         print(f"levels: {levels}", flush=True)
@@ -88,9 +103,13 @@ def main(argv=None):
     with open(args.output + ".json", "w") as handle:
         json.dump(report, handle, indent=2)
     counts = [str(count) for count in args.iterations]
-    rows = [[f"seed {row['seed']}", split] + [f"{row[split][count]:.2f}" for count in counts]
-            + [f"{max(row[split][count] for count in counts[1:]) - row[split]['0']:+.2f}"]
-            for row in report["rounds"] for split in ("validation", "test")]
+    rows = [
+        [f"seed {row['seed']}", split]
+        + [f"{row[split][count]:.2f}" for count in counts]
+        + [f"{max(row[split][count] for count in counts[1:]) - row[split]['0']:+.2f}"]
+        for row in report["rounds"]
+        for split in ("validation", "test")
+    ]
     table = markdown_table(["run", "split"] + [f"{count} rounds" for count in counts] + ["best rounds - draft"], rows)
     with open(args.output + ".md", "w") as handle:
         handle.write(f"{args.task}, {metric}\n\n{table}\n")

