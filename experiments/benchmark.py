@@ -44,10 +44,11 @@ from experiments.measure import (
 )
 from experiments.report import plot, results_table, run_info, system_label
 from experiments.tasks import task_metrics
+from modeling_deer import DeerForConditionalGeneration
 from modeling_deer.model_card_deer import METRIC_NAMES
 from training.cli import METRICS, add_data_arguments, new_parser
 from training.data import load_split
-from training.decoding import ar_generate, ar_generate_texts, generate_texts, load_ar, load_deer
+from training.decoding import ar_generate, ar_generate_texts, generate_texts, load_ar
 from training.metrics import normalize, score
 
 
@@ -97,6 +98,14 @@ def measure_memory(spec: dict) -> dict:
         model.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask, max_iterations=iterations)
         peaks[str(iterations)] = peak_rss_mb()
     return peaks
+
+
+def load_deer(path: str, sparsity: float = 0.0) -> DeerForConditionalGeneration:
+    """A DEER checkpoint for decoding, physically pruned to `sparsity` (0: as saved)."""
+    model = DeerForConditionalGeneration.from_pretrained(path).eval()
+    if sparsity > 0:
+        model.prune_to(sparsity)
+    return model
 
 
 def benchmark_parser() -> argparse.ArgumentParser:

@@ -218,16 +218,13 @@ def check_model_path(flag: str, path: str | None):
 
 def check_arguments(script: str, args: argparse.Namespace):
     """What can be judged without torch: model paths, input files, counts and levels."""
-    for flag in ("model", "deer", "ar", "deer_random", "deer_distilled"):
-        check_model_path(f"--{flag}", getattr(args, flag, None))
+    check_model_path("--model", args.model)
     rounds = getattr(args, "max_iterations", None)
     rounds = [] if rounds is None else rounds if isinstance(rounds, list) else [rounds]
-    rounds += getattr(args, "iterations", None) or []  # (the benchmark's)
     if any(count < 0 for count in rounds):
         refuse(f"iteration counts must be 0 or more (0 = the draft alone), got {min(rounds)}")
     levels = getattr(args, "sparsity", None)
     levels = [] if levels is None else levels if isinstance(levels, list) else [levels]
-    levels += getattr(args, "sparsities", None) or []
     if any(not 0 <= level < 1 for level in levels):
         refuse(
             f"pruning levels must be in [0, 1) (0 = the full model), got {next(l for l in levels if not 0 <= l < 1)}"

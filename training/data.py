@@ -59,8 +59,14 @@ class DeerDataCollator:
         return batch
 
 
-def check_text_file(path: str):
-    """Clear errors before `datasets` sees the file: missing, empty, not UTF-8."""
+def extension(path: str) -> str:
+    """A file name's extension, lower case, without the dot ('' if it has none)."""
+    name = os.path.basename(path)
+    return name.rsplit(".", 1)[-1].lower() if "." in name else ""
+
+
+def read_text(path: str) -> str:
+    """A text file's contents, with clear errors before `datasets` sees it: missing, empty, not UTF-8."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"data file {path} does not exist.")
     with open(path, "rb") as handle:
@@ -68,7 +74,7 @@ def check_text_file(path: str):
     if not raw.strip():
         raise ValueError(f"data file {path} is empty.")
     try:
-        raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as error:
         raise ValueError(
             f"data file {path} is not UTF-8 text (byte {error.start}: {raw[error.start : error.start + 1]!r})"
@@ -84,17 +90,14 @@ def _no_duplicate_keys(pairs):
     return dict(pairs)
 
 
-def check_rows(path: str, text_columns: tuple[str, ...]):
-    """Every row of a JSON lines or CSV/TSV file, read before `datasets` sees it, so that a bad row is named by file
-    and line: a line that is not one JSON object (or has a key twice), a CSV row with more or fewer fields than the
-    header, and a row whose `text_columns` hold no text (null, a number, a list)."""
-    extension = path.rsplit(".", 1)[-1].lower()
-    with open(path, encoding="utf-8", newline="") as handle:
-        text = handle.read()
-    if extension == "json" and text.lstrip().startswith("["):
+def check_rows(path: str, text: str, text_columns: tuple[str, ...]):
+    """Every row of a JSON lines or CSV/TSV file's `text`, read before `datasets` sees it, so that a bad row is named
+    by file and line: a line that is not one JSON object (or has a key twice), a CSV row with more or fewer fields
+    than the header, and a row whose `text_columns` hold no text (null, a number, a list)."""
+    kind, rows = extension(path), []
+    if kind == "json" and text.lstrip().startswith("["):
         return  # one JSON array: `datasets` reads it whole
-    if extension in ("json", "jsonl"):
-        rows = []
+    if kind in ("json", "jsonl"):
         for number, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
                 continue
@@ -107,22 +110,18 @@ def check_rows(path: str, text_columns: tuple[str, ...]):
                     f"data file {path}, line {number}: a JSON {type(row).__name__}, not an object with named columns."
                 )
             rows.append((number, row))
-    elif extension in ("csv", "tsv"):
-        reader = csv.reader(io.StringIO(text), delimiter="\t" if extension == "tsv" else ",")
+    else:
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t" if kind == "tsv" else ",")
         header = next(reader, [])
-        rows = []
         for row in reader:
-            number = reader.line_num
             if not row:
                 continue
             if len(row) != len(header):
                 raise ValueError(
-                    f"data file {path}, line {number}: {len(row)} fields, but the header has "
+                    f"data file {path}, line {reader.line_num}: {len(row)} fields, but the header has "
                     f"{len(header)} ({', '.join(header)})."
                 )
-            rows.append((number, {name: value if value != "" else None for name, value in zip(header, row)}))
-    else:
-        return
+            rows.append((reader.line_num, {name: value if value != "" else None for name, value in zip(header, row)}))
     for number, row in rows:
         for column in text_columns:
             if column in row and not isinstance(row[column], str):
@@ -137,21 +136,23 @@ TABLE_BUILDERS = {"jsonl": "json", "json": "json", "csv": "csv", "tsv": "csv", "
 FORMS = ".jsonl, .json, .csv, .tsv, .parquet, .arrow or a folder written by save_to_disk"
 
 
-def open_table(path: str, split: str | None = None, streaming: bool = False) -> datasets.Dataset:
-    """The rows of a split, whatever form it has: a data file (`TABLE_BUILDERS`, text files checked first by
-    `check_text_file` and `check_rows`) or a `save_to_disk` folder. A `DatasetDict` folder gives its split `split`
-    (the role the caller reads it for: train, validation, test), or its only split. With `streaming`, an
-    `IterableDataset` read as training goes (a text file is then not read ahead to check its rows)."""
-    if streaming:
-        if os.path.isdir(path):
-            return open_table(path, split).to_iterable_dataset()
-        extension = path.rsplit(".", 1)[-1].lower() if "." in os.path.basename(path) else ""
-        if not os.path.isfile(path) or extension not in TABLE_BUILDERS:
-            open_table(path, split)  # the same refusal as without streaming
-        options = {"delimiter": "\t" if extension == "tsv" else ","} if extension in ("csv", "tsv") else {}
-        return datasets.load_dataset(
-            TABLE_BUILDERS[extension], data_files=path, split="train", streaming=True, **options
-        )
+def pick_split(loaded, split: str | None, where: str, hint: str = ""):
+    """Of a `DatasetDict` (or a dict of streams), the split `split`, else its only split."""
+    names = list(loaded)
+    if split in loaded:
+        return loaded[split]
+    if len(names) == 1:
+        return loaded[names[0]]
+    raise ValueError(f"{where} holds the splits {', '.join(names)} and none is '{split}'{hint}.")
+
+
+def open_table(
+    path: str, split: str | None = None, streaming: bool = False, text_columns: tuple[str, ...] = ()
+) -> datasets.Dataset:
+    """The rows of a split, whatever form it has: a data file (`TABLE_BUILDERS`; a text file checked first by
+    `read_text` and, for `text_columns`, `check_rows`) or a `save_to_disk` folder. A `DatasetDict` folder gives its
+    split `split` (the role the caller reads it for: train, validation, test), or its only split. With `streaming`,
+    an `IterableDataset` read as training goes (a text file is then not read ahead to check its rows)."""
     if os.path.isdir(path):
         try:
             loaded = datasets.load_from_disk(path)
@@ -160,36 +161,27 @@ def open_table(path: str, split: str | None = None, streaming: bool = False) -> 
                 f"{path} is a folder, but not one written by save_to_disk; give a data file ({FORMS})."
             ) from None
         if isinstance(loaded, datasets.DatasetDict):
-            names = list(loaded)
-            if split in loaded:
-                return loaded[split]
-            if len(names) == 1:
-                return loaded[names[0]]
-            raise ValueError(
-                f"{path} holds the splits {', '.join(names)} and none is '{split}'; give one split's "
-                f"folder, e.g. {os.path.join(path, names[0])}."
-            )
-        return loaded
+            loaded = pick_split(loaded, split, path, f"; give one split's folder, e.g. {path}/{next(iter(loaded))}")
+        return loaded.to_iterable_dataset() if streaming else loaded
     if not os.path.exists(path):
         raise FileNotFoundError(f"data file {path} does not exist.")
-    extension = path.rsplit(".", 1)[-1].lower() if "." in os.path.basename(path) else ""
-    if extension not in TABLE_BUILDERS:
+    kind = extension(path)
+    if kind not in TABLE_BUILDERS:
         raise ValueError(
-            f"data file {path}: a {'.' + extension if extension else 'file without an extension'}; DEER reads {FORMS}."
+            f"data file {path}: a {'.' + kind if kind else 'file without an extension'}; DEER reads {FORMS}."
         )
-    if TABLE_BUILDERS[extension] in ("json", "csv"):
-        check_text_file(path)
+    builder = TABLE_BUILDERS[kind]
+    if builder in ("json", "csv") and not streaming:
+        check_rows(path, read_text(path), text_columns)
     elif os.path.getsize(path) == 0:
         raise ValueError(f"data file {path} is empty.")
-    options = {"delimiter": "\t"} if extension == "tsv" else {"delimiter": ","} if extension == "csv" else {}
+    options = {"delimiter": "\t" if kind == "tsv" else ","} if builder == "csv" else {}
     try:
-        return datasets.load_dataset(TABLE_BUILDERS[extension], data_files=path, split="train", **options)
+        return datasets.load_dataset(builder, data_files=path, split="train", streaming=streaming, **options)
     except Exception as error:  # a parquet or arrow file that is not one
-        if TABLE_BUILDERS[extension] in ("json", "csv"):
+        if builder in ("json", "csv"):
             raise
-        raise ValueError(
-            f"data file {path} cannot be read as .{extension} ({type(error).__name__}: {error})."
-        ) from None
+        raise ValueError(f"data file {path} cannot be read as .{kind} ({type(error).__name__}: {error}).") from None
 
 
 def open_named(
@@ -202,12 +194,7 @@ def open_named(
     except (FileNotFoundError, ConnectionError, ValueError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ValueError(f"--dataset_name {name}: cannot be loaded ({first}).") from None
-    names = list(loaded)
-    if split in loaded:
-        return loaded[split]
-    if len(names) == 1:
-        return loaded[names[0]]
-    raise ValueError(f"--dataset_name {name} has the splits {', '.join(names)} and none is '{split}'.")
+    return pick_split(loaded, split, f"--dataset_name {name}")
 
 
 def pair_columns(
@@ -289,14 +276,7 @@ def load_split(
     if named:
         table = open_named(path, dataset_config_name, split, streaming)
     else:
-        if (
-            not streaming
-            and os.path.isfile(path)
-            and TABLE_BUILDERS.get(path.rsplit(".", 1)[-1].lower()) in ("json", "csv")
-        ):
-            check_text_file(path)
-            check_rows(path, (source_column, target_column))  # a bad row named by file and line, before datasets
-        table = open_table(path, split, streaming)
+        table = open_table(path, split, streaming, (source_column, target_column))
     dataset = pair_columns(table, path, source_column, target_column, source_lang, target_lang, target_required)
     if streaming:
         if next(iter(dataset), None) is None:
@@ -338,8 +318,7 @@ def read_inputs(
     """Sources (and targets, where the data has them) of a split in any form `load_split` reads, or the lines of a
     plain text file (any other name: .txt, .de, ...): every line, blank ones too, so that output line i answers input
     line i. A row without text fails here, before any work, naming the file and line."""
-    extension = path.rsplit(".", 1)[-1].lower() if "." in os.path.basename(path) else ""
-    if os.path.isdir(path) or extension in TABLE_BUILDERS:
+    if os.path.isdir(path) or extension(path) in TABLE_BUILDERS:
         dataset = load_split(
             path,
             source_column,
@@ -360,9 +339,12 @@ def read_inputs(
                     )
         targets = dataset[target_column] if target_column in dataset.column_names else None
         return list(dataset[source_column]), (list(targets) if targets is not None else None)
-    check_text_file(path)
-    with open(path, encoding="utf-8") as handle:
-        return handle.read().splitlines(), None
+    return read_text(path).splitlines(), None
+
+
+def read_texts(path: str, args, split: str | None = None) -> tuple[list[str], list[str] | None]:
+    """`read_inputs` with the columns and languages a command's flags give (`args.source_column`, ...)."""
+    return read_inputs(path, args.source_column, args.target_column, args.source_lang, args.target_lang, split)
 
 
 def write_jsonl(rows: list[dict], path: str):

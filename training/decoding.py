@@ -12,7 +12,6 @@ import torch
 from tqdm.auto import tqdm
 from transformers import EncoderDecoderModel
 
-from modeling_deer import DeerForConditionalGeneration
 from training.cli import DECODING, KNOBS, REFINEMENTS
 from training.metrics import normalize, score
 
@@ -262,14 +261,6 @@ def special_ids(tokenizer) -> tuple[int, int, int]:
     if bos is None or eos is None or tokenizer.pad_token_id is None:
         raise ValueError(f"tokenizer {tokenizer.name_or_path} needs cls/bos, sep/eos and pad tokens.")
     return bos, eos, tokenizer.pad_token_id
-
-
-def load_deer(path: str, sparsity: float = 0.0) -> DeerForConditionalGeneration:
-    """A DEER checkpoint for decoding, physically pruned to `sparsity` (0: as saved)."""
-    model = DeerForConditionalGeneration.from_pretrained(path).eval()
-    if sparsity > 0:
-        model.prune_to(sparsity)
-    return model
 
 
 def load_ar(path: str) -> EncoderDecoderModel:

@@ -35,7 +35,7 @@ from transformers import AutoTokenizer
 
 from modeling_deer import DeerForConditionalGeneration
 from training.cli import DECODING, KNOBS, evaluate_parser
-from training.data import read_inputs
+from training.data import read_texts
 from training.decoding import decoding_arguments, generate_texts, set_decoding, tune_knobs
 from training.metrics import normalize, score
 
@@ -49,9 +49,7 @@ def split_path(parser, split: str, data_dir: str | None) -> str:
 
 
 def read_pairs(parser, args, path: str, split: str):
-    sources, targets = read_inputs(
-        path, args.source_column, args.target_column, args.source_lang, args.target_lang, split
-    )
+    sources, targets = read_texts(path, args, split)
     if targets is None:
         parser.error(f"{path} has no '{args.target_column}' column to score against")
     return sources, targets

@@ -25,7 +25,7 @@ from transformers import AutoTokenizer
 
 from modeling_deer import DeerForConditionalGeneration
 from training.cli import generate_parser
-from training.data import read_inputs
+from training.data import read_texts
 from training.decoding import decoding_arguments, generate_across_processes, generate_texts, set_decoding
 from training.metrics import normalize, score
 
@@ -38,9 +38,7 @@ def main(argv=None):
     if args.input == "-":  # plain text on standard input, one source per line
         sources, targets = sys.stdin.read().splitlines(), None
     else:  # read (and checked) before the model loads
-        sources, targets = read_inputs(
-            args.input, args.source_column, args.target_column, args.source_lang, args.target_lang
-        )
+        sources, targets = read_texts(args.input, args)
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))  # several processes (torchrun): a GPU each, where there are
     device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
     model = DeerForConditionalGeneration.from_pretrained(args.model).eval().to(device)

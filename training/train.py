@@ -30,7 +30,7 @@ from transformers import AutoConfig, AutoTokenizer, Seq2SeqTrainingArguments
 from modeling_deer import DeerForConditionalGeneration
 from training.arguments import CardArguments, DataArguments, ModelArguments
 from training.cli import CANDIDATES, MAX_ITERATIONS_CANDIDATES, METRICS
-from training.data import DeerDataCollator, read_inputs
+from training.data import DeerDataCollator, read_texts
 from training.decoding import set_decoding, tune_knobs
 from training.trainer import (
     CtcOnlyCallback,
@@ -47,19 +47,14 @@ from training.trainer import (
 
 
 logger = logging.getLogger(__name__)
+# The ModelArguments that set the DeerConfig field of their name (where given).
+CONFIG_FLAGS = ("upsample_ratio", "sparsity_weight", "draft_input", "draft_edit_ratio", "edit_rows_ratio")
+CONFIG_FLAGS += ("redraft_ratio", "full_every_step")
 
 
 def load_model(model_args: ModelArguments) -> DeerForConditionalGeneration:
     overrides = {"glancing_ratio": model_args.glancing_start, "sparsity_levels": list(model_args.sparsity_levels)}
-    for name in (
-        "upsample_ratio",
-        "sparsity_weight",
-        "draft_input",
-        "draft_edit_ratio",
-        "edit_rows_ratio",
-        "redraft_ratio",
-        "full_every_step",
-    ):
+    for name in CONFIG_FLAGS:
         if getattr(model_args, name) is not None:
             overrides[name] = getattr(model_args, name)
     if model_args.edit_loss_weight is not None:
@@ -102,14 +97,7 @@ def calibrate_blank(model, train_dataset, pad_token_id: int, seed: int, rows: in
 def tune_decoding(model, tokenizer, data_args: DataArguments, metric: str, output_dir: str, progress: bool = True):
     """--tune_decoding: the knobs and round count chosen on the validation file after training and saved with the
     model."""
-    sources, targets = read_inputs(
-        data_args.validation_file,
-        data_args.source_column,
-        data_args.target_column,
-        data_args.source_lang,
-        data_args.target_lang,
-        "validation",
-    )
+    sources, targets = read_texts(data_args.validation_file, data_args, "validation")
     if targets is None:
         logger.warning(f"--tune_decoding: {data_args.validation_file} has no targets; the knobs stay as they are")
         return

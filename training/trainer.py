@@ -20,6 +20,8 @@ from training.metrics import score
 
 
 logger = logging.getLogger(__name__)
+# What the training logs average over the steps since the last log, beside the loss.
+LOGGED_OUTPUTS = ("ctc_loss", "insertion_loss", "word_loss", "deletion_loss", "sparsity_loss", "num_unfit_targets")
 
 
 def push_run(model, tokenizer, training_args, card_args: CardArguments, metrics: dict | None):
@@ -184,14 +186,7 @@ class DeerTrainer(Seq2SeqTrainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         outputs = model(**inputs)
         if model.training:
-            for name in (
-                "ctc_loss",
-                "insertion_loss",
-                "word_loss",
-                "deletion_loss",
-                "sparsity_loss",
-                "num_unfit_targets",
-            ):
+            for name in LOGGED_OUTPUTS:
                 value = getattr(outputs, name, None)
                 if value is not None:
                     self._component_sums[name] = self._component_sums.get(name, 0.0) + float(value)
