@@ -28,6 +28,10 @@ batch    batch 32 on the CPU against BERT2BERT under what a user can switch (thr
 memory   what one DEER call takes beyond its weights at batch 64 (48-token sources), with BERT's 30,522-row and
          XLM-R's 250,002-row LM head: `generate` (draft and two rounds) and a training step (forward and backward),
          each in a fresh process, peak resident memory.
+concurrency
+         two `generate` calls on one model from two Python threads against the same calls one after the other, one
+         torch thread, at one pruning level and at two (batch 8, 2 realistic rounds): the share of the serial time
+         that serving two requests at once takes (1.0 = no parallelism; 0.5 = two cores fully used).
 
 The random DEER weights are arranged so that every setting does realistic work whatever the weights say (see
 `experiments.synthetic`): the pruning scores are random (levels cut every layer differently, as trained scores do), and
@@ -52,6 +56,7 @@ from experiments.measure import (
     time_pruning,
     time_shipped_training,
     time_speed,
+    time_threads,
     time_training,
     time_trimming,
 )
@@ -59,7 +64,15 @@ from experiments.report import bench_tables
 from experiments.synthetic import OUTPUT_LENGTH, SHAPES, SOURCE_LENGTH
 
 
-PER_SHAPE = ("speed", "pruning", "training", "memory", "anatomy", "batch")  # the tables timed once per --shapes
+PER_SHAPE = (
+    "speed",
+    "pruning",
+    "training",
+    "memory",
+    "anatomy",
+    "batch",
+    "threads",
+)  # the tables timed once per --shapes
 
 
 def main(argv=None):
@@ -131,6 +144,8 @@ def main(argv=None):
             results.setdefault("batch", []).extend(
                 time_batch(shape, args.repeats, args.threads, args.model, args.ar_model)
             )
+        elif table == "concurrency":
+            results.setdefault("concurrency", []).extend(time_threads(shape, args.repeats))
         elif table == "pruning":
             results.setdefault("pruning", []).extend(time_pruning(shape, args.repeats, args.threads))
         elif table == "trimming":

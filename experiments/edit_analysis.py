@@ -28,8 +28,9 @@ import torch
 from transformers import AutoTokenizer
 
 from modeling_deer import DeerForConditionalGeneration
+from modeling_deer.draft_deer import draft
 from modeling_deer.edit_ops import apply_deletions, edit_oracle, inner_mask, insert_placeholders
-from modeling_deer.generation_deer import _draft, _fill, _refine
+from modeling_deer.generation_deer import _fill, _refine
 from training.cli import add_data_arguments
 from training.data import read_inputs
 from training.metrics import normalize, score
@@ -75,10 +76,10 @@ def analyse(model, tokenizer, sources: list[str], targets: list[str], batch_size
             max_length=config.max_sequence_length,
             split_special_tokens=True,
         ).input_ids
-        encoder_output, draft, _ = _draft(model, batch.input_ids, batch.attention_mask, knobs.blank_penalty)
-        words = inner_mask(draft, pad)
-        oracle = edit_oracle(draft, gold, pad).delete_mask & words
-        deletion_logits = model.deletion_head(model.target_pass(draft, encoder_output))
+        encoder_output, drafted, _ = draft(model, batch.input_ids, batch.attention_mask, knobs.blank_penalty)
+        words = inner_mask(drafted, pad)
+        oracle = edit_oracle(drafted, gold, pad).delete_mask & words
+        deletion_logits = model.deletion_head(model.target_pass(drafted, encoder_output))
         deletes = words & (deletion_logits[..., 1] > deletion_logits[..., 0])  # the head's own choice
         counts["draft_words"] += int(words.sum())
         counts["oracle_deletes"] += int(oracle.sum())
@@ -88,7 +89,7 @@ def analyse(model, tokenizer, sources: list[str], targets: list[str], batch_size
             (words & (deletion_logits[..., 1] - knobs.deletion_penalty > deletion_logits[..., 0])).sum()
         )
 
-        kept = apply_deletions(draft, oracle, pad)
+        kept = apply_deletions(drafted, oracle, pad)
         insertions = edit_oracle(kept, gold, pad).insertion_counts
         # The insertion head on the oracle-kept draft (where the oracle's counts are the right answer), as a round
         # decides them (the saved eos_penalty).
@@ -101,8 +102,8 @@ def analyse(model, tokenizer, sources: list[str], targets: list[str], batch_size
         counts["model_inserts"] += int(model_counts.sum())
         counts["gaps_counted_right"] += int((model_counts == insertions[gaps]).sum())
         rows = {
-            "draft": draft,
-            "model round": _refine(model, draft, encoder_output, knobs.eos_penalty, knobs.deletion_penalty),
+            "draft": drafted,
+            "model round": _refine(model, drafted, encoder_output, knobs.eos_penalty, knobs.deletion_penalty),
             # An infinite deletion penalty: the round keeps every word of its input, the oracle's kept words here.
             "oracle deletions": _refine(model, kept, encoder_output, knobs.eos_penalty, float("inf")),
             "oracle deletions + counts": _fill(

@@ -14,6 +14,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import torch
@@ -449,8 +450,7 @@ def time_anatomy(shape: str, repeats: int, training_batch_size: int = 16) -> lis
     alignment alone, and the AR model's step, each step with its multiply-adds (`call_macs`). The generate parts are
     medians of 3 x `repeats` rounds, the training parts of `repeats`. (The record's "before" rows, timed against
     earlier versions of the package, are kept in results/ as they were measured.)"""
-    from modeling_deer import generation_deer
-    from modeling_deer.draft_deer import draft
+    from modeling_deer import draft_deer, generation_deer
     from modeling_deer.edit_ops import apply_deletions, ctc_best_alignment, inner_mask, insert_placeholders
 
     model, autoregressive = build_model(shape), build_autoregressive(shape)
@@ -463,7 +463,7 @@ def time_anatomy(shape: str, repeats: int, training_batch_size: int = 16) -> lis
         canvas = model.draft_canvas(source, mask)
         encoder_output, states = model.encode_and_target_pass(source, mask, canvas)
         frames = states[0, 1:-1]
-        _, draft, _ = draft(model, source, mask, 0.0)
+        _, draft, _ = draft_deer.draft(model, source, mask, 0.0)
         deletion = model.deletion_logits(model.target_pass(draft, encoder_output))
         kept = apply_deletions(draft, inner_mask(draft, pad) & (deletion[..., 1] > deletion[..., 0]), pad)
         insertion = model.insertion_logits(model.target_pass(kept, encoder_output))
@@ -473,7 +473,7 @@ def time_anatomy(shape: str, repeats: int, training_batch_size: int = 16) -> lis
         raise RuntimeError("the calibrated round neither deletes nor inserts: not a realistic round")
     source_length = source.shape[1]
     parts = {  # name: (call, multiply-adds or None)
-        "draft (0 rounds)": (lambda: draft(model, source, mask, 0.0), None),
+        "draft (0 rounds)": (lambda: draft_deer.draft(model, source, mask, 0.0), None),
         "draft: source + frames pass": (
             lambda: model.encode_and_target_pass(source, mask, canvas),
             pass_macs(config, source_length + canvas.shape[1], source_length + canvas.shape[1]),
@@ -718,3 +718,60 @@ def time_batch(
         lambda model: lambda: ar_generate(model, ar_batch.input_ids, ar_batch.attention_mask),
         repeats,
     )
+
+
+def time_threads(shape: str, repeats: int, batch_size: int = 8, level: float = 0.5) -> list[dict]:
+    """Two `generate` calls on one model from two Python threads at once, against the same two calls one after the
+    other, with one torch thread (a server's setting with a request per core): random weights of `shape`,
+    `batch_size` 48-token sources, exactly 2 realistic rounds; the two calls at the same pruning level (the full
+    size) and at two levels (the full size and `level`, `generate(sparsity=...)`). Each call carries its own level's
+    gates, so nothing is shared between them: the ratio says how much of the decode runs in parallel."""
+    model = build_model(shape)
+    model.config.sparsity_levels = [0.0, level]  # (random scores: what a level costs, not what it writes)
+    sources = sources_batch(32, vocabulary_size(shape))
+    rounds = realistic_rounds(model, sources)
+    batch = tokens(sources[:batch_size])
+
+    def call(sparsity: float):
+        return lambda: model.generate(
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            max_iterations=2,
+            stop_when_unchanged=False,
+            sparsity=sparsity,
+        )
+
+    def side_by_side(first, second):
+        def run():
+            workers = [threading.Thread(target=work) for work in (first, second)]
+            for worker in workers:
+                worker.start()
+            for worker in workers:
+                worker.join()
+
+        return run
+
+    calls = {}
+    for label, levels in (("same level", (0.0, 0.0)), (f"levels 0 and {level:g}", (0.0, level))):
+        first, second = call(levels[0]), call(levels[1])
+        calls[label, "serial"] = lambda first=first, second=second: (first(), second())
+        calls[label, "two threads"] = side_by_side(first, second)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.no_grad():
+            medians = interleaved_medians(calls, repeats)
+    finally:
+        torch.set_num_threads(before)
+    return [
+        {
+            "shape": shape,
+            "batch_size": batch_size,
+            "levels": label,
+            "serial_ms": medians[label, "serial"],
+            "two_threads_ms": medians[label, "two threads"],
+            "ratio": medians[label, "two threads"] / medians[label, "serial"],
+            "rounds": rounds,
+        }
+        for label in dict.fromkeys(label for label, _ in calls)
+    ]

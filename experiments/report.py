@@ -408,6 +408,27 @@ def bench_tables(results: dict, shapes: list[str]) -> str:
                 ],
             )
         )
+    if "concurrency" in results:
+        parts.append(
+            "two requests on one model: two Python threads at once against one after the other, one torch thread, "
+            "ms per pair of generate calls (median), exactly 2 realistic rounds\n"
+            + markdown_table(
+                ["shape", "batch", "levels", "serial ms", "two threads ms", "two threads / serial", "rounds"],
+                [
+                    [
+                        row["shape"],
+                        row["batch_size"],
+                        row["levels"],
+                        f"{row['serial_ms']:.0f}",
+                        f"{row['two_threads_ms']:.0f}",
+                        f"{row['ratio']:.2f}",
+                        rounds_text(row["rounds"]),
+                    ]
+                    for row in results["concurrency"]
+                ],
+                numeric=True,
+            )
+        )
     if "basic" in results:
         basic = results["basic"]
         compiled = basic["compile_seconds"] is not None

@@ -333,7 +333,7 @@ def test_evaluate_select_saves_the_knobs_chosen_on_validation(trained_pair, tmp_
         ]
     )
     out = capsys.readouterr().out
-    assert "best chrf" in out and "saved to" not in out and " | 0 iterations | " in out
+    assert "best chrf" in out and "saved to" not in out and " | max_iterations 0 | " in out
     assert (model_dir / "generation_config.json").read_text() == before
     for extra, message in (
         (["--select", "bleu", "--select_max_iterations", "-1"], "at least 0"),
@@ -792,3 +792,17 @@ def test_dial_report_writes_rounds_per_seed_and_levels(trained_pair, tmp_path):
     assert set(levels["validation"]) == set(levels["test"]) == {"0", "0.5"}
     assert levels["no_levels_validation"] >= 0
     assert "best rounds - draft" in (tmp_path / "dial.md").read_text()
+
+
+def test_threads_table_times_two_calls_side_by_side_against_the_same_calls_in_turn():
+    from experiments.measure import time_threads
+    from experiments.report import bench_tables
+
+    rows = time_threads("tiny", repeats=1, batch_size=2)
+    assert [row["levels"] for row in rows] == ["same level", "levels 0 and 0.5"]
+    for row in rows:
+        assert row["serial_ms"] > 0 and row["two_threads_ms"] > 0
+        assert row["ratio"] == row["two_threads_ms"] / row["serial_ms"]
+        assert row["rounds"]["passes_per_round_b32"] == 3  # realistic rounds: each deletes and inserts
+    table = bench_tables({"threads": 1, "source_length": 48, "output_length": 32, "concurrency": rows}, ["tiny"])
+    assert "two threads / serial" in table and "| tiny | 2 | same level |" in table

@@ -543,7 +543,7 @@ def test_evaluate_script_scores_each_split_and_iteration_count(tmp_path, tiny_be
     report = json.loads(output.read_text())
     rows = report["rows"]
     assert report["eos_penalty"] == 0.5 and report["deletion_penalty"] == 1.5
-    assert [(row["split"], row["sparsity"], row["iterations"]) for row in rows] == [
+    assert [(row["split"], row["sparsity"], row["max_iterations"]) for row in rows] == [
         (split, sparsity, iterations)
         for split in ("validation", "test")
         for sparsity in (0, 0.5)
