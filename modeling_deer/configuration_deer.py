@@ -80,7 +80,8 @@ class DeerConfig(PreTrainedConfig):
         unk_token_id (`int`, optional): [UNK]/<unk>.
 
     Pruning (used by pruning_deer.py):
-        sparsity_levels (`list[float]`, defaults to []): levels sampled during training, each in [0, 1).
+        sparsity_levels (`list[float]`, defaults to []): levels sampled during training, each in [0, 1). Without
+            them a model's pruning scores are frozen (`requires_grad` False; set it to train them later).
         sparsity_weight (`float`, defaults to 10.0): weight of the mean(sigmoid(score)) regulariser.
         full_every_step (`bool`, defaults to False): each training step runs the full size and then one level drawn
             from the smaller `sparsity_levels` (two passes of the objective per step, their losses summed), instead

@@ -22,6 +22,14 @@ from dataclasses import dataclass
 import torch
 
 
+def uniform(shape, device, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Draws uniform in [0, 1): from `generator`, or from torch's global one when it is None (then without the
+    keyword, the form that `torch.compile` traces with symbolic shapes)."""
+    if generator is None:
+        return torch.rand(shape, device=device)
+    return torch.rand(shape, generator=generator, device=device)
+
+
 def compact(values: torch.Tensor, keep: torch.Tensor, pad_value) -> torch.Tensor:
     """Move the kept entries of each row to its front, in order, and pad the rest.
 
@@ -210,7 +218,7 @@ def glancing_mix(
     """
     mismatches = ((predicted != aligned) & frame_mask).sum(1)
     num_reveal = (mismatches.float() * ratio).floor().long()
-    scores = torch.rand(frame_tokens.shape, generator=generator, device=frame_tokens.device)
+    scores = uniform(frame_tokens.shape, frame_tokens.device, generator)
     scores = scores.masked_fill(~frame_mask, -1.0)
     rank = scores.argsort(dim=1, descending=True).argsort(dim=1)
     reveal = (rank < num_reveal[:, None]) & frame_mask & (aligned != blank_id)
@@ -227,9 +235,9 @@ def random_deletion(tokens: torch.Tensor, pad_id: int, generator: torch.Generato
     """
     inner = inner_mask(tokens, pad_id)
     num_inner = inner.sum(1)
-    num_delete = (torch.rand(num_inner.shape, generator=generator, device=tokens.device) * (num_inner + 1)).floor()
+    num_delete = (uniform(num_inner.shape, tokens.device, generator) * (num_inner + 1)).floor()
     num_delete = torch.minimum(num_delete.long(), num_inner)
-    scores = torch.rand(tokens.shape, generator=generator, device=tokens.device).masked_fill(~inner, 2.0)
+    scores = uniform(tokens.shape, tokens.device, generator).masked_fill(~inner, 2.0)
     rank = scores.argsort(dim=1).argsort(dim=1)
     delete = inner & (rank < num_delete[:, None])
     return compact(tokens, (tokens != pad_id) & ~delete, pad_id)

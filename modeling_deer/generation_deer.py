@@ -389,9 +389,14 @@ class DeerGenerationMixin:
     def adjust_generation_fn(
         self, generation_config, from_auto_class, from_pipeline, pretrained_model_name_or_path, **kwargs
     ):
-        """Called by `from_pretrained`: load generation_config.json as a `DeerGenerationConfig`."""
+        """Called by `from_pretrained`: load generation_config.json as a `DeerGenerationConfig`; a
+        `generation_config=` given to `from_pretrained` (DEER's, or any transformers `GenerationConfig`) is taken
+        instead (`deer_settings_of`). Weights given without a folder (`from_pretrained(None, config=...,
+        state_dict=...)`) keep the defaults of the config."""
         if generation_config is not None:
-            self.generation_config = DeerGenerationConfig(**generation_config.to_dict())
+            self.generation_config = with_settings_of(self.generation_config, generation_config)
+            return
+        if pretrained_model_name_or_path is None:
             return
         loading_kwargs = {
             key: kwargs[key]
@@ -413,3 +418,35 @@ class DeerGenerationMixin:
                     "(without it DEER decodes with the default knobs)."
                 ) from error
             logger.info("No generation_config.json found: using the default DeerGenerationConfig.")
+
+
+# What a DeerGenerationConfig holds besides its decoding options: the special ids.
+SPECIAL_IDS = ("bos_token_id", "eos_token_id", "pad_token_id", "placeholder_token_id")
+
+
+def deer_settings_of(generation_config: GenerationConfig) -> tuple[dict, list[str]]:
+    """What any `GenerationConfig` sets (the fields that a stock `GenerationConfig()` does not hold at the same
+    value): DEER's options and special ids among them, and the names of the others, which DEER has no use for."""
+    stock = GenerationConfig().to_dict()
+    values = {
+        key: value
+        for key, value in generation_config.to_dict().items()
+        if not key.startswith("_") and key != "transformers_version" and (key not in stock or stock[key] != value)
+    }
+    own = {key: value for key, value in values.items() if key in OPTIONS or key in SPECIAL_IDS}
+    return own, sorted(key for key in values if key not in own)
+
+
+def with_settings_of(base: DeerGenerationConfig, generation_config: GenerationConfig) -> DeerGenerationConfig:
+    """`base` (a copy) with what `generation_config` sets: all of a `DeerGenerationConfig`, DEER's fields of any
+    other (one warning names the fields it ignores: beams, sampling, ...)."""
+    if isinstance(generation_config, DeerGenerationConfig):
+        return copy.deepcopy(generation_config)
+    own, ignored = deer_settings_of(generation_config)
+    if ignored:
+        logger.warning(f"DEER ignores these generation settings of the given GenerationConfig: {', '.join(ignored)}.")
+    merged = copy.deepcopy(base)
+    for key, value in own.items():
+        setattr(merged, key, plain_number(value) if key not in SPECIAL_IDS else value)
+    merged.validate()
+    return merged

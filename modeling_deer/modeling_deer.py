@@ -20,7 +20,9 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
-from transformers.utils import logging
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.utils import can_return_tuple, logging
 
 from .configuration_deer import DeerConfig
 from .convert_mlm import convert_mlm_to_deer
@@ -85,15 +87,29 @@ class DeerEmbeddings(nn.Module):
         return self.dropout(self.LayerNorm(embeddings))
 
 
+def eager_attention_forward(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
+    """Attention written out (the "eager" implementation; the one that can return its weights). `attention_mask` is
+    bool, True where a key may be attended. Returns the context (batch, length, heads, head_dim) and the weights
+    (batch, heads, length, keys)."""
+    scores = torch.matmul(query, key.transpose(-1, -2)) * (scaling or query.shape[-1] ** -0.5)
+    scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
+    weights = scores.softmax(dim=-1, dtype=torch.float32).to(query.dtype)
+    context = torch.matmul(F.dropout(weights, p=dropout, training=module.training), value)
+    return context.transpose(1, 2).contiguous(), weights
+
+
 class DeerAttention(nn.Module):
     """Multi-head self-attention whose queries may also attend to cached keys/values of the source.
 
     `head_scores` rank the heads for pruning; a call's `head_gate` (None = every head on) multiplies each head's
-    output by 0 or 1. A layer may have no head left: its attention then adds only the output bias.
+    output by 0 or 1. A layer may have no head left: its attention then adds only the output bias. The attention
+    function is transformers' of `config._attn_implementation`: "sdpa" (`scaled_dot_product_attention`, the default)
+    or "eager" (`eager_attention_forward`, the softmax written out, which also computes the weights a call asks for).
     """
 
     def __init__(self, config: DeerConfig, num_heads: int):
         super().__init__()
+        self.config = config
         self.num_heads = num_heads
         self.head_dim = config.head_dim
         inner_size = num_heads * self.head_dim
@@ -105,6 +121,7 @@ class DeerAttention(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.attention_dropout = config.attention_probs_dropout_prob
         self.head_scores = nn.Parameter(torch.zeros(num_heads))
+        self.is_causal = False  # read by transformers' attention functions
 
     def _split_heads(self, states: torch.Tensor) -> torch.Tensor:
         batch, length, _ = states.shape
@@ -114,37 +131,46 @@ class DeerAttention(nn.Module):
         self,
         hidden_states: torch.Tensor,
         key_mask: torch.Tensor,
-        source_key_value: tuple[torch.Tensor, torch.Tensor] | None = None,
+        source_key: torch.Tensor | None = None,
+        source_value: torch.Tensor | None = None,
         head_gate: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor], torch.Tensor | None]:
         """
         Args:
             hidden_states: (batch, length, hidden).
             key_mask: bool, True where a key may be attended: (batch, keys) or (batch, length, keys), with
-                keys = source_length + length when `source_key_value` is given, else length.
-            source_key_value: cached (key, value) of the source, each (batch, heads, source_length, head_dim).
+                keys = source_length + length when the source's keys are given, else length.
+            source_key, source_value: the source's cached keys and values, each (batch, heads, source_length,
+                head_dim), or None.
             head_gate: (heads,) 0 or 1 per head (this call's pruning level), or None.
+            output_attentions: also return the attention weights (computed on the eager path).
         Returns:
-            the new hidden states and this pass's own (key, value).
+            the new hidden states, this pass's own (key, value), and the weights (batch, heads, length, keys) or None.
         """
         query = self._split_heads(self.query(hidden_states))
         own_key_value = (self._split_heads(self.key(hidden_states)), self._split_heads(self.value(hidden_states)))
         key, value = own_key_value
-        if source_key_value is not None:
-            key = torch.cat([source_key_value[0], key], dim=2)
-            value = torch.cat([source_key_value[1], value], dim=2)
+        if source_key is not None:
+            key = torch.cat([source_key, key], dim=2)
+            value = torch.cat([source_value, value], dim=2)
         mask = key_mask[:, None, None, :] if key_mask.dim() == 2 else key_mask[:, None]
+        dropout = self.attention_dropout if self.training else 0.0
         if self.num_heads == 0:  # every head pruned: nothing to attend with (CUDA's kernels fail on zero heads)
-            context = query
+            context = query.transpose(1, 2)
+            weights = query.new_zeros(query.shape[0], 0, query.shape[2], key.shape[2]) if output_attentions else None
         else:
-            context = F.scaled_dot_product_attention(
-                query, key, value, attn_mask=mask, dropout_p=self.attention_dropout if self.training else 0.0
-            )
+            # transformers' attention functions ("sdpa", "eager", or one registered with AttentionInterface), chosen by
+            # the config at each call (`set_attn_implementation` changes it); the weights come from the eager one.
+            attention = eager_attention_forward
+            if not output_attentions:
+                attention = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, attention)
+            context, weights = attention(self, query, key, value, mask, dropout=dropout, scaling=None)
         if head_gate is not None:
-            context = context * head_gate[None, :, None, None]
-        context = context.transpose(1, 2).reshape(hidden_states.shape[0], hidden_states.shape[1], -1)
+            context = context * head_gate[None, None, :, None]
+        context = context.reshape(hidden_states.shape[0], hidden_states.shape[1], -1)
         hidden_states = self.LayerNorm(hidden_states + self.dropout(self.output(context)))
-        return hidden_states, own_key_value
+        return hidden_states, own_key_value, weights
 
     def prune_heads(self, keep: torch.Tensor):
         """Remove the heads where `keep` is False from the weights, in place."""
@@ -153,7 +179,7 @@ class DeerAttention(nn.Module):
         self.key = prune_linear(self.key, rows, dim=0)
         self.value = prune_linear(self.value, rows, dim=0)
         self.output = prune_linear(self.output, rows, dim=1)
-        self.head_scores = nn.Parameter(self.head_scores.detach()[keep])
+        self.head_scores = nn.Parameter(self.head_scores.detach()[keep], self.head_scores.requires_grad)
         self.num_heads = int(keep.sum())
 
 
@@ -179,21 +205,37 @@ class DeerFeedForward(nn.Module):
         """Remove the neurons where `keep` is False from the weights, in place."""
         self.up = prune_linear(self.up, keep, dim=0)
         self.down = prune_linear(self.down, keep, dim=1)
-        self.neuron_scores = nn.Parameter(self.neuron_scores.detach()[keep])
+        self.neuron_scores = nn.Parameter(self.neuron_scores.detach()[keep], self.neuron_scores.requires_grad)
 
 
-class DeerLayer(nn.Module):
+class DeerLayer(GradientCheckpointingLayer):
+    """Attention and feed-forward. Under `activation_checkpointing_enable()` (gradient checkpointing) a training pass
+    keeps only each layer's inputs and recomputes the layer in the backward pass (every tensor is passed positionally,
+    as checkpointing needs)."""
+
     def __init__(self, config: DeerConfig, layer_index: int):
         super().__init__()
         self.attention = DeerAttention(config, config.layer_num_heads[layer_index])
         self.feed_forward = DeerFeedForward(config, config.layer_intermediate_sizes[layer_index])
 
-    def forward(self, hidden_states, key_mask, source_key_value=None, gates=None):
-        """`gates`: this call's (head gate, neuron gate) for the layer (its pruning level, `DeerPruningMixin
-        .level_gates`), or None for every unit on. They travel with the call: no state is set on the modules."""
-        head_gate, neuron_gate = gates if gates is not None else (None, None)
-        hidden_states, own_key_value = self.attention(hidden_states, key_mask, source_key_value, head_gate)
-        return self.feed_forward(hidden_states, neuron_gate), own_key_value
+    def forward(
+        self,
+        hidden_states,
+        key_mask,
+        source_key=None,
+        source_value=None,
+        head_gate=None,
+        neuron_gate=None,
+        output_attentions: bool = False,
+    ):
+        """`head_gate`, `neuron_gate`: this call's gates for the layer (its pruning level, `DeerPruningMixin
+        .level_gates`), or None for every unit on. They travel with the call: no state is set on the modules.
+        Returns the hidden states, the layer's own key and value and, if asked, its attention weights (a flat tuple:
+        checkpointing with `use_reentrant=True` tracks gradients through tensors at the top level only)."""
+        hidden_states, (key, value), weights = self.attention(
+            hidden_states, key_mask, source_key, source_value, head_gate, output_attentions=output_attentions
+        )
+        return self.feed_forward(hidden_states, neuron_gate), key, value, weights
 
 
 # Up to this many positions, the LM head multiplies its rows by the features rather than the features by its rows
@@ -241,6 +283,7 @@ class DeerPreTrainedModel(PreTrainedModel):
     main_input_name = "input_ids"
     _no_split_modules = ["DeerLayer"]
     _supports_sdpa = True
+    supports_gradient_checkpointing = True
 
     def _init_weights(self, module):
         super()._init_weights(module)
@@ -270,6 +313,11 @@ class DeerModel(DeerPreTrainedModel):
         self.embeddings = DeerEmbeddings(config)
         self.layers = nn.ModuleList(DeerLayer(config, i) for i in range(config.num_hidden_layers))
         self.post_init()
+        # The pruning scores learn only where pruning levels are trained (config.sparsity_levels): otherwise they are
+        # frozen, so that no trained parameter goes without a gradient (DDP without find_unused_parameters).
+        for layer in self.layers:
+            layer.attention.head_scores.requires_grad_(bool(config.sparsity_levels))
+            layer.feed_forward.neuron_scores.requires_grad_(bool(config.sparsity_levels))
 
     def get_input_embeddings(self):
         return self.embeddings.word_embeddings
@@ -277,8 +325,47 @@ class DeerModel(DeerPreTrainedModel):
     def set_input_embeddings(self, embeddings):
         self.embeddings.word_embeddings = embeddings
 
+    def run_layers(
+        self,
+        hidden_states: torch.Tensor,
+        key_mask: torch.Tensor,
+        source_key_values: tuple | None = None,
+        gates: tuple | None = None,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+    ) -> tuple:
+        """Every layer over `hidden_states`, attending to the source's cached `source_key_values` too where given,
+        at the pruning `gates` (per layer, or None). Returns the last hidden states, each layer's own (key, value),
+        and, if asked, the hidden states (the embeddings', then each layer's) and each layer's attention weights."""
+        all_hidden_states = (hidden_states,) if output_hidden_states else None
+        all_attentions = () if output_attentions else None
+        key_values = []
+        for index, layer in enumerate(self.layers):
+            source_key, source_value = source_key_values[index] if source_key_values is not None else (None, None)
+            head_gate, neuron_gate = gates[index] if gates is not None else (None, None)
+            hidden_states, key, value, weights = layer(
+                hidden_states,
+                key_mask,
+                source_key,
+                source_value,
+                head_gate,
+                neuron_gate,
+                output_attentions=output_attentions,
+            )
+            key_values.append((key, value))
+            if output_hidden_states:
+                all_hidden_states += (hidden_states,)
+            if output_attentions:
+                all_attentions += (weights,)
+        return hidden_states, key_values, all_hidden_states, all_attentions
+
     def encode(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, gates: tuple | None = None
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        gates: tuple | None = None,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
     ) -> DeerEncoderOutput:
         """Source pass: the source attends to itself only. Keeps every layer's source keys/values, and the call's
         pruning `gates` (per layer, or None) for the target passes."""
@@ -286,23 +373,43 @@ class DeerModel(DeerPreTrainedModel):
             attention_mask = input_ids != self.config.pad_token_id
         attention_mask = attention_mask.bool()
         hidden_states = self.embeddings(input_ids, attention_mask, SOURCE_TOKEN_TYPE)
-        key_values = []
-        for layer, layer_gates in zip(self.layers, gates or [None] * len(self.layers)):
-            hidden_states, key_value = layer(hidden_states, attention_mask, gates=layer_gates)
-            key_values.append(key_value)
+        hidden_states, key_values, all_hidden_states, all_attentions = self.run_layers(
+            hidden_states, attention_mask, None, gates, output_hidden_states, output_attentions
+        )
         return DeerEncoderOutput(
-            last_hidden_state=hidden_states, key_values=tuple(key_values), attention_mask=attention_mask, gates=gates
+            last_hidden_state=hidden_states,
+            key_values=tuple(key_values),
+            attention_mask=attention_mask,
+            gates=gates,
+            hidden_states=all_hidden_states,
+            attentions=all_attentions,
         )
 
     def target_pass(self, target_ids: torch.Tensor, encoder_output: DeerEncoderOutput) -> torch.Tensor:
         """Target pass: target tokens attend to [cached source ; target]. Returns (batch, target_length, hidden)."""
+        return self.target_pass_outputs(target_ids, encoder_output)[0]
+
+    def target_pass_outputs(
+        self,
+        target_ids: torch.Tensor,
+        encoder_output: DeerEncoderOutput,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+    ) -> tuple:
+        """`target_pass`, and, if asked, its hidden states per layer and attention weights (over [source ; target]
+        keys): (last hidden states, hidden states or None, attentions or None)."""
         target_mask = target_ids != self.config.pad_token_id
         key_mask = torch.cat([encoder_output.attention_mask, target_mask], dim=1)
         hidden_states = self.embeddings(target_ids, target_mask, TARGET_TOKEN_TYPE)
-        gates = encoder_output.gates or [None] * len(self.layers)
-        for layer, source_key_value, layer_gates in zip(self.layers, encoder_output.key_values, gates):
-            hidden_states, _ = layer(hidden_states, key_mask, source_key_value, layer_gates)
-        return hidden_states
+        hidden_states, _, all_hidden_states, all_attentions = self.run_layers(
+            hidden_states,
+            key_mask,
+            encoder_output.key_values,
+            encoder_output.gates,
+            output_hidden_states,
+            output_attentions,
+        )
+        return hidden_states, all_hidden_states, all_attentions
 
     def encode_and_target_pass(
         self,
@@ -328,21 +435,38 @@ class DeerModel(DeerPreTrainedModel):
         is_target = torch.arange(hidden_states.shape[1], device=input_ids.device) >= source_length
         sees = is_target[:, None] | ~is_target[None, :]  # (queries, keys): a source query never sees the target
         key_mask = torch.cat([attention_mask, target_mask], dim=1)[:, None, :] & sees[None]
-        key_values = []
-        for layer, layer_gates in zip(self.layers, gates or [None] * len(self.layers)):
-            hidden_states, (key, value) = layer(hidden_states, key_mask, gates=layer_gates)
-            # Copies, so that the target's keys and values are not kept alive by the cache.
-            key_values.append((key[:, :, :source_length].contiguous(), value[:, :, :source_length].contiguous()))
+        hidden_states, key_values, _, _ = self.run_layers(hidden_states, key_mask, None, gates)
         encoder_output = DeerEncoderOutput(
             last_hidden_state=hidden_states[:, :source_length],
-            key_values=tuple(key_values),
+            # Copies, so that the target's keys and values are not kept alive by the cache.
+            key_values=tuple(
+                (key[:, :, :source_length].contiguous(), value[:, :, :source_length].contiguous())
+                for key, value in key_values
+            ),
             attention_mask=attention_mask,
             gates=gates,
         )
         return encoder_output, hidden_states[:, source_length:]
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs):
-        return self.encode(input_ids, attention_mask)
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        **kwargs,
+    ) -> DeerEncoderOutput:
+        """The source pass (`encode`), with the hidden states and attention weights per layer if asked (or if the
+        config says so); `return_dict=False` gives a tuple."""
+        return self.encode(
+            input_ids,
+            attention_mask,
+            output_hidden_states=output_hidden_states
+            if output_hidden_states is not None
+            else (self.config.output_hidden_states),
+            output_attentions=output_attentions if output_attentions is not None else self.config.output_attentions,
+        )
 
 
 class DeerForConditionalGeneration(
@@ -416,11 +540,12 @@ class DeerForConditionalGeneration(
     # tokenizer's, except that the LM head scores embedding rows (`token_rows` / `row_tokens` map between them).
 
     def encode(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, gates=OWN_LEVEL
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, gates=OWN_LEVEL, **outputs
     ) -> DeerEncoderOutput:
         """The source pass; its output caches every layer's source keys/values for the target passes, and the
-        pruning `gates` they compute at (`level_gates`; default: the model's own level, `set_sparsity`)."""
-        return self._backbone("encode")(input_ids, attention_mask, self._call_gates(gates))
+        pruning `gates` they compute at (`level_gates`; default: the model's own level, `set_sparsity`).
+        `output_hidden_states=True` / `output_attentions=True` add them to the output."""
+        return self._backbone("encode")(input_ids, attention_mask, self._call_gates(gates), **outputs)
 
     def target_pass(self, target_ids: torch.Tensor, encoder_output: DeerEncoderOutput) -> torch.Tensor:
         """A target sequence against the cached source: (batch, target_length, hidden)."""
@@ -520,12 +645,15 @@ class DeerForConditionalGeneration(
         blank_row = self.token_rows([self.config.placeholder_token_id])
         return logits.index_copy_(-1, blank_row, self.blank_head(features).to(logits.dtype))  # in place: no copy
 
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
         **kwargs,
     ) -> DeerSeq2SeqLMOutput:
         """
@@ -533,9 +661,17 @@ class DeerForConditionalGeneration(
             input_ids, attention_mask: the source, (batch, source_length).
             labels: the target `bos ... eos`, (batch, target_length), padded with -100 (or pad_token_id).
             token_type_ids: accepted and ignored (source tokens use type 0, target tokens type 1).
+            output_hidden_states, output_attentions: the source pass's hidden states and attention weights per layer,
+                and with `labels` the CTC draft pass's (default: the config's); `return_dict=False` gives a tuple.
         Returns:
             `DeerSeq2SeqLMOutput` with the loss and each of its components when `labels` are given.
         """
+        record = {
+            "output_hidden_states": self.config.output_hidden_states
+            if output_hidden_states is None
+            else output_hidden_states,
+            "output_attentions": self.config.output_attentions if output_attentions is None else output_attentions,
+        }
         attention_mask = self._check_source(input_ids, attention_mask)
         input_ids = input_ids.long()  # int32 ids (some tokenizers' choice) work too
         targets = self._check_labels(labels, input_ids.shape[0]) if labels is not None else None
@@ -543,12 +679,20 @@ class DeerForConditionalGeneration(
         # gates); otherwise the model's own level.
         training_gates = [self.level_gates(level, straight_through=True) for level in self.training_levels()]
         outputs = []
-        for gates in training_gates or [None]:
-            encoder_output = self.encode(input_ids, attention_mask, gates)
+        for gates in training_gates or [OWN_LEVEL]:
+            encoder_output = self.encode(input_ids, attention_mask, gates, **(record if not outputs else {}))
             if targets is None:
-                return DeerSeq2SeqLMOutput(encoder_last_hidden_state=encoder_output.last_hidden_state)
+                return DeerSeq2SeqLMOutput(
+                    encoder_last_hidden_state=encoder_output.last_hidden_state,
+                    hidden_states=encoder_output.hidden_states,
+                    attentions=encoder_output.attentions,
+                )
             sparsity_loss = self.sparsity_regularizer() if training_gates and not outputs else None
-            outputs.append(self._deer_loss(input_ids, attention_mask, encoder_output, targets, sparsity_loss))
+            output = self._deer_loss(
+                input_ids, attention_mask, encoder_output, targets, sparsity_loss, **(record if not outputs else {})
+            )
+            output.hidden_states, output.attentions = encoder_output.hidden_states, encoder_output.attentions
+            outputs.append(output)
         if len(outputs) > 1:  # the components logged are the full size's; the loss trains both
             outputs[0].loss = sum(output.loss for output in outputs)
         return outputs[0]

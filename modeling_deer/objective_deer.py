@@ -20,6 +20,7 @@ from .edit_ops import (
     insert_placeholders,
     random_deletion,
     trim_padding,
+    uniform,
 )
 from .outputs_deer import DeerEncoderOutput, DeerSeq2SeqLMOutput
 
@@ -123,6 +124,8 @@ class DeerObjectiveMixin:
         encoder_output: DeerEncoderOutput,
         targets: torch.Tensor,
         sparsity_loss: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
     ) -> DeerSeq2SeqLMOutput:
         config = self.config
         pad, placeholder = config.pad_token_id, config.placeholder_token_id
@@ -156,7 +159,14 @@ class DeerObjectiveMixin:
                     draft[:, 1:-1], glanced_frames, frame_tokens, confidences, frame_mask
                 )
         glanced = torch.cat([draft[:, :1], glanced_frames, draft[:, -1:]], dim=1)
-        hidden_states = self.target_pass(glanced, encoder_output)[:, 1:-1]
+        decoder_hidden_states = decoder_attentions = None
+        if output_hidden_states or output_attentions:  # the CTC pass, with what it was asked to return
+            hidden_states, decoder_hidden_states, decoder_attentions = self.model.target_pass_outputs(
+                glanced, encoder_output, output_hidden_states, output_attentions
+            )
+        else:
+            hidden_states = self.target_pass(glanced, encoder_output)
+        hidden_states = hidden_states[:, 1:-1]
         glanced_scores, mean_log_probs = ctc_frame_scores(self, hidden_states, columns)
         ctc_loss = _ctc_loss(
             glanced_scores,
@@ -191,6 +201,8 @@ class DeerObjectiveMixin:
             sparsity_loss=sparsity_loss.detach() if sparsity_loss is not None else None,
             num_unfit_targets=(~fits).sum(),
             encoder_last_hidden_state=encoder_output.last_hidden_state,
+            decoder_hidden_states=decoder_hidden_states,
+            decoder_attentions=decoder_attentions,
         )
 
     def _redraft_input(
@@ -234,9 +246,7 @@ class DeerObjectiveMixin:
         deleted = random_deletion(targets, pad, generator)
         use_draft = None
         if own_draft is not None:
-            use_draft = (
-                torch.rand(targets.shape[0], device=targets.device, generator=generator) < config.draft_edit_ratio
-            )
+            use_draft = uniform(targets.shape[:1], targets.device, generator) < config.draft_edit_ratio
             draft_kept = apply_deletions(own_draft, edit_oracle(own_draft, targets, pad).delete_mask, pad)
             deleted = choose_rows(use_draft, draft_kept, deleted, pad)
 

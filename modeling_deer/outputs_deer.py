@@ -17,12 +17,18 @@ class DeerEncoderOutput(ModelOutput):
     attention_mask: (batch, source_length) bool, True on real source tokens.
     gates: the pruning level this call computes at, per layer (head gate, neuron gate), or None for every unit on:
         it travels with the encoding, so that every target pass of the call uses the level its source pass used.
+    hidden_states: with `output_hidden_states`, the embeddings' output and each layer's, (batch, source_length,
+        hidden) each.
+    attentions: with `output_attentions`, each layer's attention weights, (batch, heads, source_length,
+        source_length).
     """
 
     last_hidden_state: torch.Tensor | None = None
     key_values: tuple[tuple[torch.Tensor, torch.Tensor], ...] | None = None
     attention_mask: torch.Tensor | None = None
     gates: tuple[tuple[torch.Tensor, torch.Tensor], ...] | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
 
     def select_rows(self, rows: torch.Tensor) -> "DeerEncoderOutput":
         """The same encoding for a subset of the batch (decoding drops finished rows)."""
@@ -43,6 +49,12 @@ class DeerSeq2SeqLMOutput(ModelOutput):
     sparsity_loss: the pruning regulariser (when training with sparsity levels).
     num_unfit_targets: rows whose target cannot fit the draft's frames; they are left out of the CTC loss.
     encoder_last_hidden_state: (batch, source_length, hidden).
+    hidden_states, attentions: with `output_hidden_states` / `output_attentions`, the source pass's, per layer (as
+        `DeerEncoderOutput`'s).
+    decoder_hidden_states, decoder_attentions: with them and `labels`, the draft pass that the CTC loss reads (the
+        canvas with glanced gold tokens, attending to [source ; canvas]): the embeddings' output and each layer's,
+        (batch, canvas_length, hidden), and each layer's weights, (batch, heads, canvas_length, source_length +
+        canvas_length).
     """
 
     loss: torch.Tensor | None = None
@@ -53,3 +65,7 @@ class DeerSeq2SeqLMOutput(ModelOutput):
     sparsity_loss: torch.Tensor | None = None
     num_unfit_targets: torch.Tensor | None = None
     encoder_last_hidden_state: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
+    decoder_hidden_states: tuple[torch.Tensor, ...] | None = None
+    decoder_attentions: tuple[torch.Tensor, ...] | None = None

@@ -161,7 +161,7 @@ def joint_pass(model, source_ids, source_mask, target_ids):
     allowed = ~(query_is_source[:, None] & key_is_target[None, :])
     mask = key_is_real[:, None, :] & allowed[None]
     for layer in model.model.layers:
-        hidden, _ = layer(hidden, mask)
+        hidden = layer(hidden, mask)[0]
     return hidden[:, :source_length], hidden[:, source_length:]
 
 

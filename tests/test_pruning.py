@@ -235,8 +235,8 @@ def test_full_every_step_trains_the_full_size_and_one_smaller_level(monkeypatch)
             model, "level_gates", lambda level, **kwargs: levels.append(level) or level_gates(level, **kwargs)
         )
 
-        def recorded(*args):  # each pass's output and its own loss (the step's output object gets the sum)
-            output = deer_loss(*args)
+        def recorded(*args, **kwargs):  # each pass's output and its own loss (the step's output gets the sum)
+            output = deer_loss(*args, **kwargs)
             losses.append((output, output.loss.item()))
             return output
 

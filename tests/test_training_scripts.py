@@ -382,6 +382,18 @@ def test_evaluation_by_generation_reports_bleu(tmp_path, tiny_bert_path):
         train_main(run_args(tmp_path / "bad", tiny_bert_path, "--do_train", "--tune_decoding", "BLEU"))
 
 
+def test_the_trainers_gradient_checkpointing_flag_trains_the_same_steps(tmp_path, tiny_bert_path):
+    losses = {}
+    for flags in ((), ("--gradient_checkpointing",)):
+        output = tmp_path / f"run{len(flags)}"
+        extra = ("--do_train", "--max_steps", "4", "--logging_steps", "2", "--save_strategy", "no", *flags)
+        train_main(run_args(output, tiny_bert_path, *extra))
+        history = json.loads((output / "trainer_state.json").read_text())["log_history"]
+        losses[flags] = [entry["loss"] for entry in history if "loss" in entry]
+    assert len(losses[()]) == 2
+    assert losses[("--gradient_checkpointing",)] == pytest.approx(losses[()], rel=1e-4)
+
+
 def test_two_processes_train_with_accelerate(tmp_path, tiny_bert_path):
     if shutil.which("accelerate") is None and not os.path.exists(
         os.path.join(os.path.dirname(sys.executable), "accelerate")
