@@ -1,6 +1,6 @@
 # What reproduces the experiment record (RESULTS.md), included by the top Makefile: run these from the repository
 # root (`make quality-runs`, ...). They use its variables (PY, OFFLINE, TINY_BERT, TRAIN_FLAGS, DEER_FLAGS).
-.PHONY: bench real-runs real-bench real-ablations quality-runs quality-dial dial-report quality-ablations quality-seeds quality-edit-rows quality-leave-one-out quality-continued quality-distilled quality-distilled-report quality-64 quality-64-report quality-report minilm-runs ship
+.PHONY: gpu-carry gpu-dial bench real-runs real-bench real-ablations quality-runs quality-dial dial-report quality-ablations quality-seeds quality-edit-rows quality-leave-one-out quality-continued quality-distilled quality-distilled-report quality-64 quality-64-report quality-report minilm-runs ship
 
 # The README's archived trade-off results (the paper recipe) for one task (TASK=bible-de-en or bible-kjv-bbe): as the
 # demo, for STEPS steps on
@@ -275,3 +275,25 @@ ship: venv
 bench: venv
 	$(OFFLINE) $(PY) -m experiments.bench --compile --output results/bench.json | tee results/bench.md
 
+
+# The whole dial at depth on a lent GPU (experiments/gpu_dial.py): DEER with pruning levels, DEER without, BERT2BERT,
+# trained side by side from the real MiniLM, then every level x round count scored and timed. gpu-carry (here)
+# writes what the GPU machine lacks into build/gpu-carry (64 MiB per transfer): the training extras as cp312 wheels
+# (pyarrow left out: 55 MB), the data as JSON lines and MiniLM in float16. gpu-dial (there, with build/gpu-carry
+# carried) installs the wheels and runs the script; `gpu_dial --smoke` is its CPU test (tests/test_gpu_check.py).
+GPU_WHEELS = datasets accelerate evaluate sacrebleu rouge-score rapidfuzz dill multiprocess xxhash portalocker \
+	tabulate colorama absl-py
+gpu-carry: venv
+	rm -rf build/gpu-carry && mkdir -p build/gpu-carry/data
+	$(PY) -m pip download --quiet --only-binary :all: --python-version 3.12 --platform manylinux_2_28_x86_64 \
+		--platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --no-deps -d build/gpu-carry/wheels $(GPU_WHEELS)
+	$(OFFLINE) $(PY) -m experiments.prepare_data --task $(TASK) --output_dir build/gpu-carry/data --max_length 32
+	$(OFFLINE) $(PY) -c "import sys, torch; from transformers import AutoModel, AutoTokenizer; \
+		AutoModel.from_pretrained(sys.argv[1], dtype=torch.float16).save_pretrained(sys.argv[2]); \
+		AutoTokenizer.from_pretrained(sys.argv[1]).save_pretrained(sys.argv[2])" $(MINILM) build/gpu-carry/minilm
+	du -sh build/gpu-carry
+
+gpu-dial:
+	$(GPU_PYTHON) -m pip install --quiet --no-index --find-links build/gpu-carry/wheels $(GPU_WHEELS)
+	$(OFFLINE) $(GPU_PYTHON) -m experiments.gpu_dial --output_dir $${OUT:-outputs}/gpu-dial \
+		--data_dir build/gpu-carry/data --model build/gpu-carry/minilm --task $(TASK)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -29,3 +30,42 @@ def test_gpu_check_smoke_mode_runs_every_part_and_writes_its_report(tmp_path):
     assert all(row["steps_per_second"] > 0 for row in report["training"])
     markdown = (tmp_path / "gpu_check.md").read_text()
     assert "tests: ok" in markdown and "AR / deer-2" in markdown and "DEER / AR step time" in markdown
+
+
+def test_gpu_dial_smoke_mode_trains_the_three_runs_and_writes_the_dial(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    for split in ("train", "validation", "test"):
+        shutil.copy(os.path.join(REPO, "tests", "fixtures", f"bible-de-en.{split}.jsonl"), data / f"{split}.jsonl")
+    output = tmp_path / "out"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "experiments.gpu_dial",
+            "--smoke",
+            "--data_dir",
+            str(data),
+            "--output_dir",
+            str(output),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"},
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = json.loads((output / "dial-minilm.json").read_text())
+    assert report["device"] == "cpu" and report["training"]["steps"] == 4
+    assert all(report["training"][system]["returncode"] == 0 for system in ("deer-levels", "deer", "ar"))
+    cells = report["cells"]
+    # 4 round counts for the no-levels run and for each of 4 levels, and the AR model.
+    assert len(cells) == 4 + 4 * 4 + 1 and cells[-1]["run"] == "ar"
+    assert all(cell["b1_ms_per_sentence"] > 0 and cell["b32_ms"] > 0 for cell in cells)
+    levels = report["levels"]
+    assert set(levels["validation"]) == {"0", "0.25", "0.5", "0.75"} and "ar_validation" in levels
+    assert set(levels["by_rounds"]["test"]["0.5"]) == {"0", "1", "2", "4"}
+    assert set(report["rounds"][0]["validation"]) == {"0", "1", "2", "4"}
+    assert (output / "dial-minilm.png").stat().st_size > 0 and "AR (BERT2BERT" in (
+        output / "dial-minilm.md"
+    ).read_text()
