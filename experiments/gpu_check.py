@@ -6,7 +6,9 @@
    steps, pruning / trimming / save / load / compiled passes there, clear errors instead of device-side asserts;
 2. the speed table (`experiments.bench --tables speed`): MiniLM and BERT-base shapes, batch 1, 32 and 128, DEER at
    0 / 1 / 2 / 4 realistic rounds (every round deletes, inserts and fills) against BERT2BERT greedy with its KV
-   cache, in float32 and bfloat16, DEER eager and compiled, timings synchronised with the device;
+   cache, in float32 and bfloat16, DEER eager and compiled (on CUDA every pass padded to a length bucket, each
+   bucket's CUDA graph captured once and replayed: `compile_passes(buckets=LENGTH_BUCKETS, mode="reduce-overhead")`;
+   each row says `compiled`), timings synchronised with the device;
 3. training throughput (`experiments.bench --tables training`): DEER and BERT2BERT optimizer steps per second at
    batch 64 on the MiniLM shape under bfloat16 autocast.
 

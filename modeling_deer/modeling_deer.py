@@ -238,6 +238,10 @@ class DeerLayer(GradientCheckpointingLayer):
         return self.feed_forward(hidden_states, neuron_gate), key, value, weights
 
 
+# Lengths that `compile_passes(buckets=LENGTH_BUCKETS)` pads every pass to: a few static shapes for every round.
+LENGTH_BUCKETS = (16, 32, 64, 128, 256, 512)
+
+
 # Up to this many positions, the LM head multiplies its rows by the features rather than the features by its rows
 # (`DeerLMHead.score`).
 FEW_POSITIONS = 16
@@ -494,6 +498,7 @@ class DeerForConditionalGeneration(
         self.sparsity_level = config.pruned_sparsity
         # The backbone passes, torch.compile'd by compile_passes; None: the eager methods of self.model.
         self._compiled_passes: dict | None = None
+        self._length_buckets: tuple[int, ...] | None = None  # compile_passes(buckets=...)
         self.post_init()
 
     @classmethod
@@ -518,13 +523,19 @@ class DeerForConditionalGeneration(
     def set_output_embeddings(self, embeddings):
         self.lm_head.decoder = embeddings
 
-    def compile_passes(self, **compile_kwargs) -> "DeerForConditionalGeneration":
+    def compile_passes(self, buckets: tuple[int, ...] | None = None, **compile_kwargs):
         """Compile the three backbone passes that every decoding round and training step runs (`encode`,
         `target_pass`, `encode_and_target_pass`) with `torch.compile`; `compile_kwargs` go to it (default
         `dynamic=True`: lengths change every round). The first calls at new shapes compile (tens of seconds on a
         CPU); the outputs equal the eager ones up to float rounding. Mostly worth it on a GPU, where it removes
-        per-operation launch costs. Returns the model."""
-        compile_kwargs.setdefault("dynamic", True)
+        per-operation launch costs. Returns the model.
+
+        `buckets` (lengths, e.g. `LENGTH_BUCKETS`): each pass's source and target are padded (with pad tokens,
+        masked out) to the next bucket, so that a few static shapes serve every round: with
+        `mode="reduce-overhead"` on CUDA, each shape's CUDA graph is captured once and replayed (`dynamic` then
+        defaults to False). Lengths past the last bucket run unpadded."""
+        compile_kwargs.setdefault("dynamic", buckets is None)
+        self._length_buckets = tuple(sorted(buckets)) if buckets else None
         self._compiled_passes = {
             name: torch.compile(getattr(self.model, name), **compile_kwargs)
             for name in ("encode", "target_pass", "encode_and_target_pass")
@@ -534,6 +545,16 @@ class DeerForConditionalGeneration(
     def _backbone(self, name: str):
         """The backbone pass `name`: compiled after `compile_passes`, else `self.model`'s own method."""
         return self._compiled_passes[name] if self._compiled_passes else getattr(self.model, name)
+
+    def _to_bucket(self, ids: torch.Tensor, mask: torch.Tensor | None = None):
+        """`ids` (and its `mask`) right-padded to the next length bucket (`compile_passes(buckets=...)`), as is
+        without buckets."""
+        length = ids.shape[1]
+        width = next((bucket for bucket in self._length_buckets or () if bucket >= length), length)
+        if width == length:
+            return ids, mask
+        ids = F.pad(ids, (0, width - length), value=self.config.pad_token_id)
+        return ids, (F.pad(mask, (0, width - length), value=False) if mask is not None else None)
 
     # -- the interface decoding (generation_deer.py) and the objective use ------------------------------------------
     # Three passes over the backbone, the draft's canvas, and one scoring method per head; ids in and out are the
@@ -545,18 +566,32 @@ class DeerForConditionalGeneration(
         """The source pass; its output caches every layer's source keys/values for the target passes, and the
         pruning `gates` they compute at (`level_gates`; default: the model's own level, `set_sparsity`).
         `output_hidden_states=True` / `output_attentions=True` add them to the output."""
-        return self._backbone("encode")(input_ids, attention_mask, self._call_gates(gates), **outputs)
+        length = input_ids.shape[1]
+        if attention_mask is None:
+            attention_mask = input_ids != self.config.pad_token_id
+        input_ids, attention_mask = self._to_bucket(input_ids, attention_mask)
+        output = self._backbone("encode")(input_ids, attention_mask, self._call_gates(gates), **outputs)
+        if input_ids.shape[1] != length:  # the padded keys stay cached (masked out); the states are the source's
+            output.last_hidden_state = output.last_hidden_state[:, :length]
+        return output
 
     def target_pass(self, target_ids: torch.Tensor, encoder_output: DeerEncoderOutput) -> torch.Tensor:
         """A target sequence against the cached source: (batch, target_length, hidden)."""
-        return self._backbone("target_pass")(target_ids, encoder_output)
+        length = target_ids.shape[1]
+        return self._backbone("target_pass")(self._to_bucket(target_ids)[0], encoder_output)[:, :length]
 
     def encode_and_target_pass(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, target_ids: torch.Tensor, gates=OWN_LEVEL
     ) -> tuple[DeerEncoderOutput, torch.Tensor]:
         """`encode` then `target_pass`, in one pass (the draft, whose target is known before the source is encoded);
         `gates` as for `encode`."""
-        return self._backbone("encode_and_target_pass")(input_ids, attention_mask, target_ids, self._call_gates(gates))
+        source_length, target_length = input_ids.shape[1], target_ids.shape[1]
+        input_ids, attention_mask = self._to_bucket(input_ids, attention_mask)
+        encoder_output, hidden_states = self._backbone("encode_and_target_pass")(
+            input_ids, attention_mask, self._to_bucket(target_ids)[0], self._call_gates(gates)
+        )
+        encoder_output.last_hidden_state = encoder_output.last_hidden_state[:, :source_length]
+        return encoder_output, hidden_states[:, :target_length]
 
     def _call_gates(self, gates):
         return self.level_gates(self.sparsity_level) if gates is OWN_LEVEL else gates

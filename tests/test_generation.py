@@ -2,7 +2,7 @@ import pytest
 import torch
 from conftest import BOS, EOS, MASK, PAD, random_batch, tiny_model
 
-from modeling_deer.edit_ops import ctc_collapse, inner_mask
+from modeling_deer.edit_ops import ctc_collapse, inner_mask, trim_padding
 
 
 @pytest.fixture(scope="module")
@@ -470,3 +470,26 @@ def test_a_source_without_words_gives_an_empty_output(model):
     assert torch.equal(batch[1][batch[1] != PAD], model.generate(input_ids=source_ids[1:], max_iterations=2)[0])
     alone = model.generate(input_ids=source_ids[:1, :2], max_iterations=2, refinement="redraft")
     assert alone.tolist() == [[BOS, EOS]]
+
+
+@pytest.mark.filterwarnings("ignore:The .grad attribute of a Tensor that is not a leaf")
+def test_length_buckets_give_static_shapes_and_the_same_outputs():
+    """compile_passes(buckets=...): every pass sees only bucket lengths (so that CUDA graphs are reused) and the
+    outputs are those of the eager model, pads masked out. A recording backend lists the shapes it compiles."""
+    torch._dynamo.reset()
+    model = tiny_model()
+    source_ids, source_mask = random_batch(3, 11, seed=4)
+    expected = model.generate(source_ids, attention_mask=source_mask, max_iterations=2, stop_when_unchanged=False)
+    lengths = []
+
+    def recording_backend(graph, example_inputs):
+        lengths.extend(x.shape[1] for x in example_inputs if isinstance(x, torch.Tensor) and x.dtype == torch.long)
+        return graph.forward
+
+    model.compile_passes(buckets=(8, 16, 32, 64), backend=recording_backend)
+    for batch in (slice(0, 3), slice(1, 2)):
+        bucketed = model.generate(
+            source_ids[batch], attention_mask=source_mask[batch], max_iterations=2, stop_when_unchanged=False
+        )
+        assert torch.equal(bucketed, trim_padding(expected[batch], PAD))
+    assert lengths and set(lengths) <= {8, 16, 32, 64}
