@@ -196,6 +196,7 @@ def time_speed(
             medians = interleaved_medians(
                 calls, repeats if batch_size == 1 else max(2, repeats // 2), synchronize=synchronizer(device)
             )
+            peaks = {name: cuda_peak_mb(call) for name, call in calls.items()} if device == "cuda" else {}
             rows += [
                 {
                     "shape": shape,
@@ -207,10 +208,20 @@ def time_speed(
                     "latency_ms": milliseconds,
                     "rounds": rounds,
                     "output_tokens": OUTPUT_LENGTH if name == "ar" else round(deer_length, 1),
+                    **({"peak_memory_mb": peaks[name]} if name in peaks else {}),
                 }
                 for name, milliseconds in medians.items()
             ]
     return rows
+
+
+def cuda_peak_mb(call) -> float:
+    """The device memory one more run of `call` peaks at (weights included), in MB."""
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    call()
+    torch.cuda.synchronize()
+    return round(torch.cuda.max_memory_allocated() / 2**20, 1)
 
 
 def training_inputs(shape: str, batch_size: int, device: str = "cpu") -> dict:

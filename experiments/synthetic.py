@@ -15,6 +15,8 @@ BERT_VOCAB, BERT_PAD, BERT_CLS, BERT_SEP, BERT_MASK = 30522, 0, 101, 102, 103
 SHAPES = {
     "minilm": {"num_hidden_layers": 6, "hidden_size": 384, "num_attention_heads": 12, "intermediate_size": 1536},
     "bert-base": {"num_hidden_layers": 12, "hidden_size": 768, "num_attention_heads": 12, "intermediate_size": 3072},
+    # XLM-R base: BERT-base's body with a 250,002-token vocabulary (the LM head then dominates).
+    "xlm-r": {"num_hidden_layers": 12, "hidden_size": 768, "num_attention_heads": 12, "intermediate_size": 3072},
     "tiny": {
         "num_hidden_layers": 2,
         "hidden_size": 128,
@@ -22,7 +24,8 @@ SHAPES = {
         "intermediate_size": 512,
     },  # tests, CI
 }
-VOCABULARY = {"tiny": 2000}  # the tiny shape's vocabulary, so that a smoke run takes seconds; others: BERT's
+# The tiny shape's vocabulary (a smoke run takes seconds) and XLM-R's; others: BERT's.
+VOCABULARY = {"tiny": 2000, "xlm-r": 250002}
 
 
 SOURCE_LENGTH = 48
