@@ -99,6 +99,9 @@ def main(argv=None):
     parser.add_argument(
         "--speed_compiled", action="store_true", help="speed: also time DEER after compile_passes() (torch.compile)"
     )
+    parser.add_argument(
+        "--compiled_batch_sizes", nargs="+", type=int, default=[1], help="speed: compiled DEER at these"
+    )
     parser.add_argument("--training_batch_size", type=int, default=64)
     parser.add_argument("--output", default=None, help="also write every figure as JSON here")
     parser.add_argument("--memory_of", metavar="CHECKPOINT", help=argparse.SUPPRESS)
@@ -123,7 +126,15 @@ def main(argv=None):
     for table, shape in tqdm(jobs, desc="timing", unit="table"):
         if table == "speed":
             results.setdefault("speed", []).extend(
-                time_speed(shape, args.repeats, args.device, args.dtypes, args.batch_sizes, args.speed_compiled)
+                time_speed(
+                    shape,
+                    args.repeats,
+                    args.device,
+                    args.dtypes,
+                    args.batch_sizes,
+                    args.speed_compiled,
+                    args.compiled_batch_sizes,
+                )
             )
         elif table == "training":
             results.setdefault("training", []).extend(

@@ -160,10 +160,17 @@ def synchronizer(device: str):
 
 
 def time_speed(
-    shape: str, repeats: int, device: str = "cpu", dtypes=("float32",), batch_sizes=(1, 32), compiled: bool = False
+    shape: str,
+    repeats: int,
+    device: str = "cpu",
+    dtypes=("float32",),
+    batch_sizes=(1, 32),
+    compiled: bool = False,
+    compiled_batch_sizes=(1,),
 ) -> list[dict]:
-    """DEER at 0/1/2/4 realistic rounds (and, with `compiled`, after `compile_passes()`), its floor and BERT2BERT,
-    for each dtype and batch size. The arranging (draft length, rounds) happens in float32 on the CPU first."""
+    """DEER at 0/1/2/4 realistic rounds (and, with `compiled`, after `compile_passes()`, at `compiled_batch_sizes`:
+    each new shape compiles), its floor and BERT2BERT, for each dtype and batch size. The arranging (draft length,
+    rounds) happens in float32 on the CPU first."""
     deer, floor, autoregressive = build_model(shape), build_floor(shape), build_autoregressive(shape)
     sources = sources_batch(max(32, *batch_sizes), vocabulary_size(shape))
     deer_length = calibrate_output_length(deer, sources[:32], OUTPUT_LENGTH)
@@ -183,7 +190,7 @@ def time_speed(
         for batch_size in batch_sizes:
             batch = tokens(sources[:batch_size])
             calls = {"floor": torch.no_grad()(lambda: models["floor"](input_ids=joint[:batch_size]))}
-            for name in ("deer", "deer-compiled") if compiled else ("deer",):
+            for name in ("deer", "deer-compiled") if compiled and batch_size in compiled_batch_sizes else ("deer",):
                 calls |= {f"{name}-{k}": forced(models[name], batch, k) for k in (0, 1, 2, 4)}
             calls["ar"] = lambda: models["ar"].generate(
                 input_ids=batch.input_ids,
