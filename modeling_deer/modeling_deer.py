@@ -163,8 +163,11 @@ class DeerAttention(nn.Module):
             # transformers' attention functions ("sdpa", "eager", or one registered with AttentionInterface), chosen by
             # the config at each call (`set_attn_implementation` changes it); the weights come from the eager one.
             attention = eager_attention_forward
-            if not output_attentions:
-                attention = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, attention)
+            if not output_attentions and self.config._attn_implementation != "eager":
+                if hasattr(ALL_ATTENTION_FUNCTIONS, "get_interface"):  # newer transformers; 5.0 indexes it
+                    attention = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, attention)
+                else:
+                    attention = ALL_ATTENTION_FUNCTIONS[self.config._attn_implementation]
             context, weights = attention(self, query, key, value, mask, dropout=dropout, scaling=None)
         if head_gate is not None:
             context = context * head_gate[None, None, :, None]
