@@ -282,7 +282,7 @@ bench: venv
 # (pyarrow left out: 55 MB), the data as JSON lines and MiniLM in float16. gpu-dial (there, with build/gpu-carry
 # carried) installs the wheels and runs the script; `gpu_dial --smoke` is its CPU test (tests/test_gpu_check.py).
 GPU_WHEELS = datasets accelerate evaluate sacrebleu rouge-score rapidfuzz dill multiprocess xxhash portalocker \
-	tabulate colorama absl-py
+	tabulate colorama absl-py nltk fsspec
 gpu-carry: venv
 	rm -rf build/gpu-carry && mkdir -p build/gpu-carry/data
 	$(PY) -m pip download --quiet --only-binary :all: --python-version 3.12 --platform manylinux_2_28_x86_64 \
@@ -294,6 +294,6 @@ gpu-carry: venv
 	du -sh build/gpu-carry
 
 gpu-dial:
-	$(GPU_PYTHON) -m pip install --quiet --no-index --find-links build/gpu-carry/wheels $(GPU_WHEELS)
+	$(GPU_PYTHON) -m pip install --quiet --no-deps --no-index build/gpu-carry/wheels/*.whl
 	$(OFFLINE) $(GPU_PYTHON) -m experiments.gpu_dial --output_dir $${OUT:-outputs}/gpu-dial \
 		--data_dir build/gpu-carry/data --model build/gpu-carry/minilm --task $(TASK)

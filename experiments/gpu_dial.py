@@ -23,8 +23,9 @@ still returns what ran. The checkpoints stay in OUT/runs (not needed by the tabl
 `--smoke` runs the same path on the CPU in a minute or two: the real tiny BERT, a few steps, 8 sentences per split.
 
 The GPU machine has no network and takes 64 MiB per call: `make gpu-carry` writes what it lacks into build/gpu-carry
-(the training extras as cp312 wheels, pyarrow left out, the data as JSON lines, MiniLM in float16; about 60 MB), and
-`make gpu-dial` there installs the wheels and runs this script (a float16 backbone is trained from a float32 copy).
+(the training extras as cp312 wheels, pyarrow and pandas left out: they must be there already or travel in a call of
+their own; the data as JSON lines; MiniLM in float16; about 53 MB), and `make gpu-dial` there installs the wheels
+(without their dependencies) and runs this script (a float16 backbone is trained from a float32 copy).
 """
 
 import argparse
