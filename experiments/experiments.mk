@@ -1,6 +1,6 @@
 # What reproduces the experiment record (RESULTS.md), included by the top Makefile: run these from the repository
 # root (`make quality-runs`, ...). They use its variables (PY, OFFLINE, TINY_BERT, TRAIN_FLAGS, DEER_FLAGS).
-.PHONY: gpu-carry gpu-dial bench real-runs real-bench real-ablations quality-runs quality-dial dial-report quality-ablations quality-seeds quality-edit-rows quality-leave-one-out quality-continued quality-distilled quality-distilled-report quality-64 quality-64-report quality-report minilm-runs ship
+.PHONY: gpu-carry gpu-dial-install gpu-dial bench real-runs real-bench real-ablations quality-runs quality-dial dial-report quality-ablations quality-seeds quality-edit-rows quality-leave-one-out quality-continued quality-distilled quality-distilled-report quality-64 quality-64-report quality-report minilm-runs ship
 
 # The README's archived trade-off results (the paper recipe) for one task (TASK=bible-de-en or bible-kjv-bbe): as the
 # demo, for STEPS steps on
@@ -279,8 +279,8 @@ bench: venv
 # The whole dial at depth on a lent GPU (experiments/gpu_dial.py): DEER with pruning levels, DEER without, BERT2BERT,
 # trained side by side from the real MiniLM, then every level x round count scored and timed. gpu-carry (here)
 # writes what the GPU machine lacks into build/gpu-carry (64 MiB per transfer): the training extras as cp312 wheels
-# (pyarrow left out: 55 MB), the data as JSON lines and MiniLM in float16. gpu-dial (there, with build/gpu-carry
-# carried) installs the wheels and runs the script; `gpu_dial --smoke` is its CPU test (tests/test_gpu_check.py).
+# (pyarrow left out: 55 MB), the data as JSON lines and MiniLM in float16. gpu-dial-install and gpu-dial (there)
+# install the wheels and run the script; `gpu_dial --smoke` is its CPU test (tests/test_gpu_check.py).
 GPU_WHEELS = datasets accelerate evaluate sacrebleu rouge-score rapidfuzz dill multiprocess xxhash portalocker \
 	tabulate colorama absl-py nltk fsspec
 gpu-carry: venv
@@ -293,7 +293,11 @@ gpu-carry: venv
 		AutoTokenizer.from_pretrained(sys.argv[1]).save_pretrained(sys.argv[2])" $(MINILM) build/gpu-carry/minilm
 	du -sh build/gpu-carry
 
-gpu-dial:
+# On the GPU machine, two calls (the tree and what a call carries share 64 MiB): `make gpu-dial-install` carrying
+# build/gpu-carry/wheels, then `make gpu-dial OUT=$OUT` carrying build/gpu-carry/minilm and build/gpu-carry/data.
+gpu-dial-install:
 	$(GPU_PYTHON) -m pip install --quiet --no-deps --no-index build/gpu-carry/wheels/*.whl
+
+gpu-dial:
 	$(OFFLINE) $(GPU_PYTHON) -m experiments.gpu_dial --output_dir $${OUT:-outputs}/gpu-dial \
-		--data_dir build/gpu-carry/data --model build/gpu-carry/minilm --task $(TASK)
+		--data_dir build/gpu-carry/data --model build/gpu-carry/minilm --task $(TASK) --runs_dir build/gpu-dial-runs

@@ -18,14 +18,16 @@ It writes OUT/dial-minilm.json in the shape of results/dial.json (`rounds` for t
 `no_levels_validation`, `validation` per level at its saved round count, and `ar_validation`; besides, `by_rounds`
 per level and count, and `latency`), OUT/dial-minilm.md and the quality-latency plot OUT/dial-minilm.png (one line
 per size, points labelled by rounds, the AR model as a star), rewritten after every part, so that a loan cut short
-still returns what ran. The checkpoints stay in OUT/runs (not needed by the tables).
+still returns what ran. The checkpoints and logs go to --runs_dir (default OUT/runs; the tables need none of them).
 
 `--smoke` runs the same path on the CPU in a minute or two: the real tiny BERT, a few steps, 8 sentences per split.
 
 The GPU machine has no network and takes 64 MiB per call: `make gpu-carry` writes what it lacks into build/gpu-carry
 (the training extras as cp312 wheels, pyarrow and pandas left out: they must be there already or travel in a call of
-their own; the data as JSON lines; MiniLM in float16; about 53 MB), and `make gpu-dial` there installs the wheels
-(without their dependencies) and runs this script (a float16 backbone is trained from a float32 copy).
+their own; the data as JSON lines; MiniLM in float16; about 53 MB). There, in two calls (the working tree, about
+15 MB, travels with each): `make gpu-dial-install` carrying build/gpu-carry/wheels installs them (without their
+dependencies), then `make gpu-dial OUT=$OUT` carrying build/gpu-carry/minilm and build/gpu-carry/data runs this
+script (a float16 backbone is trained from a float32 copy).
 """
 
 import argparse
@@ -113,7 +115,7 @@ def probe(args, report: dict) -> dict:
     """Each system alone for PROBE_STEPS steps: seconds per step (from the trainer's own timing)."""
     rates = {}
     for system in SYSTEMS:
-        output_dir = os.path.join(args.output_dir, "probe", system)
+        output_dir = os.path.join(args.runs_dir, "probe", system)
         log_path = output_dir + ".log"
         os.makedirs(output_dir, exist_ok=True)
         started = time.perf_counter()
@@ -138,7 +140,7 @@ def quality_and_latency(args, report: dict, write):
     from training.decoding import ar_generate, ar_generate_texts, generate_texts, load_ar
     from training.metrics import score
 
-    runs = os.path.join(args.output_dir, "runs")
+    runs = args.runs_dir
     tokenizer = AutoTokenizer.from_pretrained(os.path.join(runs, "deer"))
     splits = load_splits(args.data_dir, tokenizer)
     if args.smoke:
@@ -305,6 +307,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output_dir", required=True)
     parser.add_argument("--data_dir", default="data/bible-de-en-32", help="train/validation/test.jsonl")
+    parser.add_argument(
+        "--runs_dir", default=None, help="the checkpoints and logs (default OUTPUT_DIR/runs; the tables need none)"
+    )
     parser.add_argument("--task", default="bible-de-en")
     parser.add_argument("--metric", default="bleu")
     parser.add_argument("--model", default=None, help="the backbone (default: the real MiniLM; --smoke: tiny BERT)")
@@ -326,7 +331,9 @@ def main(argv=None):
         if not os.path.isfile(os.path.join(args.data_dir, f"{split}.jsonl")):
             parser.error(f"{args.data_dir} has no {split}.jsonl (python -m experiments.prepare_data writes them)")
     os.makedirs(args.output_dir, exist_ok=True)
-    args.model = float32_backbone(args.model, args.output_dir)
+    args.runs_dir = args.runs_dir or os.path.join(args.output_dir, "runs")
+    os.makedirs(args.runs_dir, exist_ok=True)
+    args.model = float32_backbone(args.model, args.runs_dir)
     output = os.path.join(args.output_dir, "dial-minilm")
     report = {
         "task": args.task,
@@ -350,7 +357,7 @@ def main(argv=None):
         seconds_per_step = sum(rate["seconds_per_step"] for rate in rates.values())  # side by side: at worst serial
         steps = max(args.probe_steps, int(args.train_minutes * 60 / seconds_per_step))
         write()
-    runs = os.path.join(args.output_dir, "runs")
+    runs = args.runs_dir
     os.makedirs(runs, exist_ok=True)
     logs = {system: os.path.join(runs, f"{system}.log") for system in SYSTEMS}
     training_started = time.perf_counter()
