@@ -60,7 +60,7 @@ test-slow: venv
 # project's stand-ins for what they import from the rest of transformers' tests (tests/transformers_common).
 test-transformers: venv
 	DEER_TRANSFORMERS_TESTS=$$($(PY) tests/transformers_common/fetch.py build/transformers-tests) \
-		$(OFFLINE) $(PY) -m pytest -q -o filterwarnings=default -rs tests/transformers_common
+		$(OFFLINE) $(PY) -m pytest -q -o filterwarnings=default -W ignore::pytest.PytestUnknownMarkWarning -rs tests/transformers_common
 
 # ruff, as transformers uses it: the checks and the formatting (pyproject.toml); `make format` applies them.
 lint: venv
