@@ -55,10 +55,11 @@ from training.metrics import normalize, score
 # -- systems ----------------------------------------------------------------------------------------------------------
 
 
-def timing_calls(system: dict, tokenizer, b1_sources: list[str], b32_sources: list[str]) -> dict:
-    """Two calls per system: every batch-1 source in turn, and one batch of 32 (inputs tokenised beforehand)."""
-    singles = [tokenizer([text], return_tensors="pt") for text in b1_sources]
-    batch = tokenizer(b32_sources, return_tensors="pt", padding=True)
+def timing_calls(system: dict, tokenizer, b1_sources: list[str], b32_sources: list[str], device="cpu") -> dict:
+    """Two calls per system: every batch-1 source in turn, and one batch of 32 (inputs tokenised beforehand, on
+    `device`)."""
+    singles = [tokenizer([text], return_tensors="pt").to(device) for text in b1_sources]
+    batch = tokenizer(b32_sources, return_tensors="pt", padding=True).to(device)
     model = system["model"]
     if system["system"] == "ar":
 

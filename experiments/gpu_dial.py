@@ -33,7 +33,6 @@ script (a float16 backbone is trained from a float32 copy).
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -135,9 +134,11 @@ def quality_and_latency(args, report: dict, write):
     """Part 3: every cell's validation and test score and its latency at batch 1 and 32; written cell by cell."""
     from transformers import AutoTokenizer
 
+    from experiments.benchmark import timing_calls
     from experiments.dial_report import load_splits
+    from experiments.measure import interleaved_medians, synchronizer
     from modeling_deer import DeerForConditionalGeneration
-    from training.decoding import ar_generate, ar_generate_texts, generate_texts, load_ar
+    from training.decoding import ar_generate_texts, generate_texts, load_ar
     from training.metrics import score
 
     runs = args.runs_dir
@@ -148,26 +149,12 @@ def quality_and_latency(args, report: dict, write):
     b1_sources = splits["validation"][0][: args.b1_sentences]
     b32_sources = splits["validation"][0][:32]
     metric = args.metric
-    synchronize = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
 
-    def latency(run_batch) -> dict:
-        """ms per sentence at batch 1 and per batch of 32: medians of --repeats after a warm-up."""
-        timings = {"b1": [], "b32": []}
-        singles = [tokenizer([text], return_tensors="pt").to(args.device) for text in b1_sources]
-        batch = tokenizer(b32_sources, return_tensors="pt", padding=True).to(args.device)
-        for repeat in range(args.repeats + 1):
-            for key, calls in (("b1", singles), ("b32", [batch])):
-                synchronize()
-                started = time.perf_counter()
-                for encoded in calls:
-                    run_batch(encoded)
-                synchronize()
-                if repeat:  # the first round warms up
-                    timings[key].append((time.perf_counter() - started) * 1000 / len(calls))
-        return {
-            "b1_ms_per_sentence": round(statistics.median(timings["b1"]), 2),
-            "b32_ms": round(statistics.median(timings["b32"]), 2),
-        }
+    def latency(system: dict) -> dict:
+        """ms per sentence at batch 1 and per batch of 32: medians of --repeats after a warm-up, synchronised."""
+        calls = timing_calls(system, tokenizer, b1_sources, b32_sources, args.device)
+        medians = interleaved_medians(calls, args.repeats, synchronize=synchronizer(args.device))
+        return {"b1_ms_per_sentence": round(medians["b1"] / len(b1_sources), 2), "b32_ms": round(medians["b32"], 2)}
 
     def deer_cells(model, label: str, level: float):
         model.set_sparsity(level)
@@ -176,12 +163,7 @@ def quality_and_latency(args, report: dict, write):
             for split, (sources, references) in splits.items():
                 outputs = generate_texts(model, tokenizer, sources, progress=False, max_iterations=count)
                 cell[split] = round(score(outputs, references)[metric], 2)
-
-            def run_batch(encoded, count=count):
-                with torch.no_grad():
-                    model.generate(encoded.input_ids, attention_mask=encoded.attention_mask, max_iterations=count)
-
-            cell.update(latency(run_batch))
+            cell.update(latency({"system": label, "model": model, "iterations": count}))
             report["cells"].append(cell)
             print(cell, flush=True)
             write()
@@ -204,12 +186,7 @@ def quality_and_latency(args, report: dict, write):
     cell = {"run": "ar"}
     for split, (sources, references) in splits.items():
         cell[split] = round(score(ar_generate_texts(ar, tokenizer, sources, batch_size=32), references)[metric], 2)
-
-    def ar_batch(encoded):
-        with torch.no_grad():
-            ar_generate(ar, encoded.input_ids, encoded.attention_mask)
-
-    cell.update(latency(ar_batch))
+    cell.update(latency({"system": "ar", "model": ar}))
     report["cells"].append(cell)
     # The shape of results/dial.json.
     cells = report["cells"]

@@ -241,6 +241,14 @@ class DeerLayer(GradientCheckpointingLayer):
         return self.feed_forward(hidden_states, neuron_gate), key, value, weights
 
 
+def requested_outputs(config: DeerConfig, output_hidden_states: bool | None, output_attentions: bool | None) -> dict:
+    """The per-layer outputs a call asks for (None: the config's `output_hidden_states` / `output_attentions`)."""
+    return {
+        "output_hidden_states": config.output_hidden_states if output_hidden_states is None else output_hidden_states,
+        "output_attentions": config.output_attentions if output_attentions is None else output_attentions,
+    }
+
+
 # Lengths that `compile_passes(buckets=LENGTH_BUCKETS)` pads every pass to: a few static shapes for every round.
 LENGTH_BUCKETS = (16, 32, 64, 128, 256, 512)
 
@@ -467,12 +475,7 @@ class DeerModel(DeerPreTrainedModel):
         """The source pass (`encode`), with the hidden states and attention weights per layer if asked (or if the
         config says so); `return_dict=False` gives a tuple."""
         return self.encode(
-            input_ids,
-            attention_mask,
-            output_hidden_states=output_hidden_states
-            if output_hidden_states is not None
-            else (self.config.output_hidden_states),
-            output_attentions=output_attentions if output_attentions is not None else self.config.output_attentions,
+            input_ids, attention_mask, **requested_outputs(self.config, output_hidden_states, output_attentions)
         )
 
 
@@ -704,12 +707,7 @@ class DeerForConditionalGeneration(
         Returns:
             `DeerSeq2SeqLMOutput` with the loss and each of its components when `labels` are given.
         """
-        record = {
-            "output_hidden_states": self.config.output_hidden_states
-            if output_hidden_states is None
-            else output_hidden_states,
-            "output_attentions": self.config.output_attentions if output_attentions is None else output_attentions,
-        }
+        record = requested_outputs(self.config, output_hidden_states, output_attentions)
         attention_mask = self._check_source(input_ids, attention_mask)
         input_ids = input_ids.long()  # int32 ids (some tokenizers' choice) work too
         targets = self._check_labels(labels, input_ids.shape[0]) if labels is not None else None

@@ -11,6 +11,7 @@ import unittest
 
 import pytest
 import torch
+from conftest import BOS, EOS, tiny_config
 
 
 COMMON = os.environ.get("DEER_TRANSFORMERS_TESTS")
@@ -23,9 +24,6 @@ from tf_common.test_modeling_common import ModelTesterMixin, ids_tensor  # noqa:
 from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES  # noqa: E402
 
 from modeling_deer import DeerConfig, DeerForConditionalGeneration, DeerModel  # noqa: E402
-
-
-PAD, BOS, EOS, MASK = 0, 1, 2, 3  # special ids of the tiny vocabulary; words are 4 and up
 
 
 class DeerModelTester:
@@ -50,18 +48,13 @@ class DeerModelTester:
         self.is_training = is_training
 
     def get_config(self) -> DeerConfig:
-        return DeerConfig(
+        """The tests' tiny config (conftest.py: special ids 0-3, words from 4 up) at this tester's sizes."""
+        return tiny_config(
             vocab_size=self.vocab_size,
             hidden_size=self.hidden_size,
             num_hidden_layers=self.num_hidden_layers,
             num_attention_heads=self.num_attention_heads,
             intermediate_size=self.intermediate_size,
-            max_position_embeddings=64,
-            pad_token_id=PAD,
-            bos_token_id=BOS,
-            eos_token_id=EOS,
-            placeholder_token_id=MASK,
-            max_insertions=8,
         )
 
     def rows(self, length: int) -> torch.Tensor:
