@@ -138,7 +138,8 @@ def quality_table(rows: list[dict], metrics: tuple[str, str], iterations: list[i
 
 
 def read_curve(path: str) -> list[dict]:
-    """A run's learning curve, one row per step (the last evaluation at a step wins: the final one repeats it)."""
+    """A run's learning curve, one row per step: the evaluations made during training (the first at a step wins;
+    an evaluation after training repeats the last step's, or with early stopping scores the best model)."""
     curve_file = os.path.join(path, "learning_curve.jsonl")
     if not os.path.exists(curve_file):
         return []
@@ -147,7 +148,8 @@ def read_curve(path: str) -> list[dict]:
         for line in handle:
             if line.strip():
                 row = json.loads(line)
-                by_step[row["step"]] = row
+                if not row.get("after_training"):
+                    by_step.setdefault(row["step"], row)
     return [by_step[step] for step in sorted(by_step)]
 
 

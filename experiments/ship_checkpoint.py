@@ -15,19 +15,18 @@ its pickled arguments are left behind. It fails if a file would be larger than -
 """
 
 import argparse
-import copy
 import json
 import os
 import shutil
 
-import tokenizers
 import torch
-from transformers import AutoConfig, AutoTokenizer, EncoderDecoderModel
+from transformers import AutoConfig, AutoTokenizer
 
 import modeling_deer
 from modeling_deer import DeerForConditionalGeneration
 from training.data import read_inputs
 from training.decoding import load_ar
+from training.train_ar import trim_ar_vocabulary
 
 
 RECORDS = (
@@ -41,56 +40,6 @@ RECORDS = (
 )
 
 
-def trim_ar_vocabulary(model: EncoderDecoderModel, tokenizer, token_ids) -> tuple[EncoderDecoderModel, object]:
-    """A copy of a BERT2BERT model and its WordPiece tokenizer with only `token_ids` (plus the special tokens) left,
-    renumbered in their old order: the embedding tables and the LM head shrink to those rows. Words the kept pieces
-    spell are tokenised exactly as before (WordPiece matches the longest piece, and every piece the full vocabulary
-    chose for them is kept); other words read as unk. The AR model's counterpart of DEER's `trim_vocabulary`, which
-    keeps the tokenizer and maps ids to rows instead: `EncoderDecoderModel` has no such map, so the ids change."""
-    keep = sorted({int(i) for i in token_ids} | set(tokenizer.all_special_ids))
-    new_id = {old: new for new, old in enumerate(keep)}
-    spec = json.loads(tokenizer.backend_tokenizer.to_str())
-    if spec["model"]["type"] != "WordPiece" or spec["post_processor"]["type"] != "TemplateProcessing":
-        raise ValueError(
-            "trim_ar_vocabulary handles BERT-style WordPiece tokenizers; this one is "
-            f"{spec['model']['type']} with {spec['post_processor']['type']}."
-        )
-    token_of = {index: token for token, index in spec["model"]["vocab"].items()}
-    spec["model"]["vocab"] = {token_of[old]: new for new, old in enumerate(keep)}
-    for added in spec["added_tokens"]:
-        added["id"] = new_id[added["id"]]
-    for special in spec["post_processor"]["special_tokens"].values():
-        special["ids"] = [new_id[index] for index in special["ids"]]
-    if spec.get("padding"):
-        spec["padding"]["pad_id"] = new_id[spec["padding"]["pad_id"]]
-    trimmed_tokenizer = copy.deepcopy(tokenizer)
-    trimmed_tokenizer._tokenizer = tokenizers.Tokenizer.from_str(json.dumps(spec))
-
-    old_size = model.config.decoder.vocab_size
-    rows = torch.tensor(keep)
-    state = {
-        key: tensor[rows]
-        if tensor.dim() and tensor.shape[0] == old_size and ("word_embeddings" in key or ".predictions." in key)
-        else tensor
-        for key, tensor in model.state_dict().items()
-    }
-    config = copy.deepcopy(model.config)
-    config.vocab_size = config.encoder.vocab_size = config.decoder.vocab_size = len(keep)
-    generation_config = copy.deepcopy(model.generation_config)
-    for holder in (config, generation_config):
-        for name in ("decoder_start_token_id", "bos_token_id", "eos_token_id", "pad_token_id"):
-            if getattr(holder, name, None) is not None:
-                setattr(holder, name, new_id[getattr(holder, name)])
-    for sub in (config.encoder, config.decoder):
-        for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
-            if getattr(sub, name, None) is not None and getattr(sub, name) in new_id:
-                setattr(sub, name, new_id[getattr(sub, name)])
-    trimmed = EncoderDecoderModel(config=config)
-    trimmed.load_state_dict(state)
-    trimmed.generation_config = generation_config
-    return trimmed.eval(), trimmed_tokenizer
-
-
 def ship_ar(run: str, output_dir: str, train_file: str):
     tokenizer = AutoTokenizer.from_pretrained(run)
     sources, targets = read_inputs(train_file, "source", "target")
@@ -100,7 +49,7 @@ def ship_ar(run: str, output_dir: str, train_file: str):
     for texts in (sources, targets):
         for ids in tokenizer(list(texts))["input_ids"]:
             used.update(ids)
-    model, trimmed_tokenizer = trim_ar_vocabulary(load_ar(run), tokenizer, used)
+    model, trimmed_tokenizer, _ = trim_ar_vocabulary(load_ar(run), tokenizer, used)
     model.half().save_pretrained(output_dir)
     trimmed_tokenizer.save_pretrained(output_dir)
     # The weights are stored in half precision only to be small: loading gives float32, as the run was trained.

@@ -86,6 +86,14 @@ class DeerConfig(PreTrainedConfig):
         full_every_step (`bool`, defaults to False): each training step runs the full size and then one level drawn
             from the smaller `sparsity_levels` (two passes of the objective per step, their losses summed), instead
             of one level drawn from all of them: the full size then trains on every step, as without levels.
+        sandwich_rule (`bool`, defaults to False): each training step runs the full size, the smallest level and one
+            level drawn from those between (three passes of the objective per step, their losses summed): the
+            sandwich rule of slimmable networks, which bounds every level by the two it trains on every step.
+        distillation_weight (`float`, defaults to 0.0): in-place distillation, with `full_every_step` or
+            `sandwich_rule`: each smaller level of a step reads the full size's inputs (its glanced canvas, its
+            edit inputs) and learns, besides the gold targets, the full size's detached output distributions on
+            them: KL(full || level) of the CTC frames' distributions and of the insertion, word and deletion heads',
+            each weighted as its loss and then by this weight. 0 = off.
         layer_num_heads, layer_intermediate_sizes (`list[int]`, optional): per-layer sizes of a physically pruned
             model; `None` means every layer has `num_attention_heads` heads and `intermediate_size` neurons.
         pruned_sparsity (`float`, defaults to 0.0): the level a pruned model was cut to.
@@ -146,6 +154,8 @@ class DeerConfig(PreTrainedConfig):
     sparsity_levels: list[float] | None = None
     sparsity_weight: float = 10.0
     full_every_step: bool = False
+    sandwich_rule: bool = False
+    distillation_weight: float = 0.0
     layer_num_heads: list[int] | None = None
     layer_intermediate_sizes: list[int] | None = None
     pruned_sparsity: float = 0.0
@@ -285,6 +295,7 @@ class DeerConfig(PreTrainedConfig):
             "word_loss_weight",
             "deletion_loss_weight",
             "sparsity_weight",
+            "distillation_weight",
         ):
             value = getattr(self, field)
             require(is_number(value) and value >= 0, field, "a number >= 0")
@@ -300,7 +311,7 @@ class DeerConfig(PreTrainedConfig):
             is_number(self.glancing_ratio) and 0 <= self.glancing_ratio <= 1, "glancing_ratio", "a number in [0, 1]"
         )
         require(self.draft_input in ("source", "placeholder"), "draft_input", "'source' or 'placeholder'")
-        for field in ("separate_blank_head", "blank_calibrated", "full_every_step"):
+        for field in ("separate_blank_head", "blank_calibrated", "full_every_step", "sandwich_rule"):
             require(isinstance(getattr(self, field), bool), field, "True or False")
         require(
             is_number(self.draft_edit_ratio) and 0 <= self.draft_edit_ratio <= 1,
@@ -316,6 +327,12 @@ class DeerConfig(PreTrainedConfig):
             and all(is_number(level) and 0 <= level < 1 for level in self.sparsity_levels),
             "sparsity_levels",
             "a list of numbers in [0, 1)",
+        )
+        require(
+            self.distillation_weight == 0 or self.full_every_step or self.sandwich_rule,
+            "distillation_weight",
+            "0 unless full_every_step or sandwich_rule is set (in-place distillation needs the full size on every "
+            "step to learn from)",
         )
         require(
             is_number(self.pruned_sparsity) and 0 <= self.pruned_sparsity < 1, "pruned_sparsity", "a number in [0, 1)"

@@ -29,7 +29,7 @@ from .convert_mlm import convert_mlm_to_deer
 from .draft_deer import draft_canvas, draft_lengths
 from .generation_deer import DeerGenerationConfig, DeerGenerationMixin
 from .hub_deer import DeerHubMixin
-from .objective_deer import DeerObjectiveMixin
+from .objective_deer import DeerObjectiveMixin, FullSizeRecord
 from .outputs_deer import DeerEncoderOutput, DeerSeq2SeqLMOutput
 from .pruning_deer import OWN_LEVEL, DeerPruningMixin, linear, prune_linear
 from .vocabulary_deer import DeerVocabularyMixin, vocabulary_maps
@@ -714,6 +714,9 @@ class DeerForConditionalGeneration(
         # Training with sparsity levels: this step runs at the levels `training_levels` draws (with straight-through
         # gates); otherwise the model's own level.
         training_gates = [self.level_gates(level, straight_through=True) for level in self.training_levels()]
+        # In-place distillation: the full size (first) records its inputs and outputs; the smaller levels learn them.
+        distill = len(training_gates) > 1 and self.config.distillation_weight > 0
+        full_size = FullSizeRecord() if distill else None
         outputs = []
         for gates in training_gates or [OWN_LEVEL]:
             encoder_output = self.encode(input_ids, attention_mask, gates, **(record if not outputs else {}))
@@ -725,12 +728,20 @@ class DeerForConditionalGeneration(
                 )
             sparsity_loss = self.sparsity_regularizer() if training_gates and not outputs else None
             output = self._deer_loss(
-                input_ids, attention_mask, encoder_output, targets, sparsity_loss, **(record if not outputs else {})
+                input_ids,
+                attention_mask,
+                encoder_output,
+                targets,
+                sparsity_loss,
+                full_size=full_size,
+                **(record if not outputs else {}),
             )
             output.hidden_states, output.attentions = encoder_output.hidden_states, encoder_output.attentions
             outputs.append(output)
-        if len(outputs) > 1:  # the components logged are the full size's; the loss trains both
+        if len(outputs) > 1:  # the components logged are the full size's; the loss trains every level
             outputs[0].loss = sum(output.loss for output in outputs)
+            if distill:
+                outputs[0].distillation_loss = sum(output.distillation_loss for output in outputs[1:])
         return outputs[0]
 
 

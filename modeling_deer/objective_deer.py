@@ -3,6 +3,8 @@ insertion, word and deletion losses on the passes decoding makes; plus the label
 before training.
 """
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
@@ -32,6 +34,33 @@ from .outputs_deer import DeerEncoderOutput, DeerSeq2SeqLMOutput
 # The confidence thresholds a re-drafting row of a training batch draws from (uniformly): its frames above the
 # threshold are revealed. Decoding's `reveal_threshold` is chosen in this range.
 REDRAFT_THRESHOLDS = (0.5, 1.0)
+
+
+@dataclass
+class FullSizeRecord:
+    """In-place distillation (`DeerConfig.distillation_weight`): what the full size saw and said in one training
+    step, filled by its pass of the objective; the smaller levels of the same step read the same inputs and learn
+    these detached distributions (log-probabilities) besides the gold targets. Edit fields stay None in a CTC-only
+    phase."""
+
+    glanced: torch.Tensor | None = None  # the CTC pass's input (batch, canvas)
+    fits: torch.Tensor | None = None  # (batch,) rows whose target fits the frames
+    frame_log_probs: torch.Tensor | None = None  # (real frames, rows) the draft frames' distributions
+    own_draft: torch.Tensor | None = None  # the collapsed draft the edit rows may start from
+    edit_rows: torch.Tensor | None = None  # the rows the edit passes ran on (None: all)
+    deleted: torch.Tensor | None = None  # the insertion pass's input
+    insertion_counts: torch.Tensor | None = None
+    inserted_tokens: torch.Tensor | None = None
+    use_draft: torch.Tensor | None = None
+    predicted: torch.Tensor | None = None  # the deletion pass's input
+    deletion_targets: torch.Tensor | None = None
+    insertion_log_probs: torch.Tensor | None = None  # (gaps, max_insertions)
+    word_log_probs: torch.Tensor | None = None  # (placeholders, rows)
+    deletion_log_probs: torch.Tensor | None = None  # (inner tokens, 2)
+
+    @property
+    def filled(self) -> bool:
+        return self.glanced is not None
 
 
 class DeerObjectiveMixin:
@@ -126,9 +155,14 @@ class DeerObjectiveMixin:
         sparsity_loss: torch.Tensor | None = None,
         output_hidden_states: bool = False,
         output_attentions: bool = False,
+        full_size: FullSizeRecord | None = None,
     ) -> DeerSeq2SeqLMOutput:
+        """The objective at one pruning level. With in-place distillation, `full_size` is empty on the full size's
+        pass (which fills it) and filled on the smaller levels' (which read its inputs and learn its outputs)."""
         config = self.config
         pad, placeholder = config.pad_token_id, config.placeholder_token_id
+        teacher = full_size if full_size is not None and full_size.filled else None
+        weights = (config.insertion_loss_weight, config.word_loss_weight, config.deletion_loss_weight)
 
         # 1-3. Draft with glancing, then the CTC loss of the gold target's inner tokens over the draft frames.
         draft = self.draft_canvas(input_ids, attention_mask)
@@ -140,25 +174,35 @@ class DeerObjectiveMixin:
         # reads each row's columns (the blank, then its target rows) and its targets as indices into them.
         gold_rows, blank_row = self.token_rows(gold_inner), int(self.token_rows(placeholder))
         columns, column_targets = ctc_columns(gold_rows, blank_row)
-        with torch.no_grad():
-            hidden_states = self.target_pass(draft, _detached(encoder_output))[:, 1:-1]
-            redraft = self.training and config.redraft_ratio > 0  # only re-drafting rows read the confidences
-            frame_scores, best_rows, frame_tokens, confidences = frame_choices(self, hidden_states, columns, redraft)
-            alignment, path_score = ctc_best_alignment(frame_scores, frame_lengths, column_targets, inner_lengths, 0)
-            fits = torch.isfinite(path_score)
-            glanced_frames, _ = glancing_mix(
-                draft[:, 1:-1],
-                self.row_tokens(best_rows),
-                self.row_tokens(columns.gather(1, alignment)),
-                frame_mask & fits[:, None],
-                config.glancing_ratio if self.training else 0.0,
-                placeholder,
-            )
-            if redraft:
-                glanced_frames = self._redraft_input(
-                    draft[:, 1:-1], glanced_frames, frame_tokens, confidences, frame_mask
+        own_draft = None
+        if teacher is not None:  # a smaller level: the full size's input
+            glanced, fits = teacher.glanced, teacher.fits
+        else:
+            with torch.no_grad():
+                hidden_states = self.target_pass(draft, _detached(encoder_output))[:, 1:-1]
+                redraft = self.training and config.redraft_ratio > 0  # only re-drafting rows read the confidences
+                frame_scores, best_rows, frame_tokens, confidences = frame_choices(
+                    self, hidden_states, columns, redraft
                 )
-        glanced = torch.cat([draft[:, :1], glanced_frames, draft[:, -1:]], dim=1)
+                alignment, path_score = ctc_best_alignment(
+                    frame_scores, frame_lengths, column_targets, inner_lengths, 0
+                )
+                fits = torch.isfinite(path_score)
+                glanced_frames, _ = glancing_mix(
+                    draft[:, 1:-1],
+                    self.row_tokens(best_rows),
+                    self.row_tokens(columns.gather(1, alignment)),
+                    frame_mask & fits[:, None],
+                    config.glancing_ratio if self.training else 0.0,
+                    placeholder,
+                )
+                if redraft:
+                    glanced_frames = self._redraft_input(
+                        draft[:, 1:-1], glanced_frames, frame_tokens, confidences, frame_mask
+                    )
+            glanced = torch.cat([draft[:, :1], glanced_frames, draft[:, -1:]], dim=1)
+            if any(weights) and config.draft_edit_ratio > 0:  # the draft decoding would write from these frames
+                own_draft = collapse_frames(self, frame_tokens[frame_mask], draft, frame_mask)
         decoder_hidden_states = decoder_attentions = None
         if output_hidden_states or output_attentions:  # the CTC pass, with what it was asked to return
             hidden_states, decoder_hidden_states, decoder_attentions = self.model.target_pass_outputs(
@@ -177,20 +221,30 @@ class DeerObjectiveMixin:
             fits,
             config.ctc_label_smoothing,
         )
+        distillation_loss = None
+        if teacher is not None:
+            distillation_loss = config.ctc_loss_weight * _head_distillation(
+                self, self.draft_logits, hidden_states[frame_mask], teacher.frame_log_probs
+            )
+        elif full_size is not None:
+            full_size.glanced, full_size.fits, full_size.own_draft = glanced, fits, own_draft
+            full_size.frame_log_probs = _head_log_probs(self, self.draft_logits, hidden_states[frame_mask].detach())
 
-        weights = (config.insertion_loss_weight, config.word_loss_weight, config.deletion_loss_weight)
         edit_losses = (None, None, None)
         if any(weights):  # a CTC-only phase of training skips the edit passes altogether
-            own_draft = None
-            if config.draft_edit_ratio > 0:  # the draft decoding would write from these frames
-                own_draft = collapse_frames(self, frame_tokens[frame_mask], draft, frame_mask)
-            edit_losses = self._edit_losses(encoder_output, targets, own_draft)
+            edit_losses, edit_distillation = self._edit_losses(
+                encoder_output, targets, own_draft, teacher, full_size if teacher is None else None
+            )
+            if edit_distillation is not None:
+                distillation_loss = distillation_loss + edit_distillation
         loss = config.ctc_loss_weight * ctc_loss
         for weight, component in zip(weights, edit_losses):
             if component is not None:
                 loss = loss + weight * component
         if sparsity_loss is not None:
             loss = loss + sparsity_loss
+        if distillation_loss is not None:
+            loss = loss + config.distillation_weight * distillation_loss
         insertion_loss, word_loss, deletion_loss = edit_losses
         return DeerSeq2SeqLMOutput(
             loss=loss,
@@ -199,6 +253,7 @@ class DeerObjectiveMixin:
             word_loss=word_loss.detach() if word_loss is not None else None,
             deletion_loss=deletion_loss.detach() if deletion_loss is not None else None,
             sparsity_loss=sparsity_loss.detach() if sparsity_loss is not None else None,
+            distillation_loss=distillation_loss.detach() if distillation_loss is not None else None,
             num_unfit_targets=(~fits).sum(),
             encoder_last_hidden_state=encoder_output.last_hidden_state,
             decoder_hidden_states=decoder_hidden_states,
@@ -226,57 +281,98 @@ class DeerObjectiveMixin:
         return torch.where(rows[:, None], own, glanced_frames)
 
     def _edit_losses(
-        self, encoder_output: DeerEncoderOutput, targets: torch.Tensor, own_draft: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        self,
+        encoder_output: DeerEncoderOutput,
+        targets: torch.Tensor,
+        own_draft: torch.Tensor | None,
+        teacher: FullSizeRecord | None = None,
+        record: FullSizeRecord | None = None,
+    ) -> tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor | None]:
         """4. The insertion, word and deletion losses, on the passes decoding makes: (insert placeholders) ->
         (fill) -> (delete) -> gold. Each row's inputs come from the gold target (the paper: y_del, a random
         subsequence of it; then y_pred, y_del completed by the model's own words) or, for a `draft_edit_ratio`
         share of the rows, from the model's own draft (deleting what the oracle deletes from it leaves a
         subsequence of the gold that the insertions complete). In training with `edit_rows_ratio` < 1, only that
-        share of the rows, drawn at random, takes part."""
+        share of the rows, drawn at random, takes part.
+
+        In-place distillation: the full size's pass fills `record` with its inputs and output distributions; a
+        smaller level's reads them from `teacher` instead of drawing its own, and also returns its weighted KL
+        terms from them (else None)."""
         config = self.config
         pad, placeholder = config.pad_token_id, config.placeholder_token_id
-        if self.training and config.edit_rows_ratio < 1:  # the edit passes on a random share of the rows
-            rows = torch.randperm(len(targets), device=targets.device)
-            rows = rows[: max(1, round(config.edit_rows_ratio * len(targets)))].sort().values
-            encoder_output, targets = encoder_output.select_rows(rows), trim_padding(targets[rows], pad)
-            own_draft = trim_padding(own_draft[rows], pad) if own_draft is not None else None
-        # Evaluation draws its random deletions from a fixed seed, so that the same data gives the same loss.
-        generator = None if self.training else torch.Generator(targets.device).manual_seed(0)
-        deleted = random_deletion(targets, pad, generator)
-        use_draft = None
-        if own_draft is not None:
-            use_draft = uniform(targets.shape[:1], targets.device, generator) < config.draft_edit_ratio
-            draft_kept = apply_deletions(own_draft, edit_oracle(own_draft, targets, pad).delete_mask, pad)
-            deleted = choose_rows(use_draft, draft_kept, deleted, pad)
+        if teacher is not None:  # a smaller level: the full size's rows and inputs
+            rows = teacher.edit_rows
+            if rows is not None:
+                encoder_output, targets = encoder_output.select_rows(rows), trim_padding(targets[rows], pad)
+            deleted, insertion_counts, inserted_tokens = (
+                teacher.deleted,
+                teacher.insertion_counts,
+                teacher.inserted_tokens,
+            )
+        else:
+            rows = None
+            if self.training and config.edit_rows_ratio < 1:  # the edit passes on a random share of the rows
+                rows = torch.randperm(len(targets), device=targets.device)
+                rows = rows[: max(1, round(config.edit_rows_ratio * len(targets)))].sort().values
+                encoder_output, targets = encoder_output.select_rows(rows), trim_padding(targets[rows], pad)
+                own_draft = trim_padding(own_draft[rows], pad) if own_draft is not None else None
+            # Evaluation draws its random deletions from a fixed seed, so that the same data gives the same loss.
+            generator = None if self.training else torch.Generator(targets.device).manual_seed(0)
+            deleted = random_deletion(targets, pad, generator)
+            use_draft = None
+            if own_draft is not None:
+                use_draft = uniform(targets.shape[:1], targets.device, generator) < config.draft_edit_ratio
+                draft_kept = apply_deletions(own_draft, edit_oracle(own_draft, targets, pad).delete_mask, pad)
+                deleted = choose_rows(use_draft, draft_kept, deleted, pad)
+            insertions = edit_oracle(deleted, targets, pad)
+            insertion_counts, inserted_tokens = insertions.insertion_counts, insertions.inserted_tokens
 
-        insertions = edit_oracle(deleted, targets, pad)
         hidden_states = self.target_pass(deleted, encoder_output)
-        insertion_logits = self.insertion_logits(hidden_states)
         gap_mask = deleted[:, 1:] != pad
+        insertion_logits = self.insertion_logits(hidden_states)[gap_mask]
         insertion_loss = _cross_entropy(
-            insertion_logits[gap_mask],
-            insertions.insertion_counts.clamp(max=config.max_insertions - 1)[gap_mask],
+            insertion_logits,
+            insertion_counts.clamp(max=config.max_insertions - 1)[gap_mask],
             config.insertion_label_smoothing,
         )
 
-        with_placeholders = insert_placeholders(deleted, insertions.insertion_counts, placeholder, pad)
+        with_placeholders = insert_placeholders(deleted, insertion_counts, placeholder, pad)
         placeholder_mask = with_placeholders == placeholder
-        hidden_states = self.target_pass(with_placeholders, encoder_output)
-        word_targets = insertions.inserted_tokens[insertions.inserted_tokens != pad]
+        placeholder_states = self.target_pass(with_placeholders, encoder_output)[placeholder_mask]
+        word_targets = inserted_tokens[inserted_tokens != pad]
         word_loss, word_rows = _word_loss(
-            self, hidden_states[placeholder_mask], self.token_rows(word_targets), config.word_label_smoothing
+            self, placeholder_states, self.token_rows(word_targets), config.word_label_smoothing
         )
-        predicted = fill_placeholders(with_placeholders, self.row_tokens(word_rows), placeholder)
-        if use_draft is not None:
-            predicted = choose_rows(use_draft, own_draft, predicted, pad)
-        deletion_targets = edit_oracle(predicted, targets, pad).delete_mask
+        if teacher is not None:
+            predicted, deletion_targets = teacher.predicted, teacher.deletion_targets
+        else:
+            predicted = fill_placeholders(with_placeholders, self.row_tokens(word_rows), placeholder)
+            if use_draft is not None:
+                predicted = choose_rows(use_draft, own_draft, predicted, pad)
+            deletion_targets = edit_oracle(predicted, targets, pad).delete_mask
         hidden_states = self.target_pass(predicted, encoder_output)
         inner = inner_mask(predicted, pad)
+        deletion_logits = self.deletion_logits(hidden_states[inner])
         deletion_loss = _cross_entropy(
-            self.deletion_logits(hidden_states[inner]), deletion_targets[inner].long(), config.deletion_label_smoothing
+            deletion_logits, deletion_targets[inner].long(), config.deletion_label_smoothing
         )
-        return insertion_loss, word_loss, deletion_loss
+
+        distillation = None
+        if teacher is not None:
+            distillation = (
+                config.insertion_loss_weight * _distillation(insertion_logits, teacher.insertion_log_probs)
+                + config.word_loss_weight
+                * _head_distillation(self, self.word_logits, placeholder_states, teacher.word_log_probs)
+                + config.deletion_loss_weight * _distillation(deletion_logits, teacher.deletion_log_probs)
+            )
+        elif record is not None:
+            record.edit_rows, record.deleted, record.predicted = rows, deleted, predicted
+            record.insertion_counts, record.inserted_tokens = insertion_counts, inserted_tokens
+            record.deletion_targets = deletion_targets
+            record.insertion_log_probs = insertion_logits.detach().float().log_softmax(-1)
+            record.word_log_probs = _head_log_probs(self, self.word_logits, placeholder_states.detach())
+            record.deletion_log_probs = deletion_logits.detach().float().log_softmax(-1)
+        return (insertion_loss, word_loss, deletion_loss), distillation
 
 
 def _detached(encoder_output: DeerEncoderOutput) -> DeerEncoderOutput:
@@ -293,6 +389,47 @@ def _cross_entropy(logits: torch.Tensor, targets: torch.Tensor, label_smoothing:
     if targets.numel() == 0:
         return logits.sum() * 0.0
     return F.cross_entropy(logits.float(), targets, label_smoothing=label_smoothing)
+
+
+def _distillation(logits: torch.Tensor, teacher_log_probs: torch.Tensor) -> torch.Tensor:
+    """Mean over positions of KL(teacher || softmax(logits)): logits (n, classes), the teacher's detached
+    log-probabilities (n, classes); zero (with a graph) when there is nothing to learn."""
+    if len(logits) == 0:
+        return logits.sum() * 0.0
+    return _kl_sum(logits, teacher_log_probs) / len(logits)
+
+
+def _kl_sum(logits: torch.Tensor, teacher_log_probs: torch.Tensor) -> torch.Tensor:
+    return F.kl_div(logits.float().log_softmax(-1), teacher_log_probs, reduction="sum", log_target=True)
+
+
+def _head_distillation(model, score, hidden_states: torch.Tensor, teacher_log_probs: torch.Tensor) -> torch.Tensor:
+    """`_distillation` of an LM-head-sized `score` (a method: hidden states (n, hidden) -> (n, rows)), run on
+    `chunk_positions` positions at a time, each chunk recomputed in the backward pass when there are several."""
+    if len(hidden_states) == 0:
+        return hidden_states.sum() * 0.0
+    size = chunk_positions(model)
+    chunks = list(zip(hidden_states.split(size), teacher_log_probs.split(size)))
+    recompute = torch.is_grad_enabled() and len(chunks) > 1
+    total = 0.0
+    for part, part_teacher in chunks:
+        if recompute:
+            total = total + checkpoint(_head_kl_chunk, score, part, part_teacher, use_reentrant=False)
+        else:
+            total = total + _head_kl_chunk(score, part, part_teacher)
+    return total / len(hidden_states)
+
+
+def _head_kl_chunk(score, hidden_states: torch.Tensor, teacher_log_probs: torch.Tensor) -> torch.Tensor:
+    return _kl_sum(score(hidden_states), teacher_log_probs)
+
+
+@torch.no_grad()
+def _head_log_probs(model, score, hidden_states: torch.Tensor) -> torch.Tensor:
+    """The log-probabilities (n, rows) an LM-head-sized `score` gives hidden states (n, hidden), by chunks."""
+    size = chunk_positions(model)
+    parts = [score(part).float().log_softmax(-1) for part in hidden_states.split(size)]
+    return torch.cat(parts) if parts else hidden_states.new_zeros(0, model.config.embedding_rows)
 
 
 def ctc_columns(gold_rows: torch.Tensor, blank_row: int) -> tuple[torch.Tensor, torch.Tensor]:

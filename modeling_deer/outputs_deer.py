@@ -47,6 +47,8 @@ class DeerSeq2SeqLMOutput(ModelOutput):
     loss: weighted sum of the components below (when `labels` are given).
     ctc_loss, insertion_loss, word_loss, deletion_loss: DEER's four losses.
     sparsity_loss: the pruning regulariser (when training with sparsity levels).
+    distillation_loss: with in-place distillation (`DeerConfig.distillation_weight`), the smaller levels' KL terms
+        from the full size, summed over the levels of the step, each level's weighted as in its loss.
     num_unfit_targets: rows whose target cannot fit the draft's frames; they are left out of the CTC loss.
     encoder_last_hidden_state: (batch, source_length, hidden).
     hidden_states, attentions: with `output_hidden_states` / `output_attentions`, the source pass's, per layer (as
@@ -63,6 +65,7 @@ class DeerSeq2SeqLMOutput(ModelOutput):
     word_loss: torch.Tensor | None = None
     deletion_loss: torch.Tensor | None = None
     sparsity_loss: torch.Tensor | None = None
+    distillation_loss: torch.Tensor | None = None
     num_unfit_targets: torch.Tensor | None = None
     encoder_last_hidden_state: torch.Tensor | None = None
     hidden_states: tuple[torch.Tensor, ...] | None = None

@@ -181,16 +181,21 @@ class DeerPruningMixin:
         )
 
     def training_levels(self) -> list[float]:
-        """The pruning levels one training step runs at (none without `sparsity_levels`, or in evaluation): one drawn
-        from `sparsity_levels` (never below the level the weights were cut to); with `full_every_step`, the full size
-        first, then one drawn from the smaller levels."""
+        """The pruning levels one training step runs at (none without `sparsity_levels`, or in evaluation), never
+        below the level the weights were cut to: one drawn from `sparsity_levels`; with `full_every_step`, the full
+        size first, then one drawn from the smaller levels; with `sandwich_rule`, the full size, the smallest level,
+        then one drawn from those between."""
         config = self.config
         if not self.training or not config.sparsity_levels:
             return []
         base = config.pruned_sparsity
         levels = sorted({max(level, base) for level in config.sparsity_levels})
+        smaller = [level for level in levels if level > base]
+        if config.sandwich_rule:
+            between = smaller[:-1]
+            drawn = [between[int(torch.randint(len(between), ()))]] if between else []
+            return [base] + smaller[-1:] + drawn
         if config.full_every_step:
-            smaller = [level for level in levels if level > base]
             return [base] + ([smaller[int(torch.randint(len(smaller), ()))]] if smaller else [])
         drawn = config.sparsity_levels[int(torch.randint(len(config.sparsity_levels), ()))]
         return [max(drawn, base)]

@@ -54,6 +54,42 @@ def test_ar_reference_is_warm_started_from_the_mlm_and_writes_its_command(traine
     assert ids[0, 0] == tokenizer.cls_token_id and ids.shape[1] <= model.generation_config.max_length
 
 
+def test_ar_reference_trims_its_vocabulary_as_deer_does(tmp_path, tiny_bert_path):
+    """deer-train-ar --trim_vocabulary: both embedding tables and the LM head keep the training data's tokens (the
+    same rows rule as DEER's --trim_vocabulary), the tokenizer is saved trimmed to match, and the training rows in
+    the new ids are what the trimmed tokenizer gives for their texts."""
+    trainer = train_ar_main(
+        run_args(tmp_path / "ar", tiny_bert_path, "--max_steps", "2", "--save_strategy", "no", "--trim_vocabulary")
+    )
+    deer = train_main(
+        run_args(tmp_path / "deer", tiny_bert_path, "--max_steps", "1", "--save_strategy", "no", "--trim_vocabulary")
+    )
+    model = EncoderDecoderModel.from_pretrained(tmp_path / "ar")
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "ar")
+    rows = len(tokenizer)
+    assert rows == len(deer.model.config.vocabulary_ids) < 30522  # the same tokens as DEER keeps
+    assert model.config.decoder.vocab_size == model.config.encoder.vocab_size == rows
+    assert model.get_output_embeddings().weight.shape[0] == model.get_input_embeddings().weight.shape[0] == rows
+    with open(TRAIN_FILE, encoding="utf-8") as handle:
+        first = json.loads(handle.readline())
+    assert (
+        trainer.train_dataset[0]["input_ids"]
+        == tokenizer(first["source"], truncation=True, max_length=48)["input_ids"]
+    )
+    assert (
+        trainer.train_dataset[0]["labels"]
+        == tokenizer(first["target"], truncation=True, max_length=48)["input_ids"][1:]
+    )
+    assert model.config.decoder_start_token_id == tokenizer.cls_token_id
+    assert model.generation_config.eos_token_id == model.config.eos_token_id == tokenizer.sep_token_id
+    ids = model.generate(**tokenizer(["Im Anfang war das Wort."], return_tensors="pt"), max_new_tokens=5)
+    assert ids[0, 0] == tokenizer.cls_token_id and int(ids.max()) < rows
+    with pytest.raises(SystemExit, match="--trim_vocabulary reads every training token"):
+        train_ar_main(
+            run_args(tmp_path / "s", tiny_bert_path, "--max_steps", "1", "--trim_vocabulary", "--streaming", "true")
+        )
+
+
 def test_ar_labels_drop_the_leading_bos(tmp_path, tiny_bert_path):
     trainer = train_ar_main(
         run_args(tmp_path, tiny_bert_path, "--do_train", "--max_steps", "1", "--save_strategy", "no")

@@ -261,6 +261,95 @@ def test_full_every_step_trains_the_full_size_and_one_smaller_level(monkeypatch)
         tiny_config(full_every_step="yes")
 
 
+def _step_levels(monkeypatch, levels: list[float], seed: int = 0, **overrides):
+    """One training step of a tiny model without dropout: the levels it ran at and each level's own output with its
+    own loss (the step's output then carries the sum)."""
+    source_ids, source_mask = random_batch(3, 10, seed=8)
+    labels, _ = random_batch(3, 7, seed=9, min_length=4)
+    labels = labels.masked_fill(labels == PAD, -100)
+    model = tiny_model(sparsity_levels=levels, draft_edit_ratio=0.5, **overrides).train()
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    ran, outputs = [], []
+    level_gates, deer_loss = model.level_gates, model._deer_loss
+    monkeypatch.setattr(
+        model, "level_gates", lambda level, **kwargs: ran.append(level) or level_gates(level, **kwargs)
+    )
+
+    def recorded(*args, **kwargs):
+        outputs.append(deer_loss(*args, **kwargs))
+        outputs[-1].own_loss = outputs[-1].loss.item()
+        return outputs[-1]
+
+    monkeypatch.setattr(model, "_deer_loss", recorded)
+    torch.manual_seed(seed)
+    output = model(input_ids=source_ids, attention_mask=source_mask, labels=labels)
+    return model, output, ran, outputs
+
+
+def test_the_sandwich_rule_trains_the_full_size_the_smallest_level_and_one_between(monkeypatch):
+    drawn = set()
+    for seed in range(8):
+        model, output, ran, outputs = _step_levels(monkeypatch, [0.0, 0.25, 0.5, 0.75], seed, sandwich_rule=True)
+        assert ran[:2] == [0.0, 0.75] and ran[2] in (0.25, 0.5) and len(ran) == len(outputs) == 3
+        drawn.add(ran[2])
+        assert output is outputs[0] and output.distillation_loss is None  # no distillation asked for
+        assert output.loss.item() == pytest.approx(sum(o.own_loss for o in outputs), rel=1e-5)
+    assert drawn == {0.25, 0.5}
+    # Two levels: the full size and the smallest, nothing between.
+    torch.manual_seed(0)
+    _, _, ran, _ = _step_levels(monkeypatch, [0.0, 0.5], sandwich_rule=True)
+    assert ran == [0.0, 0.5]
+    with pytest.raises(ValueError, match="sandwich_rule"):
+        tiny_config(sandwich_rule=1)
+
+
+def test_in_place_distillation_reads_the_full_sizes_inputs_and_learns_its_outputs(monkeypatch):
+    """A smaller level learns KL(full || level) on the full size's own inputs: a level that removes no unit (the
+    same network) gets exactly the full size's losses and no distillation loss; a real level gets a positive one,
+    whose gradient reaches the pruning scores. In the CTC-only phase only the frames are distilled."""
+    torch.manual_seed(0)
+    model, output, ran, outputs = _step_levels(monkeypatch, [0.0, 1e-6], sandwich_rule=True, distillation_weight=1.0)
+    full, same = outputs
+    assert ran == [0.0, 1e-6]
+    for name in ("ctc_loss", "insertion_loss", "word_loss", "deletion_loss"):
+        assert getattr(same, name).item() == pytest.approx(getattr(full, name).item(), rel=1e-4)
+    assert same.distillation_loss.item() == pytest.approx(0.0, abs=1e-5)
+    assert output.distillation_loss.item() == pytest.approx(0.0, abs=1e-5)
+
+    torch.manual_seed(0)
+    model, output, ran, outputs = _step_levels(
+        monkeypatch, [0.0, 0.5, 0.75], sandwich_rule=True, distillation_weight=2.0
+    )
+    full, smallest, between = outputs
+    assert output is full and smallest.distillation_loss > 0 and between.distillation_loss > 0
+    assert output.distillation_loss.item() == pytest.approx(
+        smallest.distillation_loss.item() + between.distillation_loss.item(), rel=1e-5
+    )
+    # Each smaller level's loss: its own four losses, then the distillation term at its weight.
+    names = ("ctc_loss", "insertion_loss", "word_loss", "deletion_loss")
+    own = sum(getattr(model.config, f"{name}_weight") * getattr(smallest, name).item() for name in names)
+    assert smallest.own_loss == pytest.approx(own + 2.0 * smallest.distillation_loss.item(), rel=1e-4)
+    output.loss.backward()
+    assert all(score.grad is not None and score.grad.abs().sum() > 0 for score in model.pruning_scores())
+
+    # CTC-only phase (edit weights 0): the frames' distributions alone are distilled.
+    torch.manual_seed(0)
+    _, output, _, outputs = _step_levels(
+        monkeypatch,
+        [0.0, 0.5],
+        full_every_step=True,
+        distillation_weight=1.0,
+        insertion_loss_weight=0.0,
+        word_loss_weight=0.0,
+        deletion_loss_weight=0.0,
+    )
+    assert outputs[1].insertion_loss is None and outputs[1].distillation_loss > 0
+    with pytest.raises(ValueError, match="distillation_weight"):
+        tiny_config(sparsity_levels=[0.0, 0.5], distillation_weight=1.0)  # no full size on every step to learn from
+
+
 def test_optimizer_groups_give_the_scores_their_own_learning_rate():
     model = tiny_model()
     groups = model.optimizer_parameter_groups(weight_decay=0.01, score_learning_rate=0.1)

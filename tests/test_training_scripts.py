@@ -685,3 +685,138 @@ def test_generation_warns_with_a_count_when_it_truncates(tmp_path, tiny_bert_pat
         outputs = generate_texts(model, tokenizer, sources, batch_size=2, progress=False, max_iterations=0)
     assert len(outputs) == 4
     assert f"2 of 4 sources are longer than the model's position table ({limit} tokens)" in caplog.text
+
+
+# -- early stopping, evaluation during training, pruned checkpoints in the commands -----------------------------------
+
+
+def _evaluate_with_the_command(model_dir, max_iterations: int, samples: int, monkeypatch, tmp_path) -> float:
+    """BLEU of `training.evaluate` (deer-evaluate) on the first `samples` validation pairs."""
+    from training import evaluate
+
+    split = tmp_path / f"validation-{samples}.jsonl"
+    with open(VALIDATION_FILE, encoding="utf-8") as handle:
+        split.write_text("".join(handle.readlines()[:samples]), encoding="utf-8")
+    output = tmp_path / "scores.json"
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "evaluate",
+            "--model",
+            str(model_dir),
+            "--splits",
+            str(split),
+            "--max_iterations",
+            str(max_iterations),
+            "--output",
+            str(output),
+        ],
+    )
+    evaluate.main()
+    return json.loads(output.read_text())["rows"][0]["bleu"]
+
+
+def test_evaluation_during_training_scores_the_draft_until_the_edit_heads_train_and_matches_deer_evaluate(
+    tmp_path, tiny_bert_path, monkeypatch
+):
+    """In the CTC-only phase the edit heads have not trained: evaluation decodes the draft alone (as deer-evaluate
+    --max_iterations 0 scores that checkpoint); afterwards, the rounds asked for (--max_iterations 1). Each
+    evaluation's BLEU is what deer-evaluate gives for the checkpoint saved at that step (on pairs no longer than
+    --max_source_length / --max_target_length, which evaluation during training truncates to)."""
+    output = tmp_path / "run"
+    samples = 8
+    train_main(
+        run_args(
+            output,
+            tiny_bert_path,
+            "--max_steps", "4", "--ctc_only_steps", "2",
+            "--validation_file", VALIDATION_FILE, "--do_eval", "--max_eval_samples", str(samples),
+            "--per_device_eval_batch_size", "4", "--predict_with_generate", "--max_iterations", "1",
+            "--eval_strategy", "steps", "--eval_steps", "2", "--save_strategy", "steps", "--save_steps", "2",
+            "--tune_decoding", "none", "--max_source_length", "128", "--max_target_length", "128",
+        )
+    )  # fmt: skip
+    curve = {row["step"]: row for row in map(json.loads, (output / "learning_curve.jsonl").read_text().splitlines())}
+    draft_only = _evaluate_with_the_command(output / "checkpoint-2", 0, samples, monkeypatch, tmp_path)
+    one_round = _evaluate_with_the_command(output / "checkpoint-4", 1, samples, monkeypatch, tmp_path)
+    assert curve[2]["eval_bleu"] == pytest.approx(draft_only, abs=1e-6)
+    assert curve[4]["eval_bleu"] == pytest.approx(one_round, abs=1e-6)
+
+
+def test_early_stopping_stops_a_run_and_keeps_its_best_checkpoint(tmp_path, tiny_bert_path):
+    """With --early_stopping_patience and --predict_with_generate, the task's generation metric (BLEU) judges the
+    checkpoints: a learning rate of 0 never improves, so training stops after patience evaluations and the best
+    (first) checkpoint is the model."""
+    output = tmp_path / "run"
+    trainer = train_main(
+        run_args(
+            output,
+            tiny_bert_path,
+            "--max_steps", "40", "--learning_rate", "0", "--ctc_only_steps", "0", "--tune_decoding", "none",
+            "--validation_file", VALIDATION_FILE, "--do_eval", "--max_eval_samples", "4", "--predict_with_generate",
+            "--max_iterations", "0", "--eval_strategy", "steps", "--eval_steps", "2", "--save_strategy", "steps",
+            "--save_steps", "2", "--early_stopping_patience", "2",
+        )
+    )  # fmt: skip
+    state = json.loads((output / "trainer_state.json").read_text())
+    assert state["global_step"] == 6  # evaluations at 2 (best), 4 and 6 (no better): stopped
+    assert trainer.args.metric_for_best_model == "bleu" and trainer.args.load_best_model_at_end
+    assert state["best_global_step"] == 2 and state["best_model_checkpoint"].endswith("checkpoint-2")
+    refusals = [
+        (("--early_stopping_patience", "2"), "needs evaluations during training"),
+        (
+            ("--early_stopping_patience", "2", "--validation_file", VALIDATION_FILE, "--do_eval", "--eval_strategy",
+             "steps", "--eval_steps", "2", "--save_strategy", "steps", "--save_steps", "3"),
+            "a checkpoint must be saved at every evaluation",
+        ),
+        (("--early_stopping_patience", "0"), "at least 1"),
+        (("--generation_metric", "BLEU"), "--generation_metric must be one of"),
+    ]  # fmt: skip
+    for flags, message in refusals:
+        with pytest.raises(SystemExit, match=message):
+            train_main(run_args(tmp_path / "bad", tiny_bert_path, "--max_steps", "1", *flags))
+
+
+def test_the_generation_metric_is_the_default_metric_for_the_best_model(tmp_path, tiny_bert_path):
+    common = ("--max_steps", "1", "--save_strategy", "no", "--tune_decoding", "none", "--predict_with_generate")
+    trainer = train_main(run_args(tmp_path / "a", tiny_bert_path, *common, "--generation_metric", "rougeL"))
+    assert (trainer.args.metric_for_best_model, trainer.args.greater_is_better) == ("rougeL", True)
+    trainer = train_main(run_args(tmp_path / "b", tiny_bert_path, *common, "--metric_for_best_model", "chrf"))
+    assert trainer.args.metric_for_best_model == "chrf"  # the user's choice stands
+
+
+def test_a_pruned_checkpoint_works_from_the_commands(tmp_path, tiny_bert_path, monkeypatch):
+    """deer-generate and deer-evaluate decode a prune_to checkpoint at its own level when --sparsity is not given
+    (at the full size they would have to grow it back, which a pruned model cannot)."""
+    from modeling_deer import DeerForConditionalGeneration
+    from training import evaluate, generate
+
+    trained = tmp_path / "trained"
+    train_main(
+        run_args(trained, tiny_bert_path, "--max_steps", "2", "--save_strategy", "no", "--sparsity_levels", "0", "0.5")
+    )
+    pruned = tmp_path / "pruned"
+    DeerForConditionalGeneration.from_pretrained(trained).prune_to(0.5).save_pretrained(pruned)
+    shutil.copy(trained / "tokenizer.json", pruned / "tokenizer.json")
+    shutil.copy(trained / "tokenizer_config.json", pruned / "tokenizer_config.json")
+    outputs = tmp_path / "out.txt"
+    monkeypatch.setattr(
+        sys, "argv", ["generate", "--model", str(pruned), "--input", VALIDATION_FILE, "--output", str(outputs),
+                      "--max_iterations", "0"]
+    )  # fmt: skip
+    generate.main()
+    scores = json.loads((tmp_path / "out.txt.scores.json").read_text())
+    assert scores["sparsity"] == 0.5 and len(outputs.read_text().splitlines()) == scores["sentences"] > 0
+    report = tmp_path / "report.json"
+    monkeypatch.setattr(
+        sys, "argv", ["evaluate", "--model", str(pruned), "--splits", VALIDATION_FILE, "--max_iterations", "0",
+                      "--output", str(report)]
+    )  # fmt: skip
+    evaluate.main()
+    assert [row["sparsity"] for row in json.loads(report.read_text())["rows"]] == [0.5]
+    monkeypatch.setattr(
+        sys, "argv", ["evaluate", "--model", str(pruned), "--splits", VALIDATION_FILE, "--sparsity", "0"]
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="cannot grow back"):
+        evaluate.main()

@@ -59,6 +59,17 @@ class ModelArguments:
         "With --sparsity_levels: train the full size on every step and one smaller level beside it (two passes per "
         "step) instead of one level drawn per step." + DEFAULT_NOTE,
     )
+    sandwich_rule: bool | None = flag(
+        None,
+        "With --sparsity_levels: train the full size, the smallest level and one level drawn from those between on "
+        "every step (three passes per step; the sandwich rule of slimmable networks)." + DEFAULT_NOTE,
+    )
+    distillation_weight: float | None = flag(
+        None,
+        "In-place distillation, with --sandwich_rule or --full_every_step: the smaller levels also learn the full "
+        "size's detached output distributions (CTC frames, insertion, word and deletion heads) on the full size's "
+        "inputs, with this weight (0 = off)." + DEFAULT_NOTE,
+    )
     redraft_ratio: float | None = flag(
         None,
         "Share of the rows whose CTC pass reads the model's own confident draft words instead of glanced gold ones: "
@@ -79,13 +90,33 @@ class ModelArguments:
         "Shrink the embeddings and LM head to the tokens of the training data (sources and targets): a faster model "
         "that can only write those tokens. The tokenizer is unchanged.",
     )
-    tune_decoding: str = flag(
-        "bleu",
+    tune_decoding: str | None = flag(
+        None,
         "After training, choose the decoding knobs (blank, deletion and eos penalties) on --validation_file by this "
-        "metric (bleu, chrf or rougeL) at --max_iterations rounds, then max_iterations among 0 1 2 4, as "
-        "`training.evaluate --select METRIC --save` does, and save them with the model, so that a plain generate() "
-        "decodes as chosen. 'none': leave them as they are. Needs --do_train and --validation_file; otherwise "
-        "nothing is tuned.",
+        "metric (bleu, chrf or rougeL; default: --generation_metric) at --max_iterations rounds, then max_iterations "
+        "among 0 1 2 4, as `training.evaluate --select METRIC --save` does, and save them with the model, so that a "
+        "plain generate() decodes as chosen. 'none': leave them as they are. Needs --do_train and --validation_file; "
+        "otherwise nothing is tuned.",
+    )
+
+
+@dataclass
+class StoppingArguments:
+    """What judges a checkpoint during training, and when training stops early (both training commands)."""
+
+    generation_metric: str = flag(
+        "bleu",
+        "The task's metric of generated text: bleu (translation), rougeL (simplification) or chrf. With "
+        "--predict_with_generate it is the default --metric_for_best_model (the best checkpoint, early stopping).",
+    )
+    early_stopping_patience: int | None = flag(
+        None,
+        "Stop after this many evaluations in a row without improvement of --metric_for_best_model (transformers' "
+        "EarlyStoppingCallback), then load the best checkpoint (--load_best_model_at_end is implied). Needs "
+        "--validation_file, an --eval_strategy and a --save_strategy that saves at every evaluation.",
+    )
+    early_stopping_threshold: float = flag(
+        0.0, "How much the metric must improve on the best so far to count as an improvement."
     )
 
 
@@ -146,3 +177,10 @@ class ARModelArguments:
     )
     tokenizer_name: str | None = flag(None, "Defaults to model_name_or_path.")
     max_train_minutes: float | None = flag(None, TIME_LIMIT_HELP)
+    trim_vocabulary: bool = flag(
+        False,
+        "Shrink both embedding tables and the LM head to the tokens of the training data (sources and targets), as "
+        "deer-train --trim_vocabulary does: a model that trains and decodes at the speed of its real vocabulary. The "
+        "tokenizer saved with the model is trimmed to match (WordPiece; words the kept pieces spell tokenise as "
+        "before, others read as unk).",
+    )

@@ -21,7 +21,7 @@ import os
 import re
 import sys
 
-from training.arguments import ARModelArguments, CardArguments, DataArguments, ModelArguments
+from training.arguments import ARModelArguments, CardArguments, DataArguments, ModelArguments, StoppingArguments
 
 
 METRICS = ("bleu", "chrf", "rougeL")  # the names training.metrics.score returns
@@ -91,7 +91,13 @@ def generate_parser() -> argparse.ArgumentParser:
     parser.add_argument("--input", required=True)
     parser.add_argument("--output", required=True)
     parser.add_argument("--max_iterations", type=int, default=None, help="default: the model's generation config")
-    parser.add_argument("--sparsity", type=float, default=0.0, help="mask the model to this pruning level")
+    parser.add_argument(
+        "--sparsity",
+        type=float,
+        default=None,
+        help="mask the model to this pruning level (default: the model's own: 0, or the level a pruned checkpoint "
+        "was cut to)",
+    )
     add_knob_arguments(parser)
     parser.add_argument("--batch_size", type=int, default=32)
     add_data_arguments(parser)
@@ -113,7 +119,13 @@ def evaluate_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--max_iterations", nargs="+", type=int, default=[0, 1, 2, 4], help="the round counts to score"
     )
-    parser.add_argument("--sparsity", nargs="+", type=float, default=[0.0], help="pruning levels (set_sparsity)")
+    parser.add_argument(
+        "--sparsity",
+        nargs="+",
+        type=float,
+        default=None,
+        help="pruning levels (set_sparsity; default: the model's own: 0, or the level a pruned checkpoint was cut to)",
+    )
     add_knob_arguments(parser)
     parser.add_argument("--batch_size", type=int, default=32)
     add_data_arguments(parser)
@@ -187,8 +199,8 @@ def dataclass_help_parser(script: str, classes: tuple) -> argparse.ArgumentParse
 
 PARSERS = {"generate": generate_parser, "evaluate": evaluate_parser}
 TRAINING_FLAGS = {
-    "train": (ModelArguments, DataArguments, CardArguments),
-    "train_ar": (ARModelArguments, DataArguments),
+    "train": (ModelArguments, DataArguments, StoppingArguments, CardArguments),
+    "train_ar": (ARModelArguments, DataArguments, StoppingArguments),
 }
 
 

@@ -109,6 +109,8 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
 
     model = DeerForConditionalGeneration.from_pretrained(args.model).eval().to(args.device)
+    if args.sparsity is None:  # the model's own level: full size, or what a pruned checkpoint was cut to
+        args.sparsity = [model.config.pruned_sparsity]
     for sparsity in args.sparsity:  # an impossible level fails here, before any decoding
         model.set_sparsity(sparsity)
     model.set_sparsity(args.sparsity[0])

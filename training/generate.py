@@ -43,6 +43,8 @@ def main(argv=None):
     device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
     model = DeerForConditionalGeneration.from_pretrained(args.model).eval().to(device)
     tokenizer = AutoTokenizer.from_pretrained(args.model)
+    if args.sparsity is None:  # the model's own level: full size, or what a pruned checkpoint was cut to
+        args.sparsity = model.config.pruned_sparsity
     model.set_sparsity(args.sparsity)
     set_decoding(model, **decoding_arguments(args))
     max_iterations = model.generation_config.max_iterations

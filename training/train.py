@@ -28,7 +28,7 @@ import transformers
 from transformers import AutoConfig, AutoTokenizer, Seq2SeqTrainingArguments
 
 from modeling_deer import DeerForConditionalGeneration
-from training.arguments import CardArguments, DataArguments, ModelArguments
+from training.arguments import CardArguments, DataArguments, ModelArguments, StoppingArguments
 from training.cli import CANDIDATES, MAX_ITERATIONS_CANDIDATES, METRICS
 from training.data import DeerDataCollator, read_texts
 from training.decoding import set_decoding, tune_knobs
@@ -36,6 +36,7 @@ from training.trainer import (
     CtcOnlyCallback,
     DeerTrainer,
     GlancingScheduleCallback,
+    best_model_callbacks,
     generation_metrics,
     load_datasets,
     parse_arguments,
@@ -49,7 +50,7 @@ from training.trainer import (
 logger = logging.getLogger(__name__)
 # The ModelArguments that set the DeerConfig field of their name (where given).
 CONFIG_FLAGS = ("upsample_ratio", "sparsity_weight", "draft_input", "draft_edit_ratio", "edit_rows_ratio")
-CONFIG_FLAGS += ("redraft_ratio", "full_every_step")
+CONFIG_FLAGS += ("redraft_ratio", "full_every_step", "sandwich_rule", "distillation_weight")
 
 
 def load_model(model_args: ModelArguments) -> DeerForConditionalGeneration:
@@ -121,13 +122,16 @@ def tune_decoding(model, tokenizer, data_args: DataArguments, metric: str, outpu
 
 
 def main(argv=None):
-    model_args, data_args, card_args, training_args = parse_arguments(
-        (ModelArguments, DataArguments, CardArguments, Seq2SeqTrainingArguments), argv
+    model_args, data_args, stopping_args, card_args, training_args = parse_arguments(
+        (ModelArguments, DataArguments, StoppingArguments, CardArguments, Seq2SeqTrainingArguments), argv
     )
     # --push_to_hub pushes once, at the end, with the tokenizer and a model card (not the Trainer's checkpoints).
     push, training_args.push_to_hub = training_args.push_to_hub, False
     transformers.utils.logging.set_verbosity_warning()
 
+    stopping = best_model_callbacks(training_args, stopping_args)
+    if model_args.tune_decoding is None:
+        model_args.tune_decoding = stopping_args.generation_metric
     if model_args.tune_decoding not in METRICS + ("none",):
         raise SystemExit(
             f"error: --tune_decoding must be one of {', '.join(METRICS)} or none, not {model_args.tune_decoding!r}"
@@ -170,7 +174,8 @@ def main(argv=None):
         compute_metrics=generation_metrics(tokenizer) if training_args.predict_with_generate else None,
         callbacks=[GlancingScheduleCallback(model_args.glancing_start, model_args.glancing_end)]
         + ([CtcOnlyCallback(model_args.ctc_only_steps, edit_weights)] if model_args.ctc_only_steps != 0 else [])
-        + run_callbacks(model, model_args.max_train_minutes),
+        + run_callbacks(model, model_args.max_train_minutes)
+        + stopping,
         score_learning_rate=model_args.score_learning_rate,
     )
 

@@ -12,16 +12,30 @@ import time
 
 import torch
 import transformers
-from transformers import HfArgumentParser, Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback
+from transformers import (
+    EarlyStoppingCallback,
+    HfArgumentParser,
+    Seq2SeqTrainer,
+    Seq2SeqTrainingArguments,
+    TrainerCallback,
+)
 
-from training.arguments import CardArguments, DataArguments
+from training.arguments import CardArguments, DataArguments, StoppingArguments
 from training.data import load_split, tokenize_split
 from training.metrics import score
 
 
 logger = logging.getLogger(__name__)
 # What the training logs average over the steps since the last log, beside the loss.
-LOGGED_OUTPUTS = ("ctc_loss", "insertion_loss", "word_loss", "deletion_loss", "sparsity_loss", "num_unfit_targets")
+LOGGED_OUTPUTS = (
+    "ctc_loss",
+    "insertion_loss",
+    "word_loss",
+    "deletion_loss",
+    "sparsity_loss",
+    "distillation_loss",
+    "num_unfit_targets",
+)
 
 
 def push_run(model, tokenizer, training_args, card_args: CardArguments, metrics: dict | None):
@@ -67,16 +81,17 @@ class GlancingScheduleCallback(TrainerCallback):
 class LearningCurveCallback(TrainerCallback):
     """Appends one JSON line per evaluation to `learning_curve.jsonl` in the output directory: the step, the seconds
     spent in training steps so far (evaluation excluded, so runs compare by training wall-clock) and the evaluation
-    metrics. A resumed run goes on from the seconds its file recorded at the checkpoint's step."""
+    metrics. A resumed run goes on from the seconds its file recorded at the checkpoint's step. An evaluation after
+    training (of the final model, or with early stopping of the best one) is marked `"after_training": true`."""
 
     def __init__(self):
-        self.train_seconds, self.step_started = 0.0, None
+        self.train_seconds, self.step_started, self.training_done = 0.0, None, False
 
     def path(self, args) -> str:
         return os.path.join(args.output_dir, "learning_curve.jsonl")
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self.train_seconds = 0.0
+        self.train_seconds, self.training_done = 0.0, False
         if state.global_step and os.path.exists(self.path(args)):
             with open(self.path(args)) as handle:
                 rows = [json.loads(line) for line in handle if line.strip()]
@@ -96,8 +111,13 @@ class LearningCurveCallback(TrainerCallback):
             return
         os.makedirs(args.output_dir, exist_ok=True)
         row = {"step": state.global_step, "train_seconds": round(self.train_seconds, 1), **(metrics or {})}
+        if self.training_done:
+            row["after_training"] = True
         with open(self.path(args), "a") as handle:
             handle.write(json.dumps(row) + "\n")
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.training_done = True
 
 
 class CtcOnlyCallback(TrainerCallback):
@@ -163,6 +183,8 @@ class TimeLimitCallback(TrainerCallback):
         if stop.item():
             logger.info(f"time limit reached at step {state.global_step}: stopping")
             control.should_training_stop = True
+            # A checkpoint at the step it stopped, so that --resume_from_checkpoint goes on from there.
+            control.should_save = args.save_strategy != "no"
 
 
 class DeerTrainer(Seq2SeqTrainer):
@@ -218,9 +240,11 @@ class DeerTrainer(Seq2SeqTrainer):
         inputs = self._prepare_inputs(inputs)
         with torch.no_grad():
             loss = model(**inputs).loss.detach() if "labels" in inputs else None
-        generated = self.accelerator.unwrap_model(model).generate(
-            input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]
-        )
+        deer = self.accelerator.unwrap_model(model)
+        # While the edit heads have not trained (a CTC-only phase: their loss weights are 0), their rounds would
+        # only rewrite the draft at random: evaluation scores the draft alone until then.
+        settings = {"max_iterations": 0} if not any(getattr(deer.config, n) for n in CtcOnlyCallback.NAMES) else {}
+        generated = deer.generate(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], **settings)
         return loss, generated, inputs.get("labels")
 
 
@@ -230,6 +254,41 @@ def run_callbacks(model, max_train_minutes: float | None) -> list[TrainerCallbac
     return [SpecialTokensCallback(model), LearningCurveCallback()] + (
         [TimeLimitCallback(max_train_minutes)] if max_train_minutes is not None else []
     )
+
+
+def best_model_callbacks(training_args, stopping_args: StoppingArguments) -> list[TrainerCallback]:
+    """The best checkpoint and early stopping. With --predict_with_generate and no --metric_for_best_model, the
+    task's --generation_metric judges checkpoints; with --early_stopping_patience, transformers'
+    EarlyStoppingCallback stops training and the best checkpoint is loaded at the end. Refuses, in one line, what
+    cannot work (no evaluation to judge by, checkpoints that miss evaluations)."""
+    if stopping_args.generation_metric not in ("bleu", "chrf", "rougeL"):
+        raise SystemExit(
+            f"error: --generation_metric must be one of bleu, chrf or rougeL, not {stopping_args.generation_metric!r}"
+        )
+    if training_args.predict_with_generate and training_args.metric_for_best_model is None:
+        training_args.metric_for_best_model = stopping_args.generation_metric
+        training_args.greater_is_better = True
+    patience = stopping_args.early_stopping_patience
+    if patience is None:
+        return []
+    if patience < 1:
+        raise SystemExit(f"error: --early_stopping_patience must be at least 1, got {patience}")
+    if not training_args.do_eval or training_args.eval_strategy == "no":
+        raise SystemExit(
+            "error: --early_stopping_patience needs evaluations during training: --validation_file and "
+            "--eval_strategy steps (or epoch)"
+        )
+    if training_args.save_strategy != training_args.eval_strategy or (
+        training_args.eval_strategy == "steps" and training_args.save_steps % training_args.eval_steps != 0
+    ):
+        raise SystemExit(
+            "error: --early_stopping_patience keeps the best checkpoint, so a checkpoint must be saved at every "
+            "evaluation: give --save_strategy as --eval_strategy (and --save_steps equal to --eval_steps)"
+        )
+    if training_args.metric_for_best_model is None:
+        training_args.metric_for_best_model, training_args.greater_is_better = "loss", False
+    training_args.load_best_model_at_end = True
+    return [EarlyStoppingCallback(patience, stopping_args.early_stopping_threshold)]
 
 
 def save_command(output_dir: str, module: str, argv: list[str] | None):
