@@ -41,8 +41,7 @@ def recipe_model(model: DeerForConditionalGeneration, settings: dict, edit_weigh
         setattr(recipe.config, name, value)
     for name in EDIT_WEIGHTS:
         setattr(recipe.config, name, edit_weight)
-    for scores in recipe.pruning_scores():
-        scores.requires_grad_(bool(recipe.config.sparsity_levels))
+    recipe.freeze_unused_scores()
     return recipe
 
 

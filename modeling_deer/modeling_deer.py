@@ -300,6 +300,23 @@ class DeerPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
     supports_gradient_checkpointing = True
 
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        # Loading re-creates every parameter trainable: the pruning scores go back to what the config says.
+        loaded = super().from_pretrained(*args, **kwargs)
+        (loaded[0] if isinstance(loaded, tuple) else loaded).freeze_unused_scores()  # (output_loading_info=True)
+        return loaded
+
+    def freeze_unused_scores(self):
+        """The pruning scores learn only where pruning levels are trained (`config.sparsity_levels`): otherwise they
+        are frozen, so that no trained parameter goes without a gradient (DDP without find_unused_parameters).
+        Called at construction and after loading; call it again after changing `config.sparsity_levels`."""
+        for module in self.modules():
+            if isinstance(module, DeerAttention):
+                module.head_scores.requires_grad_(bool(self.config.sparsity_levels))
+            elif isinstance(module, DeerFeedForward):
+                module.neuron_scores.requires_grad_(bool(self.config.sparsity_levels))
+
     def _init_weights(self, module):
         super()._init_weights(module)
         if isinstance(module, DeerLMHead):
@@ -328,11 +345,7 @@ class DeerModel(DeerPreTrainedModel):
         self.embeddings = DeerEmbeddings(config)
         self.layers = nn.ModuleList(DeerLayer(config, i) for i in range(config.num_hidden_layers))
         self.post_init()
-        # The pruning scores learn only where pruning levels are trained (config.sparsity_levels): otherwise they are
-        # frozen, so that no trained parameter goes without a gradient (DDP without find_unused_parameters).
-        for layer in self.layers:
-            layer.attention.head_scores.requires_grad_(bool(config.sparsity_levels))
-            layer.feed_forward.neuron_scores.requires_grad_(bool(config.sparsity_levels))
+        self.freeze_unused_scores()
 
     def get_input_embeddings(self):
         return self.embeddings.word_embeddings
@@ -695,6 +708,8 @@ class DeerForConditionalGeneration(
         token_type_ids: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
+        glancing_ratio: float | None = None,
+        ctc_only: bool = False,
         **kwargs,
     ) -> DeerSeq2SeqLMOutput:
         """
@@ -704,6 +719,9 @@ class DeerForConditionalGeneration(
             token_type_ids: accepted and ignored (source tokens use type 0, target tokens type 1).
             output_hidden_states, output_attentions: the source pass's hidden states and attention weights per layer,
                 and with `labels` the CTC draft pass's (default: the config's); `return_dict=False` gives a tuple.
+            glancing_ratio, ctc_only: a training schedule's settings for this step (the trainer passes them; the
+                config is not changed): the glancing ratio (default: `config.glancing_ratio`), and whether the step
+                trains the draft alone (the edit passes skipped, whatever the edit losses' weights).
         Returns:
             `DeerSeq2SeqLMOutput` with the loss and each of its components when `labels` are given.
         """
@@ -734,6 +752,8 @@ class DeerForConditionalGeneration(
                 targets,
                 sparsity_loss,
                 full_size=full_size,
+                glancing_ratio=glancing_ratio,
+                ctc_only=ctc_only,
                 **(record if not outputs else {}),
             )
             output.hidden_states, output.attentions = encoder_output.hidden_states, encoder_output.attentions

@@ -156,13 +156,18 @@ class DeerObjectiveMixin:
         output_hidden_states: bool = False,
         output_attentions: bool = False,
         full_size: FullSizeRecord | None = None,
+        glancing_ratio: float | None = None,
+        ctc_only: bool = False,
     ) -> DeerSeq2SeqLMOutput:
         """The objective at one pruning level. With in-place distillation, `full_size` is empty on the full size's
-        pass (which fills it) and filled on the smaller levels' (which read its inputs and learn its outputs)."""
+        pass (which fills it) and filled on the smaller levels' (which read its inputs and learn its outputs).
+        `glancing_ratio` and `ctc_only`: this step's schedule (`forward`)."""
         config = self.config
         pad, placeholder = config.pad_token_id, config.placeholder_token_id
         teacher = full_size if full_size is not None and full_size.filled else None
         weights = (config.insertion_loss_weight, config.word_loss_weight, config.deletion_loss_weight)
+        weights = (0.0, 0.0, 0.0) if ctc_only else weights
+        glancing_ratio = config.glancing_ratio if glancing_ratio is None else glancing_ratio
 
         # 1-3. Draft with glancing, then the CTC loss of the gold target's inner tokens over the draft frames.
         draft = self.draft_canvas(input_ids, attention_mask)
@@ -193,8 +198,10 @@ class DeerObjectiveMixin:
                     self.row_tokens(best_rows),
                     self.row_tokens(columns.gather(1, alignment)),
                     frame_mask & fits[:, None],
-                    config.glancing_ratio if self.training else 0.0,
+                    glancing_ratio if self.training else 0.0,
                     placeholder,
+                    # (evaluation reveals nothing, and leaves torch's global generator where it was)
+                    None if self.training else torch.Generator(draft.device).manual_seed(0),
                 )
                 if redraft:
                     glanced_frames = self._redraft_input(
@@ -231,13 +238,16 @@ class DeerObjectiveMixin:
             full_size.frame_log_probs = _head_log_probs(self, self.draft_logits, hidden_states[frame_mask].detach())
 
         edit_losses = (None, None, None)
+        loss = config.ctc_loss_weight * ctc_loss
         if any(weights):  # a CTC-only phase of training skips the edit passes altogether
             edit_losses, edit_distillation = self._edit_losses(
-                encoder_output, targets, own_draft, teacher, full_size if teacher is None else None
+                encoder_output, targets, own_draft, teacher, full_size if teacher is None else None, weights
             )
             if edit_distillation is not None:
                 distillation_loss = distillation_loss + edit_distillation
-        loss = config.ctc_loss_weight * ctc_loss
+        elif self.training:  # every trained parameter still gets a gradient, 0: DDP may expect one from each
+            unused = (*self.insertion_head.parameters(), *self.deletion_head.parameters())
+            loss = loss + 0.0 * sum(parameter.sum() for parameter in unused)
         for weight, component in zip(weights, edit_losses):
             if component is not None:
                 loss = loss + weight * component
@@ -287,6 +297,7 @@ class DeerObjectiveMixin:
         own_draft: torch.Tensor | None,
         teacher: FullSizeRecord | None = None,
         record: FullSizeRecord | None = None,
+        weights: tuple[float, float, float] | None = None,
     ) -> tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor | None]:
         """4. The insertion, word and deletion losses, on the passes decoding makes: (insert placeholders) ->
         (fill) -> (delete) -> gold. Each row's inputs come from the gold target (the paper: y_del, a random
@@ -297,8 +308,14 @@ class DeerObjectiveMixin:
 
         In-place distillation: the full size's pass fills `record` with its inputs and output distributions; a
         smaller level's reads them from `teacher` instead of drawing its own, and also returns its weighted KL
-        terms from them (else None)."""
+        terms from them (else None), each weighted as its loss is (`weights`: insertion, word, deletion; default the
+        config's)."""
         config = self.config
+        insertion_weight, word_weight, deletion_weight = weights or (
+            config.insertion_loss_weight,
+            config.word_loss_weight,
+            config.deletion_loss_weight,
+        )
         pad, placeholder = config.pad_token_id, config.placeholder_token_id
         if teacher is not None:  # a smaller level: the full size's rows and inputs
             rows = teacher.edit_rows
@@ -360,10 +377,9 @@ class DeerObjectiveMixin:
         distillation = None
         if teacher is not None:
             distillation = (
-                config.insertion_loss_weight * _distillation(insertion_logits, teacher.insertion_log_probs)
-                + config.word_loss_weight
-                * _head_distillation(self, self.word_logits, placeholder_states, teacher.word_log_probs)
-                + config.deletion_loss_weight * _distillation(deletion_logits, teacher.deletion_log_probs)
+                insertion_weight * _distillation(insertion_logits, teacher.insertion_log_probs)
+                + word_weight * _head_distillation(self, self.word_logits, placeholder_states, teacher.word_log_probs)
+                + deletion_weight * _distillation(deletion_logits, teacher.deletion_log_probs)
             )
         elif record is not None:
             record.edit_rows, record.deleted, record.predicted = rows, deleted, predicted

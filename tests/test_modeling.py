@@ -514,3 +514,16 @@ def test_fine_tuning_on_eight_real_pairs_halves_the_loss_and_reproduces_one(tiny
     outputs = tokenizer.batch_decode(generated, skip_special_tokens=True)
     references = tokenizer.batch_decode(labels.masked_fill(labels == -100, 0), skip_special_tokens=True)
     assert sum(o == r for o, r in zip(outputs, references)) >= 1, list(zip(outputs, references))
+
+
+def test_the_loss_in_evaluation_mode_is_repeatable_and_leaves_the_global_generator_alone():
+    """eval(): the same batch gives the same loss every call, and computing it draws nothing from torch's global
+    generator (an evaluation in the middle of training must not change the training's later random draws)."""
+    model = tiny_model(draft_edit_ratio=0.5).eval()
+    source_ids, source_mask = random_batch(3, 10, seed=8)
+    labels, _ = random_batch(3, 7, seed=9, min_length=4)
+    labels = labels.masked_fill(labels == PAD, -100)
+    state = torch.random.get_rng_state()
+    losses = [model(input_ids=source_ids, attention_mask=source_mask, labels=labels).loss.item() for _ in range(3)]
+    assert losses[0] == losses[1] == losses[2]
+    assert torch.equal(torch.random.get_rng_state(), state)

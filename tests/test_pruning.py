@@ -459,3 +459,17 @@ def test_two_generate_calls_run_inside_one_model_at_once():
         del model.encode_and_target_pass
     assert all(torch.equal(outputs[level], expected[level]) for level in (0.0, 0.5))
     assert not torch.equal(outputs[0.0], outputs[0.5])
+
+
+def test_loading_keeps_the_pruning_scores_frozen_without_levels(tmp_path):
+    """The scores learn only where levels are trained; from_pretrained (and the Auto classes) must not make them
+    trainable again, or a user's own loop trains them and DDP waits for their gradients."""
+    from transformers import AutoModelForSeq2SeqLM
+
+    for levels in ([], [0.0, 0.5]):
+        tiny_model(sparsity_levels=levels).save_pretrained(tmp_path / str(len(levels)))
+        for loader in (DeerForConditionalGeneration.from_pretrained, AutoModelForSeq2SeqLM.from_pretrained):
+            model = loader(tmp_path / str(len(levels)))
+            assert all(score.requires_grad == bool(levels) for score in model.pruning_scores())
+    model, info = DeerForConditionalGeneration.from_pretrained(tmp_path / "0", output_loading_info=True)
+    assert not any(score.requires_grad for score in model.pruning_scores())

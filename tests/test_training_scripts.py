@@ -10,7 +10,7 @@ import sys
 
 import pytest
 import torch
-from conftest import FIXTURES, tiny_model
+from conftest import FIXTURES, random_batch, tiny_model
 from safetensors.torch import load_file
 
 from experiments import bible
@@ -18,7 +18,7 @@ from experiments.prepare_data import prepare
 from training.data import load_split
 from training.metrics import normalize, score
 from training.train import main as train_main
-from training.trainer import CtcOnlyCallback, GlancingScheduleCallback, SpecialTokensCallback
+from training.trainer import SpecialTokensCallback, TrainingSchedule
 
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -188,33 +188,28 @@ def test_special_token_text_in_the_data_is_text(tmp_path, tiny_bert_path):
 # -- the Trainer script --------------------------------------------------------------------------------------------
 
 
-def test_glancing_schedule_is_linear_in_the_step():
-    schedule = GlancingScheduleCallback(0.5, 0.2)
-    assert [round(schedule.ratio(step, 10), 3) for step in (0, 5, 10, 20)] == [0.5, 0.35, 0.2, 0.2]
+def test_the_training_schedule_anneals_glancing_and_trains_the_draft_alone_first():
+    schedule = TrainingSchedule(0.5, 0.2, ctc_only_steps=10)
+    assert [round(schedule.glancing_ratio(step, 10), 3) for step in (0, 5, 10, 20)] == [0.5, 0.35, 0.2, 0.2]
+    assert [schedule.ctc_only(step, 100) for step in (0, 9, 10, 11)] == [True, True, False, False]
+    # By default the draft trains alone for the first third of the run's steps; 0: never.
+    assert TrainingSchedule().ctc_only_until(30) == 10 and not TrainingSchedule(ctc_only_steps=0).ctc_only(0, 30)
 
 
-def test_ctc_only_phase_then_the_given_edit_weights():
-    class Config:
-        insertion_loss_weight = word_loss_weight = deletion_loss_weight = 1.0
-
-    class Model:
-        config = Config()
-
-    class State:
-        global_step = 0
-
-    callback, model, state = CtcOnlyCallback(10, (0.5, 0.5, 0.25)), Model(), State()
-    seen = []
-    for step in (0, 9, 10, 11):
-        state.global_step = step
-        callback.on_step_begin(None, state, None, model=model)
-        seen.append((model.config.insertion_loss_weight, model.config.deletion_loss_weight))
-    assert seen == [(0.0, 0.0), (0.0, 0.0), (0.5, 0.25), (0.5, 0.25)]
-    # By default the draft trains alone for the first third of the run's steps.
-    default = CtcOnlyCallback(None, (0.5, 0.5, 0.5))
-    state.max_steps = 30
-    default.on_train_begin(None, state, None)
-    assert default.steps == 10
+def test_ctc_only_steps_skip_the_edit_passes_without_touching_the_config():
+    """forward(ctc_only=True): the CTC loss alone (the edit heads in the graph with a zero gradient, as DDP without
+    find_unused_parameters needs), the config's weights unchanged; glancing_ratio is this call's."""
+    model = tiny_model().train()
+    source_ids, source_mask = random_batch(3, 10, seed=8)
+    labels, _ = random_batch(3, 7, seed=9, min_length=4)
+    labels = labels.masked_fill(labels == 0, -100)
+    output = model(input_ids=source_ids, attention_mask=source_mask, labels=labels, ctc_only=True, glancing_ratio=0.0)
+    assert output.insertion_loss is None and output.loss.item() == pytest.approx(output.ctc_loss.item(), rel=1e-6)
+    output.loss.backward()
+    for head in (model.insertion_head, model.deletion_head):
+        assert all(p.grad is not None and not p.grad.any() for p in head.parameters())
+    assert model.config.insertion_loss_weight == 0.5 and model.config.glancing_ratio == 0.5
+    assert model(input_ids=source_ids, attention_mask=source_mask, labels=labels).insertion_loss is not None
 
 
 def test_special_token_ids_survive_the_trainers_alignment_with_the_tokenizer():
@@ -229,9 +224,11 @@ def test_special_token_ids_survive_the_trainers_alignment_with_the_tokenizer():
 
 
 def test_resumed_run_equals_the_run_that_never_stopped(tmp_path, tiny_bert_path):
-    """Train 20 steps saving at 10; resume another run from that checkpoint: same step count, weights, optimizer."""
+    """Train 20 steps saving every 5; resume another run from checkpoint-5, inside the CTC-only phase (the first 6
+    steps): the same losses from there on, the same weights and optimizer. The checkpoint saved in that phase holds
+    the config as it was given (the edit losses' weights, the glancing ratio), not the schedule's settings."""
     straight = tmp_path / "straight"
-    train_main(run_args(straight, tiny_bert_path, "--do_train", "--max_steps", "20", "--save_steps", "10"))
+    train_main(run_args(straight, tiny_bert_path, "--do_train", "--max_steps", "20", "--save_steps", "5"))
     state = json.loads((straight / "trainer_state.json").read_text())
     assert state["global_step"] == 20
     logged = [entry for entry in state["log_history"] if "loss" in entry]
@@ -250,12 +247,17 @@ def test_resumed_run_equals_the_run_that_never_stopped(tmp_path, tiny_bert_path)
             "--max_steps",
             "20",
             "--save_steps",
-            "10",
+            "5",
             "--resume_from_checkpoint",
-            str(straight / "checkpoint-10"),
+            str(straight / "checkpoint-5"),
         )
     )
-    assert json.loads((resumed / "trainer_state.json").read_text())["global_step"] == 20
+    resumed_state = json.loads((resumed / "trainer_state.json").read_text())
+    assert resumed_state["global_step"] == 20
+    after = lambda history: {e["step"]: e["loss"] for e in history if "loss" in e and e["step"] > 5}  # noqa: E731
+    assert after(resumed_state["log_history"]) == pytest.approx(after(state["log_history"]), rel=1e-5)
+    saved = json.loads((straight / "checkpoint-5" / "config.json").read_text())
+    assert saved["insertion_loss_weight"] == 0.5 and saved["glancing_ratio"] == 0.5
     expected, actual = load_file(straight / "model.safetensors"), load_file(resumed / "model.safetensors")
     for name in expected:
         assert torch.allclose(expected[name], actual[name], atol=1e-6), name
@@ -394,39 +396,45 @@ def test_the_trainers_gradient_checkpointing_flag_trains_the_same_steps(tmp_path
     assert losses[("--gradient_checkpointing",)] == pytest.approx(losses[()], rel=1e-4)
 
 
-def test_two_processes_train_with_accelerate(tmp_path, tiny_bert_path):
-    if shutil.which("accelerate") is None and not os.path.exists(
-        os.path.join(os.path.dirname(sys.executable), "accelerate")
-    ):
-        pytest.skip("accelerate is not installed")
+def _accelerate_launch(output, tiny_bert_path, *flags) -> tuple[dict, str]:
+    """Two CPU processes (accelerate's launcher, torchrun underneath; `--use_cpu` keeps them on the CPU, where DDP
+    uses gloo; accelerate's own `--cpu` flag starts several processes only through mpirun): the trainer state and
+    the log."""
     launcher = os.path.join(os.path.dirname(sys.executable), "accelerate")
-    output = tmp_path / "ddp"
-    # accelerate's multi-process launcher (torchrun underneath); `--use_cpu` keeps both processes on the CPU, where
-    # DDP uses gloo. (accelerate's own `--cpu` flag starts several processes only through mpirun.)
+    if not os.path.exists(launcher) and shutil.which("accelerate") is None:
+        pytest.skip("accelerate is not installed")
     command = [
-        launcher,
-        "launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "-m",
-        "training.train",
-        *run_args(output, tiny_bert_path, "--do_train", "--max_steps", "3", "--save_strategy", "no"),
-    ]
+        launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+        "--dynamo_backend", "no", "-m", "training.train", *run_args(output, tiny_bert_path, *flags),
+    ]  # fmt: skip
     environment = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
     result = subprocess.run(command, cwd=REPOSITORY, env=environment, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    state = json.loads((output / "trainer_state.json").read_text())
-    assert state["global_step"] == 3
-    log = result.stdout + result.stderr
-    assert "world size 2, process 0" in log and "world size 2, process 1" in log
-    assert (output / "model.safetensors").exists()
+    return json.loads((output / "trainer_state.json").read_text()), result.stdout + result.stderr
+
+
+def test_two_processes_train_with_accelerate_across_the_ctc_only_boundary(tmp_path, tiny_bert_path):
+    """DDP over 2 processes, 6 steps of which the first 2 train the draft alone (the edit heads unused there): as
+    the Trainer leaves it (find_unused_parameters, since no gradient checkpointing), and with
+    --gradient_checkpointing --ddp_find_unused_parameters false (the Trainer's choice for a checkpointing model),
+    where DDP needs a gradient from every parameter at every step. Both log the same losses. Then the knobs are
+    tuned once and every process predicts the test split with them."""
+    common = ("--max_steps", "6", "--ctc_only_steps", "2", "--logging_steps", "2", "--save_strategy", "no")
+    default, log = _accelerate_launch(
+        tmp_path / "ddp", tiny_bert_path, *common, "--validation_file", VALIDATION_FILE, "--max_eval_samples", "4",
+        "--test_file", VALIDATION_FILE, "--max_predict_samples", "4", "--predict_with_generate",
+    )  # fmt: skip
+    assert default["global_step"] == 6 and "world size 2, process 0" in log and "world size 2, process 1" in log
+    predicting = sorted(line.split(" predicts with ", 1)[1] for line in log.splitlines() if " predicts with " in line)
+    assert len(predicting) == 2 and predicting[0] == predicting[1]
+    tuned = json.loads((tmp_path / "ddp" / "generation_config.json").read_text())
+    assert json.loads(predicting[0])["max_iterations"] == tuned["max_iterations"]
+    strict, _ = _accelerate_launch(
+        tmp_path / "checkpointing", tiny_bert_path, *common, "--gradient_checkpointing",
+        "--ddp_find_unused_parameters", "false",
+    )  # fmt: skip
+    losses = [[entry["loss"] for entry in state["log_history"] if "loss" in entry] for state in (default, strict)]
+    assert len(losses[0]) == 3 and losses[1] == pytest.approx(losses[0], rel=1e-4)
 
 
 # -- generation script and metrics ---------------------------------------------------------------------------------
@@ -820,3 +828,68 @@ def test_a_pruned_checkpoint_works_from_the_commands(tmp_path, tiny_bert_path, m
     )  # fmt: skip
     with pytest.raises(ValueError, match="cannot grow back"):
         evaluate.main()
+
+
+# -- several processes and devices: the logic that NCCL and CUDA need, proved on the CPU -----------------------------
+
+
+def test_the_time_limit_agrees_across_processes_on_the_training_device(monkeypatch):
+    """The stop flag is all-reduced on args.device (an NCCL-only group refuses a CPU tensor)."""
+    from types import SimpleNamespace
+
+    from training import trainer as trainer_module
+
+    made, reduced = [], []
+    real_tensor = torch.tensor
+    monkeypatch.setattr(torch, "tensor", lambda *a, **k: made.append(k.get("device")) or real_tensor(*a, **k))
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "all_reduce", lambda tensor, op=None: reduced.append(tensor))
+    callback = trainer_module.TimeLimitCallback(0)
+    args = SimpleNamespace(device=torch.device("cpu"), save_strategy="steps")
+    control = SimpleNamespace(should_training_stop=False, should_save=False)
+    callback.on_train_begin(args, None, control)
+    callback.on_step_end(args, SimpleNamespace(global_step=3), control)
+    assert made == [args.device] and len(reduced) == 1
+    assert control.should_training_stop and control.should_save  # and a checkpoint to resume from
+
+
+def test_each_process_decodes_on_its_own_gpu_and_gathers_text_over_gloo(monkeypatch):
+    from training import decoding
+
+    current = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", current.append)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert decoding.process_device() == "cuda:1" and current == [1]
+
+    backends, gathered = [], []
+    distributed = torch.distributed
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(distributed, "is_initialized", lambda: False)
+    monkeypatch.setattr(distributed, "init_process_group", lambda backend: backends.append(backend))
+    monkeypatch.setattr(distributed, "get_backend", lambda group=None: backends[-1])
+    monkeypatch.setattr(distributed, "get_rank", lambda group=None: 0)
+    monkeypatch.setattr(distributed, "destroy_process_group", lambda group=None: None)
+
+    def gather_object(mine, shares, dst=0, group=None):
+        gathered.append(group)
+        shares[0], shares[1] = mine, ["c"]
+
+    monkeypatch.setattr(distributed, "gather_object", gather_object)
+    outputs = decoding.generate_across_processes(lambda share: [text.upper() for text in share], ["a", "b", "c"])
+    assert backends == ["gloo"] and outputs == ["A", "c"]  # (process 0 of 2 takes the first line)
+
+
+def test_evaluation_by_generation_takes_the_generation_arguments(tmp_path, tiny_bert_path):
+    """--generation_max_length (and what evaluate()/predict() pass) reaches DEER's generate."""
+    trainer = train_main(
+        run_args(
+            tmp_path / "run", tiny_bert_path, "--max_steps", "1", "--save_strategy", "no", "--tune_decoding", "none",
+            "--ctc_only_steps", "0", "--validation_file", VALIDATION_FILE, "--max_eval_samples", "4",
+            "--do_eval", "--predict_with_generate", "--generation_max_length", "5",
+        )
+    )  # fmt: skip
+    predictions = trainer.predict(trainer.eval_dataset).predictions
+    assert predictions.shape[1] <= 5
+    longer = trainer.predict(trainer.eval_dataset, max_length=9).predictions
+    assert 5 < longer.shape[1] <= 9

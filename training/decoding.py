@@ -68,11 +68,22 @@ def generate_texts(model, tokenizer, sources: list[str], batch_size: int = 32, p
     return outputs
 
 
+def process_device() -> str:
+    """This process's device: with CUDA, the GPU of its local rank (`torchrun` / `accelerate launch` set LOCAL_RANK),
+    made the current one so that collectives and new tensors find it; else the CPU."""
+    if not torch.cuda.is_available():
+        return "cpu"
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    torch.cuda.set_device(local_rank)
+    return f"cuda:{local_rank}"
+
+
 def generate_across_processes(generate_share, sources: list[str]) -> list[str] | None:
     """Generation over a corpus on every process that `torchrun` or `accelerate launch` started (one process: all of
     it): process r of n takes the r-th contiguous share of `sources`, logs it as `process R of N: lines A-B`, runs
     `generate_share(share) -> outputs` on it, and the first process gathers the outputs in input order and returns
-    them (the others return None). Processes talk over gloo on the CPU, over NCCL with one GPU each."""
+    them (the others return None). The texts are gathered over gloo (CPU), whatever devices the processes decode on:
+    strings need no GPU, and a GPU-only NCCL group would need every process on its own current device."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         return generate_share(sources)
@@ -80,12 +91,13 @@ def generate_across_processes(generate_share, sources: list[str]) -> list[str] |
 
     started_here = not distributed.is_initialized()
     if started_here:
-        distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        distributed.init_process_group("gloo")
+    group = None if distributed.get_backend() == "gloo" else distributed.new_group(backend="gloo")
     rank = distributed.get_rank()
     start, end = rank * len(sources) // world, (rank + 1) * len(sources) // world
     print(f"process {rank + 1} of {world}: lines {start + 1}-{end}", flush=True)
     shares = [None] * world if rank == 0 else None
-    distributed.gather_object(generate_share(sources[start:end]), shares, dst=0)
+    distributed.gather_object(generate_share(sources[start:end]), shares, dst=0, group=group)
     if started_here:
         distributed.destroy_process_group()
     return [text for share in shares for text in share] if rank == 0 else None

@@ -22,7 +22,7 @@ from transformers import AutoTokenizer
 
 from training.cli import add_data_arguments
 from training.data import load_split
-from training.decoding import ar_generate_texts, generate_across_processes, load_ar
+from training.decoding import ar_generate_texts, generate_across_processes, load_ar, process_device
 
 
 def distill(teacher, tokenizer, sources: list[str], batch_size: int, progress: bool = True) -> list[str]:
@@ -65,7 +65,7 @@ def main(argv=None):
         split="train",
     ).to_list()
     sources = [row[args.source_column] for row in rows]
-    teacher = load_ar(args.teacher)
+    teacher = load_ar(args.teacher).to(process_device())  # several processes: a GPU each, where there are
     tokenizer = AutoTokenizer.from_pretrained(args.teacher)
     outputs = generate_across_processes(lambda share: distill(teacher, tokenizer, share, args.batch_size), sources)
     if outputs is None:  # another process writes the file

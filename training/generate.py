@@ -16,7 +16,6 @@ scores printed and written next to the output as OUTPUT.scores.json. The output 
 """
 
 import json
-import os
 import sys
 import time
 
@@ -26,7 +25,13 @@ from transformers import AutoTokenizer
 from modeling_deer import DeerForConditionalGeneration
 from training.cli import generate_parser
 from training.data import read_texts
-from training.decoding import decoding_arguments, generate_across_processes, generate_texts, set_decoding
+from training.decoding import (
+    decoding_arguments,
+    generate_across_processes,
+    generate_texts,
+    process_device,
+    set_decoding,
+)
 from training.metrics import normalize, score
 
 
@@ -39,8 +44,7 @@ def main(argv=None):
         sources, targets = sys.stdin.read().splitlines(), None
     else:  # read (and checked) before the model loads
         sources, targets = read_texts(args.input, args)
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))  # several processes (torchrun): a GPU each, where there are
-    device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    device = process_device()  # several processes (torchrun): a GPU each, where there are GPUs
     model = DeerForConditionalGeneration.from_pretrained(args.model).eval().to(device)
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     if args.sparsity is None:  # the model's own level: full size, or what a pruned checkpoint was cut to

@@ -27,15 +27,15 @@ import torch
 import transformers
 from transformers import AutoConfig, AutoTokenizer, Seq2SeqTrainingArguments
 
-from modeling_deer import DeerForConditionalGeneration
+from modeling_deer import DeerForConditionalGeneration, DeerGenerationConfig
 from training.arguments import CardArguments, DataArguments, ModelArguments, StoppingArguments
 from training.cli import CANDIDATES, MAX_ITERATIONS_CANDIDATES, METRICS
 from training.data import DeerDataCollator, read_texts
 from training.decoding import set_decoding, tune_knobs
 from training.trainer import (
-    CtcOnlyCallback,
+    EDIT_LOSSES,
     DeerTrainer,
-    GlancingScheduleCallback,
+    TrainingSchedule,
     best_model_callbacks,
     generation_metrics,
     load_datasets,
@@ -59,7 +59,7 @@ def load_model(model_args: ModelArguments) -> DeerForConditionalGeneration:
         if getattr(model_args, name) is not None:
             overrides[name] = getattr(model_args, name)
     if model_args.edit_loss_weight is not None:
-        overrides.update(dict.fromkeys(CtcOnlyCallback.NAMES, model_args.edit_loss_weight))
+        overrides.update(dict.fromkeys(EDIT_LOSSES, model_args.edit_loss_weight))
     if AutoConfig.from_pretrained(model_args.model_name_or_path).model_type == "deer":
         model = DeerForConditionalGeneration.from_pretrained(model_args.model_name_or_path)
         if model_args.separate_blank_head not in (None, model.config.separate_blank_head):
@@ -74,10 +74,7 @@ def load_model(model_args: ModelArguments) -> DeerForConditionalGeneration:
     if model_args.random_init:
         model = DeerForConditionalGeneration(model.config)  # post_init draws every weight afresh
         logger.info("random_init: every weight is drawn afresh (the MLM gives only the shape and the specials)")
-    # Scores that no level uses get no gradient: freeze them (several processes require every trained parameter
-    # to take part in each step).
-    for scores in model.pruning_scores():
-        scores.requires_grad_(bool(model.config.sparsity_levels))
+    model.freeze_unused_scores()  # the levels may have changed above
     return model
 
 
@@ -119,6 +116,15 @@ def tune_decoding(model, tokenizer, data_args: DataArguments, metric: str, outpu
         progress=progress,
     )
     logger.info(f"decoding knobs chosen: {summary}")
+
+
+def share_generation_config(model):
+    """With several processes, the first one's generation config (the knobs it tuned) on every process."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return
+    payload = [model.generation_config.to_dict()]
+    torch.distributed.broadcast_object_list(payload, src=0)
+    model.generation_config = DeerGenerationConfig.from_dict(payload[0])
 
 
 def main(argv=None):
@@ -163,7 +169,6 @@ def main(argv=None):
     if train_dataset is not None and model.blank_head is not None and not model.config.blank_calibrated:
         calibrate_blank(model, train_dataset, tokenizer.pad_token_id, training_args.seed)
 
-    edit_weights = tuple(getattr(model.config, name) for name in CtcOnlyCallback.NAMES)
     trainer = DeerTrainer(
         model=model,
         args=training_args,
@@ -172,28 +177,23 @@ def main(argv=None):
         processing_class=tokenizer,
         data_collator=DeerDataCollator(tokenizer.pad_token_id),
         compute_metrics=generation_metrics(tokenizer) if training_args.predict_with_generate else None,
-        callbacks=[GlancingScheduleCallback(model_args.glancing_start, model_args.glancing_end)]
-        + ([CtcOnlyCallback(model_args.ctc_only_steps, edit_weights)] if model_args.ctc_only_steps != 0 else [])
-        + run_callbacks(model, model_args.max_train_minutes)
-        + stopping,
+        callbacks=run_callbacks(model, model_args.max_train_minutes) + stopping,
         score_learning_rate=model_args.score_learning_rate,
+        schedule=TrainingSchedule(model_args.glancing_start, model_args.glancing_end, model_args.ctc_only_steps),
     )
 
     metrics = train_and_evaluate(trainer, training_args, "training.train", argv)
-    if (
-        model_args.tune_decoding != "none"
-        and training_args.do_train
-        and data_args.validation_file
-        and trainer.is_world_process_zero()
-    ):
-        tune_decoding(
-            model,
-            tokenizer,
-            data_args,
-            model_args.tune_decoding,
-            training_args.output_dir,
-            progress=not training_args.disable_tqdm,
-        )
+    if model_args.tune_decoding != "none" and training_args.do_train and data_args.validation_file:
+        if trainer.is_world_process_zero():  # tuned once...
+            tune_decoding(
+                model,
+                tokenizer,
+                data_args,
+                model_args.tune_decoding,
+                training_args.output_dir,
+                progress=not training_args.disable_tqdm,
+            )
+        share_generation_config(model)  # ...and every process decodes the test split with what was chosen
     if training_args.do_predict:  # as a plain generate() decodes: the knobs and round count saved with the model
         predict_test(trainer, test_dataset, tokenizer, training_args)
     if push and trainer.is_world_process_zero():

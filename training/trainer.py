@@ -9,6 +9,7 @@ import os
 import shlex
 import sys
 import time
+from dataclasses import dataclass
 
 import torch
 import transformers
@@ -19,6 +20,8 @@ from transformers import (
     Seq2SeqTrainingArguments,
     TrainerCallback,
 )
+from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+from transformers.integrations.fsdp import is_fsdp_managed_module
 
 from training.arguments import CardArguments, DataArguments, StoppingArguments
 from training.data import load_split, tokenize_split
@@ -27,6 +30,7 @@ from training.metrics import score
 
 logger = logging.getLogger(__name__)
 # What the training logs average over the steps since the last log, beside the loss.
+EDIT_LOSSES = ("insertion_loss_weight", "word_loss_weight", "deletion_loss_weight")  # DeerConfig's weights
 LOGGED_OUTPUTS = (
     "ctc_loss",
     "insertion_loss",
@@ -64,18 +68,26 @@ def push_run(model, tokenizer, training_args, card_args: CardArguments, metrics:
     logger.info(f"pushed to {repo_id}: {commit.commit_url if commit is not None else ''}")
 
 
-class GlancingScheduleCallback(TrainerCallback):
-    """Anneals `config.glancing_ratio` linearly from `start` to `end` over the run (DEER: 0.5 -> 0.2). It depends
-    only on the global step, so a resumed run follows the same schedule."""
+@dataclass
+class TrainingSchedule:
+    """What changes from step to step in a DEER run, held by the trainer and passed to each training call (forward's
+    `glancing_ratio` and `ctc_only`), never written into the model's config (a checkpoint saved mid-run carries the
+    config as it was given): the glancing ratio, annealed linearly from `glancing_start` to `glancing_end` over the
+    run (DEER: 0.5 -> 0.2), and the first `ctc_only_steps` steps training the draft alone (the edit passes skipped;
+    None: the first third of the run; 0: none). Both depend only on the global step, so a resumed run follows them."""
 
-    def __init__(self, start: float = 0.5, end: float = 0.2):
-        self.start, self.end = start, end
+    glancing_start: float = 0.5
+    glancing_end: float = 0.2
+    ctc_only_steps: int | None = None
 
-    def ratio(self, step: int, max_steps: int) -> float:
-        return self.start + (self.end - self.start) * min(1.0, step / max(1, max_steps))
+    def glancing_ratio(self, step: int, max_steps: int) -> float:
+        return self.glancing_start + (self.glancing_end - self.glancing_start) * min(1.0, step / max(1, max_steps))
 
-    def on_step_begin(self, args, state, control, model=None, **kwargs):
-        model.config.glancing_ratio = self.ratio(state.global_step, state.max_steps)
+    def ctc_only_until(self, max_steps: int) -> int:
+        return int(max_steps / 3) if self.ctc_only_steps is None else self.ctc_only_steps
+
+    def ctc_only(self, step: int, max_steps: int) -> bool:
+        return step < self.ctc_only_until(max_steps)
 
 
 class LearningCurveCallback(TrainerCallback):
@@ -120,31 +132,6 @@ class LearningCurveCallback(TrainerCallback):
         self.training_done = True
 
 
-class CtcOnlyCallback(TrainerCallback):
-    """For the first `steps` steps the three edit-loss weights are 0 (the model skips the edit passes), so the shared
-    network first learns the draft; from then on the weights are `weights`. It depends only on the global step, so a
-    resumed run follows the same schedule. `steps=None`: the first `fraction` of the run's steps."""
-
-    NAMES = ("insertion_loss_weight", "word_loss_weight", "deletion_loss_weight")
-
-    def __init__(self, steps: int | None, weights: tuple[float, float, float], fraction: float = 1 / 3):
-        self.steps, self.weights, self.fraction = steps, weights, fraction
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        if self.steps is None:
-            self.steps = int(state.max_steps * self.fraction)
-            logger.info(f"the first {self.steps} of {state.max_steps} steps train the draft alone (CTC only)")
-
-    def on_step_begin(self, args, state, control, model=None, **kwargs):
-        weights = (0.0, 0.0, 0.0) if state.global_step < self.steps else self.weights
-        for name, weight in zip(self.NAMES, weights):
-            setattr(model.config, name, weight)
-
-    def on_train_end(self, args, state, control, model=None, **kwargs):
-        for name, weight in zip(self.NAMES, self.weights):  # the saved model carries the joint phase's weights
-            setattr(model.config, name, weight)
-
-
 class SpecialTokensCallback(TrainerCallback):
     """Puts the model's bos / eos / pad ids (config and generation config) back as they were when the callback was
     made, once training begins. `Trainer.train` first aligns them with the tokenizer's, and some transformers 5
@@ -177,7 +164,8 @@ class TimeLimitCallback(TrainerCallback):
         self.deadline = time.monotonic() + self.seconds
 
     def on_step_end(self, args, state, control, **kwargs):
-        stop = torch.tensor(float(time.monotonic() >= self.deadline))
+        # On the training device: an NCCL-only process group refuses CPU tensors.
+        stop = torch.tensor(float(time.monotonic() >= self.deadline), device=args.device)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.all_reduce(stop, op=torch.distributed.ReduceOp.MAX)
         if stop.item():
@@ -187,13 +175,32 @@ class TimeLimitCallback(TrainerCallback):
             control.should_save = args.save_strategy != "no"
 
 
-class DeerTrainer(Seq2SeqTrainer):
-    """Seq2SeqTrainer with DEER's pieces: the pruning scores' own learning rate, every loss component (and the
-    glancing ratio) in the logs, and evaluation by `generate()` with the model's generation config."""
+class SkippedHeadsCallback(TrainerCallback):
+    """In a CTC-only step the edit heads take part with a zero gradient (so that DDP, which expects a gradient from
+    every trained parameter, reduces one); before the optimizer step their gradients are dropped, so that AdamW
+    leaves their moments and step count alone, as if they had not taken part."""
 
-    def __init__(self, *args, score_learning_rate=None, **kwargs):
+    def __init__(self, trainer: "DeerTrainer"):
+        self.trainer = trainer
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        if self.trainer.step_settings().get("ctc_only"):
+            deer = self.trainer.accelerator.unwrap_model(model)
+            for head in (deer.insertion_head, deer.deletion_head):
+                for parameter in head.parameters():
+                    parameter.grad = None
+
+
+class DeerTrainer(Seq2SeqTrainer):
+    """Seq2SeqTrainer with DEER's pieces: the training `schedule` (None: the model's config as it is), the pruning
+    scores' own learning rate, every loss component (and the glancing ratio) in the logs, and evaluation by
+    `generate()` with the model's generation config (the draft alone while the schedule trains the draft alone)."""
+
+    def __init__(self, *args, score_learning_rate=None, schedule: TrainingSchedule | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.score_learning_rate = score_learning_rate
+        self.score_learning_rate, self.schedule = score_learning_rate, schedule
+        if schedule is not None:
+            self.add_callback(SkippedHeadsCallback(self))
         self._component_sums, self._component_counts = {}, {}
         self._rows, self._unfit_rows, self._warned_unfit = 0, 0, False
 
@@ -205,8 +212,18 @@ class DeerTrainer(Seq2SeqTrainer):
             self.optimizer = optimizer_class(groups, **optimizer_kwargs)
         return self.optimizer
 
+    def step_settings(self) -> dict:
+        """This step's schedule, as forward's keyword arguments (none without a schedule)."""
+        if self.schedule is None:
+            return {}
+        step, max_steps = self.state.global_step, self.state.max_steps
+        return {
+            "glancing_ratio": self.schedule.glancing_ratio(step, max_steps),
+            "ctc_only": self.schedule.ctc_only(step, max_steps),
+        }
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        outputs = model(**inputs)
+        outputs = model(**inputs, **(self.step_settings() if model.training else {}))
         if model.training:
             for name in LOGGED_OUTPUTS:
                 value = getattr(outputs, name, None)
@@ -221,7 +238,8 @@ class DeerTrainer(Seq2SeqTrainer):
         if "loss" in logs and self._component_counts:
             for name, total in self._component_sums.items():
                 logs[name] = round(total / self._component_counts[name], 4)
-            logs["glancing_ratio"] = round(self.model.config.glancing_ratio, 4)
+            ratio = self.step_settings().get("glancing_ratio", self.model.config.glancing_ratio)
+            logs["glancing_ratio"] = round(ratio, 4)
             self._component_sums, self._component_counts = {}, {}
             if not self._warned_unfit and self._unfit_rows > 0.01 * self._rows:
                 self._warned_unfit = True
@@ -240,10 +258,16 @@ class DeerTrainer(Seq2SeqTrainer):
         inputs = self._prepare_inputs(inputs)
         with torch.no_grad():
             loss = model(**inputs).loss.detach() if "labels" in inputs else None
+        # The generation arguments of evaluate()/predict() (generation_max_length, ...) and, as the parent does,
+        # synced_gpus under ZeRO-3 / FSDP, where every process must run the same number of forward passes.
+        gen_kwargs = dict(gen_kwargs or getattr(self, "_gen_kwargs", {}))
+        gen_kwargs = {name: value for name, value in gen_kwargs.items() if value is not None}
+        gen_kwargs.setdefault("synced_gpus", is_deepspeed_zero3_enabled() or is_fsdp_managed_module(self.model))
         deer = self.accelerator.unwrap_model(model)
-        # While the edit heads have not trained (a CTC-only phase: their loss weights are 0), their rounds would
-        # only rewrite the draft at random: evaluation scores the draft alone until then.
-        settings = {"max_iterations": 0} if not any(getattr(deer.config, n) for n in CtcOnlyCallback.NAMES) else {}
+        # While the edit heads have not trained (the schedule's CTC-only phase, or edit losses weighted 0), their
+        # rounds would only rewrite the draft at random: evaluation scores the draft alone until then.
+        untrained = self.step_settings().get("ctc_only") or not any(getattr(deer.config, n) for n in EDIT_LOSSES)
+        settings = {**gen_kwargs, "max_iterations": 0} if untrained else gen_kwargs
         generated = deer.generate(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], **settings)
         return loss, generated, inputs.get("labels")
 
@@ -387,6 +411,8 @@ def generation_metrics(tokenizer):
 def predict_test(trainer, test_dataset, tokenizer, training_args) -> dict:
     """--do_predict: score the test split (by generation with --predict_with_generate) and, then, write the outputs
     to generated_predictions.txt, one per line in the split's order, as transformers' run_translation.py does."""
+    settings = json.dumps(trainer.model.generation_config.to_diff_dict(), sort_keys=True)
+    logger.info(f"process {training_args.process_index} predicts with {settings}")
     result = trainer.predict(test_dataset, metric_key_prefix="predict")
     trainer.log_metrics("predict", result.metrics)
     trainer.save_metrics("predict", result.metrics)
