@@ -170,7 +170,7 @@ class DeerAttention(nn.Module):
                     attention = ALL_ATTENTION_FUNCTIONS[self.config._attn_implementation]
             context, weights = attention(self, query, key, value, mask, dropout=dropout, scaling=None)
         if head_gate is not None:
-            context = context * head_gate[None, None, :, None]
+            context = context * head_gate.to(context.dtype)[None, None, :, None]
         context = context.reshape(hidden_states.shape[0], hidden_states.shape[1], -1)
         hidden_states = self.LayerNorm(hidden_states + self.dropout(self.output(context)))
         return hidden_states, own_key_value, weights
@@ -201,7 +201,7 @@ class DeerFeedForward(nn.Module):
     def forward(self, hidden_states: torch.Tensor, neuron_gate: torch.Tensor | None = None) -> torch.Tensor:
         activations = self.activation(self.up(hidden_states))
         if neuron_gate is not None:
-            activations = activations * neuron_gate
+            activations = activations * neuron_gate.to(activations.dtype)
         return self.LayerNorm(hidden_states + self.dropout(self.down(activations)))
 
     def prune_neurons(self, keep: torch.Tensor):
@@ -299,6 +299,9 @@ class DeerPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["DeerLayer"]
     _supports_sdpa = True
     supports_gradient_checkpointing = True
+    # The pruning scores stay float32 when the model loads in bfloat16 / float16 (`dtype=`): levels rank thousands
+    # of scores that differ in their last bits, and at 8 bits of mantissa many would tie and change what is kept.
+    _keep_in_fp32_modules_strict = ["head_scores", "neuron_scores"]
 
     @classmethod
     def from_pretrained(cls, *args, **kwargs):

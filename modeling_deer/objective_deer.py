@@ -88,12 +88,16 @@ class DeerObjectiveMixin:
             draft = self.draft_canvas(input_ids, attention_mask)
             encoder_output, hidden_states = self.encode_and_target_pass(input_ids, attention_mask, draft)
             frames = hidden_states[:, 1:-1][inner_mask(draft, config.pad_token_id)[:, 1:-1]]
-            features = self.lm_head.transform(frames)
-            words = self.lm_head.decoder(features)
-            excluded = [config.placeholder_token_id, config.bos_token_id, config.eos_token_id, config.pad_token_id]
-            words[:, self.token_rows(excluded)] = float("-inf")
-            blank_without_bias = features @ self.blank_head.weight[0]
-            bias = float((words.max(-1).values - blank_without_bias).mean())
+            excluded = self.token_rows(
+                [config.placeholder_token_id, config.bos_token_id, config.eos_token_id, config.pad_token_id]
+            )
+            gaps = []  # the LM head a chunk of frames at a time: frames x vocabulary at once can be gigabytes
+            for part in frames.split(chunk_positions(self)):
+                features = self.lm_head.transform(part)
+                words = self.lm_head.decoder(features).float()
+                words[:, excluded] = float("-inf")
+                gaps.append(words.max(-1).values - (features @ self.blank_head.weight[0]).float())
+            bias = float(torch.cat(gaps).mean())
         finally:
             self.train(was_training)
         self.blank_head.bias.fill_(bias)

@@ -473,3 +473,25 @@ def test_loading_keeps_the_pruning_scores_frozen_without_levels(tmp_path):
             assert all(score.requires_grad == bool(levels) for score in model.pruning_scores())
     model, info = DeerForConditionalGeneration.from_pretrained(tmp_path / "0", output_loading_info=True)
     assert not any(score.requires_grad for score in model.pruning_scores())
+
+
+def test_bfloat16_loading_ranks_the_pruning_scores_in_float32(tmp_path):
+    """Scores that differ in their last bits (as trained scores do) keep the same units at every level when the
+    model loads in bfloat16: they stay float32 (at 8 bits of mantissa they would tie), and the gates take the
+    activations' dtype."""
+    model = tiny_model(sparsity_levels=[0.0, 0.5])
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for scores in model.pruning_scores():
+            scores.copy_(1.0 + 1e-3 * torch.rand(scores.shape, generator=generator))
+    model.save_pretrained(tmp_path)
+    full = DeerForConditionalGeneration.from_pretrained(tmp_path)
+    half = DeerForConditionalGeneration.from_pretrained(tmp_path, dtype=torch.bfloat16)
+    assert half.model.embeddings.word_embeddings.weight.dtype == torch.bfloat16
+    assert all(scores.dtype == torch.float32 for scores in half.pruning_scores())
+    for level in (0.25, 0.5, 0.75):
+        for kept_full, kept_half in zip(*(m._select_units(level) for m in (full, half))):
+            assert all(torch.equal(a, b) for a, b in zip(kept_full, kept_half))
+    source_ids, source_mask = random_batch(2, 8, seed=1)
+    ids = half.generate(input_ids=source_ids, attention_mask=source_mask, max_iterations=1, sparsity=0.5)
+    assert ids.dtype == torch.long
