@@ -1,6 +1,6 @@
 # What reproduces the experiment record (RESULTS.md), included by the top Makefile: run these from the repository
 # root (`make quality-runs`, ...). They use its variables (PY, OFFLINE, TINY_BERT, TRAIN_FLAGS, DEER_FLAGS).
-.PHONY: gpu-carry gpu-dial-install gpu-dial bench real-runs real-bench real-ablations quality-runs quality-dial dial-report quality-ablations quality-seeds quality-edit-rows quality-leave-one-out quality-continued quality-distilled quality-distilled-report quality-64 quality-64-report quality-report minilm-runs ship
+.PHONY: dial-levels dial-levels-report level-recipes plateau-runs plateau-report gpu-carry gpu-dial-install gpu-dial bench real-runs real-bench real-ablations quality-runs quality-dial dial-report quality-ablations quality-seeds quality-edit-rows quality-leave-one-out quality-continued quality-distilled quality-distilled-report quality-64 quality-64-report quality-report minilm-runs ship
 
 # The README's archived trade-off results (the paper recipe) for one task (TASK=bible-de-en or bible-kjv-bbe): as the
 # demo, for STEPS steps on
@@ -260,13 +260,62 @@ quality-report: venv
 		--runs $(foreach run,$(QUALITY_RUNS),"$(subst _, ,$(call quality_label,$(run)))=runs/$(TASK)/$(run)") \
 		--output $(QUALITY_OUTPUT)
 
-# The checkpoints the demo starts with, each file under 10 MB: the quality study's DEER run chosen on validation
-# (SHIP_DEER) and the AR reference, its vocabulary trimmed to the training data's tokens and stored in float16.
-SHIP_DEER ?= deer-all
+# dial-levels (the main pair): pruning levels that keep the full size. The shipped recipe (FIXED_RECIPE) with the levels
+# 0 / 0.25 / 0.5 / 0.75 trained by the sandwich rule (the full size, the smallest level and one between on every
+# step) with in-place distillation (the smaller levels also learn the full size's detached distributions), seeds 0
+# and 1, $(STEPS) steps, one thread each, checkpoints under RUNS_DIR (outside the work tree). Then dial-levels-report
+# tunes each on validation and writes results/dial.json "levels" against the same recipe without levels (its seeds
+# 0 and 1 in results/dial.json "rounds"), the old --full_every_step entry kept as "levels_full_every_step"; and
+# level-recipes times one training step of every way to train the levels.
+RUNS_DIR ?= ../runs/$(TASK)
+LEVEL_RECIPE = $(FIXED_RECIPE) $(DEER_FLAGS) --sandwich_rule true --distillation_weight 1
+level_run = $(OFFLINE) OMP_NUM_THREADS=1 $(PY) -m training.train --model_name_or_path $(TINY_BERT) \
+	--output_dir $(RUNS_DIR)/$(1) --train_file data/$(TASK)-32/train.jsonl $(TRAIN_FLAGS) --disable_tqdm true \
+	--tune_decoding none --save_strategy steps --save_steps 500 --save_total_limit 1 --max_train_minutes 150 $(2) \
+	> $(RUNS_DIR)/$(1).log 2>&1
+dial-levels: venv
+	mkdir -p $(RUNS_DIR)
+	$(call level_run,deer-sandwich-distill-seed0,$(LEVEL_RECIPE) --max_steps $(STEPS) --warmup_steps 300) & \
+	$(call level_run,deer-sandwich-distill-seed1,$(LEVEL_RECIPE) --max_steps $(STEPS) --warmup_steps 300 --seed 1) ; \
+	wait
+dial-levels-report: venv
+	for seed in 0 1; do $(OFFLINE) $(PY) -m training.evaluate --model $(RUNS_DIR)/deer-sandwich-distill-seed$$seed \
+		--validation_file data/$(TASK)-32/validation.jsonl --select $(TUNE_METRIC) --save --threads 2 || exit 1; done
+	$(OFFLINE) $(PY) -m experiments.levels_report --task $(TASK) --data_dir data/$(TASK)-32 \
+		--runs $(RUNS_DIR)/deer-sandwich-distill-seed0 $(RUNS_DIR)/deer-sandwich-distill-seed1 \
+		--recipe "the shipped recipe + the sandwich rule + in-place distillation (weight 1)" --dial results/dial.json
+level-recipes: venv
+	$(OFFLINE) $(PY) -m experiments.level_recipes --model checkpoints/bible-de-en/deer --threads 1 --repeats 10 \
+		--output results/level-recipes-step-cost
+
+# plateau-runs (the main pair): DEER (the levels recipe) and the AR reference (its vocabulary trimmed as DEER's), each
+# evaluated on validation every 500 steps and stopped when 4 evaluations in a row bring no gain (the best checkpoint
+# kept), up to 30,000 steps, each capped at PLATEAU_MINUTES (rerun with --resume_from_checkpoint
+# RUNS_DIR/RUN/checkpoint-N to go on). plateau-report: both curves, each run's best step, test scores at it.
+PLATEAU_MINUTES ?= 150
+PLATEAU_FLAGS = --validation_file data/$(TASK)-32/validation.jsonl --max_steps 30000 --warmup_steps 300 \
+	--eval_strategy steps --eval_steps 500 --save_strategy steps --save_steps 500 --save_total_limit 2 \
+	--predict_with_generate --per_device_eval_batch_size 64 --early_stopping_patience 4 \
+	--max_train_minutes $(PLATEAU_MINUTES) --trim_vocabulary
+plateau_run = $(OFFLINE) OMP_NUM_THREADS=1 $(PY) -m training.$(1) --model_name_or_path $(TINY_BERT) \
+	--output_dir $(RUNS_DIR)/$(2) --train_file data/$(TASK)-32/train.jsonl $(TRAIN_FLAGS) --disable_tqdm true \
+	$(PLATEAU_FLAGS) $(3) > $(RUNS_DIR)/$(2).log 2>&1
+plateau-runs: venv
+	mkdir -p $(RUNS_DIR)
+	$(call plateau_run,train_ar,ar-plateau,) & \
+	$(call plateau_run,train,deer-plateau,$(LEVEL_RECIPE) --ctc_only_steps 1000 --tune_decoding $(TUNE_METRIC)) ; wait
+plateau-report: venv
+	$(OFFLINE) $(PY) -m experiments.plateau_report --task $(TASK) --data_dir data/$(TASK)-32 \
+		--deer $(RUNS_DIR)/deer-plateau --ar $(RUNS_DIR)/ar-plateau --output results/plateau-$(TASK)
+
+# The checkpoints the demo starts with, each file under 10 MB: a DEER run with the pruning levels, its knobs chosen on
+# validation (SHIP_DEER), and the AR reference (SHIP_AR; a run trained with --trim_vocabulary keeps its vocabulary,
+# another is trimmed to the training data's tokens), stored in float16.
+SHIP_DEER ?= $(RUNS_DIR)/deer-sandwich-distill-seed0
+SHIP_AR ?= $(RUNS_DIR)/ar-plateau
 ship: venv
-	$(OFFLINE) $(PY) -m experiments.ship_checkpoint --run runs/bible-de-en/$(SHIP_DEER) \
-		--output_dir checkpoints/bible-de-en/deer
-	$(OFFLINE) $(PY) -m experiments.ship_checkpoint --run runs/bible-de-en/ar --output_dir checkpoints/bible-de-en/ar \
+	$(OFFLINE) $(PY) -m experiments.ship_checkpoint --run $(SHIP_DEER) --output_dir checkpoints/bible-de-en/deer
+	$(OFFLINE) $(PY) -m experiments.ship_checkpoint --run $(SHIP_AR) --output_dir checkpoints/bible-de-en/ar \
 		--train_file data/bible-de-en-32/train.jsonl
 
 # The README's timing tables, on a quiet machine (about 20 minutes): DEER against its floor and the AR model (random

@@ -47,6 +47,13 @@ def neuron_parameter_count(hidden_size: int) -> int:
     return 2 * hidden_size + 1
 
 
+def full_scores(scores: torch.Tensor) -> torch.Tensor:
+    """A layer's pruning scores as a plain tensor. Under FSDP2 a parameter read outside its module's forward (the
+    levels rank every layer's scores at once, before the layers run) is a sharded DTensor: its whole value, gathered
+    differentiably, so that the straight-through gradient reaches the shards."""
+    return scores.full_tensor() if hasattr(scores, "full_tensor") else scores
+
+
 def select_units(scores: list[torch.Tensor], original_total: int, level: float) -> list[torch.Tensor]:
     """Which units level `level` keeps, ranked globally across layers.
 
@@ -56,7 +63,7 @@ def select_units(scores: list[torch.Tensor], original_total: int, level: float) 
     Returns:
         one bool tensor per layer, True for kept units.
     """
-    flat = torch.cat([score.detach().float() for score in scores])
+    flat = torch.cat([full_scores(score).detach().float() for score in scores])
     keep_count = min(round((1 - level) * original_total), flat.numel())
     order = torch.sort(flat, descending=True, stable=True).indices
     keep = torch.zeros_like(flat, dtype=torch.bool)
@@ -67,6 +74,7 @@ def select_units(scores: list[torch.Tensor], original_total: int, level: float) 
 def unit_gates(scores: torch.Tensor, keep: torch.Tensor, straight_through: bool) -> torch.Tensor:
     """0/1 gates for the units. With `straight_through`, the forward value is the same hard gate but the gradient
     reaches the scores as if the gate were sigmoid(score)."""
+    scores = full_scores(scores)
     hard = keep.to(scores.dtype)
     if not straight_through:
         return hard
@@ -266,7 +274,7 @@ class DeerPruningMixin:
 
     def sparsity_regularizer(self) -> torch.Tensor:
         """sparsity_weight * mean(sigmoid(score)) over every head and neuron score."""
-        scores = torch.cat([score.flatten() for score in self.pruning_scores()])
+        scores = torch.cat([full_scores(score).flatten() for score in self.pruning_scores()])
         return self.config.sparsity_weight * torch.sigmoid(scores).mean()
 
     def optimizer_parameter_groups(self, weight_decay: float = 0.0, score_learning_rate: float | None = None):
