@@ -178,7 +178,7 @@ class DeerConfig(PreTrainedConfig):
         if self.layer_intermediate_sizes is None:
             self.layer_intermediate_sizes = [self.intermediate_size] * self.num_hidden_layers
         super().__post_init__(**kwargs)
-        self._check_values()
+        self.validate()
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> "DeerConfig":
@@ -214,7 +214,15 @@ class DeerConfig(PreTrainedConfig):
 
     # -- validation ----------------------------------------------------------------------------------------------
 
-    def _check_values(self):
+    def validate(self):
+        """Refuse, in one line, a field outside what DEER accepts. Runs when the config is made, and again before
+        `save_pretrained` writes it (transformers calls `validate`), so a bad value assigned later is caught too."""
+        parent = getattr(super(), "validate", None)
+        if parent is not None:  # (a transformers release whose base config validates too)
+            parent()
+        self.validate_deer_values()
+
+    def validate_deer_values(self):
         def require(ok, field, allowed):
             if not ok:
                 raise ValueError(f"DeerConfig.{field} = {getattr(self, field)!r} is invalid: it must be {allowed}.")

@@ -364,7 +364,7 @@ class DeerGenerationMixin:
         """Decode: a CTC draft, then up to `max_iterations` rounds of delete / insert placeholders / fill.
 
         Args:
-            input_ids, attention_mask: the source, (batch, source_length).
+            input_ids, attention_mask: the source, (batch, source_length); `inputs=` (transformers' name) works too.
             token_type_ids: accepted (a BERT tokenizer returns them) and ignored: DEER sets token types itself.
             sparsity (`float`, optional): decode this call at this pruning level (masks, as `set_sparsity`), the
                 model's own level untouched; calls from several threads each get their own level.
@@ -379,6 +379,10 @@ class DeerGenerationMixin:
             (batch, length) LongTensor of `bos ... eos` rows padded with pad_token_id, or a `DeerGenerateOutput`
             with `sequences`, per-row `num_iterations` and, if asked, `history`.
         """
+        if "inputs" in kwargs:  # transformers' name for the model's main input (generate(inputs=...))
+            if input_ids is not None:
+                raise ValueError("generate() got both inputs and input_ids: give the source once.")
+            input_ids = kwargs.pop("inputs")
         sparsity = kwargs.pop("sparsity", None)
         generation_config = resolve_generation_config(self.generation_config, generation_config, kwargs)
         attention_mask = self._check_source(input_ids, attention_mask)

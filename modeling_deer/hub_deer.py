@@ -13,7 +13,11 @@ class DeerHubMixin:
 
     def save_pretrained(self, save_directory, *args, tokenizer=None, **kwargs):
         """`PreTrainedModel.save_pretrained`, plus `tokenizer=`: save the tokenizer next to the model, so that the
-        directory is all `AutoTokenizer` and `pipeline` need."""
+        directory is all `AutoTokenizer` and `pipeline` need. With the code saved (`auto_map`), `AutoModel` is
+        mapped too: to the backbone, as transformers maps a task model's base model."""
+        if getattr(self, "_auto_class", None) is not None:
+            mapped = getattr(self.config, "auto_map", None) or {}
+            self.config.auto_map = {"AutoModel": f"modeling_deer.{type(self.model).__name__}", **mapped}
         result = super().save_pretrained(save_directory, *args, **kwargs)
         if tokenizer is not None:
             tokenizer.save_pretrained(save_directory)

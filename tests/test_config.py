@@ -67,3 +67,13 @@ def test_generation_config_validates_and_round_trips(tmp_path):
     config.save_pretrained(tmp_path)
     loaded = DeerGenerationConfig.from_pretrained(tmp_path)
     assert (loaded.max_iterations, loaded.eos_penalty, loaded.stop_when_unchanged) == (3, 1.5, True)
+
+
+def test_a_bad_value_assigned_later_is_refused_by_validate_and_by_save_pretrained(tmp_path):
+    config = tiny_config()
+    config.glancing_ratio = 1.5
+    with pytest.raises(ValueError, match=r"DeerConfig.glancing_ratio = 1.5 is invalid"):
+        config.validate()
+    with pytest.raises(ValueError, match=r"DeerConfig.glancing_ratio = 1.5 is invalid"):
+        config.save_pretrained(tmp_path)
+    assert not (tmp_path / "config.json").exists()

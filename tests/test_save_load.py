@@ -73,6 +73,7 @@ def test_auto_classes(tmp_path):
     auto_map = json.loads((tmp_path / "config.json").read_text())["auto_map"]
     assert auto_map == {
         "AutoConfig": "configuration_deer.DeerConfig",
+        "AutoModel": "modeling_deer.DeerModel",
         "AutoModelForSeq2SeqLM": "modeling_deer.DeerForConditionalGeneration",
     }
 
@@ -81,9 +82,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED = os.path.join(REPO, "checkpoints", "bible-de-en", "deer")
 
 
-def generate_with_the_package_hidden(tmp_path, model_dir, inputs: dict) -> torch.Tensor:
-    """`model_dir`'s generation at 2 rounds, loaded with `trust_remote_code=True` in a process where neither this
-    package nor a training-only dependency can be imported."""
+def generate_with_the_package_hidden(tmp_path, model_dir, inputs: dict, auto_class="AutoModelForSeq2SeqLM"):
+    """`model_dir`'s generation at 2 rounds (with `auto_class="AutoModel"`: the backbone's encoding of the source),
+    loaded with `trust_remote_code=True` in a process where neither this package nor a training-only dependency can
+    be imported."""
     torch.save(inputs, tmp_path / "inputs.pt")
     script = textwrap.dedent(
         f"""
@@ -102,11 +104,16 @@ def generate_with_the_package_hidden(tmp_path, model_dir, inputs: dict) -> torch
         else:
             raise SystemExit("modeling_deer was importable")
         import torch
-        from transformers import AutoModelForSeq2SeqLM
-        model = AutoModelForSeq2SeqLM.from_pretrained({str(model_dir)!r}, trust_remote_code=True)
+        from transformers import {auto_class} as Auto
+        model = Auto.from_pretrained({str(model_dir)!r}, trust_remote_code=True)
         assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
         inputs = torch.load({str(tmp_path / "inputs.pt")!r})
-        torch.save(model.generate(**inputs, max_iterations=2), {str(tmp_path / "generated.pt")!r})
+        with torch.no_grad():
+            if {auto_class!r} == "AutoModel":
+                output = model.encode(inputs["input_ids"], inputs["attention_mask"]).last_hidden_state
+            else:
+                output = model.generate(**inputs, max_iterations=2)
+        torch.save(output, {str(tmp_path / "generated.pt")!r})
         """
     )
     environment = dict(os.environ, HF_MODULES_CACHE=str(tmp_path / "modules"), HF_HUB_OFFLINE="1")
@@ -124,6 +131,21 @@ def test_remote_code_loads_without_the_package(tmp_path):
     model.save_pretrained(tmp_path / "model")
     inputs = {"input_ids": source_ids, "attention_mask": source_mask}
     assert torch.equal(generate_with_the_package_hidden(tmp_path, tmp_path / "model", inputs), expected)
+
+
+def test_automodel_with_remote_code_loads_the_backbone_without_the_package(tmp_path):
+    """config.json's auto_map names the backbone for AutoModel too (DeerModel: the encoder a feature extractor
+    wants), so that `AutoModel.from_pretrained(..., trust_remote_code=True)` works where the package is not."""
+    model = tiny_model(seed=9).eval()
+    model.save_pretrained(tmp_path / "model")
+    auto_map = json.loads((tmp_path / "model" / "config.json").read_text())["auto_map"]
+    assert auto_map["AutoModel"] == "modeling_deer.DeerModel"
+    source_ids, source_mask = random_batch(2, 9, seed=10)
+    with torch.no_grad():
+        expected = model.model.encode(source_ids, source_mask.bool()).last_hidden_state
+    inputs = {"input_ids": source_ids, "attention_mask": source_mask}
+    hidden = generate_with_the_package_hidden(tmp_path, tmp_path / "model", inputs, auto_class="AutoModel")
+    assert torch.allclose(hidden, expected, atol=1e-6)
 
 
 def test_the_shipped_checkpoint_links_the_package_code_and_loads_both_ways(tmp_path):

@@ -66,7 +66,7 @@ def load_model(model_args: ModelArguments) -> DeerForConditionalGeneration:
             raise SystemExit("error: --separate_blank_head changes the architecture; it applies to a new model only")
         for name, value in overrides.items():
             setattr(model.config, name, value)
-        model.config._check_values()
+        model.config.validate()
     else:
         if model_args.separate_blank_head is not None:
             overrides["separate_blank_head"] = model_args.separate_blank_head
