@@ -161,9 +161,7 @@ def main(argv=None):
     model = DeerForConditionalGeneration.from_pretrained(args.model).eval()
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     report = analyse(model, tokenizer, list(sources), list(targets))
-    knobs = {
-        name: getattr(model.generation_config, name) for name in ("blank_penalty", "deletion_penalty", "eos_penalty")
-    }
+    knobs = {name: getattr(model.generation_config, name) for name in model.generation_config.REFINEMENTS["edits"]}
     report = {"model": args.model, "data_file": args.data_file, "pairs": len(sources), "knobs": knobs, **report}
     for name, row in report["settings"].items():
         print(

@@ -27,7 +27,7 @@ from transformers import AutoTokenizer
 
 from experiments.report import markdown_table
 from experiments.tasks import task_metrics
-from modeling_deer import DeerForConditionalGeneration
+from modeling_deer import DeerForConditionalGeneration, DeerGenerationConfig
 from modeling_deer.model_card_deer import METRIC_NAMES
 from training.data import read_inputs
 from training.decoding import generate_texts
@@ -124,7 +124,7 @@ def quality_table(rows: list[dict], metrics: tuple[str, str], iterations: list[i
         else:
             best = max(iterations, key=lambda count: (cell[("validation", count)][first], -count))
             chosen = cell[("test", best)]
-            names = ("blank_penalty", "deletion_penalty", "eos_penalty")
+            names = DeerGenerationConfig.REFINEMENTS["edits"]
             knob_text = ", ".join(f"{group[0][name]:g}" for name in names)
             knob_text += " (tuned)" if knobs == "tuned" else ""
             values = (

@@ -28,21 +28,6 @@ from .pruning_deer import OWN_LEVEL
 
 logger = logging.get_logger(__name__)
 
-OPTIONS = (
-    "max_iterations",
-    "refinement",
-    "reveal_threshold",
-    "eos_penalty",
-    "blank_penalty",
-    "deletion_penalty",
-    "max_new_tokens",
-    "max_length",
-    "stop_when_unchanged",
-    "return_dict_in_generate",
-    "output_history",
-)
-# What a round after the draft does (`DeerGenerationConfig.refinement`).
-REFINEMENTS = ("edits", "redraft")
 # What transformers' own tools (Seq2SeqTrainer, pipelines) pass to generate() and DEER has no use for.
 PASSED_BY_TOOLS = (
     "synced_gpus",
@@ -59,7 +44,9 @@ NEUTRAL = {"num_beams": 1, "do_sample": False, "num_return_sequences": 1}
 
 
 class DeerGenerationConfig(GenerationConfig):
-    """Decoding knobs of DEER, saved as generation_config.json.
+    """Decoding knobs of DEER, saved as generation_config.json: the one definition of them (`REFINEMENTS`, `KNOBS`,
+    `OPTIONS`), which `generate`, the pipeline and the commands (training/cli.py reads `REFINEMENTS` from this
+    file's source, so that `--help` needs no torch) take theirs from.
 
     Args:
         max_iterations (`int`, defaults to 4): rounds after the draft; 0 returns the collapsed CTC draft.
@@ -87,6 +74,25 @@ class DeerGenerationConfig(GenerationConfig):
         bos_token_id, eos_token_id, pad_token_id, placeholder_token_id: copied from the model config.
     """
 
+    # What a round after the draft does (`refinement`), and the knobs that shape each kind, in the order
+    # `training.evaluate --select` tunes them (the draft's `blank_penalty` first: both kinds start from the draft).
+    REFINEMENTS = {
+        "edits": ("blank_penalty", "deletion_penalty", "eos_penalty"),
+        "redraft": ("blank_penalty", "reveal_threshold"),
+    }
+    KNOBS = tuple(dict.fromkeys(knob for knobs in REFINEMENTS.values() for knob in knobs))
+    # Everything generate() takes as a decoding option (besides `sparsity`, which is the call's pruning level).
+    OPTIONS = (
+        "max_iterations",
+        "refinement",
+        *KNOBS,
+        "max_new_tokens",
+        "max_length",
+        "stop_when_unchanged",
+        "return_dict_in_generate",
+        "output_history",
+    )
+
     def __init__(self, **kwargs):
         # Like transformers' DiffusionGemmaGenerationConfig, this does not call GenerationConfig.__init__: the
         # autoregressive knobs (num_beams, top_k, max_new_tokens, ...) have no meaning here.
@@ -109,7 +115,7 @@ class DeerGenerationConfig(GenerationConfig):
         self.transformers_version = kwargs.pop("transformers_version", None)
         kwargs.pop("_commit_hash", None)
         if kwargs:
-            raise ValueError(f"DeerGenerationConfig got unknown options {sorted(kwargs)}; DEER's are {OPTIONS}.")
+            raise ValueError(f"DeerGenerationConfig got unknown options {sorted(kwargs)}; DEER's are {self.OPTIONS}.")
         self.validate()
 
     def validate(self, strict=False, **kwargs):
@@ -119,12 +125,12 @@ class DeerGenerationConfig(GenerationConfig):
             or self.max_iterations < 0
         ):
             raise ValueError(f"max_iterations must be an integer >= 0 (0 = draft only), got {self.max_iterations!r}.")
-        if self.refinement not in REFINEMENTS:
-            raise ValueError(f"refinement must be one of {REFINEMENTS}, got {self.refinement!r}.")
+        if self.refinement not in self.REFINEMENTS:
+            raise ValueError(f"refinement must be one of {tuple(self.REFINEMENTS)}, got {self.refinement!r}.")
         threshold = self.reveal_threshold
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
             raise ValueError(f"reveal_threshold must be a probability in (0, 1], got {threshold!r}.")
-        for name in ("eos_penalty", "blank_penalty", "deletion_penalty"):
+        for name in (knob for knob in self.KNOBS if knob.endswith("_penalty")):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ValueError(f"{name} must be a finite number, got {value!r}.")
@@ -156,9 +162,9 @@ class DeerGenerationConfig(GenerationConfig):
 
     def updated(self, **overrides) -> "DeerGenerationConfig":
         """A copy with `overrides` applied and validated (the model's own config is never changed)."""
-        unknown = sorted(key for key in overrides if key not in OPTIONS)
+        unknown = sorted(key for key in overrides if key not in DeerGenerationConfig.OPTIONS)
         if unknown:
-            raise ValueError(f"generate() got unknown options {unknown}; DEER's are {OPTIONS}.")
+            raise ValueError(f"generate() got unknown options {unknown}; DEER's are {DeerGenerationConfig.OPTIONS}.")
         config = copy.deepcopy(self)
         for key, value in overrides.items():
             setattr(config, key, plain_number(value))
@@ -198,7 +204,7 @@ def resolve_generation_config(default: DeerGenerationConfig, generation_config, 
         base = default
         given = {
             name: getattr(generation_config, name)
-            for name in (*OPTIONS, *NEUTRAL)
+            for name in (*DeerGenerationConfig.OPTIONS, *NEUTRAL)
             if getattr(generation_config, name, None) is not None and name != "max_length"
         }
         if getattr(generation_config, "max_new_tokens", None) is None:  # transformers: max_length applies then
@@ -209,7 +215,7 @@ def resolve_generation_config(default: DeerGenerationConfig, generation_config, 
     for name, neutral in NEUTRAL.items():
         if name in kwargs and kwargs.pop(name) != neutral:
             raise _cannot_honour(name)
-    unknown = sorted(key for key in kwargs if key not in OPTIONS)
+    unknown = sorted(key for key in kwargs if key not in DeerGenerationConfig.OPTIONS)
     if unknown:
         raise _cannot_honour(unknown[0], unknown)
     return base.updated(**kwargs)
@@ -437,7 +443,7 @@ def deer_settings_of(generation_config: GenerationConfig) -> tuple[dict, list[st
         for key, value in generation_config.to_dict().items()
         if not key.startswith("_") and key != "transformers_version" and (key not in stock or stock[key] != value)
     }
-    own = {key: value for key, value in values.items() if key in OPTIONS or key in SPECIAL_IDS}
+    own = {key: value for key, value in values.items() if key in DeerGenerationConfig.OPTIONS or key in SPECIAL_IDS}
     return own, sorted(key for key in values if key not in own)
 
 

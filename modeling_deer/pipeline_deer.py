@@ -15,19 +15,14 @@ tokenizer=tokenizer)`.
 from transformers import Pipeline
 
 from .configuration_deer import PIPELINE_TASK as TASK
+from .generation_deer import DeerGenerationConfig
 
 
-# What generate() takes per call through the pipeline.
+# What generate() takes per call through the pipeline: its decoding options but the output's form (the pipeline
+# returns text), and the call's pruning level.
 GENERATE_OPTIONS = (
-    "max_iterations",
-    "refinement",
-    "reveal_threshold",
+    *(name for name in DeerGenerationConfig.OPTIONS if name not in ("return_dict_in_generate", "output_history")),
     "sparsity",
-    "max_new_tokens",
-    "max_length",
-    "eos_penalty",
-    "blank_penalty",
-    "deletion_penalty",
 )
 
 

@@ -77,3 +77,18 @@ def test_a_bad_value_assigned_later_is_refused_by_validate_and_by_save_pretraine
     with pytest.raises(ValueError, match=r"DeerConfig.glancing_ratio = 1.5 is invalid"):
         config.save_pretrained(tmp_path)
     assert not (tmp_path / "config.json").exists()
+
+
+def test_the_decoding_knobs_have_one_definition():
+    """DeerGenerationConfig defines the knobs; the pipeline's options and the commands' flags derive from it (the
+    commands read it from the source, without importing torch)."""
+    from modeling_deer.pipeline_deer import GENERATE_OPTIONS
+    from training import cli
+
+    assert cli.REFINEMENTS == DeerGenerationConfig.REFINEMENTS and cli.KNOBS == DeerGenerationConfig.KNOBS
+    assert cli.DECODING == ("max_iterations", "refinement", *DeerGenerationConfig.KNOBS)
+    assert set(GENERATE_OPTIONS) == set(DeerGenerationConfig.OPTIONS) - {
+        "return_dict_in_generate",
+        "output_history",
+    } | {"sparsity"}
+    assert set(DeerGenerationConfig.KNOBS) <= set(DeerGenerationConfig().to_dict())

@@ -16,6 +16,7 @@ import ast
 import csv
 import dataclasses
 import importlib
+import importlib.util
 import json
 import os
 import re
@@ -25,14 +26,25 @@ from training.arguments import ARModelArguments, CardArguments, DataArguments, M
 
 
 METRICS = ("bleu", "chrf", "rougeL")  # the names training.metrics.score returns
-# The decoding knobs a command can override: the draft's, the edit rounds', the re-drafting rounds'.
-KNOBS = ("blank_penalty", "deletion_penalty", "eos_penalty", "reveal_threshold")
+
+
+def generation_class_attribute(name: str):
+    """A literal class attribute of `DeerGenerationConfig` (the one definition of the decoding knobs), read from
+    modeling_deer/generation_deer.py's source without importing the package (that would import torch, and the
+    commands answer --help and refuse bad flags before torch loads)."""
+    spec = importlib.util.find_spec("modeling_deer")  # (finds the package without running its __init__)
+    with open(os.path.join(spec.submodule_search_locations[0], "generation_deer.py"), encoding="utf-8") as handle:
+        tree = ast.parse(handle.read())
+    body = next(node for node in tree.body if isinstance(node, ast.ClassDef) and node.name == "DeerGenerationConfig")
+    value = next(node.value for node in body.body if isinstance(node, ast.Assign) and node.targets[0].id == name)
+    return ast.literal_eval(value)
+
+
 # What a round does (DeerGenerationConfig.refinement), and the knobs each kind of round is tuned by, in the order
-# `evaluate --select` chooses them.
-REFINEMENTS = {
-    "edits": ("blank_penalty", "deletion_penalty", "eos_penalty"),
-    "redraft": ("blank_penalty", "reveal_threshold"),
-}
+# `evaluate --select` chooses them; the knobs a command can override (the draft's, the edit rounds', the
+# re-drafting rounds'), as DeerGenerationConfig.KNOBS derives them.
+REFINEMENTS = generation_class_attribute("REFINEMENTS")
+KNOBS = tuple(dict.fromkeys(knob for knobs in REFINEMENTS.values() for knob in knobs))
 # The values `--select` (training.evaluate) and `--tune_decoding` (training.train) try for each knob.
 CANDIDATES = {
     "blank_penalty": [0.0, 1.0, 2.0, 3.0, 4.0, 6.0],
