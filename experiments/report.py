@@ -479,3 +479,65 @@ def bench_tables(results: dict, shapes: list[str]) -> str:
             )
         )
     return "\n\n".join(parts)
+
+
+def headline_table(report: dict, rounds: tuple[int, ...] = (0, 1, 2), levels: tuple[float, ...] = (0.0, 0.5)) -> str:
+    """The README's headline table from a benchmark report of the shipped pair: DEER at `rounds` x `levels` and the AR
+    model, test quality (the report's two metrics), CPU milliseconds per sentence at batch 1 and 32, and each row's
+    batch-1 speed against the AR model. `python -m experiments.report HEADLINE REPORT.json` prints it; a test checks
+    the README's copy against the file."""
+    first, second = report["metrics"][:2]
+    ar = next(row for row in report["rows"] if row["system"] == "ar")
+    rows = []
+    for level in levels:
+        for count in rounds:
+            row = next(
+                (
+                    r
+                    for r in report["rows"]
+                    if r["run"] == "deer" and r["sparsity"] == level and r["iterations"] == count
+                ),
+                None,
+            )
+            if row is None:
+                continue
+            size = "full size" if level == 0 else f"{1 - level:.0%} of the prunable parameters"
+            what = "the draft" if count == 0 else f"{count} round{'s' if count > 1 else ''}"
+            rows.append(
+                [
+                    f"DEER, {what}, {size}",
+                    f"{row[first]:.2f}",
+                    f"{row[second]:.2f}",
+                    f"{row['latency_ms_b1']:.1f}",
+                    f"{row['latency_ms_b32']:.2f}",
+                    f"{ar['latency_ms_b1'] / row['latency_ms_b1']:.1f}x",
+                ]
+            )
+    rows.append(
+        [
+            RUN_LABELS["ar"],
+            f"{ar[first]:.2f}",
+            f"{ar[second]:.2f}",
+            f"{ar['latency_ms_b1']:.1f}",
+            f"{ar['latency_ms_b32']:.2f}",
+            "1.0x",
+        ]
+    )
+    header = [
+        "system",
+        f"test {METRIC_NAMES[first]}",
+        f"test {METRIC_NAMES[second]}",
+        "ms/sentence, batch 1",
+        "batch 32",
+        "AR / this, batch 1",
+    ]
+    return markdown_table(header, rows, numeric=True)
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) != 3 or sys.argv[1] != "HEADLINE":
+        raise SystemExit("usage: python -m experiments.report HEADLINE REPORT.json")
+    with open(sys.argv[2]) as handle:
+        print(headline_table(json.load(handle)))

