@@ -35,9 +35,13 @@ RECIPES = {
 EDIT_WEIGHTS = ("insertion_loss_weight", "word_loss_weight", "deletion_loss_weight")
 
 
+# Every recipe sets all four fields (the checkpoint's own config may have been trained with any of them).
+NO_LEVELS = {"sparsity_levels": [], "full_every_step": False, "sandwich_rule": False, "distillation_weight": 0.0}
+
+
 def recipe_model(model: DeerForConditionalGeneration, settings: dict, edit_weight: float):
     recipe = copy.deepcopy(model)
-    for name, value in settings.items():
+    for name, value in {**NO_LEVELS, **settings}.items():
         setattr(recipe.config, name, value)
     for name in EDIT_WEIGHTS:
         setattr(recipe.config, name, edit_weight)

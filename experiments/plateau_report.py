@@ -33,17 +33,36 @@ def run_summary(path: str, metric: str, patience: int) -> dict:
         state = json.load(handle)
     curve = read_curve(path)
     key = f"eval_{metric}"
-    after_best = [row for row in curve if row["step"] > (state.get("best_global_step") or 0)]
+    best_step, best = state.get("best_global_step"), state.get("best_metric")
+    if best_step is None:  # a run without evaluations: its last step, scored as its knobs were chosen
+        best_step, best = state["global_step"], tuned_validation(path, metric)
+    after_best = [row for row in curve if row["step"] > best_step]
     return {
         "run": path,
         "stopped_at_step": state["global_step"],
-        "best_step": state.get("best_global_step"),
-        "best_validation": round(state["best_metric"], 2) if state.get("best_metric") is not None else None,
+        "best_step": best_step,
+        "best_validation": round(best, 2) if best is not None else None,
         "plateau": len(after_best) >= patience,
         "curve": [
             {"step": row["step"], "train_seconds": row["train_seconds"], key: round(row[key], 2)} for row in curve
         ],
     }
+
+
+def tuned_validation(path: str, metric: str) -> float | None:
+    """A DEER run's validation score at the decoding it saved (`tune_generation.json`), if it was tuned."""
+    tuned = os.path.join(path, "tune_generation.json")
+    if not os.path.exists(tuned):
+        return None
+    with open(tuned) as handle:
+        record = json.load(handle)
+    with open(os.path.join(path, "generation_config.json")) as handle:
+        saved = json.load(handle)
+    return next(
+        row[metric]
+        for row in record["rounds"]
+        if row["refinement"] == saved.get("refinement", "edits") and row["max_iterations"] == saved["max_iterations"]
+    )
 
 
 def main(argv=None):
@@ -88,7 +107,7 @@ def main(argv=None):
             run["stopped_at_step"],
             run["best_step"],
             "yes" if run["plateau"] else "no (a lower bound)",
-            f"{run['best_validation']:.2f}",
+            f"{run['best_validation']:.2f}" if run["best_validation"] is not None else "",
             f"{run['test'][metric]:.2f}",
             f"{run['test']['chrf']:.2f}",
         ]
