@@ -120,7 +120,9 @@ class DeerAttention(nn.Module):
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.attention_dropout = config.attention_probs_dropout_prob
-        self.head_scores = nn.Parameter(torch.zeros(num_heads))
+        self.head_scores = nn.Parameter(
+            torch.zeros(num_heads, dtype=torch.float32)
+        )  # (float32 always: see _keep_in_fp32_modules_strict)
         self.is_causal = False  # read by transformers' attention functions
 
     def _split_heads(self, states: torch.Tensor) -> torch.Tensor:
@@ -196,7 +198,7 @@ class DeerFeedForward(nn.Module):
         self.down = linear(intermediate_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
-        self.neuron_scores = nn.Parameter(torch.zeros(intermediate_size))
+        self.neuron_scores = nn.Parameter(torch.zeros(intermediate_size, dtype=torch.float32))
 
     def forward(self, hidden_states: torch.Tensor, neuron_gate: torch.Tensor | None = None) -> torch.Tensor:
         activations = self.activation(self.up(hidden_states))
