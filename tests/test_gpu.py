@@ -156,3 +156,32 @@ def test_out_of_vocabulary_ids_give_a_clear_error_not_a_device_assert(shipped):
         model.generate(input_ids=bad_source, attention_mask=inputs["attention_mask"])
     # The device is still usable afterwards (a device-side assert would poison it).
     assert model.generate(**inputs, max_iterations=0).shape[0] == len(VERSES)
+
+
+def test_the_scale_out_paths_on_the_device(shipped, monkeypatch):
+    """What the CPU tests prove with gloo, on the device: the time limit's flag is created on the training device (an
+    NCCL group refuses CPU tensors); a process decodes on its local rank's GPU, made current; a bfloat16 load keeps
+    the pruning scores float32 there and generates at every level."""
+    from types import SimpleNamespace
+
+    from training.decoding import process_device
+    from training.trainer import TimeLimitCallback
+
+    reduced = []
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "all_reduce", lambda tensor, op=None: reduced.append(tensor.device))
+    args = SimpleNamespace(device=torch.device(DEVICE), save_strategy="no")
+    control = SimpleNamespace(should_training_stop=False, should_save=False)
+    callback = TimeLimitCallback(0)
+    callback.on_train_begin(args, None, control)
+    callback.on_step_end(args, SimpleNamespace(global_step=1), control)
+    assert reduced == [args.device] and control.should_training_stop
+    if DEVICE.startswith("cuda"):
+        monkeypatch.setenv("LOCAL_RANK", "0")
+        assert process_device() == "cuda:0" and torch.cuda.current_device() == 0
+    half = DeerForConditionalGeneration.from_pretrained(SHIPPED, dtype=torch.bfloat16).eval().to(DEVICE)
+    assert all(scores.dtype == torch.float32 for scores in half.pruning_scores())
+    _, _, batch = shipped
+    for level in (0.0, 0.25, 0.5, 0.75):
+        ids = half.generate(**on(batch, DEVICE), max_iterations=1, sparsity=level)
+        assert ids.shape[0] == batch["input_ids"].shape[0]
