@@ -70,11 +70,10 @@ def ar_card(output_dir: str, results: str | None) -> str:
         state = json.load(handle)
     with open(os.path.join(output_dir, "config.json")) as handle:
         config = json.load(handle)
-    command = (
-        open(os.path.join(output_dir, "run_command.txt")).read().strip()
-        if os.path.exists(os.path.join(output_dir, "run_command.txt"))
-        else "(not recorded)"
-    )
+    command = "(not recorded)"
+    if os.path.exists(os.path.join(output_dir, "run_command.txt")):
+        with open(os.path.join(output_dir, "run_command.txt")) as handle:
+            command = handle.read().strip()
     best = state.get("best_global_step")
     stopped = (
         f"Evaluated on the validation verses every {state.get('eval_steps')} steps; training ended at step "
