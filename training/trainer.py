@@ -266,7 +266,10 @@ class DeerTrainer(Seq2SeqTrainer):
         deer = self.accelerator.unwrap_model(model)
         # While the edit heads have not trained (the schedule's CTC-only phase, or edit losses weighted 0), their
         # rounds would only rewrite the draft at random: evaluation scores the draft alone until then.
-        untrained = self.step_settings().get("ctc_only") or not any(getattr(deer.config, n) for n in EDIT_LOSSES)
+        untrained = not any(getattr(deer.config, name) for name in EDIT_LOSSES) or (
+            self.schedule is not None  # every step so far trained the draft alone
+            and self.state.global_step <= self.schedule.ctc_only_until(self.state.max_steps)
+        )
         settings = {**gen_kwargs, "max_iterations": 0} if untrained else gen_kwargs
         generated = deer.generate(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], **settings)
         return loss, generated, inputs.get("labels")
