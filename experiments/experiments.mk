@@ -278,6 +278,8 @@ dial-levels: venv
 	$(call level_run,deer-sandwich-distill-seed0,$(LEVEL_RECIPE) --max_steps $(STEPS) --warmup_steps 300) & \
 	$(call level_run,deer-sandwich-distill-seed1,$(LEVEL_RECIPE) --max_steps $(STEPS) --warmup_steps 300 --seed 1) ; \
 	wait
+	$(call level_run,deer-full-distill-seed0,$(FIXED_RECIPE) $(DEER_FLAGS) --full_every_step true \
+		--distillation_weight 1 --max_steps $(STEPS) --warmup_steps 300)   # one factor: no sandwich
 dial-levels-report: venv
 	for seed in 0 1; do $(OFFLINE) $(PY) -m training.evaluate --model $(RUNS_DIR)/deer-sandwich-distill-seed$$seed \
 		--validation_file data/$(TASK)-32/validation.jsonl --select $(TUNE_METRIC) --save --threads 2 || exit 1; done

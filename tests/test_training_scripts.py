@@ -901,12 +901,15 @@ def test_evaluation_by_generation_takes_the_generation_arguments(tmp_path, tiny_
         "whole",
         pytest.param(
             "layers",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="each layer wrapped on its own (FSDP2 per-layer units; the Trainer's auto-wrap by "
-                "_no_split_modules): the layers run several passes a step and the gathered gradients differ from "
-                "one process's; wrap the whole model",
-            ),
+            marks=[
+                pytest.mark.slow,
+                pytest.mark.xfail(
+                    strict=True,
+                    reason="each layer wrapped on its own (FSDP2 per-layer units; the Trainer's auto-wrap by "
+                    "_no_split_modules): the layers run several passes a step and the gathered gradients differ from "
+                    "one process's; wrap the whole model",
+                ),
+            ],
         ),
     ],
 )
