@@ -162,9 +162,9 @@ class DeerGenerationConfig(GenerationConfig):
 
     def updated(self, **overrides) -> "DeerGenerationConfig":
         """A copy with `overrides` applied and validated (the model's own config is never changed)."""
-        unknown = sorted(key for key in overrides if key not in DeerGenerationConfig.OPTIONS)
+        unknown = sorted(key for key in overrides if key not in self.OPTIONS)
         if unknown:
-            raise ValueError(f"generate() got unknown options {unknown}; DEER's are {DeerGenerationConfig.OPTIONS}.")
+            raise ValueError(f"generate() got unknown options {unknown}; DEER's are {self.OPTIONS}.")
         config = copy.deepcopy(self)
         for key, value in overrides.items():
             setattr(config, key, plain_number(value))

@@ -120,9 +120,7 @@ class DeerAttention(nn.Module):
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.attention_dropout = config.attention_probs_dropout_prob
-        self.head_scores = nn.Parameter(
-            torch.zeros(num_heads, dtype=torch.float32)
-        )  # (float32 always: see _keep_in_fp32_modules_strict)
+        self.head_scores = nn.Parameter(torch.zeros(num_heads, dtype=torch.float32))
         self.is_causal = False  # read by transformers' attention functions
 
     def _split_heads(self, states: torch.Tensor) -> torch.Tensor:

@@ -46,12 +46,10 @@ class FullSizeRecord:
     glanced: torch.Tensor | None = None  # the CTC pass's input (batch, canvas)
     fits: torch.Tensor | None = None  # (batch,) rows whose target fits the frames
     frame_log_probs: torch.Tensor | None = None  # (real frames, rows) the draft frames' distributions
-    own_draft: torch.Tensor | None = None  # the collapsed draft the edit rows may start from
     edit_rows: torch.Tensor | None = None  # the rows the edit passes ran on (None: all)
     deleted: torch.Tensor | None = None  # the insertion pass's input
     insertion_counts: torch.Tensor | None = None
     inserted_tokens: torch.Tensor | None = None
-    use_draft: torch.Tensor | None = None
     predicted: torch.Tensor | None = None  # the deletion pass's input
     deletion_targets: torch.Tensor | None = None
     insertion_log_probs: torch.Tensor | None = None  # (gaps, max_insertions)
@@ -238,14 +236,14 @@ class DeerObjectiveMixin:
                 self, self.draft_logits, hidden_states[frame_mask], teacher.frame_log_probs
             )
         elif full_size is not None:
-            full_size.glanced, full_size.fits, full_size.own_draft = glanced, fits, own_draft
+            full_size.glanced, full_size.fits = glanced, fits
             full_size.frame_log_probs = _head_log_probs(self, self.draft_logits, hidden_states[frame_mask].detach())
 
         edit_losses = (None, None, None)
         loss = config.ctc_loss_weight * ctc_loss
         if any(weights):  # a CTC-only phase of training skips the edit passes altogether
             edit_losses, edit_distillation = self._edit_losses(
-                encoder_output, targets, own_draft, teacher, full_size if teacher is None else None, weights
+                encoder_output, targets, own_draft, weights, teacher, full_size if teacher is None else None
             )
             if edit_distillation is not None:
                 distillation_loss = distillation_loss + edit_distillation
@@ -299,9 +297,9 @@ class DeerObjectiveMixin:
         encoder_output: DeerEncoderOutput,
         targets: torch.Tensor,
         own_draft: torch.Tensor | None,
+        weights: tuple[float, float, float],
         teacher: FullSizeRecord | None = None,
         record: FullSizeRecord | None = None,
-        weights: tuple[float, float, float] | None = None,
     ) -> tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor | None]:
         """4. The insertion, word and deletion losses, on the passes decoding makes: (insert placeholders) ->
         (fill) -> (delete) -> gold. Each row's inputs come from the gold target (the paper: y_del, a random
@@ -312,14 +310,10 @@ class DeerObjectiveMixin:
 
         In-place distillation: the full size's pass fills `record` with its inputs and output distributions; a
         smaller level's reads them from `teacher` instead of drawing its own, and also returns its weighted KL
-        terms from them (else None), each weighted as its loss is (`weights`: insertion, word, deletion; default the
-        config's)."""
+        terms from them (else None), each weighted as its loss is (`weights`: this step's insertion, word and
+        deletion weights)."""
         config = self.config
-        insertion_weight, word_weight, deletion_weight = weights or (
-            config.insertion_loss_weight,
-            config.word_loss_weight,
-            config.deletion_loss_weight,
-        )
+        insertion_weight, word_weight, deletion_weight = weights
         pad, placeholder = config.pad_token_id, config.placeholder_token_id
         if teacher is not None:  # a smaller level: the full size's rows and inputs
             rows = teacher.edit_rows

@@ -24,6 +24,7 @@ from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 from transformers.integrations.fsdp import is_fsdp_managed_module
 
 from training.arguments import CardArguments, DataArguments, StoppingArguments
+from training.cli import METRICS
 from training.data import load_split, tokenize_split
 from training.metrics import score
 
@@ -288,9 +289,9 @@ def best_model_callbacks(training_args, stopping_args: StoppingArguments) -> lis
     task's --generation_metric judges checkpoints; with --early_stopping_patience, transformers'
     EarlyStoppingCallback stops training and the best checkpoint is loaded at the end. Refuses, in one line, what
     cannot work (no evaluation to judge by, checkpoints that miss evaluations)."""
-    if stopping_args.generation_metric not in ("bleu", "chrf", "rougeL"):
+    if stopping_args.generation_metric not in METRICS:
         raise SystemExit(
-            f"error: --generation_metric must be one of bleu, chrf or rougeL, not {stopping_args.generation_metric!r}"
+            f"error: --generation_metric must be one of {', '.join(METRICS)}, not {stopping_args.generation_metric!r}"
         )
     if training_args.predict_with_generate and training_args.metric_for_best_model is None:
         training_args.metric_for_best_model = stopping_args.generation_metric
