@@ -1,6 +1,6 @@
 # What reproduces the experiment record (RESULTS.md), included by the top Makefile: run these from the repository
 # root (`make quality-runs`, ...). They use its variables (PY, OFFLINE, TINY_BERT, TRAIN_FLAGS, DEER_FLAGS).
-.PHONY: dial-levels dial-levels-report level-recipes plateau-runs plateau-report gpu-carry gpu-dial-install gpu-dial bench real-runs real-bench real-ablations quality-runs quality-dial dial-report quality-ablations quality-seeds quality-edit-rows quality-leave-one-out quality-continued quality-distilled quality-distilled-report quality-64 quality-64-report quality-report minilm-runs ship
+.PHONY: dial-levels dial-level-recipes dial-levels-report level-recipes plateau-runs plateau-report gpu-carry gpu-dial-install gpu-dial bench real-runs real-bench real-ablations quality-runs quality-dial dial-report quality-ablations quality-seeds quality-edit-rows quality-leave-one-out quality-continued quality-distilled quality-distilled-report quality-64 quality-64-report quality-report minilm-runs ship
 
 # The README's archived trade-off results (the paper recipe) for one task (TASK=bible-de-en or bible-kjv-bbe): as the
 # demo, for STEPS steps on
@@ -260,32 +260,38 @@ quality-report: venv
 		--runs $(foreach run,$(QUALITY_RUNS),"$(subst _, ,$(call quality_label,$(run)))=runs/$(TASK)/$(run)") \
 		--output $(QUALITY_OUTPUT)
 
-# dial-levels (the main pair): pruning levels that keep the full size. The shipped recipe (FIXED_RECIPE) with the levels
-# 0 / 0.25 / 0.5 / 0.75 trained by the sandwich rule (the full size, the smallest level and one between on every
-# step) with in-place distillation (the smaller levels also learn the full size's detached distributions), seeds 0
-# and 1, $(STEPS) steps, one thread each, checkpoints under RUNS_DIR (outside the work tree). Then dial-levels-report
-# tunes each on validation and writes results/dial.json "levels" against the same recipe without levels (its seeds
-# 0 and 1 in results/dial.json "rounds"), the old --full_every_step entry kept as "levels_full_every_step"; and
-# level-recipes times one training step of every way to train the levels.
+# dial-levels (the main pair): pruning levels that keep the full size. The levels recipe chosen on validation
+# (LEVEL_RECIPE: the shipped recipe with the levels 0 / 0.25 / 0.5 / 0.75 and --full_every_step, the full size and one
+# smaller level on every step), seeds 0 and 1, $(STEPS) steps, one thread each, checkpoints under RUNS_DIR (outside
+# the work tree). dial-level-recipes: the recipes it was chosen against, the sandwich rule (the full size, the
+# smallest level and one between on every step) with in-place distillation (the smaller levels also learn the full
+# size's detached distributions), seeds 0 and 1, and --full_every_step with distillation, seed 0. Then
+# dial-levels-report tunes each on validation and writes results/dial.json "levels" against the same recipe without
+# levels (its seeds 0 and 1 in results/dial.json "rounds"); and level-recipes times one training step of every way
+# to train the levels.
 RUNS_DIR ?= ../runs/$(TASK)
-LEVEL_RECIPE = $(FIXED_RECIPE) $(DEER_FLAGS) --sandwich_rule true --distillation_weight 1
+LEVEL_RECIPE = $(FIXED_RECIPE) $(DEER_FLAGS) --full_every_step true
 level_run = $(OFFLINE) OMP_NUM_THREADS=1 $(PY) -m training.train --model_name_or_path $(TINY_BERT) \
 	--output_dir $(RUNS_DIR)/$(1) --train_file data/$(TASK)-32/train.jsonl $(TRAIN_FLAGS) --disable_tqdm true \
-	--tune_decoding none --save_strategy steps --save_steps 500 --save_total_limit 1 --max_train_minutes 150 $(2) \
-	> $(RUNS_DIR)/$(1).log 2>&1
+	--tune_decoding none --save_strategy steps --save_steps 500 --save_total_limit 1 --max_train_minutes 150 \
+	--max_steps $(STEPS) --warmup_steps 300 $(2) > $(RUNS_DIR)/$(1).log 2>&1
 dial-levels: venv
 	mkdir -p $(RUNS_DIR)
-	$(call level_run,deer-sandwich-distill-seed0,$(LEVEL_RECIPE) --max_steps $(STEPS) --warmup_steps 300) & \
-	$(call level_run,deer-sandwich-distill-seed1,$(LEVEL_RECIPE) --max_steps $(STEPS) --warmup_steps 300 --seed 1) ; \
-	wait
-	$(call level_run,deer-full-distill-seed0,$(FIXED_RECIPE) $(DEER_FLAGS) --full_every_step true \
-		--distillation_weight 1 --max_steps $(STEPS) --warmup_steps 300)   # one factor: no sandwich
+	$(call level_run,deer-full-seed0,$(LEVEL_RECIPE)) & $(call level_run,deer-full-seed1,$(LEVEL_RECIPE) --seed 1) ; wait
+dial-level-recipes: venv
+	mkdir -p $(RUNS_DIR)
+	$(call level_run,deer-sandwich-distill-seed0,$(FIXED_RECIPE) $(DEER_FLAGS) --sandwich_rule true \
+		--distillation_weight 1) & \
+	$(call level_run,deer-sandwich-distill-seed1,$(FIXED_RECIPE) $(DEER_FLAGS) --sandwich_rule true \
+		--distillation_weight 1 --seed 1) ; wait
+	$(call level_run,deer-full-distill-seed0,$(LEVEL_RECIPE) --distillation_weight 1)
 dial-levels-report: venv
-	for seed in 0 1; do $(OFFLINE) $(PY) -m training.evaluate --model $(RUNS_DIR)/deer-sandwich-distill-seed$$seed \
+	for seed in 0 1; do $(OFFLINE) $(PY) -m training.evaluate --model $(RUNS_DIR)/deer-full-seed$$seed \
 		--validation_file data/$(TASK)-32/validation.jsonl --select $(TUNE_METRIC) --save --threads 2 || exit 1; done
 	$(OFFLINE) $(PY) -m experiments.levels_report --task $(TASK) --data_dir data/$(TASK)-32 \
-		--runs $(RUNS_DIR)/deer-sandwich-distill-seed0 $(RUNS_DIR)/deer-sandwich-distill-seed1 \
-		--recipe "the shipped recipe + the sandwich rule + in-place distillation (weight 1)" --dial results/dial.json
+		--runs $(RUNS_DIR)/deer-full-seed0 $(RUNS_DIR)/deer-full-seed1 \
+		--recipe "the shipped recipe + --full_every_step" --dial results/dial.json \
+		--keep_old_as levels_sandwich_distillation --command "make dial-levels"
 level-recipes: venv
 	$(OFFLINE) $(PY) -m experiments.level_recipes --model checkpoints/bible-de-en/deer --threads 1 --repeats 10 \
 		--output results/level-recipes-step-cost
@@ -313,7 +319,7 @@ plateau-report: venv
 # The checkpoints the demo starts with, each file under 10 MB: a DEER run with the pruning levels, its knobs chosen on
 # validation (SHIP_DEER), and the AR reference (SHIP_AR; a run trained with --trim_vocabulary keeps its vocabulary,
 # another is trimmed to the training data's tokens), stored in float16.
-SHIP_DEER ?= $(RUNS_DIR)/deer-sandwich-distill-seed0
+SHIP_DEER ?= $(RUNS_DIR)/deer-plateau
 SHIP_AR ?= $(RUNS_DIR)/ar-plateau
 ship: venv
 	$(OFFLINE) $(PY) -m experiments.ship_checkpoint --run $(SHIP_DEER) --output_dir checkpoints/bible-de-en/deer

@@ -1,15 +1,17 @@
 """What the pruning levels cost the full size, per training recipe, over seeds: `results/dial.json` "levels".
 
     python -m experiments.levels_report --task bible-de-en --data_dir data/bible-de-en-32 \
-        --runs runs/bible-de-en/deer-sandwich-distill-seed0 runs/bible-de-en/deer-sandwich-distill-seed1 \
-        --recipe "sandwich rule + in-place distillation (weight 1)" --dial results/dial.json \
-        [--previous_key levels_full_every_step] [--sparsities 0 0.25 0.5 0.75]
+        --runs runs/bible-de-en/deer-full-seed0 runs/bible-de-en/deer-full-seed1 \
+        --recipe "the shipped recipe + --full_every_step" --dial results/dial.json \
+        [--key levels] [--keep_old_as levels_sandwich_distillation] [--compare_with levels_full_every_step] \
+        [--command "make dial-levels ..."] [--sparsities 0 0.25 0.5 0.75]
 
 Each run (one seed of the recipe, trained with the levels) decodes with the choices saved with it (`training.evaluate
 --select ... --save`, made on validation at the full size); it is scored at every level on validation and test. The
 same recipe without levels is read from the dial file's "rounds" (the shipped recipe's seeds, each at its saved round
-count on validation): seed i of the levels is compared with seed i without them. The entry that "levels" held before
-is kept under `--previous_key`. Test is reported, never used to choose.
+count on validation): seed i of the levels is compared with seed i without them. The entry goes under `--key`; the one
+that key held before moves to `--keep_old_as`; each level's mean on validation is compared with the entry under
+`--compare_with`. Test is reported, never used to choose.
 """
 
 import argparse
@@ -51,7 +53,10 @@ def main(argv=None):
     parser.add_argument("--runs", nargs="+", required=True, help="the recipe trained with levels, one run per seed")
     parser.add_argument("--recipe", required=True, help="what the runs were trained with, in words")
     parser.add_argument("--dial", default="results/dial.json", help="the dial file to update")
-    parser.add_argument("--previous_key", default="levels_full_every_step", help="where the old entry is kept")
+    parser.add_argument("--key", default="levels", help="where the entry goes in the dial file")
+    parser.add_argument("--keep_old_as", help="where the entry --key held before moves (default: it is replaced)")
+    parser.add_argument("--compare_with", default="levels_full_every_step", help="the entry to compare levels with")
+    parser.add_argument("--command", help="the command that trained the runs, recorded with the entry")
     parser.add_argument("--sparsities", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75])
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
@@ -83,17 +88,19 @@ def main(argv=None):
         "mean": mean,
         "mean_full_size_cost": round(statistics.mean(row["full_size_cost"] for row in seeds), 2),
     }
-    old = dial.get("levels")
-    if old and "recipe" not in old and args.previous_key not in dial:  # the old entry moves once, then stays
-        dial[args.previous_key] = old
-    previous = dial.get(args.previous_key)
-    if previous:
+    if args.command:
+        entry["command"] = args.command
+    if args.keep_old_as and args.key in dial:
+        dial[args.keep_old_as] = dial[args.key]
+    previous = dial.get(args.compare_with)
+    if previous:  # one run's entry holds "validation", a seeds entry its "mean"
+        previous_validation = previous.get("mean", previous)["validation"]
         entry["against_previous_validation"] = {
-            level: round(mean["validation"][level] - previous["validation"][level], 2)
+            level: round(mean["validation"][level] - previous_validation[level], 2)
             for level in mean["validation"]
-            if level in previous["validation"]
+            if level in previous_validation
         }
-    dial["levels"] = entry
+    dial[args.key] = entry
     with open(args.dial, "w") as handle:
         json.dump(dial, handle, indent=2)
     print(json.dumps(entry, indent=2))

@@ -93,30 +93,35 @@ class DeerGenerationConfig(GenerationConfig):
         "output_history",
     )
 
+    # DEER's own fields and their defaults; the length caps, return_dict_in_generate and the token ids are
+    # GenerationConfig's own fields, with DEER's meaning (above).
+    DEFAULTS = {
+        "max_iterations": 4,
+        "refinement": "edits",
+        "reveal_threshold": 0.9,
+        "eos_penalty": 0.0,
+        "blank_penalty": 0.0,
+        "deletion_penalty": 0.0,
+        "stop_when_unchanged": True,
+        "output_history": False,
+        "placeholder_token_id": None,
+    }
+    SHARED = ("max_new_tokens", "max_length", "return_dict_in_generate", "bos_token_id", "eos_token_id", "pad_token_id")
+
     def __init__(self, **kwargs):
-        # Like transformers' DiffusionGemmaGenerationConfig, this does not call GenerationConfig.__init__: the
-        # autoregressive knobs (num_beams, top_k, max_new_tokens, ...) have no meaning here.
-        self.max_iterations = plain_number(kwargs.pop("max_iterations", 4))
-        self.refinement = kwargs.pop("refinement", "edits")
-        self.reveal_threshold = plain_number(kwargs.pop("reveal_threshold", 0.9))
-        self.eos_penalty = plain_number(kwargs.pop("eos_penalty", 0.0))
-        self.blank_penalty = plain_number(kwargs.pop("blank_penalty", 0.0))
-        self.deletion_penalty = plain_number(kwargs.pop("deletion_penalty", 0.0))
-        self.max_new_tokens = plain_number(kwargs.pop("max_new_tokens", None))
-        self.max_length = plain_number(kwargs.pop("max_length", None))
-        self.stop_when_unchanged = kwargs.pop("stop_when_unchanged", True)
-        self.return_dict_in_generate = kwargs.pop("return_dict_in_generate", False)
-        self.output_history = kwargs.pop("output_history", False)
-        self.bos_token_id = kwargs.pop("bos_token_id", None)
-        self.eos_token_id = kwargs.pop("eos_token_id", None)
-        self.pad_token_id = kwargs.pop("pad_token_id", None)
-        self.placeholder_token_id = kwargs.pop("placeholder_token_id", None)
-        self._from_model_config = kwargs.pop("_from_model_config", False)
-        self.transformers_version = kwargs.pop("transformers_version", None)
+        # A full GenerationConfig (every attribute transformers' tools read is there, the autoregressive ones at their
+        # unset value), with DEER's fields set first: GenerationConfig.__init__ ends by calling `validate`.
+        for name, default in self.DEFAULTS.items():
+            setattr(self, name, plain_number(kwargs.pop(name, default)))
+        shared = {name: plain_number(kwargs.pop(name, None)) for name in self.SHARED}
+        if shared["return_dict_in_generate"] is None:
+            shared["return_dict_in_generate"] = False
+        metadata = {"_from_model_config": kwargs.pop("_from_model_config", False)}
+        metadata["transformers_version"] = kwargs.pop("transformers_version", None)
         kwargs.pop("_commit_hash", None)
         if kwargs:
             raise ValueError(f"DeerGenerationConfig got unknown options {sorted(kwargs)}; DEER's are {self.OPTIONS}.")
-        self.validate()
+        super().__init__(**shared, **metadata)
 
     def validate(self, strict=False, **kwargs):
         if (

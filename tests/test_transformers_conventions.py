@@ -3,6 +3,7 @@
 `return_dict=False`, `attn_implementation`, any `GenerationConfig` at load, weights without a folder, a compiled
 training step, and no trained parameter without a gradient."""
 
+import json
 import logging
 from unittest import mock
 
@@ -12,6 +13,7 @@ from conftest import PAD, random_batch, tiny_model
 from transformers import GenerationConfig
 
 from modeling_deer import DeerForConditionalGeneration, DeerModel
+from modeling_deer.generation_deer import DeerGenerationConfig
 
 
 def training_batch(seed: int = 5):
@@ -128,7 +130,7 @@ def test_any_generation_config_at_load_gives_deers_fields_and_names_the_others(t
         model = DeerForConditionalGeneration.from_pretrained(tmp_path, generation_config=stock)
     settings = model.generation_config
     assert (settings.max_iterations, settings.eos_penalty) == (3, 1.5)
-    assert settings.eos_token_id == model.config.eos_token_id and not hasattr(settings, "num_beams")
+    assert settings.eos_token_id == model.config.eos_token_id and settings.num_beams is None
     warnings = [record.getMessage() for record in caplog.records if "ignores" in record.getMessage()]
     assert len(warnings) == 1 and "do_sample" in warnings[0] and "num_beams" in warnings[0]
     assert "max_iterations" not in warnings[0]
@@ -138,6 +140,24 @@ def test_any_generation_config_at_load_gives_deers_fields_and_names_the_others(t
     with caplog.at_level(logging.WARNING, logger="modeling_deer"):
         assert DeerForConditionalGeneration.from_pretrained(tmp_path, generation_config=own).generation_config == own
     assert "ignores" not in caplog.text
+
+
+def test_deers_generation_config_is_a_full_generation_config(tmp_path):
+    """Generic tools read any GenerationConfig attribute: DEER's has them all (the autoregressive ones unset), and
+    saves only its own fields and the ones it shares."""
+    settings = tiny_model().generation_config.updated(max_iterations=2, max_new_tokens=7)
+    for name, value in vars(GenerationConfig()).items():
+        if name not in DeerGenerationConfig.SHARED and not name.startswith("_") and name != "transformers_version":
+            assert getattr(settings, name) == value, name
+    assert settings.get_generation_mode().name == "GREEDY_SEARCH"
+    settings.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "generation_config.json").read_text())
+    metadata = {"transformers_version", "_from_model_config"}
+    assert set(saved) <= {*DeerGenerationConfig.DEFAULTS, *DeerGenerationConfig.SHARED, *metadata}
+    assert (saved["max_iterations"], saved["max_new_tokens"]) == (2, 7)
+    assert DeerGenerationConfig.from_pretrained(tmp_path) == settings
+    with pytest.raises(ValueError, match="unknown options \\['num_beams'\\]"):
+        DeerGenerationConfig(num_beams=4)
 
 
 def test_weights_without_a_folder_load():
