@@ -106,7 +106,14 @@ class DeerGenerationConfig(GenerationConfig):
         "output_history": False,
         "placeholder_token_id": None,
     }
-    SHARED = ("max_new_tokens", "max_length", "return_dict_in_generate", "bos_token_id", "eos_token_id", "pad_token_id")
+    SHARED = (
+        "max_new_tokens",
+        "max_length",
+        "return_dict_in_generate",
+        "bos_token_id",
+        "eos_token_id",
+        "pad_token_id",
+    )
 
     def __init__(self, **kwargs):
         # A full GenerationConfig (every attribute transformers' tools read is there, the autoregressive ones at their
