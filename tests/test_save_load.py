@@ -85,7 +85,7 @@ SHIPPED = os.path.join(REPO, "checkpoints", "bible-de-en", "deer")
 def generate_with_the_package_hidden(tmp_path, model_dir, inputs: dict, auto_class="AutoModelForSeq2SeqLM"):
     """`model_dir`'s generation at 2 rounds (with `auto_class="AutoModel"`: the backbone's encoding of the source),
     loaded with `trust_remote_code=True` in a process where neither this package nor a training-only dependency can
-    be imported."""
+    be imported. The loaded config's `to_dict()` is written to tmp_path/loaded_config.json."""
     torch.save(inputs, tmp_path / "inputs.pt")
     script = textwrap.dedent(
         f"""
@@ -107,6 +107,9 @@ def generate_with_the_package_hidden(tmp_path, model_dir, inputs: dict, auto_cla
         from transformers import {auto_class} as Auto
         model = Auto.from_pretrained({str(model_dir)!r}, trust_remote_code=True)
         assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+        import json
+        with open({str(tmp_path / "loaded_config.json")!r}, "w") as handle:
+            json.dump(model.config.to_dict(), handle)
         inputs = torch.load({str(tmp_path / "inputs.pt")!r})
         with torch.no_grad():
             if {auto_class!r} == "AutoModel":
@@ -131,6 +134,10 @@ def test_remote_code_loads_without_the_package(tmp_path):
     model.save_pretrained(tmp_path / "model")
     inputs = {"input_ids": source_ids, "attention_mask": source_mask}
     assert torch.equal(generate_with_the_package_hidden(tmp_path, tmp_path / "model", inputs), expected)
+    # One config.json loads the same with and without the package (custom_pipelines included: it is in what both save).
+    with_package = DeerForConditionalGeneration.from_pretrained(tmp_path / "model").config.to_dict()
+    with_package = json.loads(json.dumps(with_package))
+    assert json.loads((tmp_path / "loaded_config.json").read_text()) == with_package
 
 
 def test_automodel_with_remote_code_loads_the_backbone_without_the_package(tmp_path):
