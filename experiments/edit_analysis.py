@@ -30,7 +30,7 @@ from transformers import AutoTokenizer
 from modeling_deer import DeerForConditionalGeneration
 from modeling_deer.draft_deer import draft
 from modeling_deer.edit_ops import apply_deletions, edit_oracle, inner_mask, insert_placeholders
-from modeling_deer.generation_deer import _fill, _refine
+from modeling_deer.generation_deer import edit_round, fill_round
 from training.cli import add_data_arguments
 from training.data import read_inputs
 from training.metrics import normalize, score
@@ -103,10 +103,10 @@ def analyse(model, tokenizer, sources: list[str], targets: list[str], batch_size
         counts["gaps_counted_right"] += int((model_counts == insertions[gaps]).sum())
         rows = {
             "draft": drafted,
-            "model round": _refine(model, drafted, encoder_output, knobs.eos_penalty, knobs.deletion_penalty),
+            "model round": edit_round(model, drafted, encoder_output, knobs.eos_penalty, knobs.deletion_penalty),
             # An infinite deletion penalty: the round keeps every word of its input, the oracle's kept words here.
-            "oracle deletions": _refine(model, kept, encoder_output, knobs.eos_penalty, float("inf")),
-            "oracle deletions + counts": _fill(
+            "oracle deletions": edit_round(model, kept, encoder_output, knobs.eos_penalty, float("inf")),
+            "oracle deletions + counts": fill_round(
                 model,
                 insert_placeholders(kept, insertions, config.placeholder_token_id, pad, config.max_sequence_length),
                 encoder_output,

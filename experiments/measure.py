@@ -496,7 +496,7 @@ def time_anatomy(shape: str, repeats: int, training_batch_size: int = 16) -> lis
     calibrate_output_length(model, sources, OUTPUT_LENGTH)
     rounds = realistic_rounds(model, sources)
     source, mask = sources[:1], torch.ones_like(sources[:1])
-    with torch.no_grad():  # one round's inputs, made as generation_deer._refine makes them
+    with torch.no_grad():  # one round's inputs, made as generation_deer.edit_round makes them
         canvas = model.draft_canvas(source, mask)
         encoder_output, states = model.encode_and_target_pass(source, mask, canvas)
         frames = states[0, 1:-1]
@@ -516,7 +516,7 @@ def time_anatomy(shape: str, repeats: int, training_batch_size: int = 16) -> lis
             pass_macs(config, source_length + canvas.shape[1], source_length + canvas.shape[1]),
         ),
         "draft: LM head over the frames": (lambda: model.draft_logits(frames), lm_head_macs(config, len(frames))),
-        "round": (lambda: generation_deer._refine(model, draft, encoder_output, 0.0), None),
+        "round": (lambda: generation_deer.edit_round(model, draft, encoder_output, 0.0), None),
         "round: deletion pass": (
             lambda: model.target_pass(draft, encoder_output),
             pass_macs(config, draft.shape[1], source_length + draft.shape[1]),

@@ -7,7 +7,7 @@ The loop reaches the network only through the model's decoding interface (see `D
 
 Follow one row: `draft` (draft_deer.py) encodes the source and, in the same pass, runs bos + frames + eos (the
 source's keys and values are kept, with the call's pruning gates), then collapses the LM head's argmax (CTC); each
-round runs over the rows that are still changing, against those cached source keys/values: `_refine` two or three
+round runs over the rows that are still changing, against those cached source keys/values: `edit_round` two or three
 target passes, `redraft` (draft_deer.py) one.
 """
 
@@ -283,7 +283,7 @@ def deer_generate(model, input_ids, attention_mask, generation_config: DeerGener
             edited = redrafted.collapse(model, cap)
         else:
             current = trim_padding(sequences[active], pad)
-            edited = _refine(
+            edited = edit_round(
                 model,
                 current,
                 encoder_output.select_rows(active),
@@ -308,7 +308,7 @@ def deer_generate(model, input_ids, attention_mask, generation_config: DeerGener
     return sequences
 
 
-def _refine(
+def edit_round(
     model,
     tokens: torch.Tensor,
     encoder_output,
@@ -337,10 +337,10 @@ def _refine(
     )
 
     # c. Fill.
-    return _fill(model, tokens, encoder_output)
+    return fill_round(model, tokens, encoder_output)
 
 
-def _fill(model, tokens: torch.Tensor, encoder_output) -> torch.Tensor:
+def fill_round(model, tokens: torch.Tensor, encoder_output) -> torch.Tensor:
     """Fill every placeholder with the LM head's best word (never a special token)."""
     config = model.config
     placeholder = config.placeholder_token_id
@@ -403,8 +403,11 @@ class DeerGenerationMixin:
             input_ids = kwargs.pop("inputs")
         sparsity = kwargs.pop("sparsity", None)
         generation_config = resolve_generation_config(self.generation_config, generation_config, kwargs)
-        attention_mask = self._check_source(input_ids, attention_mask)
-        level = self.sparsity_level if sparsity is None else self._check_reachable(sparsity, "generate(sparsity=...)")
+        attention_mask = self.check_source(input_ids, attention_mask)
+        if sparsity is None:
+            level = self.sparsity_level
+        else:
+            level = self.check_level_reachable(sparsity, "generate(sparsity=...)")
         # The level's gates travel with this call (no state set on the model): calls at other levels run alongside.
         return deer_generate(self, input_ids.long(), attention_mask, generation_config, self.level_gates(level))
 

@@ -5,7 +5,7 @@ Reading order: `DeerEmbeddings`, `DeerAttention`, `DeerLayer`, `DeerModel.encode
 the source K/V cache is made and used), then `DeerForConditionalGeneration`: the draft's canvas and scores, and
 `forward`. The model class keeps to that; the rest is mixed in from one file per concern:
 
-    objective_deer.py    the training objective (`forward` calls `_deer_loss`)
+    objective_deer.py    the training objective (`forward` calls `deer_loss`)
     generation_deer.py   `generate` and the decoding loop
     pruning_deer.py      pruning levels: `set_sparsity`, `prune_to`, `sparsity_report`
     vocabulary_deer.py   `trim_vocabulary`
@@ -581,6 +581,8 @@ class DeerForConditionalGeneration(
     # -- the interface decoding (generation_deer.py) and the objective use ------------------------------------------
     # Three passes over the backbone, the draft's canvas, and one scoring method per head; ids in and out are the
     # tokenizer's, except that the LM head scores embedding rows (`token_rows` / `row_tokens` map between them).
+    # These are the only entry points to the backbone's passes (`self.model`'s methods of the same names are their
+    # eager bodies): the length buckets, `compile_passes` and the call's pruning gates apply wherever a pass runs.
 
     def encode(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, gates=OWN_LEVEL, **outputs
@@ -601,6 +603,13 @@ class DeerForConditionalGeneration(
         """A target sequence against the cached source: (batch, target_length, hidden)."""
         length = target_ids.shape[1]
         return self._backbone("target_pass")(self._to_bucket(target_ids)[0], encoder_output)[:, :length]
+
+    def target_pass_outputs(
+        self, target_ids: torch.Tensor, encoder_output: DeerEncoderOutput, output_hidden_states=False, **outputs
+    ) -> tuple:
+        """`target_pass` with its hidden states per layer and attention weights, if asked (`DeerModel.
+        target_pass_outputs`): the eager pass, uncompiled and unpadded, since those outputs are per position."""
+        return self.model.target_pass_outputs(target_ids, encoder_output, output_hidden_states, **outputs)
 
     def encode_and_target_pass(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, target_ids: torch.Tensor, gates=OWN_LEVEL
@@ -641,7 +650,7 @@ class DeerForConditionalGeneration(
 
     # -- input checks ---------------------------------------------------------------------------------------------
 
-    def _check_source(self, input_ids, attention_mask) -> torch.Tensor:
+    def check_source(self, input_ids, attention_mask) -> torch.Tensor:
         """Validate a source batch; returns its boolean attention mask."""
         if isinstance(input_ids, Mapping):  # a tokenizer's BatchEncoding passed as the first argument
             raise TypeError("input_ids got the whole tokenizer output (a mapping); unpack it: generate(**batch).")
@@ -729,9 +738,9 @@ class DeerForConditionalGeneration(
             `DeerSeq2SeqLMOutput` with the loss and each of its components when `labels` are given.
         """
         record = requested_outputs(self.config, output_hidden_states, output_attentions)
-        attention_mask = self._check_source(input_ids, attention_mask)
+        attention_mask = self.check_source(input_ids, attention_mask)
         input_ids = input_ids.long()  # int32 ids (some tokenizers' choice) work too
-        targets = self._check_labels(labels, input_ids.shape[0]) if labels is not None else None
+        targets = self.check_labels(labels, input_ids.shape[0]) if labels is not None else None
         # Training with sparsity levels: this step runs at the levels `training_levels` draws (with straight-through
         # gates); otherwise the model's own level.
         training_gates = [self.level_gates(level, straight_through=True) for level in self.training_levels()]
@@ -748,7 +757,7 @@ class DeerForConditionalGeneration(
                     attentions=encoder_output.attentions,
                 )
             sparsity_loss = self.sparsity_regularizer() if training_gates and not outputs else None
-            output = self._deer_loss(
+            output = self.deer_loss(
                 input_ids,
                 attention_mask,
                 encoder_output,

@@ -47,7 +47,7 @@ class FullSizeRecord:
     fits: torch.Tensor | None = None  # (batch,) rows whose target fits the frames
     frame_log_probs: torch.Tensor | None = None  # (real frames, rows) the draft frames' distributions
     edit_rows: torch.Tensor | None = None  # the rows the edit passes ran on (None: all)
-    deleted: torch.Tensor | None = None  # the insertion pass's input
+    kept: torch.Tensor | None = None  # the insertion pass's input: the target after random deletions
     insertion_counts: torch.Tensor | None = None
     inserted_tokens: torch.Tensor | None = None
     predicted: torch.Tensor | None = None  # the deletion pass's input
@@ -62,7 +62,7 @@ class FullSizeRecord:
 
 
 class DeerObjectiveMixin:
-    """The loss of `DeerForConditionalGeneration`: `_check_labels` -> `_deer_loss` (draft, CTC) -> `_edit_losses`."""
+    """The loss of `DeerForConditionalGeneration`: `check_labels` -> `deer_loss` (draft, CTC) -> `_edit_losses`."""
 
     @torch.no_grad()
     def calibrate_blank(
@@ -79,13 +79,13 @@ class DeerObjectiveMixin:
             raise ValueError("calibrate_blank needs a model with separate_blank_head=True.")
         if config.blank_calibrated and not force:
             return float(self.blank_head.bias)
-        attention_mask = self._check_source(input_ids, attention_mask)
+        attention_mask = self.check_source(input_ids, attention_mask)
         was_training = self.training
         self.eval()
         try:
-            draft = self.draft_canvas(input_ids, attention_mask)
-            encoder_output, hidden_states = self.encode_and_target_pass(input_ids, attention_mask, draft)
-            frames = hidden_states[:, 1:-1][inner_mask(draft, config.pad_token_id)[:, 1:-1]]
+            canvas = self.draft_canvas(input_ids, attention_mask)
+            encoder_output, hidden_states = self.encode_and_target_pass(input_ids, attention_mask, canvas)
+            frames = hidden_states[:, 1:-1][inner_mask(canvas, config.pad_token_id)[:, 1:-1]]
             excluded = self.token_rows(
                 [config.placeholder_token_id, config.bos_token_id, config.eos_token_id, config.pad_token_id]
             )
@@ -102,7 +102,8 @@ class DeerObjectiveMixin:
         config.blank_calibrated = True
         return bias
 
-    def _check_labels(self, labels: torch.Tensor, batch_size: int) -> torch.Tensor:
+    def check_labels(self, labels: torch.Tensor, batch_size: int) -> torch.Tensor:
+        """Validate a target batch (`bos ... eos` rows, -100 or pad after them); returns it padded with pad."""
         config = self.config
         if (
             not isinstance(labels, torch.Tensor)
@@ -148,7 +149,7 @@ class DeerObjectiveMixin:
             )
         return targets
 
-    def _deer_loss(
+    def deer_loss(
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
@@ -172,8 +173,8 @@ class DeerObjectiveMixin:
         glancing_ratio = config.glancing_ratio if glancing_ratio is None else glancing_ratio
 
         # 1-3. Draft with glancing, then the CTC loss of the gold target's inner tokens over the draft frames.
-        draft = self.draft_canvas(input_ids, attention_mask)
-        frame_mask = inner_mask(draft, pad)[:, 1:-1]
+        canvas = self.draft_canvas(input_ids, attention_mask)
+        frame_mask = inner_mask(canvas, pad)[:, 1:-1]
         frame_lengths = frame_mask.sum(1)
         gold_inner = compact(targets, inner_mask(targets, pad), pad)
         inner_lengths = (targets != pad).sum(1) - 2
@@ -186,7 +187,7 @@ class DeerObjectiveMixin:
             glanced, fits = teacher.glanced, teacher.fits
         else:
             with torch.no_grad():
-                hidden_states = self.target_pass(draft, _detached(encoder_output))[:, 1:-1]
+                hidden_states = self.target_pass(canvas, _detached(encoder_output))[:, 1:-1]
                 redraft = self.training and config.redraft_ratio > 0  # only re-drafting rows read the confidences
                 frame_scores, best_rows, frame_tokens, confidences = frame_choices(
                     self, hidden_states, columns, redraft
@@ -196,25 +197,25 @@ class DeerObjectiveMixin:
                 )
                 fits = torch.isfinite(path_score)
                 glanced_frames, _ = glancing_mix(
-                    draft[:, 1:-1],
+                    canvas[:, 1:-1],
                     self.row_tokens(best_rows),
                     self.row_tokens(columns.gather(1, alignment)),
                     frame_mask & fits[:, None],
                     glancing_ratio if self.training else 0.0,
                     placeholder,
                     # (evaluation reveals nothing, and leaves torch's global generator where it was)
-                    None if self.training else torch.Generator(draft.device).manual_seed(0),
+                    None if self.training else torch.Generator(canvas.device).manual_seed(0),
                 )
                 if redraft:
                     glanced_frames = self._redraft_input(
-                        draft[:, 1:-1], glanced_frames, frame_tokens, confidences, frame_mask
+                        canvas[:, 1:-1], glanced_frames, frame_tokens, confidences, frame_mask
                     )
-            glanced = torch.cat([draft[:, :1], glanced_frames, draft[:, -1:]], dim=1)
+            glanced = torch.cat([canvas[:, :1], glanced_frames, canvas[:, -1:]], dim=1)
             if any(weights) and config.draft_edit_ratio > 0:  # the draft decoding would write from these frames
-                own_draft = collapse_frames(self, frame_tokens[frame_mask], draft, frame_mask)
+                own_draft = collapse_frames(self, frame_tokens[frame_mask], canvas, frame_mask)
         decoder_hidden_states = decoder_attentions = None
         if output_hidden_states or output_attentions:  # the CTC pass, with what it was asked to return
-            hidden_states, decoder_hidden_states, decoder_attentions = self.model.target_pass_outputs(
+            hidden_states, decoder_hidden_states, decoder_attentions = self.target_pass_outputs(
                 glanced, encoder_output, output_hidden_states, output_attentions
             )
         else:
@@ -319,8 +320,8 @@ class DeerObjectiveMixin:
             rows = teacher.edit_rows
             if rows is not None:
                 encoder_output, targets = encoder_output.select_rows(rows), trim_padding(targets[rows], pad)
-            deleted, insertion_counts, inserted_tokens = (
-                teacher.deleted,
+            kept, insertion_counts, inserted_tokens = (
+                teacher.kept,
                 teacher.insertion_counts,
                 teacher.inserted_tokens,
             )
@@ -333,17 +334,17 @@ class DeerObjectiveMixin:
                 own_draft = trim_padding(own_draft[rows], pad) if own_draft is not None else None
             # Evaluation draws its random deletions from a fixed seed, so that the same data gives the same loss.
             generator = None if self.training else torch.Generator(targets.device).manual_seed(0)
-            deleted = random_deletion(targets, pad, generator)
+            kept = random_deletion(targets, pad, generator)
             use_draft = None
             if own_draft is not None:
                 use_draft = uniform(targets.shape[:1], targets.device, generator) < config.draft_edit_ratio
                 draft_kept = apply_deletions(own_draft, edit_oracle(own_draft, targets, pad).delete_mask, pad)
-                deleted = choose_rows(use_draft, draft_kept, deleted, pad)
-            insertions = edit_oracle(deleted, targets, pad)
+                kept = choose_rows(use_draft, draft_kept, kept, pad)
+            insertions = edit_oracle(kept, targets, pad)
             insertion_counts, inserted_tokens = insertions.insertion_counts, insertions.inserted_tokens
 
-        hidden_states = self.target_pass(deleted, encoder_output)
-        gap_mask = deleted[:, 1:] != pad
+        hidden_states = self.target_pass(kept, encoder_output)
+        gap_mask = kept[:, 1:] != pad
         insertion_logits = self.insertion_logits(hidden_states)[gap_mask]
         insertion_loss = _cross_entropy(
             insertion_logits,
@@ -351,7 +352,7 @@ class DeerObjectiveMixin:
             config.insertion_label_smoothing,
         )
 
-        with_placeholders = insert_placeholders(deleted, insertion_counts, placeholder, pad)
+        with_placeholders = insert_placeholders(kept, insertion_counts, placeholder, pad)
         placeholder_mask = with_placeholders == placeholder
         placeholder_states = self.target_pass(with_placeholders, encoder_output)[placeholder_mask]
         word_targets = inserted_tokens[inserted_tokens != pad]
@@ -380,7 +381,7 @@ class DeerObjectiveMixin:
                 + deletion_weight * _distillation(deletion_logits, teacher.deletion_log_probs)
             )
         elif record is not None:
-            record.edit_rows, record.deleted, record.predicted = rows, deleted, predicted
+            record.edit_rows, record.kept, record.predicted = rows, kept, predicted
             record.insertion_counts, record.inserted_tokens = insertion_counts, inserted_tokens
             record.deletion_targets = deletion_targets
             record.insertion_log_probs = insertion_logits.detach().float().log_softmax(-1)

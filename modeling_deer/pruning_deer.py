@@ -139,8 +139,6 @@ class SparsityReport:
 
 logger = logging.get_logger(__name__)
 
-# A pruning level is set as gates on the layers, which every call shares: one level at a time. generate() and the
-# level setters hold this lock, so that two threads decoding at two levels both get their own level's output.
 # The `gates` a pass gets when its caller names none: the model's own level (`sparsity_level`). None is a level's
 # gates too (every unit on).
 OWN_LEVEL = object()
@@ -208,7 +206,8 @@ class DeerPruningMixin:
         drawn = config.sparsity_levels[int(torch.randint(len(config.sparsity_levels), ()))]
         return [max(drawn, base)]
 
-    def _check_reachable(self, level, action: str) -> float:
+    def check_level_reachable(self, level, action: str) -> float:
+        """`level` as a checked float (`check_level`), refused when below the level the weights were cut to."""
         level = check_level(level)
         if level < self.config.pruned_sparsity:
             raise ValueError(
@@ -226,7 +225,7 @@ class DeerPruningMixin:
     def set_sparsity(self, level: float):
         """Mask the model to sparsity `level` (0 = everything on) without touching the weights: evaluate every level
         from one loaded model. Returns the model."""
-        self.sparsity_level = self._check_reachable(level, "set_sparsity")
+        self.sparsity_level = self.check_level_reachable(level, "set_sparsity")
         return self
 
     @torch.no_grad()
@@ -234,7 +233,7 @@ class DeerPruningMixin:
         """Remove, in place, the heads and FFN neurons that `level` drops: the weight matrices shrink, so the model is
         really smaller and faster. The config records the new shapes (save/load keeps them); the surviving scores
         stay, so a later `prune_to` at a higher level works. Returns the model."""
-        level = self._check_reachable(level, "prune_to")
+        level = self.check_level_reachable(level, "prune_to")
         heads, neurons = self._select_units(level)
         for layer, keep_heads, keep_neurons in zip(self.model.layers, heads, neurons):
             layer.attention.prune_heads(keep_heads)

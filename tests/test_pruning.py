@@ -229,7 +229,7 @@ def test_full_every_step_trains_the_full_size_and_one_smaller_level(monkeypatch)
             if isinstance(module, torch.nn.Dropout):
                 module.p = 0.0
         levels, losses = [], []
-        deer_loss = model._deer_loss
+        deer_loss = model.deer_loss
         level_gates = model.level_gates
         monkeypatch.setattr(
             model, "level_gates", lambda level, **kwargs: levels.append(level) or level_gates(level, **kwargs)
@@ -240,7 +240,7 @@ def test_full_every_step_trains_the_full_size_and_one_smaller_level(monkeypatch)
             losses.append((output, output.loss.item()))
             return output
 
-        monkeypatch.setattr(model, "_deer_loss", recorded)
+        monkeypatch.setattr(model, "deer_loss", recorded)
         torch.manual_seed(0)
         output = model(input_ids=source_ids, attention_mask=source_mask, labels=labels)
         return model, output, levels, losses
@@ -272,7 +272,7 @@ def _step_levels(monkeypatch, levels: list[float], seed: int = 0, **overrides):
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0
     ran, outputs = [], []
-    level_gates, deer_loss = model.level_gates, model._deer_loss
+    level_gates, deer_loss = model.level_gates, model.deer_loss
     monkeypatch.setattr(
         model, "level_gates", lambda level, **kwargs: ran.append(level) or level_gates(level, **kwargs)
     )
@@ -282,7 +282,7 @@ def _step_levels(monkeypatch, levels: list[float], seed: int = 0, **overrides):
         outputs[-1].own_loss = outputs[-1].loss.item()
         return outputs[-1]
 
-    monkeypatch.setattr(model, "_deer_loss", recorded)
+    monkeypatch.setattr(model, "deer_loss", recorded)
     torch.manual_seed(seed)
     output = model(input_ids=source_ids, attention_mask=source_mask, labels=labels)
     return model, output, ran, outputs
