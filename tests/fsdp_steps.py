@@ -5,7 +5,9 @@ the full weights gathered and saved by the first process. The steps are determin
 levels fixed by `full_every_step`), so the one-process run over all 8 rows must log the same losses and end at the
 same weights.
 
-    torchrun --nproc_per_node 2 tests/fsdp_steps.py OUTPUT_DIR whole|layers
+    torchrun --nproc_per_node 2 tests/fsdp_steps.py OUTPUT_DIR whole|layers|layers-no-levels
+
+`layers-no-levels`: each layer wrapped, on a model without pruning levels.
 """
 
 import json
@@ -28,14 +30,9 @@ def batch() -> dict:
     return {"input_ids": source_ids, "attention_mask": source_mask, "labels": labels.masked_fill(labels == PAD, -100)}
 
 
-def model():
-    return tiny_model(
-        seed=4,
-        sparsity_levels=[0.0, 0.5],
-        full_every_step=True,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-    ).train()
+def model(levels: bool = True):
+    pruning = {"sparsity_levels": [0.0, 0.5], "full_every_step": True} if levels else {}
+    return tiny_model(seed=4, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, **pruning).train()
 
 
 def train(deer, rows: dict) -> list[float]:
@@ -56,8 +53,9 @@ def main(output_dir: str, wrap: str):
 
     distributed.init_process_group("gloo")
     rank, world = distributed.get_rank(), distributed.get_world_size()
-    deer = model()
-    if wrap == "layers":
+    levels = wrap != "layers-no-levels"
+    deer = model(levels)
+    if wrap.startswith("layers"):
         for layer in deer.model.layers:
             fully_shard(layer)
     fully_shard(deer)
@@ -69,7 +67,7 @@ def main(output_dir: str, wrap: str):
         for name, value in deer.state_dict().items()
     }
     if rank == 0:
-        reference = model()
+        reference = model(levels)
         reference.load_state_dict(full)
         reference.save_pretrained(output_dir)
         with open(os.path.join(output_dir, "losses.json"), "w") as handle:

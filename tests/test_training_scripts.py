@@ -906,11 +906,15 @@ def test_evaluation_by_generation_takes_the_generation_arguments(tmp_path, tiny_
                 pytest.mark.xfail(
                     strict=True,
                     reason="each layer wrapped on its own (FSDP2 per-layer units; the Trainer's auto-wrap by "
-                    "_no_split_modules): the layers run several passes a step and the gathered gradients differ from "
-                    "one process's; wrap the whole model",
+                    "_no_split_modules) with pruning levels: the levels' gates and regulariser read the layers' "
+                    "scores outside the layers' own forward, where they are shards (gathered by full_tensor), and "
+                    "the scores' gradients then differ from one process's (by more than the scores themselves "
+                    "without the regulariser), the weights' by ~1e-5; without levels per-layer wrapping is exact "
+                    "(layers-no-levels); wrap the whole model when training levels",
                 ),
             ],
         ),
+        pytest.param("layers-no-levels", marks=pytest.mark.slow),
     ],
 )
 def test_fsdp_over_two_processes_trains_as_one_process_over_the_whole_batch(tmp_path, wrap):
@@ -931,7 +935,7 @@ def test_fsdp_over_two_processes_trains_as_one_process_over_the_whole_batch(tmp_
         cwd=REPOSITORY, env=environment, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    reference = fsdp_steps.model()
+    reference = fsdp_steps.model(levels=wrap != "layers-no-levels")
     losses = [loss.item() for loss in fsdp_steps.train(reference, fsdp_steps.batch())]
     assert losses[-1] < losses[0]
     sharded = DeerForConditionalGeneration.from_pretrained(tmp_path)
