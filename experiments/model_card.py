@@ -6,7 +6,8 @@
 
 The card is `modeling_deer.model_card_deer.build_model_card` with `experiments.report.card_results`: YAML metadata, a
 model-index with every measured (iterations, sparsity) cell of the DEER model, the grid with the autoregressive
-reference, usage and limitations.
+reference, usage and limitations. For a model with pruning levels, the description ends with what each level costs
+and buys at the model's saved round count, computed from the grid (`experiments.report.levels_sentence`).
 With --push, the model, its tokenizer and this card are uploaded to --name in one commit.
 """
 
@@ -16,9 +17,10 @@ import os
 
 from transformers import AutoTokenizer
 
-from experiments.report import card_results
+from experiments.report import card_results, levels_sentence
+from experiments.ship_checkpoint import stopping_sentence
 from modeling_deer import DeerForConditionalGeneration
-from modeling_deer.model_card_deer import build_model_card
+from modeling_deer.model_card_deer import METRIC_NAMES, build_model_card
 
 
 def main(argv=None):
@@ -45,6 +47,17 @@ def main(argv=None):
     for path in args.results:
         with open(path) as handle:
             reports.append(json.load(handle))
+    description = args.description
+    state_file = os.path.join(args.model, "trainer_state.json")
+    if os.path.exists(state_file):  # how it was trained and stopped (early stopping's steps), from its own record
+        with open(state_file) as handle:
+            state = json.load(handle)
+        if state.get("best_global_step"):
+            metric = METRIC_NAMES[reports[0]["metrics"][0] if reports else "bleu"]
+            description = " ".join(filter(None, [description, stopping_sentence(state, metric)]))
+    levels = [levels_sentence(report, model.generation_config.max_iterations, args.run) for report in reports]
+    if any(levels):  # the levels' cost and speed-up, computed from the grid, never typed
+        description = " ".join(filter(None, [description, *levels]))
     card = build_model_card(
         model,
         model_name=args.name,
@@ -53,7 +66,7 @@ def main(argv=None):
         language=args.language,
         license=args.license,
         **card_results(reports, args.run),
-        description=args.description,
+        description=description,
     )
     output = args.output or os.path.join(args.model, "README.md")
     card.save(output)

@@ -534,6 +534,32 @@ def headline_table(report: dict, rounds: tuple[int, ...] = (0, 1, 2), levels: tu
     return markdown_table(header, rows, numeric=True)
 
 
+def levels_sentence(report: dict, rounds: int, run: str = "deer") -> str:
+    """What each pruning level of `run` costs and buys in a benchmark report, as a card says it: its test score at
+    `rounds` against the full size's, and how much faster its draft is at batch 1 and 32. Empty for a run measured at
+    one level only."""
+    metric = report["metrics"][0]
+    cells = {(row["sparsity"], row["iterations"]): row for row in report["rows"] if row["run"] == run}
+    levels = sorted({level for level, _ in cells if level > 0})
+    if not levels or (0.0, rounds) not in cells:
+        return ""
+    full, full_draft = cells[(0.0, rounds)], cells[(0.0, 0)]
+    parts = []
+    for level in levels:
+        row, draft = cells[(level, rounds)], cells[(level, 0)]
+        parts.append(
+            f"sparsity {level:g}: {METRIC_NAMES[metric]} {full[metric]:.2f} -> {row[metric]:.2f}, its draft "
+            f"{full_draft['latency_ms_b1'] / draft['latency_ms_b1']:.2f}x as fast at batch 1 and "
+            f"{full_draft['latency_ms_b32'] / draft['latency_ms_b32']:.2f}x at batch 32"
+        )
+    what = "the draft" if rounds == 0 else f"{rounds} round{'s' if rounds > 1 else ''}"
+    return (
+        f"What each level costs and buys on the test split (the grid below), at {what} against the full size: "
+        + "; ".join(parts)
+        + "."
+    )
+
+
 if __name__ == "__main__":
     import sys
 

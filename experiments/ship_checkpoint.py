@@ -63,6 +63,19 @@ def ship_ar(run: str, output_dir: str, train_file: str):
     print(f"AR vocabulary trimmed to the training file's tokens: {len(tokenizer)} -> {len(trimmed_tokenizer)}")
 
 
+def stopping_sentence(state: dict, metric_name: str) -> str:
+    """How a run was trained and stopped, from its trainer state: with early stopping, the step it ended at and the
+    best step it kept."""
+    best = state.get("best_global_step")
+    if not best:
+        return f"Trained for {state['global_step']:,} steps."
+    return (
+        f"Evaluated on the validation verses every {state.get('eval_steps')} steps; training ended at step "
+        f"{state['global_step']} and the checkpoint kept is the best one, step {best} (validation {metric_name} "
+        f"{state['best_metric']:.2f})."
+    )
+
+
 def ar_card(output_dir: str, results: str | None) -> str:
     """The AR checkpoint's model card: what it is, how it was trained and stopped (its trainer state), and its test
     scores from a benchmark report (`experiments.benchmark`), if given."""
@@ -74,14 +87,7 @@ def ar_card(output_dir: str, results: str | None) -> str:
     if os.path.exists(os.path.join(output_dir, "run_command.txt")):
         with open(os.path.join(output_dir, "run_command.txt")) as handle:
             command = handle.read().strip()
-    best = state.get("best_global_step")
-    stopped = (
-        f"Evaluated on the validation verses every {state.get('eval_steps')} steps; training ended at step "
-        f"{state['global_step']} and the checkpoint kept is the best one, step {best} (validation BLEU "
-        f"{state['best_metric']:.2f})."
-        if best
-        else f"Trained for {state['global_step']} steps."
-    )
+    stopped = stopping_sentence(state, "BLEU")
     lines = [
         "---",
         "language:\n- de\n- en",

@@ -842,3 +842,36 @@ def test_threads_table_times_two_calls_side_by_side_against_the_same_calls_in_tu
         assert row["rounds"]["passes_per_round_b32"] == 3  # realistic rounds: each deletes and inserts
     table = bench_tables({"threads": 1, "source_length": 48, "output_length": 32, "concurrency": rows}, ["tiny"])
     assert "two threads / serial" in table and "| tiny | 2 | same level |" in table
+
+
+def test_the_model_card_computes_what_the_levels_cost_and_how_the_run_stopped(tmp_path):
+    """experiments.model_card on a checkpoint with pruning levels and an early-stopped trainer state: the card says
+    what each level costs and buys at the model's saved round count, and the steps early stopping chose, every figure
+    computed from the report and the state, none typed."""
+    from conftest import tiny_model
+
+    from experiments.model_card import main as card_main
+
+    model = tiny_model(sparsity_levels=[0.0, 0.5])
+    model.generation_config.max_iterations = 1
+    model.save_pretrained(tmp_path / "model")
+    state = {"global_step": 3000, "best_global_step": 2000, "best_metric": 17.256, "eval_steps": 500}
+    (tmp_path / "model" / "trainer_state.json").write_text(json.dumps(state))
+    rows = [
+        {"system": "deer", "run": "deer", "sparsity": level, "iterations": rounds, "bleu": bleu, "chrf": 40.0,
+         "latency_ms_b1": b1, "latency_ms_b32": b32, "params_nonembedding": 1, "peak_rss_mb": 1.0}
+        for level, rounds, bleu, b1, b32 in [(0.0, 0, 20.0, 5.0, 2.0), (0.0, 1, 21.0, 9.0, 4.0),
+                                             (0.5, 0, 18.0, 4.0, 1.0), (0.5, 1, 18.5, 8.0, 3.0)]
+    ] + [{"system": "ar", "run": "ar", "sparsity": 0.0, "iterations": None, "bleu": 19.0, "chrf": 38.0,
+          "latency_ms_b1": 50.0, "latency_ms_b32": 3.0, "params_nonembedding": 2, "peak_rss_mb": 1.0}]  # fmt: skip
+    report = {"task": "bible-de-en", "metrics": ["bleu", "chrf"], "rows": rows, "test_pairs": 4}
+    (tmp_path / "report.json").write_text(json.dumps(report))
+    card_main(
+        ["--model", str(tmp_path / "model"), "--name", "deer-test", "--results", str(tmp_path / "report.json"),
+         "--description", "A test model."]
+    )  # fmt: skip
+    card = (tmp_path / "model" / "README.md").read_text()
+    assert "A test model. Evaluated on the validation verses every 500 steps; training ended at step 3000" in card
+    assert "the best one, step 2000 (validation BLEU 17.26)" in card
+    assert "at 1 round against the full size: sparsity 0.5: BLEU 21.00 -> 18.50, its draft 1.25x as fast at" in card
+    assert "batch 1 and 2.00x at batch 32." in card

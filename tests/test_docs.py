@@ -36,3 +36,35 @@ def test_the_readme_figures_come_from_the_result_files():
     readme = read("README.md")
     missing = {name: text for name, text in figures.items() if text not in readme}
     assert not missing, f"the README does not quote these figures of results/: {missing}"
+
+
+def test_the_shipped_cards_figures_come_from_the_result_files():
+    """The figures of checkpoints/bible-de-en/{deer,ar}/README.md, each formatted from the file it comes from:
+    (card, figure, source)."""
+    from experiments.report import levels_sentence
+
+    report = result("results/bible-de-en-shipped.json")
+    ar = next(row for row in report["rows"] if row["run"] == "ar")
+    plateau = result("results/plateau-bible-de-en.json")["runs"]
+    deer_rounds = result("checkpoints/bible-de-en/deer/generation_config.json")["max_iterations"]
+    deer_card, ar_card = read("checkpoints/bible-de-en/deer/README.md"), read("checkpoints/bible-de-en/ar/README.md")
+    figures = [
+        ("deer", "the levels' cost and speed-up", levels_sentence(report, deer_rounds), deer_card),
+        (
+            "deer",
+            "the AR row of its grid",
+            f"| {ar['bleu']:.2f} | {ar['chrf']:.2f} | {ar['latency_ms_b1']:.1f} |",
+            deer_card,
+        ),
+        ("ar", "test BLEU and chrF", f"BLEU {ar['bleu']:.2f}, chrF {ar['chrf']:.2f}", ar_card),
+        (
+            "ar",
+            "latency",
+            f"{ar['latency_ms_b1']:.1f} ms per sentence at batch 1 and {ar['latency_ms_b32']:.2f}",
+            ar_card,
+        ),
+        ("ar", "stopping step", f"training ended at step {plateau['ar']['stopped_at_step']}", ar_card),
+        ("ar", "best step", f"the best one, step {plateau['ar']['best_step']}", ar_card),
+    ]
+    missing = [(card, name, text) for card, name, text, document in figures if not text or text not in document]
+    assert not missing, f"figures the cards do not quote as their result files give them: {missing}"
