@@ -94,6 +94,9 @@ class DeerConfig(PreTrainedConfig):
             edit inputs) and learns, besides the gold targets, the full size's detached output distributions on
             them: KL(full || level) of the CTC frames' distributions and of the insertion, word and deletion heads',
             each weighted as its loss and then by this weight. 0 = off.
+        level_loss_weight (`float`, defaults to 1.0): with `full_every_step` or `sandwich_rule`, the weight of each
+            smaller level's loss (distillation included) against the full size's 1: below 1 the full size's gradient
+            dominates the shared weights.
         layer_num_heads, layer_intermediate_sizes (`list[int]`, optional): per-layer sizes of a physically pruned
             model; `None` means every layer has `num_attention_heads` heads and `intermediate_size` neurons.
         pruned_sparsity (`float`, defaults to 0.0): the level a pruned model was cut to.
@@ -156,6 +159,7 @@ class DeerConfig(PreTrainedConfig):
     full_every_step: bool = False
     sandwich_rule: bool = False
     distillation_weight: float = 0.0
+    level_loss_weight: float = 1.0
     layer_num_heads: list[int] | None = None
     layer_intermediate_sizes: list[int] | None = None
     pruned_sparsity: float = 0.0
@@ -304,6 +308,7 @@ class DeerConfig(PreTrainedConfig):
             "deletion_loss_weight",
             "sparsity_weight",
             "distillation_weight",
+            "level_loss_weight",
         ):
             value = getattr(self, field)
             require(is_number(value) and value >= 0, field, "a number >= 0")
@@ -341,6 +346,12 @@ class DeerConfig(PreTrainedConfig):
             "distillation_weight",
             "0 unless full_every_step or sandwich_rule is set (in-place distillation needs the full size on every "
             "step to learn from)",
+        )
+        require(
+            self.level_loss_weight == 1 or self.full_every_step or self.sandwich_rule,
+            "level_loss_weight",
+            "1 unless full_every_step or sandwich_rule is set (it weighs the smaller levels against the full size of "
+            "the same step)",
         )
         require(
             is_number(self.pruned_sparsity) and 0 <= self.pruned_sparsity < 1, "pruned_sparsity", "a number in [0, 1)"

@@ -771,7 +771,8 @@ class DeerForConditionalGeneration(
             output.hidden_states, output.attentions = encoder_output.hidden_states, encoder_output.attentions
             outputs.append(output)
         if len(outputs) > 1:  # the components logged are the full size's; the loss trains every level
-            outputs[0].loss = sum(output.loss for output in outputs)
+            weight = self.config.level_loss_weight  # the smaller levels' against the full size's (first)
+            outputs[0].loss = outputs[0].loss + weight * sum(output.loss for output in outputs[1:])
             if distill:
                 outputs[0].distillation_loss = sum(output.distillation_loss for output in outputs[1:])
         return outputs[0]

@@ -259,6 +259,12 @@ def test_full_every_step_trains_the_full_size_and_one_smaller_level(monkeypatch)
     assert len(levels) == len(losses) == 1 and levels[0] in (0.0, 0.5, 0.75)
     with pytest.raises(ValueError, match="full_every_step"):
         tiny_config(full_every_step="yes")
+    # level_loss_weight weighs the smaller level's loss against the full size's.
+    model, output, levels, losses = step(full_every_step=True, level_loss_weight=0.25)
+    (full, full_loss), (smaller, smaller_loss) = losses
+    assert output.loss.item() == pytest.approx(full_loss + 0.25 * smaller_loss, rel=1e-6)
+    with pytest.raises(ValueError, match="level_loss_weight"):
+        tiny_config(sparsity_levels=[0.0, 0.5], level_loss_weight=0.5)  # nothing to weigh against
 
 
 def _step_levels(monkeypatch, levels: list[float], seed: int = 0, **overrides):

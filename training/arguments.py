@@ -70,6 +70,11 @@ class ModelArguments:
         "size's detached output distributions (CTC frames, insertion, word and deletion heads) on the full size's "
         "inputs, with this weight (0 = off)." + DEFAULT_NOTE,
     )
+    level_loss_weight: float | None = flag(
+        None,
+        "With --sandwich_rule or --full_every_step: the weight of each smaller level's loss against the full size's "
+        "1 (below 1 the full size's gradient dominates the shared weights)." + DEFAULT_NOTE,
+    )
     redraft_ratio: float | None = flag(
         None,
         "Share of the rows whose CTC pass reads the model's own confident draft words instead of glanced gold ones: "

@@ -50,7 +50,7 @@ from training.trainer import (
 logger = logging.getLogger(__name__)
 # The ModelArguments that set the DeerConfig field of their name (where given).
 CONFIG_FLAGS = ("upsample_ratio", "sparsity_weight", "draft_input", "draft_edit_ratio", "edit_rows_ratio")
-CONFIG_FLAGS += ("redraft_ratio", "full_every_step", "sandwich_rule", "distillation_weight")
+CONFIG_FLAGS += ("redraft_ratio", "full_every_step", "sandwich_rule", "distillation_weight", "level_loss_weight")
 
 
 def load_model(model_args: ModelArguments) -> DeerForConditionalGeneration:
