@@ -30,7 +30,6 @@ logger = logging.get_logger(__name__)
 
 # What transformers' own tools (Seq2SeqTrainer, pipelines) pass to generate() and DEER has no use for.
 PASSED_BY_TOOLS = (
-    "synced_gpus",
     "use_cache",
     "bos_token_id",
     "eos_token_id",
@@ -243,9 +242,40 @@ def _cannot_honour(name: str, names: list[str] | None = None) -> ValueError:
     )
 
 
-def deer_generate(model, input_ids, attention_mask, generation_config: DeerGenerationConfig, gates=OWN_LEVEL):
+def any_process(flag, synced: bool) -> bool:
+    """`flag` (a bool or a one-element tensor) on this process, or, with `synced`, on any process of the default
+    group: the decision every process then takes together."""
+    flag = bool(flag)
+    if not synced:
+        return flag
+    shared = torch.tensor([int(flag)], device=collective_device())
+    torch.distributed.all_reduce(shared, op=torch.distributed.ReduceOp.MAX)
+    return bool(shared.item())
+
+
+def sharded_by_fsdp(module) -> bool:
+    """Whether FSDP (fully_shard, or the older FullyShardedDataParallel wrapper) manages `module`."""
+    from torch.distributed.fsdp import FSDPModule, FullyShardedDataParallel
+
+    return isinstance(module, (FSDPModule, FullyShardedDataParallel)) or getattr(
+        module, "_is_fsdp_managed_module", False
+    )
+
+
+def collective_device() -> torch.device:
+    """The device a collective of the default group takes its tensors on (NCCL's: this process's GPU)."""
+    if torch.distributed.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def deer_generate(
+    model, input_ids, attention_mask, generation_config: DeerGenerationConfig, gates=OWN_LEVEL, synced=False
+):
     """The decoding loop; `gates`: the call's pruning level (`level_gates`), carried by its encoder output into
-    every pass."""
+    every pass. `synced` (several processes, each with its own rows, whose weights are sharded by FSDP or ZeRO-3):
+    every process runs the same passes: a pass that any process needs runs on all (on rows whose result it leaves
+    unchanged), and a process whose rows are all finished runs its rounds on its first row and discards them."""
     config = model.config
     pad = config.pad_token_id
     cap = generation_config.output_length_cap(config.max_sequence_length)
@@ -269,8 +299,17 @@ def deer_generate(model, input_ids, attention_mask, generation_config: DeerGener
 
     active = torch.arange(batch, device=sequences.device)[~wordless]  # rows still being refined
     for _ in range(generation_config.max_iterations):
-        if len(active) == 0:
+        if not any_process(len(active) > 0, synced):
             break
+        if len(active) == 0:  # synced, and rows of other processes still change: run the round, keep nothing
+            idle = torch.zeros(1, dtype=torch.long, device=sequences.device)
+            if generation_config.refinement == "redraft":
+                redraft(model, frames.select_rows(idle), encoder_output.select_rows(idle), 1.0, blank_penalty)
+            else:
+                edit_round(
+                    model, trim_padding(sequences[idle], pad), encoder_output.select_rows(idle), 0.0, 0.0, cap, synced
+                )
+            continue
         if generation_config.refinement == "redraft":
             redrafted = redraft(
                 model,
@@ -290,6 +329,7 @@ def deer_generate(model, input_ids, attention_mask, generation_config: DeerGener
                 generation_config.eos_penalty,
                 generation_config.deletion_penalty,
                 cap,
+                synced,
             )
         width = max(sequences.shape[1], edited.shape[1])
         sequences = _pad_to(sequences, width, pad)
@@ -315,9 +355,10 @@ def edit_round(
     eos_penalty: float,
     deletion_penalty: float = 0.0,
     cap: int | None = None,
+    synced: bool = False,
 ) -> torch.Tensor:
     """One edit round on (batch, length) `bos ... eos` rows: delete, insert placeholders (rows grow to at most
-    `cap` tokens, by default the position table), fill."""
+    `cap` tokens, by default the position table), fill. `synced`: a pass that any process needs runs here too."""
     config = model.config
     pad, placeholder = config.pad_token_id, config.placeholder_token_id
 
@@ -325,7 +366,7 @@ def edit_round(
     hidden_states = model.target_pass(tokens, encoder_output)
     deletion_logits = model.deletion_logits(hidden_states)
     delete = inner_mask(tokens, pad) & (deletion_logits[..., 1] - deletion_penalty > deletion_logits[..., 0])
-    if delete.any():  # otherwise the sequences, and so their hidden states, are unchanged: reuse them
+    if any_process(delete.any(), synced):  # otherwise the sequences, and so their states, are unchanged: reuse them
         tokens = apply_deletions(tokens, delete, pad)
         hidden_states = model.target_pass(tokens, encoder_output)
 
@@ -337,15 +378,16 @@ def edit_round(
     )
 
     # c. Fill.
-    return fill_round(model, tokens, encoder_output)
+    return fill_round(model, tokens, encoder_output, synced)
 
 
-def fill_round(model, tokens: torch.Tensor, encoder_output) -> torch.Tensor:
-    """Fill every placeholder with the LM head's best word (never a special token)."""
+def fill_round(model, tokens: torch.Tensor, encoder_output, synced: bool = False) -> torch.Tensor:
+    """Fill every placeholder with the LM head's best word (never a special token). `synced`: the pass runs when
+    any process has a placeholder."""
     config = model.config
     placeholder = config.placeholder_token_id
     placeholder_mask = tokens == placeholder
-    if placeholder_mask.any():
+    if any_process(placeholder_mask.any(), synced):
         hidden_states = model.target_pass(tokens, encoder_output)
         never = [config.bos_token_id, config.eos_token_id, config.pad_token_id, placeholder]
         words = torch.cat(
@@ -390,9 +432,12 @@ class DeerGenerationMixin:
                 too (its `max_new_tokens` / `max_length` cap the outputs). Keyword arguments (`max_iterations=2`,
                 `blank_penalty=2.0`, `deletion_penalty=2.0`, `eos_penalty=1.0`, `max_new_tokens=20`,
                 `stop_when_unchanged=False`, `return_dict_in_generate=True`, `output_history=True`) override it for
-                this call. What transformers' tools pass (`synced_gpus`, `use_cache`, the special token ids,
-                `labels`, `num_beams=1`, `do_sample=False`, ...) is accepted; beams, sampling and streaming are
-                refused with DEER's own choices.
+                this call. What transformers' tools pass (`use_cache`, the special token ids, `labels`,
+                `num_beams=1`, `do_sample=False`, ...) is accepted; beams, sampling and streaming are refused with
+                DEER's own choices.
+            synced_gpus (`bool`, optional): with several processes (torch.distributed), every process runs the same
+                backbone passes, as FSDP and DeepSpeed ZeRO-3 need (each pass gathers the sharded weights). Default:
+                on when FSDP shards this model over several processes, as in transformers.
         Returns:
             (batch, length) LongTensor of `bos ... eos` rows padded with pad_token_id, or a `DeerGenerateOutput`
             with `sequences`, per-row `num_iterations` and, if asked, `history`.
@@ -402,6 +447,11 @@ class DeerGenerationMixin:
                 raise ValueError("generate() got both inputs and input_ids: give the source once.")
             input_ids = kwargs.pop("inputs")
         sparsity = kwargs.pop("sparsity", None)
+        synced = kwargs.pop("synced_gpus", None)
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        if synced is None:  # as transformers: by default when FSDP shards this model over several processes
+            synced = distributed and sharded_by_fsdp(self) and torch.distributed.get_world_size() > 1
+        synced = bool(synced) and distributed
         generation_config = resolve_generation_config(self.generation_config, generation_config, kwargs)
         attention_mask = self.check_source(input_ids, attention_mask)
         if sparsity is None:
@@ -409,7 +459,9 @@ class DeerGenerationMixin:
         else:
             level = self.check_level_reachable(sparsity, "generate(sparsity=...)")
         # The level's gates travel with this call (no state set on the model): calls at other levels run alongside.
-        return deer_generate(self, input_ids.long(), attention_mask, generation_config, self.level_gates(level))
+        return deer_generate(
+            self, input_ids.long(), attention_mask, generation_config, self.level_gates(level), synced
+        )
 
     def adjust_generation_fn(
         self, generation_config, from_auto_class, from_pipeline, pretrained_model_name_or_path, **kwargs

@@ -1,3 +1,8 @@
+import json
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 from conftest import BOS, EOS, MASK, PAD, random_batch, tiny_model
@@ -493,3 +498,24 @@ def test_length_buckets_give_static_shapes_and_the_same_outputs():
         )
         assert torch.equal(bucketed, trim_padding(expected[batch], PAD))
     assert lengths and set(lengths) <= {8, 16, 32, 64}
+
+
+@pytest.mark.parametrize("refinement", ["edits", "redraft"])
+def test_synced_gpus_runs_the_same_passes_on_every_process(tmp_path, refinement):
+    """Two processes (gloo) decode different rows: without synced_gpus the one whose rows are final after the draft
+    runs fewer backbone passes (FSDP or ZeRO-3 would hang on the others' weight gathers); with it both run the same
+    passes, and every output is what it was."""
+    repository = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    launcher = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    script = os.path.join(repository, "tests", "synced_generate.py")
+    environment = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=repository)
+    result = subprocess.run(
+        [launcher, "--nproc_per_node", "2", script, str(tmp_path), refinement],
+        cwd=repository, env=environment, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank-{rank}.json").read_text()) for rank in (0, 1)]
+    assert ranks[0]["False"]["passes"] == 1 < ranks[1]["False"]["passes"]  # the draft alone, against rounds
+    assert ranks[0]["True"]["passes"] == ranks[1]["True"]["passes"] >= ranks[1]["False"]["passes"]
+    for rank in ranks:
+        assert rank["True"]["output"] == rank["False"]["output"]
