@@ -265,7 +265,8 @@ quality-report: venv
 # smaller level on every step), seeds 0 and 1, $(STEPS) steps, one thread each, checkpoints under RUNS_DIR (outside
 # the work tree). dial-level-recipes: the recipes it was chosen against, the sandwich rule (the full size, the
 # smallest level and one between on every step) with in-place distillation (the smaller levels also learn the full
-# size's detached distributions), seeds 0 and 1, and --full_every_step with distillation, seed 0. Then
+# size's detached distributions), seeds 0 and 1, --full_every_step with distillation, seed 0, and --full_every_step
+# with the smaller level's loss at half weight (--level_loss_weight 0.5), seeds 0 and 1. Then
 # dial-levels-report tunes each on validation and writes results/dial.json "levels" against the same recipe without
 # levels (its seeds 0 and 1 in results/dial.json "rounds"); and level-recipes times one training step of every way
 # to train the levels.
@@ -285,6 +286,8 @@ dial-level-recipes: venv
 	$(call level_run,deer-sandwich-distill-seed1,$(FIXED_RECIPE) $(DEER_FLAGS) --sandwich_rule true \
 		--distillation_weight 1 --seed 1) ; wait
 	$(call level_run,deer-full-distill-seed0,$(LEVEL_RECIPE) --distillation_weight 1)
+	$(call level_run,deer-full-llw-seed0,$(LEVEL_RECIPE) --level_loss_weight 0.5) & \
+	$(call level_run,deer-full-llw-seed1,$(LEVEL_RECIPE) --level_loss_weight 0.5 --seed 1) ; wait
 dial-levels-report: venv
 	for seed in 0 1; do $(OFFLINE) $(PY) -m training.evaluate --model $(RUNS_DIR)/deer-full-seed$$seed \
 		--validation_file data/$(TASK)-32/validation.jsonl --select $(TUNE_METRIC) --save --threads 2 || exit 1; done
