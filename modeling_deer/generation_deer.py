@@ -12,6 +12,7 @@ target passes, `redraft` (draft_deer.py) one.
 """
 
 import copy
+import functools
 import math
 import numbers
 import os
@@ -125,6 +126,10 @@ class DeerGenerationConfig(GenerationConfig):
         metadata = {"_from_model_config": kwargs.pop("_from_model_config", False)}
         metadata["transformers_version"] = kwargs.pop("transformers_version", None)
         kwargs.pop("_commit_hash", None)
+        # GenerationConfig's own fields at their unset value (as `to_dict()` writes them) round-trip; set ones DEER
+        # has no use for (beams, sampling, ...) are refused.
+        stock = stock_generation_settings()
+        kwargs = {key: value for key, value in kwargs.items() if key not in stock or stock[key] != value}
         if kwargs:
             raise ValueError(f"DeerGenerationConfig got unknown options {sorted(kwargs)}; DEER's are {self.OPTIONS}.")
         super().__init__(**shared, **metadata)
@@ -497,6 +502,12 @@ class DeerGenerationMixin:
             logger.info("No generation_config.json found: using the default DeerGenerationConfig.")
 
 
+@functools.cache
+def stock_generation_settings() -> dict:
+    """A stock `GenerationConfig()`'s fields and values (read only)."""
+    return GenerationConfig().to_dict()
+
+
 # What a DeerGenerationConfig holds besides its decoding options: the special ids.
 SPECIAL_IDS = ("bos_token_id", "eos_token_id", "pad_token_id", "placeholder_token_id")
 
@@ -504,7 +515,7 @@ SPECIAL_IDS = ("bos_token_id", "eos_token_id", "pad_token_id", "placeholder_toke
 def deer_settings_of(generation_config: GenerationConfig) -> tuple[dict, list[str]]:
     """What any `GenerationConfig` sets (the fields that a stock `GenerationConfig()` does not hold at the same
     value): DEER's options and special ids among them, and the names of the others, which DEER has no use for."""
-    stock = GenerationConfig().to_dict()
+    stock = stock_generation_settings()
     values = {
         key: value
         for key, value in generation_config.to_dict().items()

@@ -605,11 +605,15 @@ class DeerForConditionalGeneration(
         return self._backbone("target_pass")(self._to_bucket(target_ids)[0], encoder_output)[:, :length]
 
     def target_pass_outputs(
-        self, target_ids: torch.Tensor, encoder_output: DeerEncoderOutput, output_hidden_states=False, **outputs
+        self,
+        target_ids: torch.Tensor,
+        encoder_output: DeerEncoderOutput,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
     ) -> tuple:
         """`target_pass` with its hidden states per layer and attention weights, if asked (`DeerModel.
         target_pass_outputs`): the eager pass, uncompiled and unpadded, since those outputs are per position."""
-        return self.model.target_pass_outputs(target_ids, encoder_output, output_hidden_states, **outputs)
+        return self.model.target_pass_outputs(target_ids, encoder_output, output_hidden_states, output_attentions)
 
     def encode_and_target_pass(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, target_ids: torch.Tensor, gates=OWN_LEVEL

@@ -156,8 +156,12 @@ def test_deers_generation_config_is_a_full_generation_config(tmp_path):
     assert set(saved) <= {*DeerGenerationConfig.DEFAULTS, *DeerGenerationConfig.SHARED, *metadata}
     assert (saved["max_iterations"], saved["max_new_tokens"]) == (2, 7)
     assert DeerGenerationConfig.from_pretrained(tmp_path) == settings
+    # to_dict() writes every field, the unset ones too (as processes share a config): it reads back the same
+    assert DeerGenerationConfig.from_dict(settings.to_dict()) == settings
     with pytest.raises(ValueError, match="unknown options \\['num_beams'\\]"):
         DeerGenerationConfig(num_beams=4)
+    with pytest.raises(ValueError, match="unknown options \\['num_beams'\\]"):
+        DeerGenerationConfig.from_dict({**settings.to_dict(), "num_beams": 4})
 
 
 def test_weights_without_a_folder_load():
