@@ -786,6 +786,25 @@ def test_early_stopping_stops_a_run_and_keeps_its_best_checkpoint(tmp_path, tiny
             train_main(run_args(tmp_path / "bad", tiny_bert_path, "--max_steps", "1", *flags))
 
 
+def test_a_resumed_run_keeps_counting_evaluations_without_gain(tmp_path, tiny_bert_path):
+    """A learning rate of 0 never improves: with patience 3, a run stopped by --max_steps at step 4 (evaluations at
+    2, the best, and 4) and resumed stops after the evaluation at 8, as the uninterrupted run would; restarting the
+    count at 0 would run to 10."""
+    output = tmp_path / "run"
+    common = (
+        "--learning_rate", "0", "--ctc_only_steps", "0", "--tune_decoding", "none", "--validation_file",
+        VALIDATION_FILE, "--do_eval", "--max_eval_samples", "4", "--predict_with_generate", "--max_iterations", "0",
+        "--eval_strategy", "steps", "--eval_steps", "2", "--save_strategy", "steps", "--save_steps", "2",
+        "--early_stopping_patience", "3",
+    )  # fmt: skip
+    train_main(run_args(output, tiny_bert_path, "--max_steps", "4", *common))
+    assert json.loads((output / "trainer_state.json").read_text())["global_step"] == 4
+    resume = ("--max_steps", "40", "--resume_from_checkpoint", str(output / "checkpoint-4"))
+    train_main(run_args(output, tiny_bert_path, *resume, *common))
+    state = json.loads((output / "trainer_state.json").read_text())
+    assert state["global_step"] == 8 and state["best_global_step"] == 2
+
+
 def test_the_generation_metric_is_the_default_metric_for_the_best_model(tmp_path, tiny_bert_path):
     common = ("--max_steps", "1", "--save_strategy", "no", "--tune_decoding", "none", "--predict_with_generate")
     trainer = train_main(run_args(tmp_path / "a", tiny_bert_path, *common, "--generation_metric", "rougeL"))

@@ -287,7 +287,8 @@ def run_callbacks(model, max_train_minutes: float | None) -> list[TrainerCallbac
 def best_model_callbacks(training_args, stopping_args: StoppingArguments) -> list[TrainerCallback]:
     """The best checkpoint and early stopping. With --predict_with_generate and no --metric_for_best_model, the
     task's --generation_metric judges checkpoints; with --early_stopping_patience, transformers'
-    EarlyStoppingCallback stops training and the best checkpoint is loaded at the end. Refuses, in one line, what
+    EarlyStoppingCallback stops training (a resumed run keeps its count of evaluations without gain) and the best
+    checkpoint is loaded at the end. Refuses, in one line, what
     cannot work (no evaluation to judge by, checkpoints that miss evaluations)."""
     if stopping_args.generation_metric not in METRICS:
         raise SystemExit(
@@ -316,6 +317,9 @@ def best_model_callbacks(training_args, stopping_args: StoppingArguments) -> lis
     if training_args.metric_for_best_model is None:
         training_args.metric_for_best_model, training_args.greater_is_better = "loss", False
     training_args.load_best_model_at_end = True
+    # A resumed run (--resume_from_checkpoint) goes on counting evaluations without gain from where its checkpoint
+    # left the count (transformers restarts it at 0 unless asked to restore the callbacks' state).
+    training_args.restore_callback_states_from_checkpoint = True
     return [EarlyStoppingCallback(patience, stopping_args.early_stopping_threshold)]
 
 
