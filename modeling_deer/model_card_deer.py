@@ -76,6 +76,17 @@ def build_model_card(
         if config.vocabulary_ids
         else f"full vocabulary ({config.vocab_size:,} tokens)"
     )
+    settings = model.generation_config
+    knobs = ", ".join(
+        f"{name.replace('_', ' ')} {getattr(settings, name):g}"
+        for name in type(settings).REFINEMENTS[settings.refinement]
+    )
+    rounds = f"{settings.max_iterations} round{'s' if settings.max_iterations != 1 else ''}"
+    decoding = (
+        "the draft alone"
+        if settings.max_iterations == 0
+        else f"the draft and {rounds} of {'edits' if settings.refinement == 'edits' else 're-drafting'}"
+    )
     body = [
         f"# {model_name}",
         description
@@ -84,12 +95,15 @@ def build_model_card(
         "cost chosen at inference.",
         f"Backbone: {config.num_hidden_layers} layers, hidden size {config.hidden_size}, "
         f"{config.num_attention_heads} heads; {pruned}; {vocabulary}."
-        + (f" Fine-tuned from `{base_model}`." if base_model else ""),
+        + (f" Fine-tuned from `{base_model}`." if base_model else "")
+        + f" `generate()` decodes by default as its generation_config.json says: {decoding} ({knobs}).",
         "## Use\n\n```python\nfrom transformers import AutoModelForSeq2SeqLM, AutoTokenizer\n\n"
         f'model = AutoModelForSeq2SeqLM.from_pretrained("{model_name}", trust_remote_code=True)  # no package needed\n'
         f'tokenizer = AutoTokenizer.from_pretrained("{model_name}")\n'
         'batch = tokenizer(["..."], return_tensors="pt", padding=True)\n'
-        "ids = model.generate(**batch, max_iterations=2)   # 0 = the one-pass draft\n"
+        "ids = model.generate(**batch)   # as saved; max_iterations=0: the one-pass draft"
+        + (f"; sparsity={max(config.sparsity_levels):g}: its smallest level" if config.sparsity_levels else "")
+        + "\n"
         "print(tokenizer.batch_decode(ids, skip_special_tokens=True))\n```\n\n"
         "With `pip install modeling_deer` and `import modeling_deer`, `trust_remote_code` is not needed. "
         + (

@@ -97,6 +97,13 @@ def test_model_card_metadata_model_index_and_grid(tmp_path):
     # A model trained at full size only is not advertised as prunable.
     full_only = build_model_card(DeerForConditionalGeneration(tiny_config()), model_name="me/deer").text
     assert "trained at full size only" in full_only and "prune_to(0.5)` removes half" not in full_only
+    assert "sparsity=0.5: its smallest level" in loaded.text and "sparsity=" not in full_only
+    # The card says how the model decodes by default: its own generation config, not a typed choice.
+    assert "the draft and 4 rounds of edits (blank penalty 0, deletion penalty 0, eos penalty 0)" in loaded.text
+    model.generation_config = model.generation_config.updated(max_iterations=1, refinement="redraft")
+    assert "the draft and 1 round of re-drafting (blank penalty 0, reveal threshold 0.9)" in str(
+        build_model_card(model, model_name="me/deer")
+    )
 
 
 def test_model_card_without_results_has_no_model_index():
