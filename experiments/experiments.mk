@@ -322,7 +322,7 @@ plateau-runs: venv
 	$(call plateau_run,train,deer-plateau,$(LEVEL_RECIPE) --ctc_only_steps 1000 --tune_decoding $(TUNE_METRIC)) ; wait
 plateau-report: venv
 	$(OFFLINE) $(PY) -m experiments.plateau_report --task $(TASK) --data_dir data/$(TASK)-32 \
-		--deer $(RUNS_DIR)/deer-plateau --ar $(RUNS_DIR)/ar-plateau --output results/plateau-$(TASK)
+		--deer $(RUNS_DIR)/deer-plateau --ar $(RUNS_DIR)/ar-plateau --output results/plateau-$(TASK) --dial results/dial.json
 
 # The checkpoints the demo starts with, each file under 10 MB: a DEER run with the pruning levels, its knobs chosen on
 # validation (SHIP_DEER), and the AR reference (SHIP_AR; a run trained with --trim_vocabulary keeps its vocabulary,

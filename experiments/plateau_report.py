@@ -2,7 +2,8 @@
 learning curves, the step each run stopped at and the step it kept (its best), and test scores at that step.
 
     python -m experiments.plateau_report --task bible-de-en --data_dir data/bible-de-en-32 \
-        --deer runs/bible-de-en/deer-plateau --ar runs/bible-de-en/ar-plateau --output results/plateau-bible-de-en
+        --deer runs/bible-de-en/deer-plateau --ar runs/bible-de-en/ar-plateau --output results/plateau-bible-de-en \
+        [--dial results/dial.json]
 
 Each run folder holds the model early stopping kept (`--load_best_model_at_end`), its `learning_curve.jsonl` and
 `trainer_state.json`. DEER decodes with the choices saved with it (made on validation); the AR model greedily. A run
@@ -65,6 +66,23 @@ def tuned_validation(path: str, metric: str) -> float | None:
     )
 
 
+def update_dial(dial_path: str, report_path: str, report: dict):
+    """The dial file's 'plateau' list holds one summary per task's report (the curves stay in the report): this
+    report's replaces the one from the same file."""
+    with open(dial_path) as handle:
+        dial = json.load(handle)
+    summary = {
+        "file": report_path,
+        "command": "make plateau-report",
+        **{name: {key: value for key, value in run.items() if key != "curve"} for name, run in report["runs"].items()},
+        "deer_minus_ar_test": report["deer_minus_ar_test"],
+    }
+    dial["plateau"] = [entry for entry in dial.get("plateau", []) if entry.get("file") != report_path] + [summary]
+    with open(dial_path, "w") as handle:
+        json.dump(dial, handle, indent=2)
+        handle.write("\n")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", required=True)
@@ -74,6 +92,7 @@ def main(argv=None):
     parser.add_argument("--patience", type=int, default=4, help="the runs' --early_stopping_patience")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--output", required=True, help="OUTPUT.json, OUTPUT.md and OUTPUT.png are written")
+    parser.add_argument("--dial", help="a dial file (results/dial.json) whose 'plateau' list gets this summary")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     metric = task_metrics(args.task)[0]
@@ -101,6 +120,8 @@ def main(argv=None):
 
     with open(args.output + ".json", "w") as handle:
         json.dump(report, handle, indent=2)
+    if args.dial:
+        update_dial(args.dial, args.output + ".json", report)
     rows = [
         [
             name,

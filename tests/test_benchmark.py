@@ -875,3 +875,19 @@ def test_the_model_card_computes_what_the_levels_cost_and_how_the_run_stopped(tm
     assert "the best one, step 2000 (validation BLEU 17.26)" in card
     assert "at 1 round against the full size: sparsity 0.5: BLEU 21.00 -> 18.50, its draft 1.25x as fast at" in card
     assert "batch 1 and 2.00x at batch 32." in card
+
+
+def test_the_plateau_report_keeps_one_summary_per_report_in_the_dial_file(tmp_path):
+    """`experiments.plateau_report --dial`: its summary (the curves left in the report) replaces the one from the same
+    report file; other tasks' stay."""
+    from experiments.plateau_report import update_dial
+
+    dial = tmp_path / "dial.json"
+    dial.write_text(json.dumps({"task": "bible-de-en", "plateau": [{"file": "old.json"}, {"file": "this.json"}]}))
+    run = {"stopped_at_step": 40, "best_step": 20, "plateau": True, "curve": [{"step": 20}], "test": {"bleu": 9.0}}
+    report = {"runs": {"deer": run, "ar": {**run, "test": {"bleu": 7.5}}}, "deer_minus_ar_test": 1.5}
+    update_dial(str(dial), "this.json", report)
+    entries = json.loads(dial.read_text())["plateau"]
+    assert [entry["file"] for entry in entries] == ["old.json", "this.json"]
+    assert entries[1]["deer"]["best_step"] == 20 and "curve" not in entries[1]["deer"]
+    assert entries[1]["deer_minus_ar_test"] == 1.5 and entries[1]["command"] == "make plateau-report"
