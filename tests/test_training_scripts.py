@@ -965,3 +965,24 @@ def test_fsdp_over_two_processes_trains_as_one_process_over_the_whole_batch(tmp_
     ]
     assert not differ
     assert json.loads((tmp_path / "losses.json").read_text()) == pytest.approx(losses, rel=1e-6)
+
+
+def test_fsdp_that_wraps_each_layer_is_refused_for_a_model_with_pruning_levels(tmp_path, tiny_bert_path):
+    """The Trainer's FSDP wraps each layer by default, which gets the pruning scores' gradients wrong
+    (tests/fsdp_steps.py measures it): refused in one line before any training; the whole model as one unit
+    (NO_WRAP), or a model without levels, passes the check."""
+    from transformers import Seq2SeqTrainingArguments
+
+    from training.trainer import check_fsdp_wrapping
+
+    flags = ("--max_steps", "1", "--sparsity_levels", "0", "0.5", "--fsdp")
+    with pytest.raises(SystemExit, match="auto_wrap_policy TRANSFORMER_BASED_WRAP wraps each layer on its own"):
+        train_main(run_args(tmp_path / "run", tiny_bert_path, *flags))
+    assert not (tmp_path / "run" / "trainer_state.json").exists()
+    levels, plain = tiny_model(sparsity_levels=[0.0, 0.5]), tiny_model()
+    whole = Seq2SeqTrainingArguments(tmp_path, use_cpu=True, fsdp=True, fsdp_config={"auto_wrap_policy": "NO_WRAP"})
+    layers = Seq2SeqTrainingArguments(tmp_path, use_cpu=True, fsdp=True, report_to="none")
+    check_fsdp_wrapping(whole, levels)
+    check_fsdp_wrapping(layers, plain)
+    with pytest.raises(SystemExit, match='--fsdp_config FILE holding {"auto_wrap_policy": "NO_WRAP"}'):
+        check_fsdp_wrapping(layers, levels)

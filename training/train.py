@@ -37,6 +37,7 @@ from training.trainer import (
     DeerTrainer,
     TrainingSchedule,
     best_model_callbacks,
+    check_fsdp_wrapping,
     generation_metrics,
     load_datasets,
     parse_arguments,
@@ -144,6 +145,7 @@ def main(argv=None):
         )
     tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path)
     model = load_model(model_args)
+    check_fsdp_wrapping(training_args, model)
     limit = model.config.max_sequence_length
     if max(data_args.max_source_length, data_args.max_target_length) > limit:
         raise SystemExit(f"error: --max_source_length/--max_target_length must be at most {limit} for this model")

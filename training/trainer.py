@@ -284,6 +284,22 @@ def run_callbacks(model, max_train_minutes: float | None) -> list[TrainerCallbac
     )
 
 
+def check_fsdp_wrapping(training_args, model) -> None:
+    """FSDP that wraps each layer on its own (the Trainer's default auto-wrap, by `_no_split_modules`, or by size)
+    trains a model with pruning levels wrong: the levels read every layer's scores before the layers run, outside the
+    wrapped forward, and those scores' gradients come out wrong. Refused in one line; wrapping the whole model as one
+    unit (`--fsdp_config` naming a JSON file that holds `{"auto_wrap_policy": "NO_WRAP"}`) trains as one process
+    does."""
+    if not training_args.fsdp or not any(level > 0 for level in model.config.sparsity_levels):
+        return
+    policy = (training_args.fsdp_config or {}).get("auto_wrap_policy", "TRANSFORMER_BASED_WRAP")
+    if policy != "NO_WRAP":
+        raise SystemExit(
+            f"error: FSDP with auto_wrap_policy {policy} wraps each layer on its own, which trains pruning levels "
+            'wrong; wrap the whole model: --fsdp_config FILE holding {"auto_wrap_policy": "NO_WRAP"}'
+        )
+
+
 def best_model_callbacks(training_args, stopping_args: StoppingArguments) -> list[TrainerCallback]:
     """The best checkpoint and early stopping. With --predict_with_generate and no --metric_for_best_model, the
     task's --generation_metric judges checkpoints; with --early_stopping_patience, transformers'
