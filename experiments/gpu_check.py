@@ -3,7 +3,9 @@
     python -m experiments.gpu_check --output_dir OUT [--repeats 3] [--smoke]
 
 1. the `gpu`-marked tests (tests/test_gpu.py) on the device: the CPU's ids in float32, half precision, training
-   steps, pruning / trimming / save / load / compiled passes there, clear errors instead of device-side asserts;
+   steps, pruning / trimming / save / load / compiled passes there, clear errors instead of device-side asserts, and
+   (where the training extras are installed: `make gpu-dial-install`) `deer-train --fsdp` of a model with levels
+   under the Trainer's FSDP2, one process;
 2. the speed tables (`experiments.bench --tables speed`): MiniLM and BERT-base shapes at batch 1, 32 and 128, and
    the XLM-R shape (BERT-base with a 250,002-token vocabulary) at batch 64, DEER at
    0 / 1 / 2 / 4 realistic rounds (every round deletes, inserts and fills) against BERT2BERT greedy with its KV

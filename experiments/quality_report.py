@@ -45,14 +45,12 @@ def deer_rows(
 ) -> list[dict]:
     model = DeerForConditionalGeneration.from_pretrained(path).eval().to(device)
     config = model.generation_config
-    tuned = (config.blank_penalty, config.deletion_penalty, config.eos_penalty)
+    names = type(config).REFINEMENTS["edits"]  # the edit rounds' knobs: as tuned, then all at 0
+    tuned = {name: getattr(config, name) for name in names}
     rows = []
-    for knobs, (blank_penalty, deletion_penalty, eos_penalty) in (("tuned", tuned), ("untuned", (0.0, 0.0, 0.0))):
-        config.blank_penalty, config.deletion_penalty, config.eos_penalty = (
-            blank_penalty,
-            deletion_penalty,
-            eos_penalty,
-        )
+    for knobs, values in (("tuned", tuned), ("untuned", dict.fromkeys(names, 0.0))):
+        for name, value in values.items():
+            setattr(config, name, value)
         for split, (sources, references) in splits.items():
             for count in iterations:
                 outputs = generate_texts(model, tokenizer, sources, progress=False, max_iterations=count)
@@ -61,9 +59,7 @@ def deer_rows(
                         "run": label,
                         "path": path,
                         "knobs": knobs,
-                        "blank_penalty": blank_penalty,
-                        "deletion_penalty": deletion_penalty,
-                        "eos_penalty": eos_penalty,
+                        **values,
                         "split": split,
                         "iterations": count,
                         **scored(outputs, references),

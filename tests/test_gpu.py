@@ -5,6 +5,7 @@ Marked `gpu` and skipped without CUDA. `DEER_TEST_DEVICE=cpu pytest -m gpu tests
 (the comparisons are then CPU against CPU), so the tests themselves are checked where no GPU is.
 """
 
+import difflib
 import os
 
 import pytest
@@ -47,12 +48,14 @@ def on(batch, device):
 
 
 def token_agreement(first: torch.Tensor, second: torch.Tensor) -> float:
-    """Share of positions (over the longer of each pair of rows) holding the same token."""
-    width = max(first.shape[1], second.shape[1])
-    pad = lambda ids: torch.nn.functional.pad(ids.cpu(), (0, width - ids.shape[1]), value=-1)
-    first, second = pad(first), pad(second)
-    used = (first != -1) | (second != -1)
-    return float(((first == second) & used).sum() / used.sum())
+    """How alike two batches of outputs are, row by row, averaged: the share of tokens the two rows have in common in
+    order (difflib's ratio over the non-pad tokens), so that one word merged or inserted differently counts once, not
+    at every position after it."""
+    ratios = [
+        difflib.SequenceMatcher(None, [t for t in a.tolist() if t], [t for t in b.tolist() if t]).ratio()
+        for a, b in zip(first.cpu(), second.cpu())
+    ]
+    return sum(ratios) / len(ratios)
 
 
 def test_generate_on_the_device_gives_the_cpus_ids_in_float32(shipped):
@@ -185,3 +188,40 @@ def test_the_scale_out_paths_on_the_device(shipped, monkeypatch):
     for level in (0.0, 0.25, 0.5, 0.75):
         ids = half.generate(**on(batch, DEVICE), max_iterations=1, sparsity=level)
         assert ids.shape[0] == batch["input_ids"].shape[0]
+
+
+def test_the_trainer_trains_a_model_with_levels_under_fsdp_on_the_device(tmp_path):
+    """`deer-train --fsdp` with the whole model as one unit (NO_WRAP; per-layer wrapping is refused for a model
+    with levels), launched by torchrun: the shipped checkpoint trains 3 steps under the Trainer's FSDP2 (on the CPU
+    the Trainer falls back to DDP; FSDP itself is tested there by tests/fsdp_steps.py), with finite losses, saves, and
+    the saved model decodes. One process: the lent machines have one GPU, and NCCL needs one per process."""
+    import json
+    import subprocess
+    import sys
+
+    pytest.importorskip("datasets")
+    pytest.importorskip("accelerate")
+    from conftest import FIXTURES
+
+    fsdp_config = tmp_path / "fsdp.json"
+    fsdp_config.write_text(json.dumps({"auto_wrap_policy": "NO_WRAP"}))
+    output = tmp_path / "run"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1", "-m", "training.train",
+        "--model_name_or_path", SHIPPED, "--train_file", os.path.join(FIXTURES, "bible-de-en.train.jsonl"),
+        "--output_dir", str(output), "--max_steps", "3", "--per_device_train_batch_size", "4",
+        "--max_source_length", "32", "--max_target_length", "32", "--ctc_only_steps", "1", "--logging_steps", "1",
+        "--save_strategy", "no", "--report_to", "none", "--tune_decoding", "none", "--disable_tqdm", "true",
+        "--fsdp", "--fsdp_config", str(fsdp_config), *(["--use_cpu"] if DEVICE == "cpu" else []),
+    ]  # fmt: skip
+    environment = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+    result = subprocess.run(command, cwd=REPO, env=environment, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    state = json.loads((output / "trainer_state.json").read_text())
+    losses = [entry["loss"] for entry in state["log_history"] if "loss" in entry]
+    assert state["global_step"] == 3 and len(losses) == 3 and all(loss == loss and abs(loss) < 1e6 for loss in losses)
+    model = DeerForConditionalGeneration.from_pretrained(output).eval().to(DEVICE)
+    assert model.config.sparsity_levels == [0.0, 0.25, 0.5, 0.75]
+    tokenizer = AutoTokenizer.from_pretrained(output)
+    batch = tokenizer(VERSES[:2], return_tensors="pt", padding=True)
+    assert model.generate(**on(batch, DEVICE), max_iterations=1, sparsity=0.5).shape[0] == 2

@@ -986,3 +986,17 @@ def test_fsdp_that_wraps_each_layer_is_refused_for_a_model_with_pruning_levels(t
     check_fsdp_wrapping(layers, plain)
     with pytest.raises(SystemExit, match='--fsdp_config FILE holding {"auto_wrap_policy": "NO_WRAP"}'):
         check_fsdp_wrapping(layers, levels)
+
+
+def test_a_deer_checkpoint_trained_further_keeps_its_levels_unless_told(tmp_path, tiny_bert_path):
+    """--sparsity_levels unset: a new model trains none, a DEER checkpoint keeps its own (they were silently
+    dropped before); given, it replaces them."""
+    common = ("--max_steps", "1", "--save_strategy", "no", "--tune_decoding", "none")
+    first = tmp_path / "first"
+    train_main(run_args(first, tiny_bert_path, *common, "--sparsity_levels", "0", "0.5"))
+    again = train_main(run_args(tmp_path / "again", str(first), *common))
+    assert again.model.config.sparsity_levels == [0.0, 0.5]
+    new = train_main(run_args(tmp_path / "new", tiny_bert_path, *common))
+    assert new.model.config.sparsity_levels == []
+    fewer = train_main(run_args(tmp_path / "fewer", str(first), *common, "--sparsity_levels", "0"))
+    assert fewer.model.config.sparsity_levels == [0.0]

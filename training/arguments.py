@@ -24,9 +24,10 @@ class ModelArguments:
     upsample_ratio: float | None = flag(None, "Draft frames per source token.")
     glancing_start: float = flag(0.5, "Glancing ratio at the first step.")
     glancing_end: float = flag(0.2, "Glancing ratio at the last step (linear).")
-    sparsity_levels: list[float] = flag(
-        help="Pruning levels sampled during training, e.g. 0 0.25 0.5 0.75. Empty: no pruning scores trained.",
-        factory=list,
+    sparsity_levels: list[float] | None = flag(
+        None,
+        "Pruning levels trained, e.g. 0 0.25 0.5 0.75. Default: none for a new model (no pruning scores trained), "
+        "the checkpoint's own for a DEER checkpoint.",
     )
     sparsity_weight: float | None = flag(None, "Weight of the score regulariser.")
     score_learning_rate: float | None = flag(None, "Learning rate of the pruning scores (default: --learning_rate).")

@@ -55,7 +55,9 @@ CONFIG_FLAGS += ("redraft_ratio", "full_every_step", "sandwich_rule", "distillat
 
 
 def load_model(model_args: ModelArguments) -> DeerForConditionalGeneration:
-    overrides = {"glancing_ratio": model_args.glancing_start, "sparsity_levels": list(model_args.sparsity_levels)}
+    overrides = {"glancing_ratio": model_args.glancing_start}
+    if model_args.sparsity_levels is not None:  # (unset: a DEER checkpoint keeps its own levels)
+        overrides["sparsity_levels"] = list(model_args.sparsity_levels)
     for name in CONFIG_FLAGS:
         if getattr(model_args, name) is not None:
             overrides[name] = getattr(model_args, name)
