@@ -97,6 +97,14 @@ class DeerConfig(PreTrainedConfig):
         level_loss_weight (`float`, defaults to 1.0): with `full_every_step` or `sandwich_rule`, the weight of each
             smaller level's loss (distillation included) against the full size's 1: below 1 the full size's gradient
             dominates the shared weights.
+        level_ranking (`str`, defaults to "learned"): how the units are ranked for the levels. "learned": the scores
+            train with the weights (straight-through gradients and the regulariser). "importance": `rank_units` sets
+            each score once, before training, to the unit's importance on training pairs (the loss's first-order
+            change when it is switched off) and the scores stay fixed, so every level is one sub-network from the
+            first step to the last. Learned scores move at about Adam's step whatever their gradient's size, so units
+            the model needs alike end in near-ties that a seed breaks: on a 2-layer model the quarter size could keep
+            only the second layer's attention, and collapse.
+        units_ranked (`bool`, defaults to False): set by `rank_units`.
         layer_num_heads, layer_intermediate_sizes (`list[int]`, optional): per-layer sizes of a physically pruned
             model; `None` means every layer has `num_attention_heads` heads and `intermediate_size` neurons.
         pruned_sparsity (`float`, defaults to 0.0): the level a pruned model was cut to.
@@ -160,6 +168,8 @@ class DeerConfig(PreTrainedConfig):
     sandwich_rule: bool = False
     distillation_weight: float = 0.0
     level_loss_weight: float = 1.0
+    level_ranking: str = "learned"
+    units_ranked: bool = False
     layer_num_heads: list[int] | None = None
     layer_intermediate_sizes: list[int] | None = None
     pruned_sparsity: float = 0.0
@@ -324,7 +334,7 @@ class DeerConfig(PreTrainedConfig):
             is_number(self.glancing_ratio) and 0 <= self.glancing_ratio <= 1, "glancing_ratio", "a number in [0, 1]"
         )
         require(self.draft_input in ("source", "placeholder"), "draft_input", "'source' or 'placeholder'")
-        for field in ("separate_blank_head", "blank_calibrated", "full_every_step", "sandwich_rule"):
+        for field in ("separate_blank_head", "blank_calibrated", "full_every_step", "sandwich_rule", "units_ranked"):
             require(isinstance(getattr(self, field), bool), field, "True or False")
         require(
             is_number(self.draft_edit_ratio) and 0 <= self.draft_edit_ratio <= 1,
@@ -353,6 +363,7 @@ class DeerConfig(PreTrainedConfig):
             "1 unless full_every_step or sandwich_rule is set (it weighs the smaller levels against the full size of "
             "the same step)",
         )
+        require(self.level_ranking in ("learned", "importance"), "level_ranking", "'learned' or 'importance'")
         require(
             is_number(self.pruned_sparsity) and 0 <= self.pruned_sparsity < 1, "pruned_sparsity", "a number in [0, 1)"
         )

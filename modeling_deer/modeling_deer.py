@@ -311,14 +311,16 @@ class DeerPreTrainedModel(PreTrainedModel):
         return loaded
 
     def freeze_unused_scores(self):
-        """The pruning scores learn only where pruning levels are trained (`config.sparsity_levels`): otherwise they
-        are frozen, so that no trained parameter goes without a gradient (DDP without find_unused_parameters).
-        Called at construction and after loading; call it again after changing `config.sparsity_levels`."""
+        """The pruning scores learn only where pruning levels are trained (`config.sparsity_levels`) and ranked by
+        learning (`config.level_ranking="learned"`): otherwise they are frozen, so that no trained parameter goes
+        without a gradient (DDP without find_unused_parameters). Called at construction and after loading; call it
+        again after changing either."""
+        learned = bool(self.config.sparsity_levels) and self.config.level_ranking == "learned"
         for module in self.modules():
             if isinstance(module, DeerAttention):
-                module.head_scores.requires_grad_(bool(self.config.sparsity_levels))
+                module.head_scores.requires_grad_(learned)
             elif isinstance(module, DeerFeedForward):
-                module.neuron_scores.requires_grad_(bool(self.config.sparsity_levels))
+                module.neuron_scores.requires_grad_(learned)
 
     def _init_weights(self, module):
         super()._init_weights(module)
@@ -760,7 +762,8 @@ class DeerForConditionalGeneration(
                     hidden_states=encoder_output.hidden_states,
                     attentions=encoder_output.attentions,
                 )
-            sparsity_loss = self.sparsity_regularizer() if training_gates and not outputs else None
+            learned = training_gates and not outputs and self.config.level_ranking == "learned"
+            sparsity_loss = self.sparsity_regularizer() if learned else None
             output = self.deer_loss(
                 input_ids,
                 attention_mask,

@@ -4,9 +4,11 @@ Prunable units are attention heads (a head's rows of the query, key and value pr
 output projection) and FFN neurons (a row of the up projection and the matching column of the down projection):
 exactly what can leave the weight matrices, so a pruned model is really smaller and faster.
 
-Every unit has one learnable score. Level `s` keeps, globally across layers, the highest-scoring units holding
-(1 - s) of the attention parameters, and separately (1 - s) of the FFN parameters, counted against the unpruned
-model. Ranking is a stable sort (ties: earlier layer, then earlier unit, first), so levels are exact and nested.
+Every unit has one score. Level `s` keeps, globally across layers, the highest-scoring units holding (1 - s) of the
+attention parameters, and separately (1 - s) of the FFN parameters, counted against the unpruned model. Ranking is a
+stable sort (ties: earlier layer, then earlier unit, first), so levels are exact and nested. The scores either learn
+with the weights (`level_ranking="learned"`: straight-through gradients and a regulariser) or are set once before
+training to each unit's measured importance and then stay fixed (`level_ranking="importance"`, `rank_units`).
 
     select_units     scores -> which units level s keeps
     unit_gates       keep -> 0/1 gates, with a straight-through gradient to the scores when training
@@ -146,7 +148,8 @@ OWN_LEVEL = object()
 
 class DeerPruningMixin:
     """Pruning levels for `DeerForConditionalGeneration`: mask to a level (`set_sparsity`), remove for good
-    (`prune_to`), report, and the pieces training needs (scores, regulariser, optimizer groups).
+    (`prune_to`), report, and the pieces training needs (scores, their ranking by importance, regulariser,
+    optimizer groups).
 
     A level reaches the layers as gates that travel with each call (`level_gates`, carried in the call's
     `DeerEncoderOutput`), as an attention mask does; nothing is set on the modules, so calls at different levels,
@@ -194,6 +197,11 @@ class DeerPruningMixin:
         config = self.config
         if not self.training or not config.sparsity_levels:
             return []
+        if config.level_ranking == "importance" and not config.units_ranked:
+            raise ValueError(
+                'level_ranking="importance": rank the units before training the levels, with '
+                "model.rank_units(batches) on a few dozen training batches (deer-train does it)."
+            )
         base = config.pruned_sparsity
         levels = sorted({max(level, base) for level in config.sparsity_levels})
         smaller = [level for level in levels if level > base]
@@ -244,10 +252,12 @@ class DeerPruningMixin:
         self.sparsity_level = level
         return self
 
-    def sparsity_report(self) -> SparsityReport:
-        """Heads and FFN neurons kept per layer at the current level (masks included), with parameter totals."""
+    def sparsity_report(self, level: float | None = None) -> SparsityReport:
+        """Heads and FFN neurons kept per layer at `level` (default: the model's own, `set_sparsity`), with
+        parameter totals."""
         config = self.config
-        heads, neurons = self._select_units(self.sparsity_level)
+        level = self.sparsity_level if level is None else self.check_level_reachable(level, "sparsity_report")
+        heads, neurons = self._select_units(level)
         heads_per_layer = [int(keep.sum()) for keep in heads]
         neurons_per_layer = [int(keep.sum()) for keep in neurons]
         per_head = head_parameter_count(config.hidden_size, config.head_dim)
@@ -261,8 +271,48 @@ class DeerPruningMixin:
             ffn_parameters=per_neuron * sum(neurons_per_layer),
             original_attention_parameters=per_head * config.num_attention_heads * config.num_hidden_layers,
             original_ffn_parameters=per_neuron * config.intermediate_size * config.num_hidden_layers,
-            level=self.sparsity_level,
+            level=level,
         )
+
+    def rank_units(self, batches, ctc_only: bool = False, force: bool = False) -> int:
+        """Rank the heads and FFN neurons once, by importance (`config.level_ranking="importance"`): each unit's
+        score becomes the mean over `batches` of |dL/dgate|, how much the loss changes, to first order, when the
+        unit is switched off, at the full size, without dropout. `batches`: dicts with `input_ids`,
+        `attention_mask` and `labels` (training pairs, as the data collator pads them); `ctc_only`: the loss of the
+        draft alone (what the first training steps train). The scores then stay fixed (`freeze_unused_scores`), so
+        each level is the same sub-network from the first training step to the last. A ranked model
+        (`config.units_ranked`) is left alone unless `force`. Returns the number of batches read."""
+        config = self.config
+        if config.units_ranked and not force:
+            return 0
+        scores = self.pruning_scores()
+        totals = [torch.zeros(score.shape, dtype=torch.float32, device=score.device) for score in scores]
+        count, was_training = 0, self.training
+        self.eval()
+        try:
+            for batch in batches:
+                batch = {name: value.to(self.device) for name, value in batch.items() if value is not None}
+                input_ids = batch["input_ids"].long()
+                attention_mask = self.check_source(input_ids, batch.get("attention_mask"))
+                targets = self.check_labels(batch["labels"], input_ids.shape[0])
+                # Gates of ones, one per unit: the gradient reaching them is each unit's dL/dgate.
+                gates = [torch.ones_like(total, requires_grad=True) for total in totals]
+                encoder_output = self.encode(input_ids, attention_mask, tuple(zip(gates[::2], gates[1::2])))
+                loss = self.deer_loss(input_ids, attention_mask, encoder_output, targets, ctc_only=ctc_only).loss
+                for total, grad in zip(totals, torch.autograd.grad(loss, gates, allow_unused=True)):
+                    if grad is not None:
+                        total += grad.abs().float()
+                count += 1
+        finally:
+            self.train(was_training)
+        if not count:
+            raise ValueError("rank_units needs at least one batch of training pairs.")
+        with torch.no_grad():
+            for score, total in zip(scores, totals):
+                score.copy_(total / count)
+        config.units_ranked = True
+        self.freeze_unused_scores()
+        return count
 
     def pruning_scores(self) -> list[nn.Parameter]:
         return [

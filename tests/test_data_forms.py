@@ -185,7 +185,8 @@ def test_training_from_a_dataset_name(tmp_path, tiny_bert_path):
 
 @pytest.mark.parametrize("form", ["wmt.jsonl", "dict"])
 def test_training_two_steps_from_a_stream(forms, tmp_path, tiny_bert_path, form):
-    """--streaming trains from an IterableDataset read as training goes (data larger than memory), by --max_steps."""
+    """--streaming trains from an IterableDataset read as training goes (data larger than memory), by --max_steps;
+    the units are ranked on its first rows."""
     options = ["--source_lang", "de", "--target_lang", "en"] if form == "wmt.jsonl" else []
     trainer = train_main(
         run_args(
@@ -201,10 +202,18 @@ def test_training_two_steps_from_a_stream(forms, tmp_path, tiny_bert_path, form)
             "no",
             "--tune_decoding",
             "none",
+            "--sparsity_levels",
+            "0",
+            "0.5",
+            "--level_ranking",
+            "importance",
+            "--level_ranking_rows",
+            "8",
             *options,
         )
     )
     assert isinstance(trainer.train_dataset, datasets.IterableDataset) and trainer.state.global_step == 2
+    assert trainer.model.config.units_ranked  # on the stream's first rows
     row = next(iter(trainer.train_dataset))
     assert set(row) == {"input_ids", "labels"} and row["input_ids"][0] == 101
 

@@ -501,3 +501,75 @@ def test_bfloat16_loading_ranks_the_pruning_scores_in_float32(tmp_path):
     source_ids, source_mask = random_batch(2, 8, seed=1)
     ids = half.generate(input_ids=source_ids, attention_mask=source_mask, max_iterations=1, sparsity=0.5)
     assert ids.dtype == torch.long
+
+
+def ranking_batches(count: int = 2) -> list[dict]:
+    batches = []
+    for seed in range(count):
+        source_ids, source_mask = random_batch(3, 10, seed=20 + seed)
+        labels, _ = random_batch(3, 7, seed=40 + seed, min_length=4)
+        batches.append({"input_ids": source_ids, "attention_mask": source_mask, "labels": labels})
+    return batches
+
+
+def importance_loss(model, batch, gates) -> torch.Tensor:
+    torch.manual_seed(5)  # the same glancing draws for every call
+    encoder_output = model.encode(batch["input_ids"], batch["attention_mask"], gates)
+    return model.deer_loss(batch["input_ids"], batch["attention_mask"], encoder_output, batch["labels"]).loss
+
+
+def test_ranking_by_importance_scores_each_unit_by_how_much_the_loss_needs_it():
+    model = tiny_model(sparsity_levels=[0.0, 0.25, 0.5, 0.75], level_ranking="importance")
+    head_dim = model.config.head_dim
+    with torch.no_grad():  # layer 0's head 1 writes nothing: switching it off cannot change the loss
+        model.model.layers[0].attention.output.weight[:, head_dim : 2 * head_dim] = 0
+    batch = ranking_batches(1)[0]
+    torch.manual_seed(5)
+    assert model.rank_units([batch]) == 1 and model.config.units_ranked
+    head_scores = [layer.attention.head_scores for layer in model.model.layers]
+    flat = torch.cat([score.detach() for score in head_scores])
+    assert flat[1] == 0 and (flat[torch.arange(8) != 1] > 0).all()
+    # The first head any level drops is the one the loss does not need (8 heads: level 0.25 keeps 6; by position
+    # alone it would drop two of layer 1's).
+    assert not select_units(head_scores, 8, 0.25)[0][1]
+    # Each score is |dL/dgate|: the loss's first-order change when the unit is switched off, checked by finite
+    # differences on a layer-0 head and a layer-1 neuron.
+    ones = [(torch.ones(4), torch.ones(64)), (torch.ones(4), torch.ones(64))]
+    base = importance_loss(model, batch, ones).item()
+    for layer, kind, unit, score in (
+        (0, 0, 2, head_scores[0][2]),
+        (1, 1, 7, model.model.layers[1].feed_forward.neuron_scores[7]),
+    ):
+        gates = [list(pair) for pair in ones]
+        gates[layer][kind] = gates[layer][kind].clone()
+        gates[layer][kind][unit] = 1 - 1e-2
+        nudged = importance_loss(model, batch, tuple(tuple(pair) for pair in gates)).item()
+        assert abs(base - nudged) / 1e-2 == pytest.approx(score.item(), rel=0.05, abs=1e-4)
+
+
+def test_ranked_scores_stay_fixed_through_training_saving_and_loading(tmp_path):
+    model = tiny_model(sparsity_levels=[0.0, 0.5, 0.75], level_ranking="importance", full_every_step=True).train()
+    batch = ranking_batches(1)[0]
+    labels = batch["labels"].masked_fill(batch["labels"] == PAD, -100)
+    with pytest.raises(ValueError, match="rank the units before training"):
+        model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels)
+    model.rank_units(ranking_batches(2))
+    assert model.training  # rank_units measures without dropout and gives the model back as it was
+    scores = [score.detach().clone() for score in model.pruning_scores()]
+    assert not any(score.requires_grad for score in model.pruning_scores())
+    groups = model.optimizer_parameter_groups(score_learning_rate=0.1)
+    assert not any(p.requires_grad for p in groups[-1]["params"])  # the trainer leaves such a group out
+    output = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels)
+    assert output.sparsity_loss is None  # no regulariser: nothing to pull the scores down
+    output.loss.backward()
+    torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.1).step()
+    assert all(torch.equal(before, after) for before, after in zip(scores, model.pruning_scores()))
+    assert model.rank_units(ranking_batches(1)) == 0  # ranked once: left alone unless forced
+    model.save_pretrained(tmp_path)
+    loaded = DeerForConditionalGeneration.from_pretrained(tmp_path)
+    assert loaded.config.level_ranking == "importance" and loaded.config.units_ranked
+    assert all(torch.equal(before, after) for before, after in zip(scores, loaded.pruning_scores()))
+    assert not any(score.requires_grad for score in loaded.pruning_scores())
+    assert loaded.rank_units(ranking_batches(1), force=True) == 1
+    with pytest.raises(ValueError, match="level_ranking"):
+        tiny_config(level_ranking="magnitude")

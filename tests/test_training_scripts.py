@@ -1000,3 +1000,33 @@ def test_a_deer_checkpoint_trained_further_keeps_its_levels_unless_told(tmp_path
     assert new.model.config.sparsity_levels == []
     fewer = train_main(run_args(tmp_path / "fewer", str(first), *common, "--sparsity_levels", "0"))
     assert fewer.model.config.sparsity_levels == [0.0]
+
+
+def test_deer_train_ranks_the_units_by_importance_once(tmp_path, tiny_bert_path, caplog):
+    """--level_ranking importance: the units are ranked on training pairs before the first step, the scores stay
+    fixed through training, and a checkpoint trained further keeps its ranking."""
+    common = ("--max_steps", "1", "--save_strategy", "no", "--tune_decoding", "none", "--sparsity_levels", "0", "0.5")
+    first = tmp_path / "first"
+    with caplog.at_level("INFO", logger="training.train"):
+        trainer = train_main(
+            run_args(first, tiny_bert_path, *common, "--level_ranking", "importance", "--level_ranking_rows", "16")
+        )
+    assert "units ranked by importance on 16 training pairs" in caplog.text
+    model = trainer.model
+    assert model.config.level_ranking == "importance" and model.config.units_ranked
+    scores = [score.detach().clone() for score in model.pruning_scores()]
+    assert all(score.abs().sum() > 0 for score in scores) and not any(s.requires_grad for s in model.pruning_scores())
+    caplog.clear()
+    with caplog.at_level("INFO", logger="training.train"):
+        again = train_main(run_args(tmp_path / "again", str(first), *common))
+    assert "units ranked" not in caplog.text
+    assert all(torch.equal(a, b) for a, b in zip(scores, again.model.pruning_scores()))
+    for flags, message in (
+        (("--level_ranking_rows", "0"), "--level_ranking_rows must be at least 1"),
+        (
+            ("--level_ranking", "magnitude"),
+            "level_ranking = 'magnitude' is invalid: it must be 'learned' or 'importance'",
+        ),
+    ):
+        with pytest.raises((SystemExit, ValueError), match=message):
+            train_main(run_args(tmp_path / "bad", tiny_bert_path, *common, *flags))

@@ -76,6 +76,13 @@ class ModelArguments:
         "With --sandwich_rule or --full_every_step: the weight of each smaller level's loss against the full size's "
         "1 (below 1 the full size's gradient dominates the shared weights)." + DEFAULT_NOTE,
     )
+    level_ranking: str | None = flag(
+        None,
+        "With --sparsity_levels: how the heads and FFN neurons are ranked for the levels. 'learned': scores trained "
+        "with the weights. 'importance': each unit's importance on training pairs (the loss's first-order change "
+        "without it), measured once before training and then fixed." + DEFAULT_NOTE + " (new: learned).",
+    )
+    level_ranking_rows: int = flag(512, "With --level_ranking importance: how many training pairs the ranking reads.")
     redraft_ratio: float | None = flag(
         None,
         "Share of the rows whose CTC pass reads the model's own confident draft words instead of glanced gold ones: "

@@ -52,6 +52,7 @@ logger = logging.getLogger(__name__)
 # The ModelArguments that set the DeerConfig field of their name (where given).
 CONFIG_FLAGS = ("upsample_ratio", "sparsity_weight", "draft_input", "draft_edit_ratio", "edit_rows_ratio")
 CONFIG_FLAGS += ("redraft_ratio", "full_every_step", "sandwich_rule", "distillation_weight", "level_loss_weight")
+CONFIG_FLAGS += ("level_ranking",)
 
 
 def load_model(model_args: ModelArguments) -> DeerForConditionalGeneration:
@@ -81,18 +82,38 @@ def load_model(model_args: ModelArguments) -> DeerForConditionalGeneration:
     return model
 
 
-def calibrate_blank(model, train_dataset, pad_token_id: int, seed: int, rows: int = 64):
-    """`model.calibrate_blank` on `rows` training sources drawn with `seed` (the same on every process; from a
-    stream, its first rows)."""
-    generator = torch.Generator().manual_seed(seed)
-    if isinstance(train_dataset, datasets.IterableDataset):  # a stream: its first rows
-        features = [{"input_ids": row["input_ids"]} for row in itertools.islice(train_dataset, rows)]
+def training_rows(train_dataset, seed: int, rows: int, columns: tuple[str, ...]) -> list[dict]:
+    """`rows` training rows (their `columns`) drawn with `seed`, the same on every process; from a stream, its first
+    rows."""
+    if isinstance(train_dataset, datasets.IterableDataset):
+        chosen = itertools.islice(train_dataset, rows)
     else:
-        picked = torch.randperm(len(train_dataset), generator=generator)[:rows].tolist()
-        features = [{"input_ids": train_dataset[i]["input_ids"]} for i in picked]
+        generator = torch.Generator().manual_seed(seed)
+        chosen = (train_dataset[i] for i in torch.randperm(len(train_dataset), generator=generator)[:rows].tolist())
+    return [{column: row[column] for column in columns} for row in chosen]
+
+
+def calibrate_blank(model, train_dataset, pad_token_id: int, seed: int, rows: int = 64):
+    """`model.calibrate_blank` on `rows` training sources (`training_rows`)."""
+    features = training_rows(train_dataset, seed, rows, ("input_ids",))
     batch = DeerDataCollator(pad_token_id)(features)
     bias = model.calibrate_blank(batch["input_ids"], batch["attention_mask"])
     logger.info(f"blank calibrated on {len(features)} training sources: bias {bias:.3f}")
+
+
+def rank_units(model, train_dataset, pad_token_id: int, seed: int, batch_size: int, ctc_only: bool, rows: int = 512):
+    """`model.rank_units` on `rows` training pairs (`training_rows`, so every process ranks alike), in batches of
+    `batch_size`."""
+    features = training_rows(train_dataset, seed, rows, ("input_ids", "labels"))
+    collate = DeerDataCollator(pad_token_id)
+    batches = [collate(features[start : start + batch_size]) for start in range(0, len(features), batch_size)]
+    with torch.random.fork_rng():  # the ranking's glancing draws leave training's random stream as it was
+        torch.manual_seed(seed)
+        model.rank_units(batches, ctc_only=ctc_only)
+    heads = [f"{level:g}: {model.sparsity_report(level).heads_per_layer}" for level in model.config.sparsity_levels]
+    logger.info(
+        f"units ranked by importance on {len(features)} training pairs; heads kept per layer at {', '.join(heads)}"
+    )
 
 
 def tune_decoding(model, tokenizer, data_args: DataArguments, metric: str, output_dir: str, progress: bool = True):
@@ -145,6 +166,8 @@ def main(argv=None):
         raise SystemExit(
             f"error: --tune_decoding must be one of {', '.join(METRICS)} or none, not {model_args.tune_decoding!r}"
         )
+    if model_args.level_ranking_rows < 1:
+        raise SystemExit(f"error: --level_ranking_rows must be at least 1, not {model_args.level_ranking_rows}")
     tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path)
     model = load_model(model_args)
     check_fsdp_wrapping(training_args, model)
@@ -172,6 +195,13 @@ def main(argv=None):
 
     if train_dataset is not None and model.blank_head is not None and not model.config.blank_calibrated:
         calibrate_blank(model, train_dataset, tokenizer.pad_token_id, training_args.seed)
+    config = model.config
+    if train_dataset is not None and config.sparsity_levels and config.level_ranking == "importance":
+        if not config.units_ranked:
+            ctc_only = model_args.ctc_only_steps != 0  # (unset: the first third of the run)
+            batch_size = training_args.per_device_train_batch_size
+            rows = model_args.level_ranking_rows
+            rank_units(model, train_dataset, tokenizer.pad_token_id, training_args.seed, batch_size, ctc_only, rows)
 
     trainer = DeerTrainer(
         model=model,
