@@ -270,8 +270,8 @@ quality-report: venv
 # and 1; --full_every_step with distillation, seed 0; --full_every_step alone (LEVEL_RECIPE, which the plateau run and
 # the shipped checkpoint use), seeds 0, 1 and 2. dial-levels-report tunes each on validation and writes
 # results/dial.json "levels" (and "levels_learned_scores", "levels_full_every_step_seeds") against the same recipe
-# without levels (its seeds 0, 1 and 2 in results/dial.json "rounds"); level-recipes times one training step of every
-# way to train the levels.
+# without levels (its seeds 0, 1 and 2 in results/dial.json "rounds"), and results/level-units.* (the heads and
+# neurons each level keeps, per run); level-recipes times one training step of every way to train the levels.
 RUNS_DIR ?= ../runs/$(TASK)
 LEVEL_RECIPE = $(FIXED_RECIPE) $(DEER_FLAGS) --full_every_step true
 IMPORTANCE_RECIPE = $(LEVEL_RECIPE) --level_loss_weight 0.5 --level_ranking importance
@@ -312,6 +312,8 @@ dial-levels-report: venv
 		--runs $(RUNS_DIR)/deer-full-seed0 $(RUNS_DIR)/deer-full-seed1 $(RUNS_DIR)/deer-full-seed2 \
 		--recipe "the shipped recipe + --full_every_step" --dial results/dial.json \
 		--key levels_full_every_step_seeds --command "make dial-level-recipes dial-levels-report"
+	$(OFFLINE) $(PY) -m experiments.level_units --dial results/dial.json --keys levels levels_learned_scores \
+		levels_full_every_step_seeds levels_sandwich_distillation --output results/level-units
 level-recipes: venv
 	$(OFFLINE) $(PY) -m experiments.level_recipes --model checkpoints/bible-de-en/deer --threads 1 --repeats 10 \
 		--output results/level-recipes-step-cost

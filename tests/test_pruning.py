@@ -1,4 +1,5 @@
 import copy
+import json
 
 import pytest
 import torch
@@ -573,3 +574,23 @@ def test_ranked_scores_stay_fixed_through_training_saving_and_loading(tmp_path):
     assert loaded.rank_units(ranking_batches(1), force=True) == 1
     with pytest.raises(ValueError, match="level_ranking"):
         tiny_config(level_ranking="magnitude")
+
+
+def test_the_level_units_report_lists_what_each_level_keeps(tmp_path):
+    from experiments import level_units
+
+    model = tiny_model(sparsity_levels=[0.0, 0.5, 0.75], level_ranking="importance")
+    model.rank_units(ranking_batches(1))
+    model.save_pretrained(tmp_path / "run")
+    validation = {"0": 20.0, "0.5": 17.0, "0.75": 15.0}
+    dial = {"levels": {"seeds": [{"run": str(tmp_path / "run"), "seed": 0, "validation": validation}]}}
+    (tmp_path / "dial.json").write_text(json.dumps(dial))
+    output = str(tmp_path / "units")
+    level_units.main(["--dial", str(tmp_path / "dial.json"), "--keys", "levels", "--output", output])
+    entry = json.loads((tmp_path / "units.json").read_text())["entries"]["levels"][0]
+    assert entry["level_ranking"] == "importance" and entry["validation"] == validation
+    for level in validation:
+        assert entry["levels"][level]["heads"] == model.sparsity_report(float(level)).heads_per_layer
+    assert "| levels | 0 | importance | 0.75 |" in (tmp_path / "units.md").read_text()
+    with pytest.raises(SystemExit):
+        level_units.main(["--dial", str(tmp_path / "dial.json"), "--keys", "rounds", "--output", output])
