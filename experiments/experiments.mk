@@ -261,20 +261,21 @@ quality-report: venv
 		--output $(QUALITY_OUTPUT)
 
 # dial-levels: pruning levels that keep the full size, the recipe chosen on validation: the shipped recipe with the
-# levels 0 / 0.25 / 0.5 / 0.75, --full_every_step (the full size and one smaller level on every step), the smaller
-# level's loss at half weight (--level_loss_weight 0.5) and the units ranked once by importance before training
-# (--level_ranking importance), seeds 0 and 1, $(STEPS) steps, one thread each, checkpoints under RUNS_DIR (outside
-# the work tree). dial-level-recipes: the recipes it was chosen against, all with learned scores: the same with
-# learned scores (seeds 0, 1 and 2); the sandwich rule (the full size, the smallest level and one between on every
-# step) with in-place distillation (the smaller levels also learn the full size's detached distributions), seeds 0
-# and 1; --full_every_step with distillation, seed 0; --full_every_step alone (LEVEL_RECIPE, which the plateau run and
-# the shipped checkpoint use), seeds 0, 1 and 2. dial-levels-report tunes each on validation and writes
-# results/dial.json "levels" (and "levels_learned_scores", "levels_full_every_step_seeds") against the same recipe
-# without levels (its seeds 0, 1 and 2 in results/dial.json "rounds"), and results/level-units.* (the heads and
-# neurons each level keeps, per run); level-recipes times one training step of every way to train the levels.
+# levels 0 / 0.25 / 0.5 / 0.75, --full_every_step (the full size and one smaller level on every step) and the units
+# ranked once by importance before training (--level_ranking importance), seeds 0 and 1, $(STEPS) steps, one thread
+# each, checkpoints under RUNS_DIR (outside the work tree). dial-level-recipes: the recipes it was chosen against: the
+# same with the smaller level's loss at half weight (--level_loss_weight 0.5), seeds 0 and 1; then with learned
+# scores: the half weight (seeds 0, 1 and 2); the sandwich rule (the full size, the smallest level and one between
+# on every step) with in-place distillation (the smaller levels also learn the full size's detached distributions),
+# seeds 0 and 1; --full_every_step with distillation, seed 0; --full_every_step alone (LEVEL_RECIPE, which the
+# plateau run and the shipped checkpoint use), seeds 0, 1 and 2. dial-levels-report tunes each on validation and
+# writes results/dial.json "levels" (and "levels_importance_half_weight", "levels_learned_scores",
+# "levels_full_every_step_seeds") against the same recipe without levels (its seeds 0, 1 and 2 in results/dial.json
+# "rounds"), and results/level-units.* (the heads and neurons each level keeps, per run); level-recipes times one
+# training step of every way to train the levels.
 RUNS_DIR ?= ../runs/$(TASK)
 LEVEL_RECIPE = $(FIXED_RECIPE) $(DEER_FLAGS) --full_every_step true
-IMPORTANCE_RECIPE = $(LEVEL_RECIPE) --level_loss_weight 0.5 --level_ranking importance
+IMPORTANCE_RECIPE = $(LEVEL_RECIPE) --level_ranking importance
 level_run = $(OFFLINE) OMP_NUM_THREADS=1 $(PY) -m training.train --model_name_or_path $(TINY_BERT) \
 	--output_dir $(RUNS_DIR)/$(1) --train_file data/$(TASK)-32/train.jsonl $(TRAIN_FLAGS) --disable_tqdm true \
 	--tune_decoding none --save_strategy steps --save_steps 500 --save_total_limit 1 --max_train_minutes 150 \
@@ -285,6 +286,8 @@ dial-levels: venv
 	$(call level_run,deer-importance-seed1,$(IMPORTANCE_RECIPE) --seed 1) ; wait
 dial-level-recipes: venv
 	mkdir -p $(RUNS_DIR)
+	$(call level_run,deer-importance-llw-seed0,$(IMPORTANCE_RECIPE) --level_loss_weight 0.5) & \
+	$(call level_run,deer-importance-llw-seed1,$(IMPORTANCE_RECIPE) --level_loss_weight 0.5 --seed 1) ; wait
 	$(call level_run,deer-full-llw-seed0,$(LEVEL_RECIPE) --level_loss_weight 0.5) & \
 	$(call level_run,deer-full-llw-seed1,$(LEVEL_RECIPE) --level_loss_weight 0.5 --seed 1) ; wait
 	$(call level_run,deer-full-llw-seed2,$(LEVEL_RECIPE) --level_loss_weight 0.5 --seed 2) & \
@@ -298,12 +301,18 @@ dial-level-recipes: venv
 level_select = for run in $(1); do $(OFFLINE) $(PY) -m training.evaluate --model $(RUNS_DIR)/$$run \
 	--validation_file data/$(TASK)-32/validation.jsonl --select $(TUNE_METRIC) --save --threads 2 || exit 1; done
 dial-levels-report: venv
-	$(call level_select,deer-importance-seed0 deer-importance-seed1 deer-full-llw-seed0 deer-full-llw-seed1 \
-		deer-full-llw-seed2 deer-full-seed0 deer-full-seed1 deer-full-seed2)
+	$(call level_select,deer-importance-seed0 deer-importance-seed1 deer-importance-llw-seed0 \
+		deer-importance-llw-seed1 deer-full-llw-seed0 deer-full-llw-seed1 deer-full-llw-seed2 deer-full-seed0 \
+		deer-full-seed1 deer-full-seed2)
 	$(OFFLINE) $(PY) -m experiments.levels_report --task $(TASK) --data_dir data/$(TASK)-32 \
 		--runs $(RUNS_DIR)/deer-importance-seed0 $(RUNS_DIR)/deer-importance-seed1 \
-		--recipe "the shipped recipe + --full_every_step + --level_loss_weight 0.5 + --level_ranking importance" \
+		--recipe "the shipped recipe + --full_every_step + --level_ranking importance" \
 		--dial results/dial.json --command "make dial-levels dial-levels-report"
+	$(OFFLINE) $(PY) -m experiments.levels_report --task $(TASK) --data_dir data/$(TASK)-32 \
+		--runs $(RUNS_DIR)/deer-importance-llw-seed0 $(RUNS_DIR)/deer-importance-llw-seed1 \
+		--recipe "the shipped recipe + --full_every_step + --level_loss_weight 0.5 + --level_ranking importance" \
+		--dial results/dial.json --key levels_importance_half_weight \
+		--command "make dial-level-recipes dial-levels-report"
 	$(OFFLINE) $(PY) -m experiments.levels_report --task $(TASK) --data_dir data/$(TASK)-32 \
 		--runs $(RUNS_DIR)/deer-full-llw-seed0 $(RUNS_DIR)/deer-full-llw-seed1 $(RUNS_DIR)/deer-full-llw-seed2 \
 		--recipe "the shipped recipe + --full_every_step + --level_loss_weight 0.5" --dial results/dial.json \
@@ -312,8 +321,9 @@ dial-levels-report: venv
 		--runs $(RUNS_DIR)/deer-full-seed0 $(RUNS_DIR)/deer-full-seed1 $(RUNS_DIR)/deer-full-seed2 \
 		--recipe "the shipped recipe + --full_every_step" --dial results/dial.json \
 		--key levels_full_every_step_seeds --command "make dial-level-recipes dial-levels-report"
-	$(OFFLINE) $(PY) -m experiments.level_units --dial results/dial.json --keys levels levels_learned_scores \
-		levels_full_every_step_seeds levels_sandwich_distillation --output results/level-units
+	$(OFFLINE) $(PY) -m experiments.level_units --dial results/dial.json --keys levels \
+		levels_importance_half_weight levels_learned_scores levels_full_every_step_seeds \
+		levels_sandwich_distillation --output results/level-units
 level-recipes: venv
 	$(OFFLINE) $(PY) -m experiments.level_recipes --model checkpoints/bible-de-en/deer --threads 1 --repeats 10 \
 		--output results/level-recipes-step-cost
