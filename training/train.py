@@ -196,12 +196,12 @@ def main(argv=None):
     if train_dataset is not None and model.blank_head is not None and not model.config.blank_calibrated:
         calibrate_blank(model, train_dataset, tokenizer.pad_token_id, training_args.seed)
     config = model.config
-    if train_dataset is not None and config.sparsity_levels and config.level_ranking == "importance":
-        if not config.units_ranked:
-            ctc_only = model_args.ctc_only_steps != 0  # (unset: the first third of the run)
-            batch_size = training_args.per_device_train_batch_size
-            rows = model_args.level_ranking_rows
-            rank_units(model, train_dataset, tokenizer.pad_token_id, training_args.seed, batch_size, ctc_only, rows)
+    ranking = config.sparsity_levels and config.level_ranking == "importance" and not config.units_ranked
+    if train_dataset is not None and ranking:
+        ctc_only = model_args.ctc_only_steps != 0  # (unset: the first third of the run)
+        batch_size = training_args.per_device_train_batch_size
+        rows = model_args.level_ranking_rows
+        rank_units(model, train_dataset, tokenizer.pad_token_id, training_args.seed, batch_size, ctc_only, rows)
 
     trainer = DeerTrainer(
         model=model,
