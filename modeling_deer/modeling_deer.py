@@ -728,6 +728,7 @@ class DeerForConditionalGeneration(
         output_attentions: bool | None = None,
         glancing_ratio: float | None = None,
         ctc_only: bool = False,
+        train_levels: bool = True,
         **kwargs,
     ) -> DeerSeq2SeqLMOutput:
         """
@@ -737,9 +738,10 @@ class DeerForConditionalGeneration(
             token_type_ids: accepted and ignored (source tokens use type 0, target tokens type 1).
             output_hidden_states, output_attentions: the source pass's hidden states and attention weights per layer,
                 and with `labels` the CTC draft pass's (default: the config's); `return_dict=False` gives a tuple.
-            glancing_ratio, ctc_only: a training schedule's settings for this step (the trainer passes them; the
-                config is not changed): the glancing ratio (default: `config.glancing_ratio`), and whether the step
-                trains the draft alone (the edit passes skipped, whatever the edit losses' weights).
+            glancing_ratio, ctc_only, train_levels: a training schedule's settings for this step (the trainer
+                passes them; the config is not changed): the glancing ratio (default: `config.glancing_ratio`),
+                whether the step trains the draft alone (the edit passes skipped, whatever the edit losses' weights),
+                and whether it trains the pruning levels (False: the full size alone).
         Returns:
             `DeerSeq2SeqLMOutput` with the loss and each of its components when `labels` are given.
         """
@@ -749,7 +751,8 @@ class DeerForConditionalGeneration(
         targets = self.check_labels(labels, input_ids.shape[0]) if labels is not None else None
         # Training with sparsity levels: this step runs at the levels `training_levels` draws (with straight-through
         # gates); otherwise the model's own level.
-        training_gates = [self.level_gates(level, straight_through=True) for level in self.training_levels()]
+        levels = self.training_levels() if train_levels else []
+        training_gates = [self.level_gates(level, straight_through=True) for level in levels]
         # In-place distillation: the full size (first) records its inputs and outputs; the smaller levels learn them.
         distill = len(training_gates) > 1 and self.config.distillation_weight > 0
         full_size = FullSizeRecord() if distill else None

@@ -417,14 +417,19 @@ def test_two_processes_train_with_accelerate_across_the_ctc_only_boundary(tmp_pa
     """DDP over 2 processes, 6 steps of which the first 2 train the draft alone (the edit heads unused there): as
     the Trainer leaves it (find_unused_parameters, since no gradient checkpointing), and with
     --gradient_checkpointing --ddp_find_unused_parameters false (the Trainer's choice for a checkpointing model),
-    where DDP needs a gradient from every parameter at every step. Both log the same losses. Then the knobs are
-    tuned once and every process predicts the test split with them."""
+    where DDP needs a gradient from every parameter at every step. Both log the same losses. The pruning levels
+    train from step 4, their units ranked there by importance alike on both processes. Then the knobs are tuned once
+    and every process predicts the test split with them."""
     common = ("--max_steps", "6", "--ctc_only_steps", "2", "--logging_steps", "2", "--save_strategy", "no")
+    common += ("--sparsity_levels", "0", "0.5", "--level_ranking", "importance", "--level_ranking_step", "3")
+    common += ("--level_ranking_rows", "8")
     default, log = _accelerate_launch(
         tmp_path / "ddp", tiny_bert_path, *common, "--validation_file", VALIDATION_FILE, "--max_eval_samples", "4",
         "--test_file", VALIDATION_FILE, "--max_predict_samples", "4", "--predict_with_generate",
     )  # fmt: skip
     assert default["global_step"] == 6 and "world size 2, process 0" in log and "world size 2, process 1" in log
+    ranked = [line.split("training pairs; ", 1)[1] for line in log.splitlines() if "units ranked by importance" in line]
+    assert len(ranked) == 2 and ranked[0] == ranked[1]
     predicting = sorted(line.split(" predicts with ", 1)[1] for line in log.splitlines() if " predicts with " in line)
     assert len(predicting) == 2 and predicting[0] == predicting[1]
     tuned = json.loads((tmp_path / "ddp" / "generation_config.json").read_text())
@@ -1029,4 +1034,46 @@ def test_deer_train_ranks_the_units_by_importance_once(tmp_path, tiny_bert_path,
         ),
     ):
         with pytest.raises((SystemExit, ValueError), match=message):
+            train_main(run_args(tmp_path / "bad", tiny_bert_path, *common, *flags))
+
+
+def test_deer_train_ranks_the_units_at_a_later_step(tmp_path, tiny_bert_path, caplog, monkeypatch):
+    """--level_ranking_step 2: the first two steps train the full size alone, the units are ranked once before step
+    3 on the model as trained so far, the levels train from then on; a run resumed past that step keeps the
+    checkpoint's ranking."""
+    from modeling_deer import DeerForConditionalGeneration
+
+    events = []
+    for name, event in (("training_levels", "levels"), ("rank_units", "rank")):
+        method = getattr(DeerForConditionalGeneration, name)
+        logged = lambda self, *args, method=method, event=event, **kwargs: (  # noqa: E731
+            events.append(event) or method(self, *args, **kwargs)
+        )
+        monkeypatch.setattr(DeerForConditionalGeneration, name, logged)
+    common = ("--max_steps", "4", "--tune_decoding", "none", "--sparsity_levels", "0", "0.5", "--ctc_only_steps", "1")
+    common += ("--level_ranking", "importance", "--level_ranking_rows", "8", "--save_strategy", "steps")
+    common += ("--save_steps", "1")
+    first = tmp_path / "first"
+    with caplog.at_level("INFO", logger="training.train"):
+        trainer = train_main(run_args(first, tiny_bert_path, *common, "--level_ranking_step", "2"))
+    assert events == ["rank", "levels", "levels"]
+    assert caplog.text.count("units ranked by importance on 8 training pairs") == 1
+    assert trainer.model.config.units_ranked
+    scores = [score.detach().clone() for score in trainer.model.pruning_scores()]
+    saved = load_file(str(first / "checkpoint-3" / "model.safetensors"))
+    final = {name: value for name, value in trainer.model.state_dict().items() if "scores" in name}
+    assert final and all(torch.equal(saved[name], value) for name, value in final.items())
+
+    events.clear(), caplog.clear()
+    resume = ("--level_ranking_step", "2", "--resume_from_checkpoint", str(first / "checkpoint-3"))
+    with caplog.at_level("INFO", logger="training.train"):
+        resumed = train_main(run_args(first, tiny_bert_path, *common, *resume))
+    assert events == ["levels"] and "units ranked" not in caplog.text
+    assert all(torch.equal(a, b) for a, b in zip(scores, resumed.model.pruning_scores()))
+    for flags, message in (
+        (("--level_ranking_step", "4"), "--level_ranking_step 4 is not below --max_steps 4"),
+        (("--level_ranking_step", "-1"), "--level_ranking_step must be 0 or more"),
+        (("--level_ranking_step", "2", "--level_ranking", "learned"), "needs --sparsity_levels and --level_ranking"),
+    ):
+        with pytest.raises(SystemExit, match=message):
             train_main(run_args(tmp_path / "bad", tiny_bert_path, *common, *flags))

@@ -83,6 +83,11 @@ class ModelArguments:
         "without it), measured once before training and then fixed." + DEFAULT_NOTE + " (new: learned).",
     )
     level_ranking_rows: int = flag(512, "With --level_ranking importance: how many training pairs the ranking reads.")
+    level_ranking_step: int = flag(
+        0,
+        "With --level_ranking importance: the training step at which the units are ranked, on the model as trained "
+        "so far; the levels train from that step on (the full size alone before). 0: before the first step.",
+    )
     redraft_ratio: float | None = flag(
         None,
         "Share of the rows whose CTC pass reads the model's own confident draft words instead of glanced gold ones: "

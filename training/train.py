@@ -35,6 +35,7 @@ from training.decoding import set_decoding, tune_knobs
 from training.trainer import (
     EDIT_LOSSES,
     DeerTrainer,
+    RankUnitsCallback,
     TrainingSchedule,
     best_model_callbacks,
     check_fsdp_wrapping,
@@ -110,10 +111,31 @@ def rank_units(model, train_dataset, pad_token_id: int, seed: int, batch_size: i
     with torch.random.fork_rng():  # the ranking's glancing draws leave training's random stream as it was
         torch.manual_seed(seed)
         model.rank_units(batches, ctc_only=ctc_only)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        for score in model.pruning_scores():  # the first process's ranking on every process, whatever rounding did
+            torch.distributed.broadcast(score.data, src=0)
     heads = [f"{level:g}: {model.sparsity_report(level).heads_per_layer}" for level in model.config.sparsity_levels]
     logger.info(
         f"units ranked by importance on {len(features)} training pairs; heads kept per layer at {', '.join(heads)}"
     )
+
+
+def check_level_ranking_step(step: int, config, training_args) -> None:
+    """--level_ranking_step: a step the run reaches, for a model with levels ranked by importance, not under FSDP
+    (whose sharded scores the ranking during training does not gather)."""
+    if step == 0:
+        return
+    if step < 0:
+        raise SystemExit(f"error: --level_ranking_step must be 0 or more, not {step}")
+    if not config.sparsity_levels or config.level_ranking != "importance":
+        raise SystemExit("error: --level_ranking_step needs --sparsity_levels and --level_ranking importance")
+    if 0 < training_args.max_steps <= step:
+        raise SystemExit(
+            f"error: --level_ranking_step {step} is not below --max_steps {training_args.max_steps}: the levels "
+            "would never train"
+        )
+    if training_args.fsdp:
+        raise SystemExit("error: --level_ranking_step is not supported with FSDP: rank before the first step (0)")
 
 
 def tune_decoding(model, tokenizer, data_args: DataArguments, metric: str, output_dir: str, progress: bool = True):
@@ -171,6 +193,7 @@ def main(argv=None):
     tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path)
     model = load_model(model_args)
     check_fsdp_wrapping(training_args, model)
+    check_level_ranking_step(model_args.level_ranking_step, model.config, training_args)
     limit = model.config.max_sequence_length
     if max(data_args.max_source_length, data_args.max_target_length) > limit:
         raise SystemExit(f"error: --max_source_length/--max_target_length must be at most {limit} for this model")
@@ -196,12 +219,23 @@ def main(argv=None):
     if train_dataset is not None and model.blank_head is not None and not model.config.blank_calibrated:
         calibrate_blank(model, train_dataset, tokenizer.pad_token_id, training_args.seed)
     config = model.config
+    schedule = TrainingSchedule(
+        model_args.glancing_start, model_args.glancing_end, model_args.ctc_only_steps, model_args.level_ranking_step
+    )
     ranking = config.sparsity_levels and config.level_ranking == "importance" and not config.units_ranked
+    callbacks = run_callbacks(model, model_args.max_train_minutes) + stopping
     if train_dataset is not None and ranking:
-        ctc_only = model_args.ctc_only_steps != 0  # (unset: the first third of the run)
         batch_size = training_args.per_device_train_batch_size
         rows = model_args.level_ranking_rows
-        rank_units(model, train_dataset, tokenizer.pad_token_id, training_args.seed, batch_size, ctc_only, rows)
+        seed = training_args.seed
+
+        def rank(ctc_only: bool):
+            rank_units(model, train_dataset, tokenizer.pad_token_id, seed, batch_size, ctc_only, rows)
+
+        if schedule.levels_from_step == 0:
+            rank(ctc_only=model_args.ctc_only_steps != 0)  # (unset: the first third of the run)
+        else:
+            callbacks.append(RankUnitsCallback(model, schedule, rank))
 
     trainer = DeerTrainer(
         model=model,
@@ -211,9 +245,9 @@ def main(argv=None):
         processing_class=tokenizer,
         data_collator=DeerDataCollator(tokenizer.pad_token_id),
         compute_metrics=generation_metrics(tokenizer) if training_args.predict_with_generate else None,
-        callbacks=run_callbacks(model, model_args.max_train_minutes) + stopping,
+        callbacks=callbacks,
         score_learning_rate=model_args.score_learning_rate,
-        schedule=TrainingSchedule(model_args.glancing_start, model_args.glancing_end, model_args.ctc_only_steps),
+        schedule=schedule,
     )
 
     metrics = train_and_evaluate(trainer, training_args, "training.train", argv)

@@ -74,12 +74,14 @@ class TrainingSchedule:
     """What changes from step to step in a DEER run, held by the trainer and passed to each training call (forward's
     `glancing_ratio` and `ctc_only`), never written into the model's config (a checkpoint saved mid-run carries the
     config as it was given): the glancing ratio, annealed linearly from `glancing_start` to `glancing_end` over the
-    run (DEER: 0.5 -> 0.2), and the first `ctc_only_steps` steps training the draft alone (the edit passes skipped;
-    None: the first third of the run; 0: none). Both depend only on the global step, so a resumed run follows them."""
+    run (DEER: 0.5 -> 0.2), the first `ctc_only_steps` steps training the draft alone (the edit passes skipped;
+    None: the first third of the run; 0: none), and the pruning levels trained from step `levels_from_step` on (the
+    full size alone before). All depend only on the global step, so a resumed run follows them."""
 
     glancing_start: float = 0.5
     glancing_end: float = 0.2
     ctc_only_steps: int | None = None
+    levels_from_step: int = 0
 
     def glancing_ratio(self, step: int, max_steps: int) -> float:
         return self.glancing_start + (self.glancing_end - self.glancing_start) * min(1.0, step / max(1, max_steps))
@@ -89,6 +91,10 @@ class TrainingSchedule:
 
     def ctc_only(self, step: int, max_steps: int) -> bool:
         return step < self.ctc_only_until(max_steps)
+
+    def edit_heads_untrained(self, step: int, max_steps: int) -> bool:
+        """Whether every step before `step` trained the draft alone."""
+        return step <= self.ctc_only_until(max_steps)
 
 
 class LearningCurveCallback(TrainerCallback):
@@ -192,6 +198,24 @@ class SkippedHeadsCallback(TrainerCallback):
                     parameter.grad = None
 
 
+class RankUnitsCallback(TrainerCallback):
+    """--level_ranking_step: the units ranked by importance at the schedule's `levels_from_step`, on the model as
+    trained so far, before the first step that trains the levels. `rank(ctc_only)` ranks them (on the draft's loss
+    alone while the edit heads have not trained). A run resumed past that step has its ranking already: the scores
+    came with the checkpoint."""
+
+    def __init__(self, model, schedule: TrainingSchedule, rank):
+        self.model, self.schedule, self.rank = model, schedule, rank
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.global_step > self.schedule.levels_from_step:
+            self.model.config.units_ranked = True
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if state.global_step >= self.schedule.levels_from_step and not self.model.config.units_ranked:
+            self.rank(ctc_only=self.schedule.edit_heads_untrained(state.global_step, state.max_steps))
+
+
 class DeerTrainer(Seq2SeqTrainer):
     """Seq2SeqTrainer with DEER's pieces: the training `schedule` (None: the model's config as it is), the pruning
     scores' own learning rate, every loss component (and the glancing ratio) in the logs, and evaluation by
@@ -221,6 +245,7 @@ class DeerTrainer(Seq2SeqTrainer):
         return {
             "glancing_ratio": self.schedule.glancing_ratio(step, max_steps),
             "ctc_only": self.schedule.ctc_only(step, max_steps),
+            "train_levels": step >= self.schedule.levels_from_step,
         }
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -268,8 +293,8 @@ class DeerTrainer(Seq2SeqTrainer):
         # While the edit heads have not trained (the schedule's CTC-only phase, or edit losses weighted 0), their
         # rounds would only rewrite the draft at random: evaluation scores the draft alone until then.
         untrained = not any(getattr(deer.config, name) for name in EDIT_LOSSES) or (
-            self.schedule is not None  # every step so far trained the draft alone
-            and self.state.global_step <= self.schedule.ctc_only_until(self.state.max_steps)
+            self.schedule is not None
+            and self.schedule.edit_heads_untrained(self.state.global_step, self.state.max_steps)
         )
         settings = {**gen_kwargs, "max_iterations": 0} if untrained else gen_kwargs
         generated = deer.generate(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], **settings)
