@@ -4,12 +4,14 @@
         --runs runs/bible-de-en/deer-full-seed0 runs/bible-de-en/deer-full-seed1 \
         --recipe "the shipped recipe + --full_every_step" --dial results/dial.json \
         [--key levels] [--keep_old_as levels_sandwich_distillation] [--compare_with levels_full_every_step] \
-        [--command "make dial-levels ..."] [--sparsities 0 0.25 0.5 0.75]
+        [--command "make dial-levels ..."] [--sparsities 0 0.25 0.5 0.75] \
+        [--seeds 0 1] [--no_levels results/dial-redraft-training.json]
 
 Each run (one seed of the recipe, trained with the levels) decodes with the choices saved with it (`training.evaluate
 --select ... --save`, made on validation at the full size); it is scored at every level on validation and test. The
-same recipe without levels is read from the dial file's "rounds" (the shipped recipe's seeds, each at its saved round
-count on validation): seed i of the levels is compared with seed i without them. The entry goes under `--key`; the one
+same recipe without levels is read from the "rounds" of `--no_levels` (default: the dial file's, the shipped recipe's
+seeds, each at its saved round count on validation): each run is compared with the run of its seed (`--seeds`, the
+training seed of each run; default 0, 1, ... in order) without them. The entry goes under `--key`; the one
 that key held before moves to `--keep_old_as`; each level's mean on validation is compared with the entry under
 `--compare_with`. Test is reported, never used to choose.
 """
@@ -58,19 +60,30 @@ def main(argv=None):
     parser.add_argument("--compare_with", default="levels_full_every_step", help="the entry to compare levels with")
     parser.add_argument("--command", help="the command that trained the runs, recorded with the entry")
     parser.add_argument("--sparsities", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75])
+    parser.add_argument("--seeds", type=int, nargs="+", help="each run's training seed (default: 0, 1, ...)")
+    parser.add_argument("--no_levels", help="the file whose 'rounds' hold the recipe without levels (default: --dial)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     metric = task_metrics(args.task)[0]
     with open(args.dial) as handle:
         dial = json.load(handle)
-    if len(dial["rounds"]) < len(args.runs):
-        parser.error(f"{args.dial} has {len(dial['rounds'])} seeds without levels; {len(args.runs)} runs given")
+    run_seeds = args.seeds if args.seeds is not None else list(range(len(args.runs)))
+    if len(run_seeds) != len(args.runs):
+        parser.error(f"--seeds names {len(run_seeds)} seeds for {len(args.runs)} runs")
+    no_levels = dial
+    if args.no_levels:
+        with open(args.no_levels) as handle:
+            no_levels = json.load(handle)
+    rounds = {row.get("seed", position): row for position, row in enumerate(no_levels["rounds"])}
+    missing = [seed for seed in run_seeds if seed not in rounds]
+    if missing:
+        parser.error(f"{args.no_levels or args.dial} has no run without levels for seed(s) {missing}")
     splits = load_splits(args.data_dir, AutoTokenizer.from_pretrained(args.runs[0]))
 
     seeds = []
-    for seed, run in enumerate(args.runs):
-        without = dial["rounds"][seed]
+    for seed, run in zip(run_seeds, args.runs):
+        without = rounds[seed]
         row = level_scores(run, splits, args.sparsities, metric)
         row.update(seed=seed, no_levels_run=without["run"])
         row["no_levels_validation"] = without["validation"][str(without["max_iterations"])]

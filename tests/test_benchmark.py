@@ -830,6 +830,35 @@ def test_dial_report_writes_rounds_per_seed_and_levels(trained_pair, tmp_path):
     assert "best rounds - draft" in (tmp_path / "dial.md").read_text()
 
 
+def test_levels_report_compares_each_run_with_its_own_seed_without_levels(trained_pair, tmp_path):
+    """results/dial.json "levels": each run's full-size cost against the run of the same training seed without
+    levels (from the dial file's "rounds", or another file's), whatever the order of --runs."""
+    from experiments.levels_report import main as levels_main
+
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    for split in ("validation", "test"):
+        with open(os.path.join(FIXTURES, f"bible-de-en.{split}.jsonl"), encoding="utf-8") as handle:
+            (data_dir / f"{split}.jsonl").write_text("\n".join(handle.read().splitlines()[:6]) + "\n")
+    rounds = [
+        {"seed": seed, "run": f"r{seed}", "max_iterations": 0, "validation": {"0": 10.0 * seed}} for seed in (2, 1)
+    ]
+    (tmp_path / "dial.json").write_text(json.dumps({"rounds": [{"seed": 0, "run": "x", "max_iterations": 0}]}))
+    (tmp_path / "other.json").write_text(json.dumps({"rounds": rounds}))
+    deer = str(trained_pair / "deer")
+    common = ["--task", "bible-de-en", "--data_dir", str(data_dir), "--runs", deer, deer, "--recipe", "tiny"]
+    common += ["--dial", str(tmp_path / "dial.json"), "--sparsities", "0", "0.5", "--threads", "1"]
+    levels_main(common + ["--seeds", "1", "2", "--no_levels", str(tmp_path / "other.json"), "--key", "tiny"])
+    entry = json.loads((tmp_path / "dial.json").read_text())["tiny"]
+    full = entry["seeds"][0]["validation"]["0"]
+    assert [(row["seed"], row["no_levels_run"]) for row in entry["seeds"]] == [(1, "r1"), (2, "r2")]
+    assert [row["full_size_cost"] for row in entry["seeds"]] == [round(10.0 - full, 2), round(20.0 - full, 2)]
+    with pytest.raises(SystemExit):  # seed 5 has no run without levels
+        levels_main(common + ["--seeds", "1", "5", "--no_levels", str(tmp_path / "other.json")])
+    with pytest.raises(SystemExit):  # two runs, one seed
+        levels_main(common + ["--seeds", "1"])
+
+
 def test_threads_table_times_two_calls_side_by_side_against_the_same_calls_in_turn():
     from experiments.measure import time_threads
     from experiments.report import bench_tables

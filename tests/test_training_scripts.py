@@ -428,7 +428,7 @@ def test_two_processes_train_with_accelerate_across_the_ctc_only_boundary(tmp_pa
         "--test_file", VALIDATION_FILE, "--max_predict_samples", "4", "--predict_with_generate",
     )  # fmt: skip
     assert default["global_step"] == 6 and "world size 2, process 0" in log and "world size 2, process 1" in log
-    ranked = [line.split("training pairs; ", 1)[1] for line in log.splitlines() if "units ranked by importance" in line]
+    ranked = [line.split("pairs; ", 1)[1] for line in log.splitlines() if "units ranked by importance" in line]
     assert len(ranked) == 2 and ranked[0] == ranked[1]
     predicting = sorted(line.split(" predicts with ", 1)[1] for line in log.splitlines() if " predicts with " in line)
     assert len(predicting) == 2 and predicting[0] == predicting[1]
