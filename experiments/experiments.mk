@@ -298,6 +298,10 @@ dial-level-recipes: venv
 		--distillation_weight 1 --seed 1) ; wait
 	$(call level_run,deer-full-seed0,$(LEVEL_RECIPE)) & $(call level_run,deer-full-seed1,$(LEVEL_RECIPE) --seed 1) ; wait
 	$(call level_run,deer-full-seed2,$(LEVEL_RECIPE) --seed 2)
+	$(call level_run,deer-importance-redraft-seed0,$(IMPORTANCE_RECIPE) $(REDRAFT)) & \
+	$(call level_run,deer-importance-redraft-seed1,$(IMPORTANCE_RECIPE) $(REDRAFT) --seed 1) ; wait
+	$(call level_run,deer-importance-step1000-seed0,$(IMPORTANCE_RECIPE) --level_ranking_step 1000) & \
+	$(call level_run,deer-importance-step1000-seed1,$(IMPORTANCE_RECIPE) --level_ranking_step 1000 --seed 1) ; wait
 level_select = for run in $(1); do $(OFFLINE) $(PY) -m training.evaluate --model $(RUNS_DIR)/$$run \
 	--validation_file data/$(TASK)-32/validation.jsonl --select $(TUNE_METRIC) --save --threads 2 || exit 1; done
 dial-levels-report: venv

@@ -310,12 +310,16 @@ class DeerPreTrainedModel(PreTrainedModel):
         (loaded[0] if isinstance(loaded, tuple) else loaded).freeze_unused_scores()  # (output_loading_info=True)
         return loaded
 
+    def scores_learned(self) -> bool:
+        """Whether the pruning scores learn with the weights: only where pruning levels are trained
+        (`config.sparsity_levels`) and ranked by learning (`config.level_ranking="learned"`)."""
+        return bool(self.config.sparsity_levels) and self.config.level_ranking == "learned"
+
     def freeze_unused_scores(self):
-        """The pruning scores learn only where pruning levels are trained (`config.sparsity_levels`) and ranked by
-        learning (`config.level_ranking="learned"`): otherwise they are frozen, so that no trained parameter goes
-        without a gradient (DDP without find_unused_parameters). Called at construction and after loading; call it
-        again after changing either."""
-        learned = bool(self.config.sparsity_levels) and self.config.level_ranking == "learned"
+        """The pruning scores train only where they learn (`scores_learned`): otherwise they are frozen, so that no
+        trained parameter goes without a gradient (DDP without find_unused_parameters). Called at construction and
+        after loading; call it again after changing the levels or the ranking."""
+        learned = self.scores_learned()
         for module in self.modules():
             if isinstance(module, DeerAttention):
                 module.head_scores.requires_grad_(learned)
@@ -765,8 +769,10 @@ class DeerForConditionalGeneration(
                     hidden_states=encoder_output.hidden_states,
                     attentions=encoder_output.attentions,
                 )
-            learned = training_gates and not outputs and self.config.level_ranking == "learned"
-            sparsity_loss = self.sparsity_regularizer() if learned else None
+            # The regulariser: once per step (with the full size's, first), where the scores learn.
+            sparsity_loss = (
+                self.sparsity_regularizer() if training_gates and not outputs and self.scores_learned() else None
+            )
             output = self.deer_loss(
                 input_ids,
                 attention_mask,
