@@ -300,14 +300,15 @@ dial-level-recipes: venv
 	$(call level_run,deer-full-seed2,$(LEVEL_RECIPE) --seed 2)
 	$(call level_run,deer-importance-redraft-seed0,$(IMPORTANCE_RECIPE) $(REDRAFT)) & \
 	$(call level_run,deer-importance-redraft-seed1,$(IMPORTANCE_RECIPE) $(REDRAFT) --seed 1) ; wait
-	$(call level_run,deer-importance-step1000-seed0,$(IMPORTANCE_RECIPE) --level_ranking_step 1000) & \
-	$(call level_run,deer-importance-step1000-seed1,$(IMPORTANCE_RECIPE) --level_ranking_step 1000 --seed 1) ; wait
+	$(call level_run,deer-importance-step1000-seed0,$(IMPORTANCE_RECIPE) --level_ranking_steps 1000) & \
+	$(call level_run,deer-importance-step1000-seed1,$(IMPORTANCE_RECIPE) --level_ranking_steps 1000 --seed 1) ; wait
 level_select = for run in $(1); do $(OFFLINE) $(PY) -m training.evaluate --model $(RUNS_DIR)/$$run \
 	--validation_file data/$(TASK)-32/validation.jsonl --select $(TUNE_METRIC) --save --threads 2 || exit 1; done
 dial-levels-report: venv
 	$(call level_select,deer-importance-seed0 deer-importance-seed1 deer-importance-llw-seed0 \
 		deer-importance-llw-seed1 deer-full-llw-seed0 deer-full-llw-seed1 deer-full-llw-seed2 deer-full-seed0 \
-		deer-full-seed1 deer-full-seed2)
+		deer-full-seed1 deer-full-seed2 deer-importance-redraft-seed0 deer-importance-redraft-seed1 \
+		deer-importance-step1000-seed0 deer-importance-step1000-seed1)
 	$(OFFLINE) $(PY) -m experiments.levels_report --task $(TASK) --data_dir data/$(TASK)-32 \
 		--runs $(RUNS_DIR)/deer-importance-seed0 $(RUNS_DIR)/deer-importance-seed1 \
 		--recipe "the shipped recipe + --full_every_step + --level_ranking importance" \
@@ -325,9 +326,18 @@ dial-levels-report: venv
 		--runs $(RUNS_DIR)/deer-full-seed0 $(RUNS_DIR)/deer-full-seed1 $(RUNS_DIR)/deer-full-seed2 \
 		--recipe "the shipped recipe + --full_every_step" --dial results/dial.json \
 		--key levels_full_every_step_seeds --command "make dial-level-recipes dial-levels-report"
+	$(OFFLINE) $(PY) -m experiments.levels_report --task $(TASK) --data_dir data/$(TASK)-32 \
+		--runs $(RUNS_DIR)/deer-importance-redraft-seed0 $(RUNS_DIR)/deer-importance-redraft-seed1 \
+		--no_levels results/dial-redraft-training.json \
+		--recipe "the re-drafting recipe (--redraft_ratio 0.5) + --full_every_step + --level_ranking importance" \
+		--dial results/dial.json --key levels_importance_redraft --command "make dial-level-recipes dial-levels-report"
+	$(OFFLINE) $(PY) -m experiments.levels_report --task $(TASK) --data_dir data/$(TASK)-32 \
+		--runs $(RUNS_DIR)/deer-importance-step1000-seed0 $(RUNS_DIR)/deer-importance-step1000-seed1 \
+		--recipe "the shipped recipe + --full_every_step + --level_ranking importance --level_ranking_steps 1000" \
+		--dial results/dial.json --key levels_importance_step1000 --command "make dial-level-recipes dial-levels-report"
 	$(OFFLINE) $(PY) -m experiments.level_units --dial results/dial.json --keys levels \
-		levels_importance_half_weight levels_learned_scores levels_full_every_step_seeds \
-		levels_sandwich_distillation --output results/level-units
+		levels_importance_half_weight levels_importance_redraft levels_importance_step1000 levels_learned_scores \
+		levels_full_every_step_seeds levels_sandwich_distillation --output results/level-units
 level-recipes: venv
 	$(OFFLINE) $(PY) -m experiments.level_recipes --model checkpoints/bible-de-en/deer --threads 1 --repeats 10 \
 		--output results/level-recipes-step-cost

@@ -421,7 +421,7 @@ def test_two_processes_train_with_accelerate_across_the_ctc_only_boundary(tmp_pa
     train from step 4, their units ranked there by importance alike on both processes. Then the knobs are tuned once
     and every process predicts the test split with them."""
     common = ("--max_steps", "6", "--ctc_only_steps", "2", "--logging_steps", "2", "--save_strategy", "no")
-    common += ("--sparsity_levels", "0", "0.5", "--level_ranking", "importance", "--level_ranking_step", "3")
+    common += ("--sparsity_levels", "0", "0.5", "--level_ranking", "importance", "--level_ranking_steps", "3")
     common += ("--level_ranking_rows", "8")
     default, log = _accelerate_launch(
         tmp_path / "ddp", tiny_bert_path, *common, "--validation_file", VALIDATION_FILE, "--max_eval_samples", "4",
@@ -1037,10 +1037,11 @@ def test_deer_train_ranks_the_units_by_importance_once(tmp_path, tiny_bert_path,
             train_main(run_args(tmp_path / "bad", tiny_bert_path, *common, *flags))
 
 
-def test_deer_train_ranks_the_units_at_a_later_step(tmp_path, tiny_bert_path, caplog, monkeypatch):
-    """--level_ranking_step 2: the first two steps train the full size alone, the units are ranked once before step
-    3 on the model as trained so far, the levels train from then on; a run resumed past that step keeps the
-    checkpoint's ranking."""
+def test_deer_train_ranks_the_units_at_later_steps(tmp_path, tiny_bert_path, caplog, monkeypatch):
+    """--level_ranking_steps 2: the first two steps train the full size alone, the units are ranked once before
+    step 3 on the model as trained so far, the levels train from then on; a run resumed past that step keeps the
+    checkpoint's ranking. --level_ranking_steps 0 2: ranked before the first step, the levels trained, ranked again
+    before step 3."""
     from modeling_deer import DeerForConditionalGeneration
 
     events = []
@@ -1055,7 +1056,7 @@ def test_deer_train_ranks_the_units_at_a_later_step(tmp_path, tiny_bert_path, ca
     common += ("--save_steps", "1")
     first = tmp_path / "first"
     with caplog.at_level("INFO", logger="training.train"):
-        trainer = train_main(run_args(first, tiny_bert_path, *common, "--level_ranking_step", "2"))
+        trainer = train_main(run_args(first, tiny_bert_path, *common, "--level_ranking_steps", "2"))
     assert events == ["rank", "levels", "levels"]
     assert caplog.text.count("units ranked by importance on 8 training pairs") == 1
     assert trainer.model.config.units_ranked
@@ -1065,15 +1066,24 @@ def test_deer_train_ranks_the_units_at_a_later_step(tmp_path, tiny_bert_path, ca
     assert final and all(torch.equal(saved[name], value) for name, value in final.items())
 
     events.clear(), caplog.clear()
-    resume = ("--level_ranking_step", "2", "--resume_from_checkpoint", str(first / "checkpoint-3"))
+    resume = ("--level_ranking_steps", "2", "--resume_from_checkpoint", str(first / "checkpoint-3"))
     with caplog.at_level("INFO", logger="training.train"):
         resumed = train_main(run_args(first, tiny_bert_path, *common, *resume))
     assert events == ["levels"] and "units ranked" not in caplog.text
     assert all(torch.equal(a, b) for a, b in zip(scores, resumed.model.pruning_scores()))
+
+    events.clear()
+    twice = tmp_path / "twice"
+    train_main(run_args(twice, tiny_bert_path, *common, "--level_ranking_steps", "0", "2"))
+    assert events == ["rank", "levels", "levels", "rank", "levels", "levels"]
+    before, after = (load_file(str(twice / f"checkpoint-{step}" / "model.safetensors")) for step in (2, 4))
+    names = [name for name in before if "scores" in name]
+    assert names and not all(torch.equal(before[name], after[name]) for name in names)  # ranked afresh at step 2
     for flags, message in (
-        (("--level_ranking_step", "4"), "--level_ranking_step 4 is not below --max_steps 4"),
-        (("--level_ranking_step", "-1"), "--level_ranking_step must be 0 or more"),
-        (("--level_ranking_step", "2", "--level_ranking", "learned"), "needs --sparsity_levels and --level_ranking"),
+        (("--level_ranking_steps", "4"), "--level_ranking_steps 4 is not below --max_steps 4"),
+        (("--level_ranking_steps", "-1"), "--level_ranking_steps must be distinct steps, 0 or more"),
+        (("--level_ranking_steps", "2", "2"), "--level_ranking_steps must be distinct steps"),
+        (("--level_ranking_steps", "2", "--level_ranking", "learned"), "needs --sparsity_levels and --level_ranking"),
     ):
         with pytest.raises(SystemExit, match=message):
             train_main(run_args(tmp_path / "bad", tiny_bert_path, *common, *flags))

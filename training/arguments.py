@@ -83,10 +83,12 @@ class ModelArguments:
         "without it), measured once before training and then fixed." + DEFAULT_NOTE + " (new: learned).",
     )
     level_ranking_rows: int = flag(512, "With --level_ranking importance: how many training pairs the ranking reads.")
-    level_ranking_step: int = flag(
-        0,
-        "With --level_ranking importance: the training step at which the units are ranked, on the model as trained "
-        "so far; the levels train from that step on (the full size alone before). 0: before the first step.",
+    level_ranking_steps: list[int] = flag(
+        help="With --level_ranking importance: the training steps at which the units are ranked, each time on the "
+        "model as trained so far; the levels train from the first of them on (the full size alone before). Default "
+        "0: once, before the first step; e.g. 1000: once at step 1000; 0 1000: before the first step and again at "
+        "1000.",
+        factory=lambda: [0],
     )
     redraft_ratio: float | None = flag(
         None,

@@ -102,15 +102,17 @@ def calibrate_blank(model, train_dataset, pad_token_id: int, seed: int, rows: in
     logger.info(f"blank calibrated on {len(features)} training sources: bias {bias:.3f}")
 
 
-def rank_units(model, train_dataset, pad_token_id: int, seed: int, batch_size: int, ctc_only: bool, rows: int = 512):
+def rank_units(
+    model, train_dataset, pad_token_id: int, seed: int, batch_size: int, ctc_only: bool, rows: int, force: bool
+):
     """`model.rank_units` on `rows` training pairs (`training_rows`, so every process ranks alike), in batches of
-    `batch_size`."""
+    `batch_size` (`force`: again, if ranked already)."""
     features = training_rows(train_dataset, seed, rows, ("input_ids", "labels"))
     collate = DeerDataCollator(pad_token_id)
     batches = [collate(features[start : start + batch_size]) for start in range(0, len(features), batch_size)]
     with torch.random.fork_rng():  # the ranking's glancing draws leave training's random stream as it was
         torch.manual_seed(seed)
-        model.rank_units(batches, ctc_only=ctc_only)
+        model.rank_units(batches, ctc_only=ctc_only, force=force)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         for score in model.pruning_scores():  # the first process's ranking on every process, whatever rounding did
             torch.distributed.broadcast(score.data, src=0)
@@ -120,22 +122,22 @@ def rank_units(model, train_dataset, pad_token_id: int, seed: int, batch_size: i
     )
 
 
-def check_level_ranking_step(step: int, config, training_args) -> None:
-    """--level_ranking_step: a step the run reaches, for a model with levels ranked by importance, not under FSDP
-    (whose sharded scores the ranking during training does not gather)."""
-    if step == 0:
+def check_level_ranking_steps(steps: list[int], config, training_args) -> None:
+    """--level_ranking_steps: steps the run reaches, for a model with levels ranked by importance; ranking during
+    training not under FSDP (whose sharded scores it does not gather)."""
+    if steps == [0]:
         return
-    if step < 0:
-        raise SystemExit(f"error: --level_ranking_step must be 0 or more, not {step}")
+    if not steps or min(steps) < 0 or len(set(steps)) < len(steps):
+        raise SystemExit(f"error: --level_ranking_steps must be distinct steps, 0 or more, not {steps}")
     if not config.sparsity_levels or config.level_ranking != "importance":
-        raise SystemExit("error: --level_ranking_step needs --sparsity_levels and --level_ranking importance")
-    if 0 < training_args.max_steps <= step:
+        raise SystemExit("error: --level_ranking_steps needs --sparsity_levels and --level_ranking importance")
+    if 0 < training_args.max_steps <= max(steps):
         raise SystemExit(
-            f"error: --level_ranking_step {step} is not below --max_steps {training_args.max_steps}: the levels "
-            "would never train"
+            f"error: --level_ranking_steps {max(steps)} is not below --max_steps {training_args.max_steps}: that "
+            "ranking would never be trained with"
         )
     if training_args.fsdp:
-        raise SystemExit("error: --level_ranking_step is not supported with FSDP: rank before the first step (0)")
+        raise SystemExit("error: --level_ranking_steps other than 0 is not supported with FSDP")
 
 
 def tune_decoding(model, tokenizer, data_args: DataArguments, metric: str, output_dir: str, progress: bool = True):
@@ -193,7 +195,7 @@ def main(argv=None):
     tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path)
     model = load_model(model_args)
     check_fsdp_wrapping(training_args, model)
-    check_level_ranking_step(model_args.level_ranking_step, model.config, training_args)
+    check_level_ranking_steps(model_args.level_ranking_steps, model.config, training_args)
     limit = model.config.max_sequence_length
     if max(data_args.max_source_length, data_args.max_target_length) > limit:
         raise SystemExit(f"error: --max_source_length/--max_target_length must be at most {limit} for this model")
@@ -219,23 +221,24 @@ def main(argv=None):
     if train_dataset is not None and model.blank_head is not None and not model.config.blank_calibrated:
         calibrate_blank(model, train_dataset, tokenizer.pad_token_id, training_args.seed)
     config = model.config
+    steps = sorted(model_args.level_ranking_steps)
     schedule = TrainingSchedule(
-        model_args.glancing_start, model_args.glancing_end, model_args.ctc_only_steps, model_args.level_ranking_step
+        model_args.glancing_start, model_args.glancing_end, model_args.ctc_only_steps, steps[0]
     )
-    ranking = config.sparsity_levels and config.level_ranking == "importance" and not config.units_ranked
     callbacks = run_callbacks(model, model_args.max_train_minutes) + stopping
-    if train_dataset is not None and ranking:
+    if train_dataset is not None and config.sparsity_levels and config.level_ranking == "importance":
         batch_size = training_args.per_device_train_batch_size
         rows = model_args.level_ranking_rows
         seed = training_args.seed
 
-        def rank(ctc_only: bool):
-            rank_units(model, train_dataset, tokenizer.pad_token_id, seed, batch_size, ctc_only, rows)
+        def rank(ctc_only: bool, force: bool = True):
+            rank_units(model, train_dataset, tokenizer.pad_token_id, seed, batch_size, ctc_only, rows, force)
 
-        if schedule.levels_from_step == 0:
+        if steps[0] == 0 and not config.units_ranked:  # (a ranked checkpoint trained further keeps its ranking)
             rank(ctc_only=model_args.ctc_only_steps != 0)  # (unset: the first third of the run)
-        else:
-            callbacks.append(RankUnitsCallback(model, schedule, rank))
+        later = [step for step in steps if step > 0]
+        if later:
+            callbacks.append(RankUnitsCallback(model, schedule, later, rank))
 
     trainer = DeerTrainer(
         model=model,

@@ -199,20 +199,23 @@ class SkippedHeadsCallback(TrainerCallback):
 
 
 class RankUnitsCallback(TrainerCallback):
-    """--level_ranking_step: the units ranked by importance at the schedule's `levels_from_step`, on the model as
-    trained so far, before the first step that trains the levels. `rank(ctc_only)` ranks them (on the draft's loss
-    alone while the edit heads have not trained). A run resumed past that step has its ranking already: the scores
-    came with the checkpoint."""
+    """--level_ranking_steps: the units ranked by importance at each of `steps` (those after the first step), on the
+    model as trained so far, before that step trains. `rank(ctc_only)` ranks them (on the draft's loss alone while
+    the edit heads have not trained). A run resumed past a ranking step has that ranking already: the scores came with
+    the checkpoint."""
 
-    def __init__(self, model, schedule: TrainingSchedule, rank):
-        self.model, self.schedule, self.rank = model, schedule, rank
+    def __init__(self, model, schedule: TrainingSchedule, steps: list[int], rank):
+        self.model, self.schedule, self.steps, self.rank = model, schedule, sorted(steps), rank
+        self.pending = list(self.steps)
 
     def on_train_begin(self, args, state, control, **kwargs):
-        if state.global_step > self.schedule.levels_from_step:
+        self.pending = [step for step in self.steps if step >= state.global_step]
+        if len(self.pending) < len(self.steps):
             self.model.config.units_ranked = True
 
     def on_step_begin(self, args, state, control, **kwargs):
-        if state.global_step >= self.schedule.levels_from_step and not self.model.config.units_ranked:
+        if self.pending and state.global_step >= self.pending[0]:
+            self.pending.pop(0)
             self.rank(ctc_only=self.schedule.edit_heads_untrained(state.global_step, state.max_steps))
 
 
