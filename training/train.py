@@ -102,17 +102,15 @@ def calibrate_blank(model, train_dataset, pad_token_id: int, seed: int, rows: in
     logger.info(f"blank calibrated on {len(features)} training sources: bias {bias:.3f}")
 
 
-def rank_units(
-    model, train_dataset, pad_token_id: int, seed: int, batch_size: int, ctc_only: bool, rows: int, force: bool
-):
+def rank_units(model, train_dataset, pad_token_id: int, seed: int, batch_size: int, ctc_only: bool, rows: int = 512):
     """`model.rank_units` on `rows` training pairs (`training_rows`, so every process ranks alike), in batches of
-    `batch_size` (`force`: again, if ranked already)."""
+    `batch_size`; again if ranked already (the caller decides when)."""
     features = training_rows(train_dataset, seed, rows, ("input_ids", "labels"))
     collate = DeerDataCollator(pad_token_id)
     batches = [collate(features[start : start + batch_size]) for start in range(0, len(features), batch_size)]
     with torch.random.fork_rng():  # the ranking's glancing draws leave training's random stream as it was
         torch.manual_seed(seed)
-        model.rank_units(batches, ctc_only=ctc_only, force=force)
+        model.rank_units(batches, ctc_only=ctc_only, force=True)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         for score in model.pruning_scores():  # the first process's ranking on every process, whatever rounding did
             torch.distributed.broadcast(score.data, src=0)
@@ -231,8 +229,8 @@ def main(argv=None):
         rows = model_args.level_ranking_rows
         seed = training_args.seed
 
-        def rank(ctc_only: bool, force: bool = True):
-            rank_units(model, train_dataset, tokenizer.pad_token_id, seed, batch_size, ctc_only, rows, force)
+        def rank(ctc_only: bool):
+            rank_units(model, train_dataset, tokenizer.pad_token_id, seed, batch_size, ctc_only, rows)
 
         if steps[0] == 0 and not config.units_ranked:  # (a ranked checkpoint trained further keeps its ranking)
             rank(ctc_only=model_args.ctc_only_steps != 0)  # (unset: the first third of the run)
