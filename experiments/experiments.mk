@@ -262,17 +262,21 @@ quality-report: venv
 
 # dial-levels: pruning levels that keep the full size, the recipe chosen on validation: the shipped recipe with the
 # levels 0 / 0.25 / 0.5 / 0.75, --full_every_step (the full size and one smaller level on every step) and the units
-# ranked once by importance before training (--level_ranking importance), seeds 0 and 1, $(STEPS) steps, one thread
-# each, checkpoints under RUNS_DIR (outside the work tree). dial-level-recipes: the recipes it was chosen against: the
+# ranked by importance before training and again at step 1000 (--level_ranking importance --level_ranking_steps 0
+# 1000), seeds 0 and 1, $(STEPS) steps, one thread each, checkpoints under RUNS_DIR (outside the work tree).
+# dial-level-recipes: the recipes it was chosen against: ranked once before training ("levels_importance"), and the
 # same with the smaller level's loss at half weight (--level_loss_weight 0.5), seeds 0 and 1; then with learned
 # scores: the half weight (seeds 0, 1 and 2); the sandwich rule (the full size, the smallest level and one between
 # on every step) with in-place distillation (the smaller levels also learn the full size's detached distributions),
 # seeds 0 and 1; --full_every_step with distillation, seed 0; --full_every_step alone (LEVEL_RECIPE, which the
-# plateau run and the shipped checkpoint use), seeds 0, 1 and 2. dial-levels-report tunes each on validation and
-# writes results/dial.json "levels" (and "levels_importance_half_weight", "levels_learned_scores",
-# "levels_full_every_step_seeds") against the same recipe without levels (its seeds 0, 1 and 2 in results/dial.json
-# "rounds"), and results/level-units.* (the heads and neurons each level keeps, per run); level-recipes times one
-# training step of every way to train the levels.
+# plateau run and the shipped checkpoint use), seeds 0, 1 and 2; ranked once, at step 1000 (the levels trained from
+# there), seeds 0 and 1; the re-drafting recipe (--redraft_ratio 0.5) ranked once before training, seeds 0 and 1.
+# dial-levels-report tunes each on validation and writes results/dial.json "levels" (and "levels_importance",
+# "levels_importance_half_weight", "levels_importance_step1000", "levels_importance_redraft",
+# "levels_learned_scores", "levels_full_every_step_seeds") against the same recipe without levels (its seeds in
+# results/dial.json "rounds"; the re-drafting recipe's in results/dial-redraft-training.json), and
+# results/level-units.* (the heads and neurons each level keeps, per run); level-recipes times one training step of
+# every way to train the levels.
 RUNS_DIR ?= ../runs/$(TASK)
 LEVEL_RECIPE = $(FIXED_RECIPE) $(DEER_FLAGS) --full_every_step true
 IMPORTANCE_RECIPE = $(LEVEL_RECIPE) --level_ranking importance
@@ -282,10 +286,12 @@ level_run = $(OFFLINE) OMP_NUM_THREADS=1 $(PY) -m training.train --model_name_or
 	--max_steps $(STEPS) --warmup_steps 300 $(2) > $(RUNS_DIR)/$(1).log 2>&1
 dial-levels: venv
 	mkdir -p $(RUNS_DIR)
-	$(call level_run,deer-importance-seed0,$(IMPORTANCE_RECIPE)) & \
-	$(call level_run,deer-importance-seed1,$(IMPORTANCE_RECIPE) --seed 1) ; wait
+	$(call level_run,deer-importance-rerank-seed0,$(IMPORTANCE_RECIPE) --level_ranking_steps 0 1000) & \
+	$(call level_run,deer-importance-rerank-seed1,$(IMPORTANCE_RECIPE) --level_ranking_steps 0 1000 --seed 1) ; wait
 dial-level-recipes: venv
 	mkdir -p $(RUNS_DIR)
+	$(call level_run,deer-importance-seed0,$(IMPORTANCE_RECIPE)) & \
+	$(call level_run,deer-importance-seed1,$(IMPORTANCE_RECIPE) --seed 1) ; wait
 	$(call level_run,deer-importance-llw-seed0,$(IMPORTANCE_RECIPE) --level_loss_weight 0.5) & \
 	$(call level_run,deer-importance-llw-seed1,$(IMPORTANCE_RECIPE) --level_loss_weight 0.5 --seed 1) ; wait
 	$(call level_run,deer-full-llw-seed0,$(LEVEL_RECIPE) --level_loss_weight 0.5) & \
@@ -308,11 +314,16 @@ dial-levels-report: venv
 	$(call level_select,deer-importance-seed0 deer-importance-seed1 deer-importance-llw-seed0 \
 		deer-importance-llw-seed1 deer-full-llw-seed0 deer-full-llw-seed1 deer-full-llw-seed2 deer-full-seed0 \
 		deer-full-seed1 deer-full-seed2 deer-importance-redraft-seed0 deer-importance-redraft-seed1 \
-		deer-importance-step1000-seed0 deer-importance-step1000-seed1)
+		deer-importance-step1000-seed0 deer-importance-step1000-seed1 deer-importance-rerank-seed0 \
+		deer-importance-rerank-seed1)
+	$(OFFLINE) $(PY) -m experiments.levels_report --task $(TASK) --data_dir data/$(TASK)-32 \
+		--runs $(RUNS_DIR)/deer-importance-rerank-seed0 $(RUNS_DIR)/deer-importance-rerank-seed1 \
+		--recipe "the shipped recipe + --full_every_step + --level_ranking importance --level_ranking_steps 0 1000" \
+		--dial results/dial.json --command "make dial-levels dial-levels-report"
 	$(OFFLINE) $(PY) -m experiments.levels_report --task $(TASK) --data_dir data/$(TASK)-32 \
 		--runs $(RUNS_DIR)/deer-importance-seed0 $(RUNS_DIR)/deer-importance-seed1 \
 		--recipe "the shipped recipe + --full_every_step + --level_ranking importance" \
-		--dial results/dial.json --command "make dial-levels dial-levels-report"
+		--dial results/dial.json --key levels_importance --command "make dial-level-recipes dial-levels-report"
 	$(OFFLINE) $(PY) -m experiments.levels_report --task $(TASK) --data_dir data/$(TASK)-32 \
 		--runs $(RUNS_DIR)/deer-importance-llw-seed0 $(RUNS_DIR)/deer-importance-llw-seed1 \
 		--recipe "the shipped recipe + --full_every_step + --level_loss_weight 0.5 + --level_ranking importance" \
@@ -336,7 +347,8 @@ dial-levels-report: venv
 		--recipe "the shipped recipe + --full_every_step + --level_ranking importance --level_ranking_steps 1000" \
 		--dial results/dial.json --key levels_importance_step1000 --command "make dial-level-recipes dial-levels-report"
 	$(OFFLINE) $(PY) -m experiments.level_units --dial results/dial.json --keys levels \
-		levels_importance_half_weight levels_importance_redraft levels_importance_step1000 levels_learned_scores \
+		levels_importance levels_importance_half_weight levels_importance_redraft levels_importance_step1000 \
+		levels_learned_scores \
 		levels_full_every_step_seeds levels_sandwich_distillation --output results/level-units
 level-recipes: venv
 	$(OFFLINE) $(PY) -m experiments.level_recipes --model checkpoints/bible-de-en/deer --threads 1 --repeats 10 \
