@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 import torch
-from conftest import FIXTURES
+from conftest import FIXTURES, load_pairs
 from test_training_scripts import TRAIN_FILE, VALIDATION_FILE, run_args
 from transformers import AutoTokenizer, EncoderDecoderModel
 
@@ -776,6 +776,15 @@ def test_the_round_count_kept_is_sensible_at_both_ends(scores, kept):
     assert kept_max_iterations(rows + better, "bleu")["refinement"] == "redraft"
 
 
+def small_splits(data_dir, rows: int):
+    """A data directory holding the first `rows` pairs of the fixture's validation and test splits."""
+    data_dir.mkdir()
+    for split in ("validation", "test"):
+        lines = [json.dumps(pair, ensure_ascii=False) for pair in load_pairs(split)[:rows]]
+        (data_dir / f"{split}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return data_dir
+
+
 def test_dial_report_writes_rounds_per_seed_and_levels(trained_pair, tmp_path):
     """results/dial.json's shape: per seed, the metric at every round count on validation and test; the levels
     model at every level on both splits, and the no-levels model's validation score."""
@@ -783,12 +792,7 @@ def test_dial_report_writes_rounds_per_seed_and_levels(trained_pair, tmp_path):
     from training.decoding import generate_texts
     from training.metrics import normalize, score
 
-    data_dir = tmp_path / "data"
-    data_dir.mkdir()
-    for split in ("validation", "test"):
-        with open(os.path.join(FIXTURES, f"bible-de-en.{split}.jsonl"), encoding="utf-8") as handle:
-            rows = handle.read().splitlines()[:12]
-        (data_dir / f"{split}.jsonl").write_text("\n".join(rows) + "\n")
+    data_dir = small_splits(tmp_path / "data", 12)
     deer = str(trained_pair / "deer")
     dial_main(
         [
@@ -835,11 +839,7 @@ def test_levels_report_compares_each_run_with_its_own_seed_without_levels(traine
     levels (from the dial file's "rounds", or another file's), whatever the order of --runs."""
     from experiments.levels_report import main as levels_main
 
-    data_dir = tmp_path / "data"
-    data_dir.mkdir()
-    for split in ("validation", "test"):
-        with open(os.path.join(FIXTURES, f"bible-de-en.{split}.jsonl"), encoding="utf-8") as handle:
-            (data_dir / f"{split}.jsonl").write_text("\n".join(handle.read().splitlines()[:6]) + "\n")
+    data_dir = small_splits(tmp_path / "data", 6)
     rounds = [
         {"seed": seed, "run": f"r{seed}", "max_iterations": 0, "validation": {"0": 10.0 * seed}} for seed in (2, 1)
     ]
