@@ -263,7 +263,8 @@ quality-report: venv
 # dial-levels: pruning levels that keep the full size, the recipe chosen on validation: the shipped recipe with the
 # levels 0 / 0.25 / 0.5 / 0.75, --full_every_step (the full size and one smaller level on every step) and the units
 # ranked by importance before training and again at step 1000 (--level_ranking importance --level_ranking_steps 0
-# 1000), seeds 0 and 1, $(STEPS) steps, one thread each, checkpoints under RUNS_DIR (outside the work tree).
+# 1000), seeds 0 to 3, $(STEPS) steps, one thread each, checkpoints under RUNS_DIR (outside the work tree); and the
+# recipe without levels at seed 3 (quality-seeds' command; seeds 0 to 2 are results/dial.json "rounds").
 # dial-level-recipes: the recipes it was chosen against: ranked once before training ("levels_importance"), and the
 # same with the smaller level's loss at half weight (--level_loss_weight 0.5), seeds 0 and 1; then with learned
 # scores: the half weight (seeds 0, 1 and 2); the sandwich rule (the full size, the smallest level and one between
@@ -288,6 +289,11 @@ dial-levels: venv
 	mkdir -p $(RUNS_DIR)
 	$(call level_run,deer-importance-rerank-seed0,$(IMPORTANCE_RECIPE) --level_ranking_steps 0 1000) & \
 	$(call level_run,deer-importance-rerank-seed1,$(IMPORTANCE_RECIPE) --level_ranking_steps 0 1000 --seed 1) ; wait
+	$(call level_run,deer-importance-rerank-seed2,$(IMPORTANCE_RECIPE) --level_ranking_steps 0 1000 --seed 2) & \
+	$(call level_run,deer-importance-rerank-seed3,$(IMPORTANCE_RECIPE) --level_ranking_steps 0 1000 --seed 3) ; wait
+	$(OFFLINE) OMP_NUM_THREADS=1 $(PY) -m training.train --model_name_or_path $(TINY_BERT) \
+		--output_dir $(RUNS_DIR)/deer-all-seed3 --trim_vocabulary --tune_decoding none $(QUALITY_FLAGS) \
+		$(FIXED_RECIPE) --seed 3 > $(RUNS_DIR)/deer-all-seed3.log 2>&1
 dial-level-recipes: venv
 	mkdir -p $(RUNS_DIR)
 	$(call level_run,deer-importance-seed0,$(IMPORTANCE_RECIPE)) & \
@@ -308,44 +314,35 @@ dial-level-recipes: venv
 	$(call level_run,deer-importance-redraft-seed1,$(IMPORTANCE_RECIPE) $(REDRAFT) --seed 1) ; wait
 	$(call level_run,deer-importance-step1000-seed0,$(IMPORTANCE_RECIPE) --level_ranking_steps 1000) & \
 	$(call level_run,deer-importance-step1000-seed1,$(IMPORTANCE_RECIPE) --level_ranking_steps 1000 --seed 1) ; wait
+# levels_report: $(1) the dial.json key, $(2) the runs (under RUNS_DIR, one per seed, seeds 0, 1, ...), $(3) the
+# recipe in words, $(4) the make target that trains them, $(5) more flags.
+levels_report = $(OFFLINE) $(PY) -m experiments.levels_report --task $(TASK) --data_dir data/$(TASK)-32 --key $(1) \
+	--runs $(foreach run,$(2),$(RUNS_DIR)/$(run)) --recipe "$(strip $(3))" --dial results/dial.json \
+	--command "make $(4) dial-levels-report" $(5)
 level_select = for run in $(1); do $(OFFLINE) $(PY) -m training.evaluate --model $(RUNS_DIR)/$$run \
 	--validation_file data/$(TASK)-32/validation.jsonl --select $(TUNE_METRIC) --save --threads 2 || exit 1; done
 dial-levels-report: venv
 	$(call level_select,deer-importance-seed0 deer-importance-seed1 deer-importance-llw-seed0 \
 		deer-importance-llw-seed1 deer-full-llw-seed0 deer-full-llw-seed1 deer-full-llw-seed2 deer-full-seed0 \
 		deer-full-seed1 deer-full-seed2 deer-importance-redraft-seed0 deer-importance-redraft-seed1 \
-		deer-importance-step1000-seed0 deer-importance-step1000-seed1 deer-importance-rerank-seed0 \
-		deer-importance-rerank-seed1)
-	$(OFFLINE) $(PY) -m experiments.levels_report --task $(TASK) --data_dir data/$(TASK)-32 \
-		--runs $(RUNS_DIR)/deer-importance-rerank-seed0 $(RUNS_DIR)/deer-importance-rerank-seed1 \
-		--recipe "the shipped recipe + --full_every_step + --level_ranking importance --level_ranking_steps 0 1000" \
-		--dial results/dial.json --command "make dial-levels dial-levels-report"
-	$(OFFLINE) $(PY) -m experiments.levels_report --task $(TASK) --data_dir data/$(TASK)-32 \
-		--runs $(RUNS_DIR)/deer-importance-seed0 $(RUNS_DIR)/deer-importance-seed1 \
-		--recipe "the shipped recipe + --full_every_step + --level_ranking importance" \
-		--dial results/dial.json --key levels_importance --command "make dial-level-recipes dial-levels-report"
-	$(OFFLINE) $(PY) -m experiments.levels_report --task $(TASK) --data_dir data/$(TASK)-32 \
-		--runs $(RUNS_DIR)/deer-importance-llw-seed0 $(RUNS_DIR)/deer-importance-llw-seed1 \
-		--recipe "the shipped recipe + --full_every_step + --level_loss_weight 0.5 + --level_ranking importance" \
-		--dial results/dial.json --key levels_importance_half_weight \
-		--command "make dial-level-recipes dial-levels-report"
-	$(OFFLINE) $(PY) -m experiments.levels_report --task $(TASK) --data_dir data/$(TASK)-32 \
-		--runs $(RUNS_DIR)/deer-full-llw-seed0 $(RUNS_DIR)/deer-full-llw-seed1 $(RUNS_DIR)/deer-full-llw-seed2 \
-		--recipe "the shipped recipe + --full_every_step + --level_loss_weight 0.5" --dial results/dial.json \
-		--key levels_learned_scores --command "make dial-level-recipes dial-levels-report"
-	$(OFFLINE) $(PY) -m experiments.levels_report --task $(TASK) --data_dir data/$(TASK)-32 \
-		--runs $(RUNS_DIR)/deer-full-seed0 $(RUNS_DIR)/deer-full-seed1 $(RUNS_DIR)/deer-full-seed2 \
-		--recipe "the shipped recipe + --full_every_step" --dial results/dial.json \
-		--key levels_full_every_step_seeds --command "make dial-level-recipes dial-levels-report"
-	$(OFFLINE) $(PY) -m experiments.levels_report --task $(TASK) --data_dir data/$(TASK)-32 \
-		--runs $(RUNS_DIR)/deer-importance-redraft-seed0 $(RUNS_DIR)/deer-importance-redraft-seed1 \
-		--no_levels results/dial-redraft-training.json \
-		--recipe "the re-drafting recipe (--redraft_ratio 0.5) + --full_every_step + --level_ranking importance" \
-		--dial results/dial.json --key levels_importance_redraft --command "make dial-level-recipes dial-levels-report"
-	$(OFFLINE) $(PY) -m experiments.levels_report --task $(TASK) --data_dir data/$(TASK)-32 \
-		--runs $(RUNS_DIR)/deer-importance-step1000-seed0 $(RUNS_DIR)/deer-importance-step1000-seed1 \
-		--recipe "the shipped recipe + --full_every_step + --level_ranking importance --level_ranking_steps 1000" \
-		--dial results/dial.json --key levels_importance_step1000 --command "make dial-level-recipes dial-levels-report"
+		deer-importance-step1000-seed0 deer-importance-step1000-seed1 \
+		$(foreach seed,0 1 2 3,deer-importance-rerank-seed$(seed)) deer-all-seed3)
+	$(call levels_report,levels,$(foreach seed,0 1 2 3,deer-importance-rerank-seed$(seed)),the shipped recipe + \
+		--full_every_step + --level_ranking importance --level_ranking_steps 0 1000,dial-levels,\
+		--no_levels_runs 3=$(RUNS_DIR)/deer-all-seed3)
+	$(call levels_report,levels_importance,deer-importance-seed0 deer-importance-seed1,the shipped recipe + \
+		--full_every_step + --level_ranking importance,dial-level-recipes)
+	$(call levels_report,levels_importance_half_weight,deer-importance-llw-seed0 deer-importance-llw-seed1,the \
+		shipped recipe + --full_every_step + --level_loss_weight 0.5 + --level_ranking importance,dial-level-recipes)
+	$(call levels_report,levels_learned_scores,deer-full-llw-seed0 deer-full-llw-seed1 deer-full-llw-seed2,the \
+		shipped recipe + --full_every_step + --level_loss_weight 0.5,dial-level-recipes)
+	$(call levels_report,levels_full_every_step_seeds,deer-full-seed0 deer-full-seed1 deer-full-seed2,the shipped \
+		recipe + --full_every_step,dial-level-recipes)
+	$(call levels_report,levels_importance_redraft,deer-importance-redraft-seed0 deer-importance-redraft-seed1,the \
+		re-drafting recipe (--redraft_ratio 0.5) + --full_every_step + --level_ranking importance,dial-level-recipes,\
+		--no_levels results/dial-redraft-training.json)
+	$(call levels_report,levels_importance_step1000,deer-importance-step1000-seed0 deer-importance-step1000-seed1,the \
+		shipped recipe + --full_every_step + --level_ranking importance --level_ranking_steps 1000,dial-level-recipes)
 	$(OFFLINE) $(PY) -m experiments.level_units --dial results/dial.json --keys levels \
 		levels_importance levels_importance_half_weight levels_importance_redraft levels_importance_step1000 \
 		levels_learned_scores \

@@ -5,15 +5,18 @@
         --recipe "the shipped recipe + --full_every_step" --dial results/dial.json \
         [--key levels] [--keep_old_as levels_sandwich_distillation] [--compare_with levels_full_every_step] \
         [--command "make dial-levels ..."] [--sparsities 0 0.25 0.5 0.75] \
-        [--seeds 0 1] [--no_levels results/dial-redraft-training.json]
+        [--seeds 0 1] [--no_levels results/dial-redraft-training.json] \
+        [--no_levels_runs 3=runs/bible-de-en/deer-all-seed3] [--add_seeds]
 
 Each run (one seed of the recipe, trained with the levels) decodes with the choices saved with it (`training.evaluate
 --select ... --save`, made on validation at the full size); it is scored at every level on validation and test. The
 same recipe without levels is read from the "rounds" of `--no_levels` (default: the dial file's, the shipped recipe's
-seeds, each at its saved round count on validation): each run is compared with the run of its seed (`--seeds`, the
+seeds, each at its saved round count on validation), or for a seed that file lacks from a run named in
+`--no_levels_runs` (scored here at its saved decoding): each run is compared with the run of its seed (`--seeds`, the
 training seed of each run; default 0, 1, ... in order) without them. The entry goes under `--key`; the one
 that key held before moves to `--keep_old_as`; each level's mean on validation is compared with the entry under
-`--compare_with`. Test is reported, never used to choose.
+`--compare_with`. With `--add_seeds` the runs are more seeds of the recipe already under `--key`: its rows of the
+other seeds are kept, and the mean is taken over all. Test is reported, never used to choose.
 """
 
 import argparse
@@ -62,6 +65,18 @@ def main(argv=None):
     parser.add_argument("--sparsities", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75])
     parser.add_argument("--seeds", type=int, nargs="+", help="each run's training seed (default: 0, 1, ...)")
     parser.add_argument("--no_levels", help="the file whose 'rounds' hold the recipe without levels (default: --dial)")
+    parser.add_argument(
+        "--no_levels_runs",
+        nargs="+",
+        default=[],
+        metavar="SEED=RUN",
+        help="runs without levels, each for its seed (instead of the --no_levels file), scored here on validation",
+    )
+    parser.add_argument(
+        "--add_seeds",
+        action="store_true",
+        help="the runs are more seeds of the recipe under --key: its rows of other seeds are kept, the mean over all",
+    )
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -76,10 +91,25 @@ def main(argv=None):
         with open(args.no_levels) as handle:
             no_levels = json.load(handle)
     rounds = {row.get("seed", position): row for position, row in enumerate(no_levels["rounds"])}
-    missing = [seed for seed in run_seeds if seed not in rounds]
+    named = {}
+    for item in args.no_levels_runs:
+        seed, separator, run = item.partition("=")
+        if not separator or not seed.isdigit() or not run:
+            parser.error(f"--no_levels_runs takes SEED=RUN, not {item!r}")
+        named[int(seed)] = run
+    kept = []
+    if args.add_seeds:
+        old = dial.get(args.key)
+        if old is None or old.get("recipe") != args.recipe:
+            parser.error(f"--add_seeds: {args.dial} holds no entry {args.key!r} of the recipe {args.recipe!r}")
+        kept = [row for row in old["seeds"] if row["seed"] not in run_seeds]
+    missing = [seed for seed in run_seeds if seed not in rounds and seed not in named]
     if missing:
         parser.error(f"{args.no_levels or args.dial} has no run without levels for seed(s) {missing}")
     splits = load_splits(args.data_dir, AutoTokenizer.from_pretrained(args.runs[0]))
+    for seed, run in named.items():  # (a named run is preferred to the file's row of its seed)
+        scored = level_scores(run, {"validation": splits["validation"]}, [0.0], metric)
+        rounds[seed] = {**scored, "validation": {str(scored["max_iterations"]): scored["validation"]["0"]}}
 
     seeds = []
     for seed, run in zip(run_seeds, args.runs):
@@ -90,6 +120,7 @@ def main(argv=None):
         row["full_size_cost"] = round(row["no_levels_validation"] - row["validation"]["0"], 2)
         seeds.append(row)
         print(json.dumps(row), flush=True)
+    seeds = sorted(kept + seeds, key=lambda row: row["seed"])
     mean = {
         split: {level: round(statistics.mean(row[split][level] for row in seeds), 2) for level in seeds[0][split]}
         for split in ("validation", "test")

@@ -315,6 +315,11 @@ class DeerPreTrainedModel(PreTrainedModel):
         (`config.sparsity_levels`) and ranked by learning (`config.level_ranking="learned"`)."""
         return bool(self.config.sparsity_levels) and self.config.level_ranking == "learned"
 
+    def units_ranked_by_importance(self) -> bool:
+        """Whether pruning levels are trained with their units ranked by measured importance
+        (`config.level_ranking="importance"`, `DeerPruningMixin.rank_units`) instead of learned scores."""
+        return bool(self.config.sparsity_levels) and self.config.level_ranking == "importance"
+
     def freeze_unused_scores(self):
         """The pruning scores train only where they learn (`scores_learned`): otherwise they are frozen, so that no
         trained parameter goes without a gradient (DDP without find_unused_parameters). Called at construction and

@@ -836,7 +836,8 @@ def test_dial_report_writes_rounds_per_seed_and_levels(trained_pair, tmp_path):
 
 def test_levels_report_compares_each_run_with_its_own_seed_without_levels(trained_pair, tmp_path):
     """results/dial.json "levels": each run's full-size cost against the run of the same training seed without
-    levels (from the dial file's "rounds", or another file's), whatever the order of --runs."""
+    levels (from the dial file's "rounds", another file's, or a run named for its seed), whatever the order of
+    --runs."""
     from experiments.levels_report import main as levels_main
 
     data_dir = small_splits(tmp_path / "data", 6)
@@ -855,8 +856,28 @@ def test_levels_report_compares_each_run_with_its_own_seed_without_levels(traine
     assert [row["full_size_cost"] for row in entry["seeds"]] == [round(10.0 - full, 2), round(20.0 - full, 2)]
     with pytest.raises(SystemExit):  # seed 5 has no run without levels
         levels_main(common + ["--seeds", "1", "5", "--no_levels", str(tmp_path / "other.json")])
-    with pytest.raises(SystemExit):  # two runs, one seed
-        levels_main(common + ["--seeds", "1"])
+    # A seed the file lacks: its run without levels named and scored here, at its saved decoding.
+    other = ["--no_levels", str(tmp_path / "other.json"), "--key", "named"]
+    levels_main(common + ["--seeds", "1", "5", "--no_levels_runs", f"5={deer}"] + other)
+    named = json.loads((tmp_path / "dial.json").read_text())["named"]["seeds"][1]
+    assert (named["seed"], named["no_levels_run"], named["full_size_cost"]) == (5, deer, 0.0)
+    with pytest.raises(SystemExit):  # not SEED=RUN
+        levels_main(common + ["--seeds", "1", "5", "--no_levels_runs", deer] + other)
+
+    # More seeds of the same recipe, added to its entry: the other seeds' rows kept, the mean over all.
+    def add_seed_7(recipe):
+        return levels_main(
+            ["--task", "bible-de-en", "--data_dir", str(data_dir), "--runs", deer, "--recipe", recipe, "--seeds", "7"]
+            + ["--dial", str(tmp_path / "dial.json"), "--sparsities", "0", "0.5", "--threads", "1", "--key", "tiny"]
+            + ["--add_seeds", "--no_levels_runs", f"7={deer}"]
+        )
+
+    add_seed_7("tiny")
+    entry = json.loads((tmp_path / "dial.json").read_text())["tiny"]
+    assert [row["seed"] for row in entry["seeds"]] == [1, 2, 7]
+    assert entry["mean_full_size_cost"] == round((10.0 - full + 20.0 - full + 0.0) / 3, 2)
+    with pytest.raises(SystemExit):  # another recipe under that key
+        add_seed_7("another")
 
 
 def test_threads_table_times_two_calls_side_by_side_against_the_same_calls_in_turn():

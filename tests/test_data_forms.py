@@ -6,16 +6,11 @@ import os
 
 import datasets
 import pytest
-from conftest import FIXTURES
+from conftest import load_pairs
 from test_training_scripts import run_args
 
 from training.data import load_split, read_inputs
 from training.train import main as train_main
-
-
-def fixture_pairs(split: str, count: int) -> list[dict]:
-    with open(os.path.join(FIXTURES, f"bible-de-en.{split}.jsonl"), encoding="utf-8") as handle:
-        return [{"source": row["source"], "target": row["target"]} for row in map(json.loads, handle)][:count]
 
 
 @pytest.fixture(scope="module")
@@ -24,23 +19,23 @@ def forms(tmp_path_factory):
     WMT-style JSON lines."""
     root = tmp_path_factory.mktemp("forms")
     train, validation = (
-        datasets.Dataset.from_list(fixture_pairs("train", 16)),
-        datasets.Dataset.from_list(fixture_pairs("validation", 4)),
+        datasets.Dataset.from_list(load_pairs("train")[:16]),
+        datasets.Dataset.from_list(load_pairs("validation")[:4]),
     )
     datasets.DatasetDict({"train": train, "validation": validation}).save_to_disk(str(root / "dict"))
     train.to_parquet(str(root / "train.parquet"))
-    arrow = datasets.Dataset.from_list(fixture_pairs("train", 16))
+    arrow = datasets.Dataset.from_list(load_pairs("train")[:16])
     arrow.save_to_disk(str(root / "single"))
     arrow_file = next(name for name in os.listdir(root / "single") if name.endswith(".arrow"))
     os.replace(root / "single" / arrow_file, root / "train.arrow")
     with open(root / "wmt.jsonl", "w", encoding="utf-8") as handle:
-        for pair in fixture_pairs("train", 16):
+        for pair in load_pairs("train")[:16]:
             handle.write(json.dumps({"translation": {"de": pair["source"], "en": pair["target"]}}) + "\n")
     return root
 
 
 def test_every_form_gives_the_same_pairs(forms):
-    expected = fixture_pairs("train", 16)
+    expected = load_pairs("train")[:16]
     sources = [pair["source"] for pair in expected]
     for path, options in (
         (forms / "dict", {"split": "train"}),
@@ -52,10 +47,10 @@ def test_every_form_gives_the_same_pairs(forms):
         assert dataset["source"] == sources and dataset["target"] == [pair["target"] for pair in expected], path
     # A DatasetDict folder gives the split asked for by role; one split's folder works alone too.
     assert load_split(str(forms / "dict"), "source", "target", None, split="validation")["source"] == [
-        pair["source"] for pair in fixture_pairs("validation", 4)
+        pair["source"] for pair in load_pairs("validation")[:4]
     ]
     assert read_inputs(str(forms / "dict" / "validation"), "source", "target")[0] == [
-        pair["source"] for pair in fixture_pairs("validation", 4)
+        pair["source"] for pair in load_pairs("validation")[:4]
     ]
     # The languages may be read under other column names, and the other way round.
     flipped = load_split(str(forms / "wmt.jsonl"), "de", "en", 2, source_lang="en", target_lang="de")
@@ -155,7 +150,7 @@ def test_training_from_a_dataset_name(tmp_path, tiny_bert_path):
     folder.mkdir()
     for split, count in (("train", 16), ("validation", 4)):
         with open(folder / f"{split}.jsonl", "w", encoding="utf-8") as handle:
-            handle.writelines(json.dumps(pair) + "\n" for pair in fixture_pairs(split, count))
+            handle.writelines(json.dumps(pair) + "\n" for pair in load_pairs(split)[:count])
     args = run_args(tmp_path / "run", tiny_bert_path)
     del args[args.index("--train_file") : args.index("--train_file") + 2]  # the dataset instead of the file
     trainer = train_main(
@@ -253,7 +248,7 @@ def test_a_test_file_is_scored_and_its_outputs_written(forms, tmp_path, tiny_ber
     # The same as a plain generate() at the saved round count, on the sources cut to --max_source_length 48.
     model, tokenizer = trainer.model.eval(), trainer.processing_class
     batch = tokenizer(
-        [pair["source"] for pair in fixture_pairs("validation", 4)],
+        [pair["source"] for pair in load_pairs("validation")[:4]],
         return_tensors="pt",
         padding=True,
         truncation=True,

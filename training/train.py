@@ -120,14 +120,14 @@ def rank_units(model, train_dataset, pad_token_id: int, seed: int, batch_size: i
     )
 
 
-def check_level_ranking_steps(steps: list[int], config, training_args) -> None:
+def check_level_ranking_steps(steps: list[int], model, training_args) -> None:
     """--level_ranking_steps: steps the run reaches, for a model with levels ranked by importance; ranking during
     training not under FSDP (whose sharded scores it does not gather)."""
     if steps == [0]:
         return
     if not steps or min(steps) < 0 or len(set(steps)) < len(steps):
         raise SystemExit(f"error: --level_ranking_steps must be distinct steps, 0 or more, not {steps}")
-    if not config.sparsity_levels or config.level_ranking != "importance":
+    if not model.units_ranked_by_importance():
         raise SystemExit("error: --level_ranking_steps needs --sparsity_levels and --level_ranking importance")
     if 0 < training_args.max_steps <= max(steps):
         raise SystemExit(
@@ -193,7 +193,7 @@ def main(argv=None):
     tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path)
     model = load_model(model_args)
     check_fsdp_wrapping(training_args, model)
-    check_level_ranking_steps(model_args.level_ranking_steps, model.config, training_args)
+    check_level_ranking_steps(model_args.level_ranking_steps, model, training_args)
     limit = model.config.max_sequence_length
     if max(data_args.max_source_length, data_args.max_target_length) > limit:
         raise SystemExit(f"error: --max_source_length/--max_target_length must be at most {limit} for this model")
@@ -224,7 +224,7 @@ def main(argv=None):
         model_args.glancing_start, model_args.glancing_end, model_args.ctc_only_steps, steps[0]
     )
     callbacks = run_callbacks(model, model_args.max_train_minutes) + stopping
-    if train_dataset is not None and config.sparsity_levels and config.level_ranking == "importance":
+    if train_dataset is not None and model.units_ranked_by_importance():
         batch_size = training_args.per_device_train_batch_size
         rows = model_args.level_ranking_rows
         seed = training_args.seed
