@@ -356,6 +356,9 @@ level-recipes: venv
 # kept), up to 30,000 steps, each capped at PLATEAU_MINUTES (rerun with --resume_from_checkpoint
 # RUNS_DIR/RUN/checkpoint-N to go on). plateau-report: both curves, each run's best step, test scores at it.
 PLATEAU_MINUTES ?= 150
+# How DEER trains its levels: the shipped checkpoint's recipe (learned scores); the recipe chosen since (dial-levels)
+# is PLATEAU_LEVELS="$(IMPORTANCE_RECIPE) --level_ranking_steps 0 1000", not yet trained to a plateau.
+PLATEAU_LEVELS ?= $(LEVEL_RECIPE)
 PLATEAU_FLAGS = --validation_file data/$(TASK)-32/validation.jsonl --max_steps 30000 --warmup_steps 300 \
 	--eval_strategy steps --eval_steps 500 --save_strategy steps --save_steps 500 --save_total_limit 2 \
 	--predict_with_generate --per_device_eval_batch_size 64 --early_stopping_patience 4 \
@@ -366,7 +369,7 @@ plateau_run = $(OFFLINE) OMP_NUM_THREADS=1 $(PY) -m training.$(1) --model_name_o
 plateau-runs: venv
 	mkdir -p $(RUNS_DIR)
 	$(call plateau_run,train_ar,ar-plateau,) & \
-	$(call plateau_run,train,deer-plateau,$(LEVEL_RECIPE) --ctc_only_steps 1000 --tune_decoding $(TUNE_METRIC)) ; wait
+	$(call plateau_run,train,deer-plateau,$(PLATEAU_LEVELS) --ctc_only_steps 1000 --tune_decoding $(TUNE_METRIC)) ; wait
 plateau-report: venv
 	$(OFFLINE) $(PY) -m experiments.plateau_report --task $(TASK) --data_dir data/$(TASK)-32 \
 		--deer $(RUNS_DIR)/deer-plateau --ar $(RUNS_DIR)/ar-plateau --output results/plateau-$(TASK) --dial results/dial.json
