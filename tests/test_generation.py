@@ -398,7 +398,13 @@ def test_a_redraft_round_reveals_exactly_the_confident_words(model):
         words = logits.argmax(-1)
         confidences = probabilities.gather(-1, words[..., None]).squeeze(-1)
     frame_mask = inner_mask(canvas, PAD)[:, 1:-1]
-    threshold = float(confidences[frame_mask & (words != MASK)].median())  # reveals about half the words
+    # About half the words revealed, the threshold halfway across the widest gap between two confidences in the
+    # middle half: no word sits near it, so the last bits in which generate()'s own pass may differ (they do between
+    # CPUs) cannot move a word across.
+    values = confidences[frame_mask & (words != MASK)].sort().values
+    quarter = len(values) // 4
+    gap = int((values[quarter + 1 : 3 * quarter + 1] - values[quarter : 3 * quarter]).argmax()) + quarter
+    threshold = float(values[gap] + values[gap + 1]) / 2
     reveal = frame_mask & (words != MASK) & (confidences >= threshold)
     assert reveal.any() and (~reveal & frame_mask).any()
     seen = []
