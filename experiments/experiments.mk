@@ -271,7 +271,9 @@ quality-report: venv
 # on every step) with in-place distillation (the smaller levels also learn the full size's detached distributions),
 # seeds 0 and 1; --full_every_step with distillation, seed 0; --full_every_step alone (LEVEL_RECIPE, which the
 # plateau run and the shipped checkpoint use), seeds 0, 1 and 2; ranked once, at step 1000 (the levels trained from
-# there), seeds 0 and 1; the re-drafting recipe (--redraft_ratio 0.5) ranked once before training, seeds 0 and 1.
+# there), seeds 0 and 1; the re-drafting recipe (--redraft_ratio 0.5) ranked once before training, seeds 0 and 1;
+# the target's recipe (the re-drafting recipe + --full_every_step, learned scores), seeds 1 and 2
+# ("levels_full_every_step" is its seed 0, trained by quality-dial).
 # dial-levels-report tunes each on validation and writes results/dial.json "levels" (and "levels_importance",
 # "levels_importance_half_weight", "levels_importance_step1000", "levels_importance_redraft",
 # "levels_learned_scores", "levels_full_every_step_seeds") against the same recipe without levels (its seeds in
@@ -314,6 +316,8 @@ dial-level-recipes: venv
 	$(call level_run,deer-importance-redraft-seed1,$(IMPORTANCE_RECIPE) $(REDRAFT) --seed 1) ; wait
 	$(call level_run,deer-importance-step1000-seed0,$(IMPORTANCE_RECIPE) --level_ranking_steps 1000) & \
 	$(call level_run,deer-importance-step1000-seed1,$(IMPORTANCE_RECIPE) --level_ranking_steps 1000 --seed 1) ; wait
+	$(call level_run,deer-target-redraft-seed1,$(LEVEL_RECIPE) $(REDRAFT) --seed 1) & \
+	$(call level_run,deer-target-redraft-seed2,$(LEVEL_RECIPE) $(REDRAFT) --seed 2) ; wait
 # levels_report: $(1) the dial.json key, $(2) the runs (under RUNS_DIR, one per seed, seeds 0, 1, ...), $(3) the
 # recipe in words, $(4) the make target that trains them, $(5) more flags.
 levels_report = $(OFFLINE) $(PY) -m experiments.levels_report --task $(TASK) --data_dir data/$(TASK)-32 --key $(1) \
@@ -326,7 +330,8 @@ dial-levels-report: venv
 		deer-importance-llw-seed1 deer-full-llw-seed0 deer-full-llw-seed1 deer-full-llw-seed2 deer-full-seed0 \
 		deer-full-seed1 deer-full-seed2 deer-importance-redraft-seed0 deer-importance-redraft-seed1 \
 		deer-importance-step1000-seed0 deer-importance-step1000-seed1 \
-		$(foreach seed,0 1 2 3,deer-importance-rerank-seed$(seed)) deer-all-seed3)
+		$(foreach seed,0 1 2 3,deer-importance-rerank-seed$(seed)) deer-all-seed3 deer-target-redraft-seed1 \
+		deer-target-redraft-seed2)
 	$(call levels_report,levels,$(foreach seed,0 1 2 3,deer-importance-rerank-seed$(seed)),the shipped recipe + \
 		--full_every_step + --level_ranking importance --level_ranking_steps 0 1000,dial-levels,\
 		--no_levels_runs 3=$(RUNS_DIR)/deer-all-seed3)
@@ -343,6 +348,9 @@ dial-levels-report: venv
 		--no_levels results/dial-redraft-training.json)
 	$(call levels_report,levels_importance_step1000,deer-importance-step1000-seed0 deer-importance-step1000-seed1,the \
 		shipped recipe + --full_every_step + --level_ranking importance --level_ranking_steps 1000,dial-level-recipes)
+	$(call levels_report,levels_target_recipe_seeds,deer-target-redraft-seed1 deer-target-redraft-seed2,the \
+		re-drafting recipe (--redraft_ratio 0.5) + --full_every_step,dial-level-recipes,--seeds 1 2 \
+		--no_levels results/dial-redraft-training.json)
 	$(OFFLINE) $(PY) -m experiments.level_units --dial results/dial.json --keys levels \
 		levels_importance levels_importance_half_weight levels_importance_redraft levels_importance_step1000 \
 		levels_learned_scores \
