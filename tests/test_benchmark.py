@@ -863,6 +863,8 @@ def test_levels_report_compares_each_run_with_its_own_seed_without_levels(traine
     assert (named["seed"], named["no_levels_run"], named["full_size_cost"]) == (5, deer, 0.0)
     with pytest.raises(SystemExit):  # not SEED=RUN
         levels_main(common + ["--seeds", "1", "5", "--no_levels_runs", deer] + other)
+    with pytest.raises(SystemExit):  # two runs, one seed
+        levels_main(common + ["--seeds", "1"])
 
     # More seeds of the same recipe, added to its entry: the other seeds' rows kept, the mean over all.
     def add_seed_7(recipe):
