@@ -13,8 +13,8 @@ Each run (one seed of the recipe, trained with the levels) decodes with the choi
 same recipe without levels is read from the "rounds" of `--no_levels` (default: the dial file's, the shipped recipe's
 seeds, each at its saved round count on validation), or, for a seed named in `--no_levels_runs`, from that run
 (scored here at its saved decoding, in place of the file's row): each run is compared with the run of its seed
-(`--seeds`, the training seed of each run; default 0, 1, ... in order) without them. The entry goes under `--key`; the one
-that key held before moves to `--keep_old_as`; each level's mean on validation is compared with the entry under
+(`--seeds`, the training seed of each run; default 0, 1, ... in order) without them. The entry goes under `--key`;
+the one that key held before moves to `--keep_old_as`; each level's mean on validation is compared with the entry under
 `--compare_with`. With `--add_seeds` the runs are more seeds of the recipe already under `--key`: its rows of the
 other seeds are kept, and the mean is taken over all. Test is reported, never used to choose.
 """
