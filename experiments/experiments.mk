@@ -353,8 +353,8 @@ dial-levels-report: venv
 		--no_levels results/dial-redraft-training.json)
 	$(OFFLINE) $(PY) -m experiments.level_units --dial results/dial.json --keys levels \
 		levels_importance levels_importance_half_weight levels_importance_redraft levels_importance_step1000 \
-		levels_learned_scores \
-		levels_full_every_step_seeds levels_sandwich_distillation --output results/level-units
+		levels_learned_scores levels_full_every_step_seeds levels_sandwich_distillation levels_target_recipe_seeds \
+		--output results/level-units
 level-recipes: venv
 	$(OFFLINE) $(PY) -m experiments.level_recipes --model checkpoints/bible-de-en/deer --threads 1 --repeats 10 \
 		--output results/level-recipes-step-cost

@@ -7,11 +7,14 @@ why a level holds on one seed and collapses on another.
 
 Reads each seed's run folder and scores from the dial file's entries (`experiments.levels_report` wrote them), loads
 the run and ranks its units at every level (no decoding). Writes OUTPUT.json and OUTPUT.md: one row per run and level
-with the heads and neurons kept per layer, the run's level ranking and its head scores.
+with the heads and neurons kept per layer, the run's level ranking and its head scores. A run whose folder is gone
+(runs live outside the repository) keeps the units an earlier OUTPUT.json recorded for it; a run in neither place is
+an error.
 """
 
 import argparse
 import json
+import os
 
 from experiments.report import markdown_table
 from modeling_deer import DeerForConditionalGeneration
@@ -45,12 +48,24 @@ def main(argv=None):
     if missing:
         parser.error(f"{args.dial} has no entry with seeds under {', '.join(missing)}")
 
+    recorded = {}  # run folder -> its units, from an earlier report
+    if os.path.exists(args.output + ".json"):
+        with open(args.output + ".json") as handle:
+            for runs in json.load(handle)["entries"].values():
+                recorded.update({run["run"]: run for run in runs})
     rows, entries = [], {}
     for key in args.keys:
         entries[key] = []
         for seed in dial[key]["seeds"]:
             levels = list(seed["validation"])
-            units = run_units(seed["run"], levels)
+            if os.path.isdir(seed["run"]):
+                units = run_units(seed["run"], levels)
+            elif seed["run"] in recorded:
+                units = {name: recorded[seed["run"]][name] for name in ("level_ranking", "head_scores", "levels")}
+            else:
+                parser.error(
+                    f"{seed['run']} ({key}, seed {seed['seed']}) is gone and {args.output}.json has no record of it"
+                )
             entries[key].append({"run": seed["run"], "seed": seed["seed"], **units, "validation": seed["validation"]})
             for level in levels:
                 kept = units["levels"][level]

@@ -164,6 +164,12 @@ def main(argv=None):
     if model_type not in ("deer", "encoder-decoder"):
         parser.error(f"{args.run} is a {model_type!r} model; this ships DEER and BERT2BERT runs")
 
+    run, output = os.path.realpath(args.run), os.path.realpath(args.output_dir)
+    if os.path.commonpath([run, output]) == output:  # the output directory is emptied first
+        parser.error(
+            f"--output_dir {args.output_dir} holds the run {args.run}, and it is emptied before the copy: ship into "
+            "another directory (to ship a shipped checkpoint again, copy it somewhere first and ship the copy)"
+        )
     if os.path.isdir(args.output_dir):  # nothing of the checkpoint shipped before stays (records, a card)
         shutil.rmtree(args.output_dir)
     os.makedirs(args.output_dir)

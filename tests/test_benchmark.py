@@ -533,6 +533,11 @@ def test_ship_checkpoint_refuses_what_it_cannot_ship(trained_pair, tmp_path, cap
     with pytest.raises(SystemExit):
         ship_main(["--run", str(tmp_path), "--output_dir", str(tmp_path / "d")])
     assert "not a checkpoint directory" in capsys.readouterr().err
+    for output_dir in (trained_pair / "ar", trained_pair):  # the run itself, or a folder holding it: refused, kept
+        with pytest.raises(SystemExit):
+            ship_main(["--run", str(trained_pair / "ar"), "--output_dir", str(output_dir), "--train_file", TRAIN_FILE])
+        assert "emptied before the copy" in capsys.readouterr().err
+        assert (trained_pair / "ar" / "config.json").exists()
 
 
 def test_shipped_deer_checkpoint_generates_as_the_run(trained_pair, tmp_path):

@@ -1,5 +1,6 @@
 import copy
 import json
+import shutil
 
 import pytest
 import torch
@@ -594,3 +595,11 @@ def test_the_level_units_report_lists_what_each_level_keeps(tmp_path):
     assert "| levels | 0 | importance | 0.75 |" in (tmp_path / "units.md").read_text()
     with pytest.raises(SystemExit):
         level_units.main(["--dial", str(tmp_path / "dial.json"), "--keys", "rounds", "--output", output])
+    # A run folder that is gone keeps the units the earlier report recorded; with no record, it is an error.
+    first = (tmp_path / "units.json").read_text()
+    shutil.rmtree(tmp_path / "run")
+    level_units.main(["--dial", str(tmp_path / "dial.json"), "--keys", "levels", "--output", output])
+    assert (tmp_path / "units.json").read_text() == first
+    (tmp_path / "units.json").unlink()
+    with pytest.raises(SystemExit):
+        level_units.main(["--dial", str(tmp_path / "dial.json"), "--keys", "levels", "--output", output])
