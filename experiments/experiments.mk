@@ -13,10 +13,10 @@ STEPS ?= 3000
 run_flags = --train_file data/$(TASK)-32/train.jsonl --max_steps $(1) --warmup_steps $$(($(1) / 10)) \
 	--disable_tqdm true $(TRAIN_FLAGS)
 RUN_FLAGS = $(call run_flags,$(STEPS))
-# One run: $(1) the script (train: DEER, train_ar: BERT2BERT), $(2) its name under runs/$(TASK), $(3) its flags; one
-# thread, from the real tiny BERT, logged to runs/$(TASK)/$(2).log.
+# One run: $(1) the script (train: DEER, train_ar: BERT2BERT), $(2) its name under $(4) (runs/$(TASK) if not given),
+# $(3) its flags; one thread, from the real tiny BERT, logged to $(4)/$(2).log.
 train_run = $(OFFLINE) OMP_NUM_THREADS=1 $(PY) -m training.$(1) --model_name_or_path $(TINY_BERT) \
-	--output_dir runs/$(TASK)/$(2) $(3) > runs/$(TASK)/$(2).log 2>&1
+	--output_dir $(or $(4),runs/$(TASK))/$(2) $(3) > $(or $(4),runs/$(TASK))/$(2).log 2>&1
 
 real-runs: venv
 	mkdir -p runs/$(TASK)
@@ -88,7 +88,7 @@ QUALITY_FLAGS = $(RUN_FLAGS) --do_eval --validation_file data/$(TASK)-32/validat
 	--eval_steps 300 --predict_with_generate --per_device_eval_batch_size 64 --save_strategy steps --save_steps 300 \
 	--save_total_limit 1
 # (Their knobs are chosen by the report targets, by the task's metric: not by training as well.)
-deer_run = $(call train_run,train,$(1),--trim_vocabulary --tune_decoding none $(QUALITY_FLAGS) $(2))
+deer_run = $(call train_run,train,$(1),--trim_vocabulary --tune_decoding none $(QUALITY_FLAGS) $(2),$(3))
 
 quality-runs: venv
 	mkdir -p runs/$(TASK)
@@ -293,9 +293,7 @@ dial-levels: venv
 	$(call level_run,deer-importance-rerank-seed1,$(IMPORTANCE_RECIPE) --level_ranking_steps 0 1000 --seed 1) ; wait
 	$(call level_run,deer-importance-rerank-seed2,$(IMPORTANCE_RECIPE) --level_ranking_steps 0 1000 --seed 2) & \
 	$(call level_run,deer-importance-rerank-seed3,$(IMPORTANCE_RECIPE) --level_ranking_steps 0 1000 --seed 3) ; wait
-	$(OFFLINE) OMP_NUM_THREADS=1 $(PY) -m training.train --model_name_or_path $(TINY_BERT) \
-		--output_dir $(RUNS_DIR)/deer-all-seed3 --trim_vocabulary --tune_decoding none $(QUALITY_FLAGS) \
-		$(FIXED_RECIPE) --seed 3 > $(RUNS_DIR)/deer-all-seed3.log 2>&1
+	$(call deer_run,deer-all-seed3,$(FIXED_RECIPE) --seed 3,$(RUNS_DIR))
 dial-level-recipes: venv
 	mkdir -p $(RUNS_DIR)
 	$(call level_run,deer-importance-seed0,$(IMPORTANCE_RECIPE)) & \
