@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -18,7 +19,7 @@ from experiments.prepare_data import prepare
 from training.data import load_split
 from training.metrics import normalize, score
 from training.train import main as train_main
-from training.trainer import SpecialTokensCallback, TrainingSchedule
+from training.trainer import LearningCurveCallback, SpecialTokensCallback, TrainingSchedule
 
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -805,9 +806,36 @@ def test_a_resumed_run_keeps_counting_evaluations_without_gain(tmp_path, tiny_be
     train_main(run_args(output, tiny_bert_path, "--max_steps", "4", *common))
     assert json.loads((output / "trainer_state.json").read_text())["global_step"] == 4
     resume = ("--max_steps", "40", "--resume_from_checkpoint", str(output / "checkpoint-4"))
+    seconds = json.loads((output / "checkpoint-4" / "trainer_state.json").read_text())["stateful_callbacks"]
+    assert seconds["LearningCurveCallback"]["attributes"]["train_seconds"] > 0  # the checkpoint records its seconds
     train_main(run_args(output, tiny_bert_path, *resume, *common))
     state = json.loads((output / "trainer_state.json").read_text())
     assert state["global_step"] == 8 and state["best_global_step"] == 2
+    curve = [json.loads(line) for line in (output / "learning_curve.jsonl").read_text().splitlines()]
+    during = [row["train_seconds"] for row in curve if not row.get("after_training")]
+    assert [row["step"] for row in curve if not row.get("after_training")] == [2, 4, 6, 8]
+    assert during == sorted(during) and during[2] > during[1]  # the resumed run goes on counting
+
+
+def test_a_resumed_learning_curve_goes_on_from_the_seconds_its_checkpoint_recorded(tmp_path):
+    """A run stopped by --max_train_minutes saves a checkpoint after its last evaluation: the seconds of the steps
+    between them come from the checkpoint, not from the curve file (which would lose them); a checkpoint saved
+    before the checkpoints recorded them falls back to the file."""
+    from transformers import TrainerState
+
+    args = SimpleNamespace(output_dir=str(tmp_path))
+    (tmp_path / "learning_curve.jsonl").write_text(
+        json.dumps({"step": 500, "train_seconds": 400.0}) + "\n" + json.dumps({"step": 1000, "train_seconds": 800.0})
+    )
+    callback = LearningCurveCallback()
+    recorded = {"LearningCurveCallback": {"args": {}, "attributes": {"train_seconds": 700.0}}}
+    callback.on_train_begin(args, TrainerState(global_step=900, stateful_callbacks=recorded), None)
+    assert callback.train_seconds == 700.0
+    callback.on_train_begin(args, TrainerState(global_step=900), None)  # an older checkpoint: the file
+    assert callback.train_seconds == 400.0
+    callback.on_train_begin(args, TrainerState(global_step=0, stateful_callbacks=recorded), None)  # a new run
+    assert callback.train_seconds == 0.0
+    assert callback.state() == {"args": {}, "attributes": {"train_seconds": 0.0}}
 
 
 def test_the_generation_metric_is_the_default_metric_for_the_best_model(tmp_path, tiny_bert_path):

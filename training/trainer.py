@@ -22,6 +22,7 @@ from transformers import (
 )
 from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 from transformers.integrations.fsdp import is_fsdp_managed_module
+from transformers.trainer_callback import ExportableState
 
 from training.arguments import CardArguments, DataArguments, StoppingArguments
 from training.cli import METRICS
@@ -97,21 +98,29 @@ class TrainingSchedule:
         return step <= self.ctc_only_until(max_steps)
 
 
-class LearningCurveCallback(TrainerCallback):
+class LearningCurveCallback(TrainerCallback, ExportableState):
     """Appends one JSON line per evaluation to `learning_curve.jsonl` in the output directory: the step, the seconds
     spent in training steps so far (evaluation excluded, so runs compare by training wall-clock) and the evaluation
-    metrics. A resumed run goes on from the seconds its file recorded at the checkpoint's step. An evaluation after
+    metrics. Each checkpoint records the seconds at its step (`trainer_state.json`), and a resumed run goes on from
+    them, also when the checkpoint came after the last evaluation (a run stopped by --max_train_minutes); from a
+    checkpoint without them, from the last line of the file at or before the checkpoint's step. An evaluation after
     training (of the final model, or with early stopping of the best one) is marked `"after_training": true`."""
 
     def __init__(self):
         self.train_seconds, self.step_started, self.training_done = 0.0, None, False
+
+    def state(self) -> dict:
+        return {"args": {}, "attributes": {"train_seconds": self.train_seconds}}
 
     def path(self, args) -> str:
         return os.path.join(args.output_dir, "learning_curve.jsonl")
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.train_seconds, self.training_done = 0.0, False
-        if state.global_step and os.path.exists(self.path(args)):
+        saved = state.stateful_callbacks.get(type(self).__name__) if state.global_step else None
+        if isinstance(saved, dict) and "train_seconds" in saved.get("attributes", {}):
+            self.train_seconds = saved["attributes"]["train_seconds"]
+        elif state.global_step and os.path.exists(self.path(args)):
             with open(self.path(args)) as handle:
                 rows = [json.loads(line) for line in handle if line.strip()]
             earlier = [row for row in rows if row["step"] <= state.global_step]
