@@ -831,8 +831,10 @@ def test_a_resumed_learning_curve_goes_on_from_the_seconds_its_checkpoint_record
     recorded = {"LearningCurveCallback": {"args": {}, "attributes": {"train_seconds": 700.0}}}
     callback.on_train_begin(args, TrainerState(global_step=900, stateful_callbacks=recorded), None)
     assert callback.train_seconds == 700.0
-    callback.on_train_begin(args, TrainerState(global_step=900), None)  # an older checkpoint: the file
+    older = TrainerState(global_step=900)
+    callback.on_train_begin(args, older, None)  # an older checkpoint: the file
     assert callback.train_seconds == 400.0
+    assert "LearningCurveCallback" in older.stateful_callbacks  # the Trainer's next save looks it up
     callback.on_train_begin(args, TrainerState(global_step=0, stateful_callbacks=recorded), None)  # a new run
     assert callback.train_seconds == 0.0
     assert callback.state() == {"args": {}, "attributes": {"train_seconds": 0.0}}

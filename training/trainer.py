@@ -118,6 +118,9 @@ class LearningCurveCallback(TrainerCallback, ExportableState):
     def on_train_begin(self, args, state, control, **kwargs):
         self.train_seconds, self.training_done = 0.0, False
         saved = state.stateful_callbacks.get(type(self).__name__) if state.global_step else None
+        # A checkpoint saved before this callback recorded its state lacks the entry, which the Trainer's next save
+        # expects (a KeyError otherwise).
+        state.stateful_callbacks.setdefault(type(self).__name__, self.state())
         if isinstance(saved, dict) and "train_seconds" in saved.get("attributes", {}):
             self.train_seconds = saved["attributes"]["train_seconds"]
         elif state.global_step and os.path.exists(self.path(args)):
