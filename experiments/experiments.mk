@@ -363,7 +363,7 @@ level-recipes: venv
 # RUNS_DIR/RUN/checkpoint-N to go on). plateau-report: both curves, each run's best step, test scores at it.
 PLATEAU_MINUTES ?= 150
 # How DEER trains its levels: the shipped checkpoint's recipe (learned scores); the recipe chosen since (dial-levels)
-# is PLATEAU_LEVELS="$(IMPORTANCE_RECIPE) --level_ranking_steps 0 1000", not yet trained to a plateau.
+# is PLATEAU_LEVELS="$(IMPORTANCE_RECIPE) --level_ranking_steps 0 1000" (trained to a plateau once, not shipped: RESULTS).
 PLATEAU_LEVELS ?= $(LEVEL_RECIPE)
 PLATEAU_FLAGS = --validation_file data/$(TASK)-32/validation.jsonl --max_steps 30000 --warmup_steps 300 \
 	--eval_strategy steps --eval_steps 500 --save_strategy steps --save_steps 500 --save_total_limit 2 \
