@@ -276,8 +276,9 @@ quality-report: venv
 # ("levels_full_every_step" is its seed 0, trained by quality-dial).
 # dial-levels-report tunes each on validation and writes results/dial.json "levels" (and "levels_importance",
 # "levels_importance_half_weight", "levels_importance_step1000", "levels_importance_redraft",
-# "levels_learned_scores", "levels_full_every_step_seeds", "levels_target_recipe_seeds") against the same recipe without levels (its seeds in
-# results/dial.json "rounds"; the re-drafting recipe's in results/dial-redraft-training.json), and
+# "levels_learned_scores", "levels_full_every_step_seeds", "levels_target_recipe_seeds") against the same recipe
+# without levels (its seeds in results/dial.json "rounds"; the re-drafting recipe's in
+# results/dial-redraft-training.json), and
 # results/level-units.* (the heads and neurons each level keeps, per run); level-recipes times one training step of
 # every way to train the levels.
 RUNS_DIR ?= ../runs/$(TASK)

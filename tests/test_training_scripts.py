@@ -19,7 +19,7 @@ from experiments.prepare_data import prepare
 from training.data import load_split
 from training.metrics import normalize, score
 from training.train import main as train_main
-from training.trainer import LearningCurveCallback, SpecialTokensCallback, TrainingSchedule
+from training.trainer import LearningCurveCallback, SpecialTokensCallback, StateEntriesCallback, TrainingSchedule
 
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -817,6 +817,22 @@ def test_a_resumed_run_keeps_counting_evaluations_without_gain(tmp_path, tiny_be
     assert during == sorted(during) and during[2] > during[1]  # the resumed run goes on counting
 
 
+def test_early_stopping_can_be_added_when_a_run_is_resumed(tmp_path, tiny_bert_path):
+    """The checkpoint of a run without early stopping has no entry for it in its trainer state, which the Trainer's
+    next save looks up by name: the resumed run with --early_stopping_patience trains and saves."""
+    output = tmp_path / "run"
+    common = (
+        "--ctc_only_steps", "0", "--tune_decoding", "none", "--validation_file", VALIDATION_FILE, "--do_eval",
+        "--max_eval_samples", "4", "--predict_with_generate", "--max_iterations", "0", "--eval_strategy", "steps",
+        "--eval_steps", "2", "--save_strategy", "steps", "--save_steps", "2",
+    )  # fmt: skip
+    train_main(run_args(output, tiny_bert_path, "--max_steps", "2", *common))
+    resume = ("--max_steps", "4", "--resume_from_checkpoint", str(output / "checkpoint-2"))
+    train_main(run_args(output, tiny_bert_path, *resume, *common, "--early_stopping_patience", "3"))
+    state = json.loads((output / "checkpoint-4" / "trainer_state.json").read_text())
+    assert state["global_step"] == 4 and "EarlyStoppingCallback" in state["stateful_callbacks"]
+
+
 def test_a_resumed_learning_curve_goes_on_from_the_seconds_its_checkpoint_recorded(tmp_path):
     """A run stopped by --max_train_minutes saves a checkpoint after its last evaluation: the seconds of the steps
     between them come from the checkpoint, not from the curve file (which would lose them); a checkpoint saved
@@ -834,6 +850,7 @@ def test_a_resumed_learning_curve_goes_on_from_the_seconds_its_checkpoint_record
     older = TrainerState(global_step=900)
     callback.on_train_begin(args, older, None)  # an older checkpoint: the file
     assert callback.train_seconds == 400.0
+    StateEntriesCallback([callback]).on_train_begin(args, older, None)
     assert "LearningCurveCallback" in older.stateful_callbacks  # the Trainer's next save looks it up
     callback.on_train_begin(args, TrainerState(global_step=0, stateful_callbacks=recorded), None)  # a new run
     assert callback.train_seconds == 0.0

@@ -223,7 +223,7 @@ def main(argv=None):
     schedule = TrainingSchedule(
         model_args.glancing_start, model_args.glancing_end, model_args.ctc_only_steps, steps[0]
     )
-    callbacks = run_callbacks(model, model_args.max_train_minutes) + stopping
+    callbacks = run_callbacks(model, model_args.max_train_minutes, stopping)
     if train_dataset is not None and model.units_ranked_by_importance():
         batch_size = training_args.per_device_train_batch_size
         rows = model_args.level_ranking_rows

@@ -169,7 +169,7 @@ def main(argv=None):
         processing_class=tokenizer,
         data_collator=DataCollatorForSeq2Seq(tokenizer, model=None, label_pad_token_id=-100),
         compute_metrics=generation_metrics(tokenizer) if training_args.predict_with_generate else None,
-        callbacks=run_callbacks(model, model_args.max_train_minutes) + stopping,
+        callbacks=run_callbacks(model, model_args.max_train_minutes, stopping),
     )
     train_and_evaluate(trainer, training_args, "training.train_ar", argv)
     if training_args.do_predict:

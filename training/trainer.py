@@ -118,9 +118,6 @@ class LearningCurveCallback(TrainerCallback, ExportableState):
     def on_train_begin(self, args, state, control, **kwargs):
         self.train_seconds, self.training_done = 0.0, False
         saved = state.stateful_callbacks.get(type(self).__name__) if state.global_step else None
-        # A checkpoint saved before this callback recorded its state lacks the entry, which the Trainer's next save
-        # expects (a KeyError otherwise).
-        state.stateful_callbacks.setdefault(type(self).__name__, self.state())
         if isinstance(saved, dict) and "train_seconds" in saved.get("attributes", {}):
             self.train_seconds = saved["attributes"]["train_seconds"]
         elif state.global_step and os.path.exists(self.path(args)):
@@ -316,12 +313,27 @@ class DeerTrainer(Seq2SeqTrainer):
         return loss, generated, inputs.get("labels")
 
 
-def run_callbacks(model, max_train_minutes: float | None) -> list[TrainerCallback]:
-    """The callbacks both training scripts use: the model's special ids kept, the learning curve, and the time limit
-    if one is given."""
-    return [SpecialTokensCallback(model), LearningCurveCallback()] + (
+class StateEntriesCallback(TrainerCallback):
+    """When training begins, gives the trainer state an entry for each stateful callback it lacks. A state resumed
+    from a checkpoint has entries only for the callbacks the checkpoint's run had (not early stopping added on
+    resume, nor the learning curve's seconds in a checkpoint from before they were recorded), and the Trainer's next
+    save looks each one up by name: a KeyError otherwise."""
+
+    def __init__(self, callbacks: list[TrainerCallback]):
+        self.stateful = [callback for callback in callbacks if isinstance(callback, ExportableState)]
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        for callback in self.stateful:
+            state.stateful_callbacks.setdefault(type(callback).__name__, callback.state())
+
+
+def run_callbacks(model, max_train_minutes: float | None, stopping: list[TrainerCallback]) -> list[TrainerCallback]:
+    """The callbacks both training scripts use: the model's special ids kept, the learning curve, the time limit if
+    one is given, `stopping` (`best_model_callbacks`), and their entries in a resumed trainer state."""
+    callbacks = [SpecialTokensCallback(model), LearningCurveCallback()] + (
         [TimeLimitCallback(max_train_minutes)] if max_train_minutes is not None else []
     )
+    return callbacks + stopping + [StateEntriesCallback(callbacks + stopping)]
 
 
 def check_fsdp_wrapping(training_args, model) -> None:
